@@ -1,0 +1,408 @@
+"""SQS message schemas: import messages (provider → importer) and continuation messages.
+
+Both are plain UTF-8 JSON objects with a ``schema`` field (see docs/ARCHITECTURE.md, "Messages").
+Certificates travel as PEM text. Bodies are encoded compactly and ASCII-only (JSON escapes
+for anything else), so every body consists of characters SQS accepts and its byte size is exact.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+IMPORT_SCHEMA = "thingpress.import/1"
+"""The ``schema`` value of an import message."""
+
+CONTINUE_SCHEMA = "thingpress.continue/1"
+"""The ``schema`` value of a continuation message."""
+
+SQS_MAX_MESSAGE_BYTES = 262_144
+"""SQS limit for one message body, and for the sum of bodies in one ``SendMessageBatch`` call."""
+
+DEFAULT_MAX_MESSAGE_BYTES = 240_000
+"""The byte budget the provider packs import messages into (the SQS limit minus a margin)."""
+
+SQS_MAX_BATCH_ENTRIES = 10
+"""Most messages in one ``SendMessageBatch`` call."""
+
+CHUNK_DIGITS = 6
+"""Provider chunk ids are zero-padded to this many digits (``000012``)."""
+
+
+def _encode(document: Mapping[str, Any]) -> str:
+    return json.dumps(document, separators=(",", ":"), ensure_ascii=True)
+
+
+def body_size(body: str) -> int:
+    """Return the size in bytes that SQS counts for ``body`` (its UTF-8 length)."""
+    return len(body.encode("utf-8"))
+
+
+def chunk_id(number: int) -> str:
+    """Return the provider chunk id for the ``number``-th message of a job (``12`` → ``"000012"``).
+
+    Raises ``ValueError`` for a negative number.
+    """
+    if number < 0:
+        raise ValueError(f"A chunk number cannot be negative (got {number}).")
+    return f"{number:0{CHUNK_DIGITS}d}"
+
+
+@dataclass(frozen=True)
+class MessageSettings:
+    """The import settings every message carries: what to attach to each certificate and thing."""
+
+    policies: tuple[str, ...] = ()
+    thing_groups: tuple[str, ...] = ()
+    thing_type: str | None = None
+    attributes: Mapping[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the JSON form (``thing_type`` is ``null`` when there is none)."""
+        return {
+            "policies": list(self.policies),
+            "thing_groups": list(self.thing_groups),
+            "thing_type": self.thing_type,
+            "attributes": dict(self.attributes),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any) -> MessageSettings:
+        """Build settings from their JSON form; raises ``ValueError`` naming the bad field."""
+        if not isinstance(data, dict):
+            raise ValueError("Message field 'settings' must be a JSON object.")
+        policies = _string_list(data.get("policies", []), "settings.policies")
+        groups = _string_list(data.get("thing_groups", []), "settings.thing_groups")
+        thing_type = data.get("thing_type")
+        if thing_type is not None and (not isinstance(thing_type, str) or not thing_type):
+            raise ValueError("Message field 'settings.thing_type' must be a non-empty string or null.")
+        attributes = data.get("attributes", {})
+        if not isinstance(attributes, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in attributes.items()
+        ):
+            raise ValueError("Message field 'settings.attributes' must be an object of strings.")
+        return cls(tuple(policies), tuple(groups), thing_type, dict(attributes))
+
+
+@dataclass(frozen=True)
+class ImportEntry:
+    """One certificate to register: where it came from, its thing name, id and PEM text."""
+
+    locator: str
+    thing_name: str
+    certificate_id: str
+    certificate_pem: str
+
+    def to_dict(self) -> dict[str, str]:
+        """Return the JSON form."""
+        return {
+            "locator": self.locator,
+            "thing_name": self.thing_name,
+            "certificate_id": self.certificate_id,
+            "certificate_pem": self.certificate_pem,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any, index: int) -> ImportEntry:
+        """Build an entry from its JSON form; raises ``ValueError`` naming entry ``index``."""
+        if not isinstance(data, dict):
+            raise ValueError(f"Message entry {index} must be a JSON object.")
+        values: dict[str, str] = {}
+        for name in ("locator", "thing_name", "certificate_id", "certificate_pem"):
+            value = data.get(name)
+            if not isinstance(value, str) or not value:
+                raise ValueError(f"Message entry {index} has no valid '{name}' (a non-empty string).")
+            values[name] = value
+        return cls(**values)
+
+
+def encoded_entry_size(entry: ImportEntry) -> int:
+    """Return the bytes ``entry`` adds to an import message body (without the separating comma)."""
+    return body_size(_encode(entry.to_dict()))
+
+
+@dataclass(frozen=True)
+class ImportMessage:
+    """An import message: a chunk of certificates of one job, with the settings to apply."""
+
+    job_id: str
+    chunk: str
+    settings: MessageSettings
+    entries: tuple[ImportEntry, ...]
+    attempt: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the JSON form."""
+        return {
+            "schema": IMPORT_SCHEMA,
+            "job_id": self.job_id,
+            "chunk": self.chunk,
+            "attempt": self.attempt,
+            "settings": self.settings.to_dict(),
+            "entries": [entry.to_dict() for entry in self.entries],
+        }
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """How far the provider got: manifest entries consumed and the next chunk number to use."""
+
+    entries_done: int
+    next_chunk: int
+
+    def to_dict(self) -> dict[str, int]:
+        """Return the JSON form."""
+        return {"entries_done": self.entries_done, "next_chunk": self.next_chunk}
+
+
+@dataclass(frozen=True)
+class ContinuationMessage:
+    """A message the provider sends itself to continue a manifest in a new invocation."""
+
+    job_id: str
+    bucket: str
+    key: str
+    version_id: str | None
+    etag: str | None
+    checkpoint: Checkpoint
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the JSON form."""
+        return {
+            "schema": CONTINUE_SCHEMA,
+            "job_id": self.job_id,
+            "bucket": self.bucket,
+            "key": self.key,
+            "version_id": self.version_id,
+            "etag": self.etag,
+            "checkpoint": self.checkpoint.to_dict(),
+        }
+
+
+def encode_import_message(message: ImportMessage) -> str:
+    """Return the JSON body of an import message."""
+    return _encode(message.to_dict())
+
+
+def encode_continuation_message(message: ContinuationMessage) -> str:
+    """Return the JSON body of a continuation message."""
+    return _encode(message.to_dict())
+
+
+def encode_message(message: ImportMessage | ContinuationMessage) -> str:
+    """Return the JSON body of either message kind."""
+    return _encode(message.to_dict())
+
+
+def _string_list(value: Any, name: str) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(item, str) and item for item in value):
+        raise ValueError(f"Message field '{name}' must be a list of non-empty strings.")
+    return value
+
+
+def _require_str(data: dict[str, Any], name: str, *, nullable: bool = False) -> Any:
+    value = data.get(name)
+    if value is None and nullable:
+        return None
+    if not isinstance(value, str) or not value:
+        kind = "a non-empty string or null" if nullable else "a non-empty string"
+        raise ValueError(f"Message field '{name}' must be {kind}.")
+    return value
+
+
+def _require_int(data: Mapping[str, Any], name: str) -> int:
+    value = data.get(name)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ValueError(f"Message field '{name}' must be a non-negative integer.")
+    return value
+
+
+def decode_message(body: str) -> ImportMessage | ContinuationMessage:
+    """Parse an SQS message body into an import or continuation message.
+
+    Takes the body text. Returns the message. Raises ``ValueError`` with one sentence naming what
+    is wrong (not JSON, not an object, unknown schema, a missing or mistyped field).
+    """
+    try:
+        data = json.loads(body)
+    except (json.JSONDecodeError, TypeError) as error:
+        raise ValueError(f"Message body is not valid JSON ({error}).") from None
+    if not isinstance(data, dict):
+        raise ValueError("Message body must be a JSON object.")
+    schema = data.get("schema")
+    if schema == IMPORT_SCHEMA:
+        return _decode_import(data)
+    if schema == CONTINUE_SCHEMA:
+        return _decode_continuation(data)
+    raise ValueError(
+        f"Message schema {schema!r} is not supported (expected {IMPORT_SCHEMA!r} or {CONTINUE_SCHEMA!r})."
+    )
+
+
+def _decode_import(data: dict[str, Any]) -> ImportMessage:
+    raw_entries = data.get("entries")
+    if not isinstance(raw_entries, list) or not raw_entries:
+        raise ValueError("Message field 'entries' must be a non-empty list.")
+    return ImportMessage(
+        job_id=_require_str(data, "job_id"),
+        chunk=_require_str(data, "chunk"),
+        attempt=_require_int(data, "attempt"),
+        settings=MessageSettings.from_dict(data.get("settings")),
+        entries=tuple(ImportEntry.from_dict(item, index) for index, item in enumerate(raw_entries)),
+    )
+
+
+def _decode_continuation(data: dict[str, Any]) -> ContinuationMessage:
+    checkpoint = data.get("checkpoint")
+    if not isinstance(checkpoint, dict):
+        raise ValueError("Message field 'checkpoint' must be a JSON object.")
+    return ContinuationMessage(
+        job_id=_require_str(data, "job_id"),
+        bucket=_require_str(data, "bucket"),
+        key=_require_str(data, "key"),
+        version_id=_require_str(data, "version_id", nullable=True),
+        etag=_require_str(data, "etag", nullable=True),
+        checkpoint=Checkpoint(
+            entries_done=_require_int(checkpoint, "entries_done"),
+            next_chunk=_require_int(checkpoint, "next_chunk"),
+        ),
+    )
+
+
+class MessagePacker:
+    """Packs import entries, in order, into import messages under an entry count and byte budget.
+
+    Feed entries with ``add``; it returns a full message when the next entry would not fit. Call
+    ``flush`` at the end for the last, partial message. Chunk ids are numbered from ``first_chunk``
+    so packing is deterministic: the same entries and budgets always give the same messages.
+    """
+
+    def __init__(
+        self,
+        job_id: str,
+        settings: MessageSettings,
+        *,
+        max_entries: int,
+        max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        first_chunk: int = 0,
+    ) -> None:
+        """Take the job id, settings, the budgets and the first chunk number.
+
+        Raises ``ValueError`` when ``max_entries`` < 1 or ``max_bytes`` cannot hold the envelope.
+        """
+        if max_entries < 1:
+            raise ValueError(f"Entries per message must be at least 1 (got {max_entries}).")
+        self._job_id = job_id
+        self._settings = settings
+        self._max_entries = max_entries
+        self._max_bytes = max_bytes
+        self._next_chunk = first_chunk
+        self._pending: list[ImportEntry] = []
+        self._pending_bytes = 0
+        probe = ImportMessage(job_id, chunk_id(first_chunk), settings, (), attempt=0)
+        # The envelope with an empty entries list; each entry adds its size plus one comma.
+        self._envelope_bytes = body_size(encode_import_message(probe)) + 2
+        if self._envelope_bytes >= max_bytes:
+            raise ValueError(f"A message budget of {max_bytes} bytes cannot hold the message envelope.")
+
+    @property
+    def next_chunk(self) -> int:
+        """The number of the next chunk to be emitted (pending entries belong to it)."""
+        return self._next_chunk
+
+    @property
+    def pending(self) -> int:
+        """How many entries wait in the current, unfinished message."""
+        return len(self._pending)
+
+    @property
+    def max_entry_bytes(self) -> int:
+        """The largest encoded entry that fits a message on its own."""
+        return self._max_bytes - self._envelope_bytes
+
+    def fits(self, entry: ImportEntry) -> bool:
+        """Return whether ``entry`` fits a message at all (see ``max_entry_bytes``)."""
+        return encoded_entry_size(entry) <= self.max_entry_bytes
+
+    def add(self, entry: ImportEntry) -> ImportMessage | None:
+        """Add ``entry``; return the message that was completed to make room for it, if any.
+
+        Raises ``ValueError`` naming the entry's locator when it cannot fit any message.
+        """
+        size = encoded_entry_size(entry) + 1
+        if size - 1 > self.max_entry_bytes:
+            raise ValueError(
+                f"Entry {entry.locator} is too large for one message ({size - 1} bytes encoded)."
+            )
+        # Pending entries never reach max_entries between calls: a full message is emitted at once.
+        completed: ImportMessage | None = None
+        if self._pending and self._envelope_bytes + self._pending_bytes + size > self._max_bytes:
+            completed = self.flush()
+        self._pending.append(entry)
+        self._pending_bytes += size
+        if len(self._pending) >= self._max_entries:
+            # With max_entries == 1 nothing was pending, so at most one message is completed here.
+            return self.flush()
+        return completed
+
+    def flush(self) -> ImportMessage | None:
+        """Return the message holding the pending entries (``None`` when there are none)."""
+        if not self._pending:
+            return None
+        message = ImportMessage(
+            self._job_id, chunk_id(self._next_chunk), self._settings, tuple(self._pending)
+        )
+        self._next_chunk += 1
+        self._pending = []
+        self._pending_bytes = 0
+        return message
+
+
+def pack_entries(
+    job_id: str,
+    settings: MessageSettings,
+    entries: Iterable[ImportEntry],
+    *,
+    max_entries: int,
+    max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    first_chunk: int = 0,
+) -> Iterator[ImportMessage]:
+    """Yield import messages holding ``entries`` in order, each within both budgets.
+
+    Takes the job id, settings, the entries, at most ``max_entries`` per message, at most
+    ``max_bytes`` per encoded body and the first chunk number. Raises ``ValueError`` for an entry
+    too large for any message or budgets too small to hold the envelope.
+    """
+    packer = MessagePacker(
+        job_id, settings, max_entries=max_entries, max_bytes=max_bytes, first_chunk=first_chunk
+    )
+    for entry in entries:
+        message = packer.add(entry)
+        if message is not None:
+            yield message
+    last = packer.flush()
+    if last is not None:
+        yield last
+
+
+def batch_bodies(bodies: Iterable[str], *, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> Iterator[list[str]]:
+    """Group message bodies into ``SendMessageBatch`` calls: ≤ 10 bodies and ≤ ``max_bytes`` in total.
+
+    Takes the bodies in order. Yields lists of bodies. Raises ``ValueError`` for a body larger than
+    ``max_bytes`` on its own.
+    """
+    batch: list[str] = []
+    total = 0
+    for body in bodies:
+        size = body_size(body)
+        if size > max_bytes:
+            raise ValueError(f"A message body of {size} bytes exceeds the {max_bytes}-byte budget.")
+        if batch and (len(batch) >= SQS_MAX_BATCH_ENTRIES or total + size > max_bytes):
+            yield batch
+            batch, total = [], 0
+        batch.append(body)
+        total += size
+    if batch:
+        yield batch
