@@ -1,0 +1,388 @@
+"""An SQS event-source-mapping emulator that runs the stack's real handlers in-process.
+
+`EventSourceMappingEmulator` polls the stack's queues on moto, builds the event Lambda's SQS poller
+sends, invokes the function's handler and settles the batch as Lambda does: success deletes the
+records; with ReportBatchItemFailures only the records not listed in ``batchItemFailures`` are
+deleted; an exception, an invalid response or a timeout fails the whole batch. Failed records are
+made visible again after `retry_visibility_seconds` (instead of the queue's visibility timeout, so
+retries are immediate); moto itself moves a record whose receive count reached the redrive policy's
+maxReceiveCount to the dead-letter queue on the next receive, as SQS does.
+
+Differences from Lambda, on purpose: MaximumBatchingWindowInSeconds is not waited for (a batch is
+whatever the queue holds, up to BatchSize); invocations of one function run one at a time unless
+`max_concurrency` allows more (ScalingConfig.MaximumConcurrency still caps it).
+"""
+
+from __future__ import annotations
+
+import base64
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from thingpress.local.stack import EventSourceSpec, LocalStack
+
+__all__ = ["EventSourceMappingEmulator", "Invocation", "RunStats"]
+
+SQS_BATCH_LIMIT: Final = 10  # ReceiveMessage, DeleteMessageBatch and ChangeMessageVisibilityBatch cap
+DEFAULT_MAXIMUM_CONCURRENCY: Final = 2  # AWS's lowest ScalingConfig.MaximumConcurrency
+_DEPTH_ATTRIBUTES: Final = (
+    "ApproximateNumberOfMessages",
+    "ApproximateNumberOfMessagesNotVisible",
+    "ApproximateNumberOfMessagesDelayed",
+)
+
+BeforeInvoke = Callable[[str, dict[str, Any]], dict[str, Any]]
+AfterInvoke = Callable[[str, dict[str, Any], Any], None]
+
+
+@dataclass(frozen=True)
+class Invocation:
+    """One handler invocation by the emulator.
+
+    `failed_records` counts the records that stay on the queue for this delivery (all of them on an
+    `error`); `delivery` is 1, or 2 for the duplicate of a batch delivered twice.
+    """
+
+    function: str
+    queue: str
+    records: int
+    failed_records: int
+    response: Any
+    error: BaseException | None
+    started: float
+    duration: float
+    delivery: int = 1
+
+
+@dataclass
+class RunStats:
+    """What one `run_until_idle()` did; `idle` is false when it stopped at a bound instead."""
+
+    invocations: dict[str, int] = field(default_factory=dict)
+    records: dict[str, int] = field(default_factory=dict)
+    failed_records: int = 0
+    errors: int = 0
+    moved_to_dlq: dict[str, int] = field(default_factory=dict)
+    idle: bool = False
+    elapsed: float = 0.0
+
+    @property
+    def total_invocations(self) -> int:
+        """Return the number of handler invocations of every function."""
+        return sum(self.invocations.values())
+
+
+def _lambda_message_attributes(attributes: dict[str, Any]) -> dict[str, Any]:
+    converted: dict[str, Any] = {}
+    for name, value in attributes.items():
+        binary = value.get("BinaryValue")
+        converted[name] = {
+            "stringValue": value.get("StringValue"),
+            "binaryValue": base64.b64encode(binary).decode("ascii") if binary is not None else None,
+            "stringListValues": list(value.get("StringListValues", [])),
+            "binaryListValues": [
+                base64.b64encode(b).decode("ascii") for b in value.get("BinaryListValues", [])
+            ],
+            "dataType": value.get("DataType"),
+        }
+    return converted
+
+
+class EventSourceMappingEmulator:
+    """Feeds the stack's functions from their SQS event sources, as Lambda's event source mappings do.
+
+    Takes the started `LocalStack` and: `clock` (seconds; used for contexts, durations and bounds),
+    `sleep` (for waiting on invisible messages), `retry_visibility_seconds` (visibility given to
+    failed records), `max_concurrency` (concurrent invocations per event source; ``None`` means
+    ScalingConfig.MaximumConcurrency, else capped by it), the fault-injection hooks `before_invoke`
+    (may replace the event) and `after_invoke` (sees the response or the exception),
+    `duplicate_delivery` (true: deliver that batch twice; a record is then deleted if either delivery
+    succeeded for it) and `on_progress` (called with every `Invocation`).
+    """
+
+    def __init__(
+        self,
+        stack: LocalStack,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+        retry_visibility_seconds: int = 0,
+        max_concurrency: int | None = 1,
+        poll_interval: float = 0.05,
+        before_invoke: BeforeInvoke | None = None,
+        after_invoke: AfterInvoke | None = None,
+        duplicate_delivery: Callable[[str, dict[str, Any]], bool] | None = None,
+        on_progress: Callable[[Invocation], None] | None = None,
+    ) -> None:
+        """Bind the emulator to a started stack; nothing is polled until `run_until_idle()`."""
+        self.stack = stack
+        self.clock = clock
+        self.sleep = sleep
+        self.retry_visibility_seconds = retry_visibility_seconds
+        self.max_concurrency = max_concurrency
+        self.poll_interval = poll_interval
+        self.before_invoke = before_invoke
+        self.after_invoke = after_invoke
+        self.duplicate_delivery = duplicate_delivery
+        self.on_progress = on_progress
+        self.invocations: list[Invocation] = []
+        self._lock = threading.Lock()
+        self._sqs = stack.client("sqs")
+
+    @property
+    def sources(self) -> list[EventSourceSpec]:
+        """Return the enabled SQS event sources of the stack."""
+        return [source for source in self.stack.event_sources if source.enabled]
+
+    def concurrency(self, source: EventSourceSpec) -> int:
+        """Return how many invocations of `source` may run at once."""
+        if self.max_concurrency is None:
+            return source.maximum_concurrency or DEFAULT_MAXIMUM_CONCURRENCY
+        if source.maximum_concurrency is None:
+            return max(1, self.max_concurrency)
+        return max(1, min(self.max_concurrency, source.maximum_concurrency))
+
+    # --- queue access --------------------------------------------------------------------------------
+
+    def queue_depth(self, queue_url: str) -> int:
+        """Return the messages of a queue: visible, in flight and delayed."""
+        attributes = self._sqs.get_queue_attributes(
+            QueueUrl=queue_url, AttributeNames=list(_DEPTH_ATTRIBUTES)
+        )
+        return sum(int(attributes["Attributes"].get(name, 0)) for name in _DEPTH_ATTRIBUTES)
+
+    def receive(self, source: EventSourceSpec) -> list[dict[str, Any]]:
+        """Receive up to BatchSize messages from the source queue (several receives if needed)."""
+        messages: list[dict[str, Any]] = []
+        while len(messages) < source.batch_size:
+            response = self._sqs.receive_message(
+                QueueUrl=source.queue_url,
+                MaxNumberOfMessages=min(SQS_BATCH_LIMIT, source.batch_size - len(messages)),
+                AttributeNames=["All"],
+                MessageSystemAttributeNames=["All"],
+                MessageAttributeNames=["All"],
+                WaitTimeSeconds=0,
+            )
+            received = response.get("Messages", [])
+            if not received:
+                break
+            messages.extend(received)
+        return messages
+
+    def build_event(self, source: EventSourceSpec, messages: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        """Return the SQS event Lambda would pass for these received messages."""
+        records = []
+        for message in messages:
+            record: dict[str, Any] = {
+                "messageId": message["MessageId"],
+                "receiptHandle": message["ReceiptHandle"],
+                "body": message["Body"],
+                "attributes": dict(message.get("Attributes", {})),
+                "messageAttributes": _lambda_message_attributes(message.get("MessageAttributes", {})),
+                "md5OfBody": message["MD5OfBody"],
+                "eventSource": "aws:sqs",
+                "eventSourceARN": source.queue_arn,
+                "awsRegion": self.stack.region,
+            }
+            if "MD5OfMessageAttributes" in message:
+                record["md5OfMessageAttributes"] = message["MD5OfMessageAttributes"]
+            records.append(record)
+        return {"Records": records}
+
+    # --- delivery --------------------------------------------------------------------------------------
+
+    def deliver(self, source: EventSourceSpec, messages: Sequence[dict[str, Any]]) -> list[Invocation]:
+        """Invoke the source's function with these messages and settle the batch.
+
+        The batch is delivered twice when `duplicate_delivery` says so. Records that succeeded are
+        deleted, failed ones are made visible again. Returns the invocations. Raises
+        `LocalStackError` when the handler cannot be loaded, botocore errors when settling fails.
+        """
+        event = self.build_event(source, messages)
+        deliveries = 2 if self.duplicate_delivery and self.duplicate_delivery(source.function, event) else 1
+        failed = {message["MessageId"] for message in messages}
+        invocations = []
+        for delivery in range(1, deliveries + 1):
+            invocation, failed_ids = self._invoke(source, event, delivery)
+            failed &= failed_ids
+            invocations.append(invocation)
+        self._settle(source, messages, failed)
+        return invocations
+
+    def _invoke(
+        self, source: EventSourceSpec, event: dict[str, Any], delivery: int
+    ) -> tuple[Invocation, set[str]]:
+        ids = [record["messageId"] for record in event["Records"]]
+        handler = self.stack.handler(source.function)
+        delivered = self.before_invoke(source.function, event) if self.before_invoke else event
+        context = self.stack.make_context(source.function, clock=self.clock)
+        response: Any = None
+        error: BaseException | None = None
+        try:
+            with self.stack.function_environment(source.function):
+                response = handler(delivered, context)
+        except Exception as exception:  # a handler exception fails the whole batch, as on Lambda
+            error = exception
+        if error is None and context.timed_out():
+            error = TimeoutError(f"Task timed out after {context.timeout_seconds:.2f} seconds")
+        failed_ids = set(ids)
+        if error is None:
+            failed_ids, error = self._failed_ids(source, response, ids)
+        invocation = Invocation(
+            function=source.function,
+            queue=source.queue,
+            records=len(ids),
+            failed_records=len(failed_ids),
+            response=response,
+            error=error,
+            started=context.started,
+            duration=self.clock() - context.started,
+            delivery=delivery,
+        )
+        if self.after_invoke:
+            self.after_invoke(source.function, delivered, error if error is not None else response)
+        with self._lock:
+            self.invocations.append(invocation)
+        if self.on_progress:
+            self.on_progress(invocation)
+        return invocation, failed_ids
+
+    @staticmethod
+    def _failed_ids(
+        source: EventSourceSpec, response: Any, ids: Sequence[str]
+    ) -> tuple[set[str], BaseException | None]:
+        if not source.report_batch_item_failures or response is None:
+            return set(), None
+        if not isinstance(response, dict):
+            return set(ids), ValueError(f"Invalid batch response {response!r}: not a JSON object.")
+        failures = response.get("batchItemFailures") or []
+        if not isinstance(failures, list):
+            return set(ids), ValueError("Invalid batch response: batchItemFailures is not a list.")
+        failed: set[str] = set()
+        for failure in failures:
+            identifier = failure.get("itemIdentifier") if isinstance(failure, dict) else None
+            if not identifier or identifier not in ids:
+                # Lambda fails the whole batch for an empty, null or unknown itemIdentifier.
+                return set(ids), ValueError(
+                    f"Invalid batch response: itemIdentifier {identifier!r} is not in the batch."
+                )
+            failed.add(identifier)
+        return failed, None
+
+    def _settle(self, source: EventSourceSpec, messages: Sequence[dict[str, Any]], failed: set[str]) -> None:
+        done = [message for message in messages if message["MessageId"] not in failed]
+        retry = [message for message in messages if message["MessageId"] in failed]
+        for start in range(0, len(done), SQS_BATCH_LIMIT):
+            chunk = done[start : start + SQS_BATCH_LIMIT]
+            self._sqs.delete_message_batch(
+                QueueUrl=source.queue_url,
+                Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(chunk)],
+            )
+        for start in range(0, len(retry), SQS_BATCH_LIMIT):
+            chunk = retry[start : start + SQS_BATCH_LIMIT]
+            self._sqs.change_message_visibility_batch(
+                QueueUrl=source.queue_url,
+                Entries=[
+                    {
+                        "Id": str(i),
+                        "ReceiptHandle": m["ReceiptHandle"],
+                        "VisibilityTimeout": self.retry_visibility_seconds,
+                    }
+                    for i, m in enumerate(chunk)
+                ],
+            )
+
+    # --- the loop --------------------------------------------------------------------------------------
+
+    def idle(self) -> bool:
+        """Return whether every enabled source queue is empty (nothing visible, in flight or delayed)."""
+        return all(self.queue_depth(source.queue_url) == 0 for source in self.sources)
+
+    def _dead_letter_depths(self) -> dict[str, int]:
+        urls = {source.dead_letter_queue_url for source in self.sources if source.dead_letter_queue_url}
+        return {url: self.queue_depth(url) for url in sorted(urls)}
+
+    def _queue_logical_id(self, url: str) -> str:
+        return next(
+            (lid for lid, attributes in self.stack.physical_ids.items() if attributes.get("QueueUrl") == url),
+            url,
+        )
+
+    def run_until_idle(self, max_seconds: float = 60.0, max_invocations: int | None = None) -> RunStats:
+        """Poll every enabled source round-robin until all their queues are empty and nothing runs.
+
+        Stops early (``idle`` false) after `max_seconds` of `clock` time or `max_invocations`
+        batches. Returns the run's statistics. Raises what `deliver()` raises.
+        """
+        started = self.clock()
+        first = len(self.invocations)
+        dead_letters_before = self._dead_letter_depths()
+        executors: dict[int, ThreadPoolExecutor] = {}
+        running: dict[Future[list[Invocation]], int] = {}
+        in_flight: dict[int, int] = {}
+        batches = 0
+        idle = False
+        try:
+            while True:
+                for future in [future for future in running if future.done()]:
+                    in_flight[running.pop(future)] -= 1
+                    future.result()
+                bounded = max_invocations is not None and batches >= max_invocations
+                if bounded or self.clock() - started >= max_seconds:
+                    break
+                progressed = False
+                for index, source in enumerate(self.sources):
+                    limit = self.concurrency(source)
+                    if in_flight.get(index, 0) >= limit:
+                        continue
+                    messages = self.receive(source)
+                    if not messages:
+                        continue
+                    progressed = True
+                    batches += 1
+                    if limit == 1:
+                        self.deliver(source, messages)
+                    else:
+                        executor = executors.setdefault(
+                            index, ThreadPoolExecutor(limit, f"esm-{source.name}")
+                        )
+                        running[executor.submit(self.deliver, source, messages)] = index
+                        in_flight[index] = in_flight.get(index, 0) + 1
+                    if max_invocations is not None and batches >= max_invocations:
+                        break
+                if progressed:
+                    continue
+                if running:
+                    wait(list(running), timeout=self.poll_interval, return_when=FIRST_COMPLETED)
+                    continue
+                if self.idle():
+                    idle = True
+                    break
+                self.sleep(self.poll_interval)
+            for future in list(running):
+                future.result()
+        finally:
+            for executor in executors.values():
+                executor.shutdown(wait=True)
+        return self._stats(first, dead_letters_before, idle, self.clock() - started)
+
+    def _stats(self, first: int, dead_letters_before: dict[str, int], idle: bool, elapsed: float) -> RunStats:
+        stats = RunStats(idle=idle, elapsed=elapsed)
+        with self._lock:
+            invocations = self.invocations[first:]
+        for invocation in invocations:
+            stats.invocations[invocation.function] = stats.invocations.get(invocation.function, 0) + 1
+            stats.records[invocation.function] = (
+                stats.records.get(invocation.function, 0) + invocation.records
+            )
+            stats.failed_records += invocation.failed_records
+            stats.errors += invocation.error is not None
+        for url, before in dead_letters_before.items():
+            moved = self.queue_depth(url) - before
+            if moved > 0:
+                stats.moved_to_dlq[self._queue_logical_id(url)] = moved
+        return stats
