@@ -41,6 +41,7 @@ typecheck: install ## mypy --strict on src/
 validate: install install-sam ## sam validate --lint and cfn-lint
 	$(SAM) validate --lint --template template.yaml --region us-east-1
 	$(VENV)/bin/cfn-lint template.yaml
+	$(VENV_SAM)/bin/checkov -f template.yaml
 
 build: install-sam ## sam build (needs python3.13 on PATH)
 	$(SAM) build --template template.yaml
