@@ -357,3 +357,21 @@ def test_list_jobs(store: j.JobStore) -> None:
 
 def test_natural_key() -> None:
     assert sorted(["row 10", "row 9", "line 2"], key=j.natural_key) == ["line 2", "row 9", "row 10"]
+
+
+def test_manifest_broken_part_way_ends_failed_after_imports(
+    store: j.JobStore, aws: dict[str, Any], emitted: list[str]
+) -> None:
+    _, job = store.create_job(BUCKET, "generated/x.txt", "v")
+    assert store.claim_parse(job.job_id, "a", datetime(2025, 1, 2, 4, tzinfo=UTC)) is not None
+    parsed = store.mark_parsed(job.job_id, "a", 2, {}, reason="line 3: the file is truncated.")
+    assert parsed is not None
+    assert store.try_complete(job.job_id) is None
+    store.record_outcome(job.job_id, "000000", [ok(1), ok(2)], [])
+    final = store.try_complete(job.job_id)
+    assert final is not None
+    assert final.status == j.JobStatus.FAILED
+    assert emitted == ["ManifestsFailed"]
+    report = read_report(aws, final.report_key or "")
+    assert report["reason"] == "line 3: the file is truncated."
+    assert report["succeeded"] == 2

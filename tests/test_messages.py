@@ -113,16 +113,6 @@ def test_pack_one_per_message_and_too_large_entry() -> None:
     assert packer.fits(entry(2))
 
 
-def test_batch_bodies_limits() -> None:
-    bodies = ["x" * 100] * 25
-    assert [len(b) for b in m.batch_bodies(bodies)] == [10, 10, 5]
-    bodies = ["y" * 1000] * 7
-    batches = list(m.batch_bodies(bodies, max_bytes=2500))
-    assert [len(b) for b in batches] == [2, 2, 2, 1]
-    with pytest.raises(ValueError, match="exceeds"):
-        list(m.batch_bodies(["z" * 3000], max_bytes=2500))
-
-
 def test_chunk_id() -> None:
     assert m.chunk_id(12) == "000012"
     with pytest.raises(ValueError, match="negative"):

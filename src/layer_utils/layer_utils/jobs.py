@@ -181,7 +181,14 @@ class Job:
 
     @property
     def outcome_status(self) -> JobStatus:
-        """The final status the counters call for: COMPLETED when nothing failed, else with errors."""
+        """The final status once every entry settled.
+
+        FAILED when the manifest itself failed part-way (``reason`` set by ``mark_parsed``: the
+        entries before the problem were still imported), else COMPLETED when nothing failed, else
+        COMPLETED_WITH_ERRORS.
+        """
+        if self.reason:
+            return JobStatus.FAILED
         return JobStatus.COMPLETED if self.failed == 0 else JobStatus.COMPLETED_WITH_ERRORS
 
     @classmethod
@@ -492,29 +499,44 @@ class JobStore:
         )
         return job is not None
 
-    def mark_parsed(self, job_id: str, owner: str, total: int, checkpoint: Mapping[str, Any]) -> Job | None:
-        """Record that the whole manifest was parsed and fanned out: PARSING → IMPORTING.
+    def mark_parsed(
+        self,
+        job_id: str,
+        owner: str,
+        total: int,
+        checkpoint: Mapping[str, Any],
+        *,
+        reason: str | None = None,
+    ) -> Job | None:
+        """Record that the manifest was parsed and fanned out: PARSING → IMPORTING.
 
         Takes the job id, the lease owner, ``total`` (every manifest entry, including failures and
-        duplicates; the provider's own outcomes were recorded as ``PARSE#`` items already) and the
-        final checkpoint. Returns the job, or None when ``owner`` lost the lease. Raises
-        ``AwsOperationError`` for a DynamoDB failure.
+        duplicates; the provider's own outcomes were recorded as ``PARSE#`` items already), the
+        final checkpoint and, when the manifest broke off part-way, the ``reason``: the entries
+        before it are still imported and the job then ends FAILED with that reason. Returns the
+        job, or None when ``owner`` lost the lease. Raises ``AwsOperationError`` for a DynamoDB
+        failure.
         """
+        values: dict[str, Any] = {
+            ":importing": str(JobStatus.IMPORTING),
+            ":parsing": str(JobStatus.PARSING),
+            ":true": True,
+            ":total": total,
+            ":checkpoint": dict(checkpoint),
+            ":owner": owner,
+            ":now": isoformat(self._now()),
+        }
+        extra = ""
+        if reason:
+            extra = ", reason = :reason"
+            values[":reason"] = _shorten(reason)
         return self._update(
             job_id,
             "SET #status = :importing, parsed = :true, #total = :total, checkpoint = :checkpoint,"
-            " updated_at = :now REMOVE lease_owner, lease_until",
+            f" updated_at = :now{extra} REMOVE lease_owner, lease_until",
             condition="#status = :parsing AND lease_owner = :owner",
             names={"#status": "status", "#total": "total"},
-            values={
-                ":importing": str(JobStatus.IMPORTING),
-                ":parsing": str(JobStatus.PARSING),
-                ":true": True,
-                ":total": total,
-                ":checkpoint": dict(checkpoint),
-                ":owner": owner,
-                ":now": isoformat(self._now()),
-            },
+            values=values,
         )
 
     # ------------------------------------------------------------------------------ outcomes
@@ -626,8 +648,9 @@ class JobStore:
         Claims REPORTING with ``#status = IMPORTING AND parsed = true AND settled = #total`` (an
         attribute-to-attribute comparison, which DynamoDB and moto support), writes the report and
         sets the final status. A caller that finds REPORTING (a crashed winner) finishes it too.
-        Returns the final job when this call set the final status (it emitted ``ManifestsCompleted``),
-        else None. Raises ``AwsOperationError`` for an AWS failure.
+        Returns the final job when this call set the final status (it emitted ``ManifestsCompleted``,
+        or ``ManifestsFailed`` for a manifest that broke off part-way), else None. Raises
+        ``AwsOperationError`` for an AWS failure.
         """
         now = self._now()
         job = self._update(
@@ -666,7 +689,7 @@ class JobStore:
         )
         if finished is None:
             return None
-        self._emit(MANIFESTS_COMPLETED)
+        self._emit(MANIFESTS_FAILED if final == JobStatus.FAILED else MANIFESTS_COMPLETED)
         logger.info(
             "Job finished",
             extra={

@@ -24,6 +24,9 @@ SQS_MAX_MESSAGE_BYTES = 262_144
 DEFAULT_MAX_MESSAGE_BYTES = 240_000
 """The byte budget the provider packs import messages into (the SQS limit minus a margin)."""
 
+DEFAULT_MAX_BATCH_BYTES = 256_000
+"""The byte budget of all bodies of one ``SendMessageBatch`` call (the SQS limit minus a margin)."""
+
 SQS_MAX_BATCH_ENTRIES = 10
 """Most messages in one ``SendMessageBatch`` call."""
 
@@ -385,24 +388,3 @@ def pack_entries(
     last = packer.flush()
     if last is not None:
         yield last
-
-
-def batch_bodies(bodies: Iterable[str], *, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> Iterator[list[str]]:
-    """Group message bodies into ``SendMessageBatch`` calls: ≤ 10 bodies and ≤ ``max_bytes`` in total.
-
-    Takes the bodies in order. Yields lists of bodies. Raises ``ValueError`` for a body larger than
-    ``max_bytes`` on its own.
-    """
-    batch: list[str] = []
-    total = 0
-    for body in bodies:
-        size = body_size(body)
-        if size > max_bytes:
-            raise ValueError(f"A message body of {size} bytes exceeds the {max_bytes}-byte budget.")
-        if batch and (len(batch) >= SQS_MAX_BATCH_ENTRIES or total + size > max_bytes):
-            yield batch
-            batch, total = [], 0
-        batch.append(body)
-        total += size
-    if batch:
-        yield batch
