@@ -1,0 +1,260 @@
+"""The ``thingpress`` command line: run, check and inspect Thingpress without (or with) AWS.
+
+Exit codes: 0 when everything was imported or valid, 1 when some entries failed, 2 for a usage or
+environment error. Errors are one line on stderr, never a traceback (set ``THINGPRESS_DEBUG=1`` to
+see the traceback of an unexpected error). ``--json`` prints exactly one JSON document on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import NoReturn
+
+from thingpress.console import CliError
+
+EXIT_OK = 0
+EXIT_FAILED_ENTRIES = 1
+EXIT_USAGE = 2
+
+VENDORS = ("espressif", "infineon", "microchip", "generated")
+BUNDLE_TYPES = ("E0E0", "E0E1", "E0E2")
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser that reports usage errors as a ``CliError`` instead of exiting."""
+
+    def error(self, message: str) -> NoReturn:
+        """Raise ``CliError`` with the usage error (one line) and exit code 2."""
+        raise CliError(f"{self.prog}: {message} (see {self.prog} --help)", EXIT_USAGE)
+
+
+def _existing_file(value: str) -> Path:
+    path = Path(value)
+    if not path.is_file():
+        raise CliError(f"File not found: {value}.", EXIT_USAGE)
+    return path
+
+
+def _existing_dir(value: str) -> Path:
+    path = Path(value)
+    if not path.is_dir():
+        raise CliError(f"Directory not found: {value}.", EXIT_USAGE)
+    return path
+
+
+def _positive_int(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {value!r}") from None
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"expected zero or more, got {number}")
+    return number
+
+
+def _fraction(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, got {value!r}") from None
+    if not 0.0 <= number <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, got {number}")
+    return number
+
+
+def _add_remote_target(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--stack", help="CloudFormation stack name (resolves the bucket and table)")
+    parser.add_argument("--bucket", help="intake bucket name (with --table, instead of --stack)")
+    parser.add_argument("--table", help="jobs table name (with --bucket, instead of --stack)")
+    parser.add_argument("--json", action="store_true", help="print one JSON document")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the argument parser of the ``thingpress`` command and its subcommands."""
+    parser = _Parser(prog="thingpress", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    local = commands.add_parser("local", help="run the pipeline on the embedded local AWS emulator")
+    local_commands = local.add_subparsers(dest="local_command", metavar="SUBCOMMAND", required=True)
+    imp = local_commands.add_parser("import", help="import one manifest through the local stack")
+    imp.add_argument("manifest", type=_existing_file, metavar="MANIFEST")
+    imp.add_argument("--vendor", choices=VENDORS, help="vendor prefix to upload to (default: sniff)")
+    imp.add_argument("--policy", action="append", default=[], dest="policies", metavar="P")
+    imp.add_argument("--thing-group", action="append", default=[], dest="thing_groups", metavar="G")
+    imp.add_argument("--thing-type", metavar="T")
+    imp.add_argument("--verifiers", type=_existing_dir, metavar="DIR", help="Microchip signer certificates")
+    imp.add_argument("--bundle-type", choices=BUNDLE_TYPES)
+    imp.add_argument("--allow-expired", action="store_true", help="accept expired device certificates")
+    imp.add_argument("--json", action="store_true", help="print one JSON document")
+    imp.set_defaults(handler=_cmd_local_import)
+
+    check = commands.add_parser("check", help="validate a manifest offline (no emulator, no AWS)")
+    check.add_argument("manifest", type=_existing_file, metavar="MANIFEST")
+    check.add_argument("--vendor", choices=VENDORS)
+    check.add_argument("--verifiers", type=_existing_dir, metavar="DIR")
+    check.add_argument("--trusted-ca", action="append", default=[], type=_existing_file, metavar="FILE")
+    check.add_argument("--bundle-type", choices=BUNDLE_TYPES, default="E0E0")
+    check.add_argument("--allow-expired", action="store_true", help="accept expired device certificates")
+    check.add_argument("--json", action="store_true", help="print one JSON document")
+    check.set_defaults(handler=_cmd_check)
+
+    invoke = commands.add_parser("invoke", help="run one function handler on an event, like sam local invoke")
+    invoke.add_argument("function", metavar="FUNCTION_LOGICAL_ID")
+    invoke.add_argument("event", type=_existing_file, metavar="EVENT_FILE")
+    invoke.add_argument("--template", type=_existing_file, default=None, metavar="FILE")
+    invoke.add_argument("--build-dir", type=Path, default=Path(".aws-sam/build"), metavar="DIR")
+    invoke.set_defaults(handler=_cmd_invoke)
+
+    status = commands.add_parser("status", help="jobs of a deployed stack")
+    _add_remote_target(status)
+    status.set_defaults(handler=_cmd_status)
+
+    report = commands.add_parser("report", help="the report of one job of a deployed stack")
+    report.add_argument("job", metavar="JOB_ID_OR_MANIFEST_KEY")
+    _add_remote_target(report)
+    report.set_defaults(handler=_cmd_report)
+
+    generate = commands.add_parser("generate", help="write a synthetic manifest")
+    generate.add_argument("--vendor", choices=VENDORS, required=True)
+    generate.add_argument("--count", type=_positive_int, required=True)
+    generate.add_argument("--out", type=Path, required=True, metavar="PATH")
+    generate.add_argument("--bad-fraction", type=_fraction, default=0.0, metavar="F")
+    generate.add_argument("--signer", type=Path, metavar="PATH_PREFIX")
+    generate.add_argument("--seed", type=int, default=0)
+    generate.set_defaults(handler=_cmd_generate)
+
+    redrive = commands.add_parser("redrive", help="move dead-letter messages back to their source queue")
+    redrive.add_argument("--stack", help="CloudFormation stack name (redrives both DLQs)")
+    redrive.add_argument("--queue", metavar="DLQ_URL")
+    redrive.add_argument("--to", metavar="SOURCE_URL")
+    redrive.add_argument("--json", action="store_true", help="print one JSON document")
+    redrive.set_defaults(handler=_cmd_redrive)
+
+    demo = commands.add_parser("demo", help="the whole pipeline on every vendor format, locally")
+    demo.add_argument("--count", type=_positive_int, default=25, help="certificates per vendor manifest")
+    demo.set_defaults(handler=_cmd_demo)
+    return parser
+
+
+def _remote_target(args: argparse.Namespace) -> tuple[str | None, str | None, str | None]:
+    if args.stack and (args.bucket or args.table):
+        raise CliError("Use either --stack or --bucket with --table, not both.")
+    if not args.stack and not (args.bucket and args.table):
+        raise CliError("Name the deployment with --stack NAME or with both --bucket and --table.")
+    return args.stack, args.bucket, args.table
+
+
+def _cmd_local_import(args: argparse.Namespace) -> int:
+    from thingpress import demo  # noqa: PLC0415 - the emulator loads only when needed
+
+    return demo.local_import_command(
+        args.manifest,
+        vendor=args.vendor,
+        policies=args.policies,
+        thing_groups=args.thing_groups,
+        thing_type=args.thing_type,
+        verifiers=args.verifiers,
+        bundle_type=args.bundle_type,
+        allow_expired=args.allow_expired,
+        as_json=args.json,
+    )
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    from thingpress import check  # noqa: PLC0415
+
+    return check.check_command(
+        args.manifest,
+        vendor=args.vendor,
+        verifiers=args.verifiers,
+        trusted_cas=args.trusted_ca,
+        bundle_type=args.bundle_type,
+        allow_expired=args.allow_expired,
+        as_json=args.json,
+    )
+
+
+def _cmd_invoke(args: argparse.Namespace) -> int:
+    from thingpress import invoke  # noqa: PLC0415
+
+    return invoke.invoke_command(args.function, args.event, template=args.template, build_dir=args.build_dir)
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from thingpress import remote  # noqa: PLC0415
+
+    stack, bucket, table = _remote_target(args)
+    return remote.status_command(stack=stack, bucket=bucket, table=table, as_json=args.json)
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from thingpress import remote  # noqa: PLC0415
+
+    stack, bucket, table = _remote_target(args)
+    return remote.report_command(args.job, stack=stack, bucket=bucket, table=table, as_json=args.json)
+
+
+def _cmd_generate(args: argparse.Namespace) -> int:
+    from thingpress import demo  # noqa: PLC0415
+
+    return demo.generate_command(
+        args.vendor, args.count, args.out, bad_fraction=args.bad_fraction, signer=args.signer, seed=args.seed
+    )
+
+
+def _cmd_redrive(args: argparse.Namespace) -> int:
+    from thingpress import remote  # noqa: PLC0415
+
+    if args.stack and (args.queue or args.to):
+        raise CliError("Use either --stack or --queue with --to, not both.")
+    if not args.stack and not (args.queue and args.to):
+        raise CliError("Name the queues with --stack NAME or with both --queue DLQ_URL and --to SOURCE_URL.")
+    return remote.redrive_command(stack=args.stack, queue=args.queue, to=args.to, as_json=args.json)
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from thingpress import demo  # noqa: PLC0415
+
+    return demo.demo_command(count=args.count)
+
+
+def _describe(error: BaseException) -> str:
+    """Return one line for an unexpected error: its type and message, without newlines."""
+    text = " ".join(str(error).split())
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``thingpress`` command with ``argv`` (default: ``sys.argv[1:]``).
+
+    Returns the exit code (0 all good, 1 some entries failed, 2 usage or environment error); every
+    error is reported as one line on stderr.
+    """
+    try:
+        args = build_parser().parse_args(argv)
+        handler: Callable[[argparse.Namespace], int] = args.handler
+        return handler(args)
+    except CliError as error:
+        print(f"thingpress: {error}", file=sys.stderr)
+        return error.exit_code
+    except KeyboardInterrupt:
+        print("thingpress: interrupted.", file=sys.stderr)
+        return 130
+    except OSError as error:
+        name = f" {error.filename}" if error.filename else ""
+        print(f"thingpress: cannot access{name}: {error.strerror or error}.", file=sys.stderr)
+        return EXIT_USAGE
+    except Exception as error:
+        if os.environ.get("THINGPRESS_DEBUG"):
+            traceback.print_exc()
+        print(f"thingpress: {_describe(error)}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

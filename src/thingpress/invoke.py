@@ -1,0 +1,347 @@
+"""``thingpress invoke``: run one function's handler on an event, like ``sam local invoke`` without Docker.
+
+The function is read from the SAM template (CodeUri, Handler, Layers, Environment, Timeout,
+MemorySize). Its code comes from the ``sam build`` output (``<build dir>/<LogicalId>``, with every
+layer's ``<build dir>/<LayerId>/python`` on the path as ``/opt/python`` would be); without build
+output it falls back to the source tree with a warning. The handler runs in a subprocess whose
+``PYTHONPATH`` starts with the code and layer directories, so the built code, not the editable
+install, is what runs. Its logs go to stderr, its JSON response to stdout.
+
+AWS calls go to the endpoint in ``AWS_ENDPOINT_URL`` when it is set; otherwise a local stack
+(:mod:`thingpress.local`) is started for the call. The function's environment comes from the
+template, resolved against the local stack; against an endpoint, variables that refer to stack
+resources must be set in the caller's environment (as with ``sam local invoke --env-vars``), and
+any of the function's variables set in the caller's environment override the template.
+
+Sample events name the bucket ``thingpress-manifests-example``; that name is replaced by the
+function's ``THINGPRESS_BUCKET`` before the call.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from thingpress.cfn import Resolver, TemplateError, function_properties, load_template
+from thingpress.console import CliError, print_json
+
+EXAMPLE_BUCKET = "thingpress-manifests-example"
+"""The bucket name used by the sample events in ``events/``; replaced by the real bucket at invoke time."""
+
+DEFAULT_TEMPLATE = Path("template.yaml")
+DEFAULT_BUILD_DIR = Path(".aws-sam/build")
+
+# Runs inside the subprocess: import the handler, call it with the event and a Lambda-like context,
+# and write {"response": ...} or {"errorType", "errorMessage", "stackTrace"} to the result file.
+_CHILD = r"""
+import importlib, json, sys, time, traceback, uuid
+
+handler, event_path, result_path, name, arn, memory, timeout = sys.argv[1:8]
+deadline = time.monotonic() + float(timeout)
+
+
+class Context:
+    function_name = name
+    function_version = "$LATEST"
+    invoked_function_arn = arn
+    memory_limit_in_mb = int(memory)
+    aws_request_id = str(uuid.uuid4())
+    log_group_name = "/aws/lambda/" + name
+    log_stream_name = "local/[$LATEST]" + uuid.uuid4().hex
+
+    @staticmethod
+    def get_remaining_time_in_millis():
+        return max(0, int((deadline - time.monotonic()) * 1000))
+
+
+module_name, _, function_name = handler.rpartition(".")
+with open(event_path, encoding="utf-8") as stream:
+    event = json.load(stream)
+try:
+    module = importlib.import_module(module_name)
+    response = getattr(module, function_name)(event, Context())
+    document = {"response": response, "module_file": module.__file__}
+    status = 0
+except Exception as error:
+    document = {
+        "errorType": type(error).__name__,
+        "errorMessage": str(error),
+        "stackTrace": traceback.format_exception(error),
+    }
+    status = 1
+with open(result_path, "w", encoding="utf-8") as stream:
+    json.dump(document, stream, default=str)
+sys.exit(status)
+"""
+
+
+@dataclass(frozen=True)
+class FunctionSpec:
+    """Where and how to run one function.
+
+    ``handler`` is ``module.function``; ``code_dir`` and ``layer_dirs`` go on ``PYTHONPATH`` in that
+    order; ``from_build`` says whether they come from the ``sam build`` output; ``environment`` is
+    the template's (unresolved) Environment.Variables; ``timeout`` and ``memory`` are the function's.
+    """
+
+    logical_id: str
+    handler: str
+    code_dir: Path
+    layer_dirs: tuple[Path, ...]
+    from_build: bool
+    environment: Mapping[str, Any] = field(default_factory=dict)
+    timeout: float = 3.0
+    memory: int = 128
+
+
+@dataclass(frozen=True)
+class Invocation:
+    """The outcome of one handler call.
+
+    ``response`` is the handler's return value (None when it raised); ``error`` the Lambda-style
+    error document when it raised; ``module_file`` the file the handler module was loaded from.
+    """
+
+    response: Any
+    error: Mapping[str, Any] | None
+    module_file: str | None
+    spec: FunctionSpec
+
+    @property
+    def document(self) -> Any:
+        """Return what ``sam local invoke`` prints: the response, or the error document."""
+        return self.error if self.error is not None else self.response
+
+
+def _layer_ids(template: Mapping[str, Any], layers: Any) -> list[str]:
+    ids: list[str] = []
+    for layer in layers or []:
+        if isinstance(layer, dict) and set(layer) == {"Ref"} and isinstance(layer["Ref"], str):
+            ids.append(layer["Ref"])
+        else:
+            raise TemplateError(
+                f"Layer {layer!r} is not a !Ref to a layer in the template; it cannot run locally."
+            )
+    resources = template.get("Resources") or {}
+    for layer_id in ids:
+        if (resources.get(layer_id) or {}).get("Type") != "AWS::Serverless::LayerVersion":
+            raise TemplateError(f"Layer {layer_id} is not an AWS::Serverless::LayerVersion in the template.")
+    return ids
+
+
+def resolve_function(template_path: Path, logical_id: str, build_dir: Path) -> FunctionSpec:
+    """Read ``logical_id`` from the template and locate its code and layers.
+
+    Takes the template path, the function's logical id and the ``sam build`` directory. Returns the
+    function spec; the build output is used when ``<build_dir>/<logical_id>`` exists, the source tree
+    (CodeUri, ContentUri relative to the template) otherwise. Raises ``CliError`` when the template
+    does not define the function or its code cannot be found.
+    """
+    try:
+        template = load_template(template_path)
+        properties = function_properties(template, logical_id)
+        layer_ids = _layer_ids(template, properties.get("Layers"))
+    except TemplateError as error:
+        raise CliError(str(error)) from error
+    handler = properties.get("Handler")
+    code_uri = properties.get("CodeUri")
+    if not isinstance(handler, str) or "." not in handler or not isinstance(code_uri, str):
+        raise CliError(f"Function {logical_id} needs a string Handler (module.function) and a local CodeUri.")
+    base = template_path.resolve().parent
+    build = build_dir if build_dir.is_absolute() else base / build_dir
+    built_code = build / logical_id
+    from_build = built_code.is_dir()
+    resources = template.get("Resources") or {}
+    if from_build:
+        code_dir = built_code
+        layer_dirs = tuple(build / layer_id / "python" for layer_id in layer_ids)
+    else:
+        code_dir = base / code_uri
+        layer_dirs = tuple(
+            base / str(resources[layer_id]["Properties"]["ContentUri"]) for layer_id in layer_ids
+        )
+    for directory in (code_dir, *layer_dirs):
+        if not directory.is_dir():
+            raise CliError(f"Code directory {directory} of {logical_id} does not exist.")
+    environment = (properties.get("Environment") or {}).get("Variables") or {}
+    return FunctionSpec(
+        logical_id=logical_id,
+        handler=handler,
+        code_dir=code_dir,
+        layer_dirs=layer_dirs,
+        from_build=from_build,
+        environment=dict(environment),
+        timeout=float(properties.get("Timeout", 3)),
+        memory=int(properties.get("MemorySize", 128)),
+    )
+
+
+def environment_for_endpoint(
+    template_path: Path, spec: FunctionSpec, caller: Mapping[str, str]
+) -> dict[str, str]:
+    """Return the function's environment for a run against an external endpoint.
+
+    Takes the template, the function spec and the caller's environment. Template values that do not
+    depend on stack resources are resolved locally; a variable set in ``caller`` wins. Raises
+    ``CliError`` naming the first variable that refers to a stack resource and is not set by the caller.
+    """
+    resolver = Resolver(load_template(template_path))
+    resolved: dict[str, str] = {}
+    for name, value in spec.environment.items():
+        if name in caller:
+            resolved[name] = caller[name]
+            continue
+        try:
+            result = resolver.resolve(value, where=f"{spec.logical_id}.Environment.Variables.{name}")
+        except TemplateError as error:
+            raise CliError(
+                f"{name} of {spec.logical_id} refers to a stack resource; set {name} in the environment "
+                f"to run against {caller.get('AWS_ENDPOINT_URL', 'the endpoint')}."
+            ) from error
+        resolved[name] = result if isinstance(result, str) else json.dumps(result)
+    return resolved
+
+
+def rewrite_event(event: Any, bucket: str | None) -> Any:
+    """Return ``event`` with the sample bucket name replaced by ``bucket`` (unchanged when None).
+
+    The replacement is textual over the JSON document, so it also reaches SQS bodies that embed the
+    bucket name (continuation messages).
+    """
+    if not bucket:
+        return event
+    return json.loads(json.dumps(event).replace(EXAMPLE_BUCKET, bucket))
+
+
+def run_handler(
+    spec: FunctionSpec,
+    event: Any,
+    environment: Mapping[str, str],
+    *,
+    function_name: str | None = None,
+    function_arn: str | None = None,
+    python: str = sys.executable,
+) -> Invocation:
+    """Run the handler of ``spec`` on ``event`` in a subprocess and return the outcome.
+
+    Takes the function spec, the event, the function's environment (added to a copy of this
+    process's environment with ``PYTHONPATH`` replaced by the code and layer directories), the
+    function name and ARN for the context, and the interpreter. The handler's output (logs) goes to
+    this process's stderr. Raises ``CliError`` when the subprocess dies without writing a result.
+    """
+    name = function_name or spec.logical_id
+    region = environment.get("AWS_REGION") or os.environ.get("AWS_REGION") or "us-east-1"
+    arn = function_arn or f"arn:aws:lambda:{region}:123456789012:function:{name}"
+    child_env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    child_env.update(environment)
+    child_env.update(
+        {
+            "PYTHONPATH": os.pathsep.join(str(path) for path in (spec.code_dir, *spec.layer_dirs)),
+            "PYTHONNOUSERSITE": "1",
+            "AWS_SAM_LOCAL": "true",
+            "AWS_LAMBDA_FUNCTION_NAME": name,
+            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(spec.memory),
+            "AWS_LAMBDA_FUNCTION_TIMEOUT": str(int(spec.timeout)),
+            "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
+            "LAMBDA_TASK_ROOT": str(spec.code_dir),
+            "AWS_REGION": region,
+        }
+    )
+    with tempfile.TemporaryDirectory(prefix="thingpress-invoke-") as scratch:
+        event_path = Path(scratch) / "event.json"
+        result_path = Path(scratch) / "result.json"
+        event_path.write_text(json.dumps(event), encoding="utf-8")
+        command = [python, "-c", _CHILD, spec.handler, str(event_path), str(result_path), name, arn]
+        command += [str(spec.memory), str(spec.timeout)]
+        completed = subprocess.run(  # noqa: S603 - our own interpreter and fixed child code
+            command,
+            env=child_env,
+            cwd=spec.code_dir,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            check=False,
+        )
+        sys.stderr.write(completed.stdout.decode("utf-8", "replace"))
+        if not result_path.is_file():
+            raise CliError(f"The {spec.logical_id} handler process exited with code {completed.returncode}.")
+        document = json.loads(result_path.read_text(encoding="utf-8"))
+    if "response" in document:
+        return Invocation(document["response"], None, document.get("module_file"), spec)
+    return Invocation(None, document, None, spec)
+
+
+def invoke(
+    logical_id: str,
+    event: Any,
+    *,
+    template: Path = DEFAULT_TEMPLATE,
+    build_dir: Path = DEFAULT_BUILD_DIR,
+    stack: Any = None,
+    caller_env: Mapping[str, str] | None = None,
+) -> Invocation:
+    """Invoke one function of the template on ``event`` (the Python API behind ``thingpress invoke``).
+
+    Takes the logical id, the event, the template and build directory, and either a running
+    ``thingpress.local.LocalStack`` (its function environment and endpoint are used) or nothing, in
+    which case ``AWS_ENDPOINT_URL`` from ``caller_env`` (default ``os.environ``) is the endpoint, or
+    a local stack is started for the call. Returns the invocation outcome. Raises ``CliError`` for a
+    template or environment problem.
+    """
+    caller = dict(os.environ if caller_env is None else caller_env)
+    spec = resolve_function(template, logical_id, build_dir)
+    if stack is not None:
+        _warn_if_source(spec, build_dir)
+        return _invoke_on_stack(spec, event, stack)
+    if caller.get("AWS_ENDPOINT_URL"):
+        environment = environment_for_endpoint(template, spec, caller)
+        environment["AWS_ENDPOINT_URL"] = caller["AWS_ENDPOINT_URL"]
+        _warn_if_source(spec, build_dir)
+        return run_handler(spec, rewrite_event(event, environment.get("THINGPRESS_BUCKET")), environment)
+    from thingpress.local import LocalStack  # noqa: PLC0415 - the emulator loads only when needed
+
+    _warn_if_source(spec, build_dir)
+    with LocalStack(template) as local_stack:
+        return _invoke_on_stack(spec, event, local_stack)
+
+
+def _warn_if_source(spec: FunctionSpec, build_dir: Path) -> None:
+    if not spec.from_build:
+        print(
+            f"warning: no build output at {build_dir / spec.logical_id}; running {spec.logical_id} "
+            "from the source tree (run `sam build` to test the packaged code).",
+            file=sys.stderr,
+        )
+
+
+def _invoke_on_stack(spec: FunctionSpec, event: Any, stack: Any) -> Invocation:
+    environment = {key: str(value) for key, value in stack.function_env(spec.logical_id).items()}
+    environment["AWS_ENDPOINT_URL"] = stack.endpoint_url
+    name = stack.physical_id(spec.logical_id)
+    return run_handler(
+        spec, rewrite_event(event, environment.get("THINGPRESS_BUCKET")), environment, function_name=name
+    )
+
+
+def invoke_command(function: str, event_path: Path, *, template: Path | None, build_dir: Path) -> int:
+    """Run ``thingpress invoke``: print the handler's JSON response (or error document) on stdout.
+
+    Returns 0 when the handler returned, 1 when it raised. Raises ``CliError`` when the template is
+    missing or the event file is not JSON.
+    """
+    template_path = template or DEFAULT_TEMPLATE
+    if not template_path.is_file():
+        raise CliError(f"Template {template_path} not found; run from the project root or pass --template.")
+    try:
+        event = json.loads(event_path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise CliError(f"Event file {event_path} is not valid JSON: {error}.") from error
+    outcome = invoke(function, event, template=template_path, build_dir=build_dir)
+    print_json(outcome.document)
+    return 0 if outcome.error is None else 1
