@@ -51,6 +51,7 @@ import time
 import uuid
 from typing import TYPE_CHECKING, Any, NamedTuple, ParamSpec, TypeVar
 
+# Own state machine in front of Powertools' store: its handler has no injectable clock and no status query.
 from aws_lambda_powertools.utilities.circuit_breaker import CircuitBreakerConfig
 from aws_lambda_powertools.utilities.circuit_breaker import CircuitState as StoreState
 from aws_lambda_powertools.utilities.circuit_breaker.persistence import (
