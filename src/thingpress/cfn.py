@@ -194,9 +194,12 @@ class Resolver:
         region: str = "us-east-1",
         account: str = "123456789012",
         stack_name: str = "thingpress",
+        stack_id: str | None = None,
         physical_ids: dict[str, dict[str, Any]] | None = None,
     ) -> None:
         """Bind the template, parameter overrides, pseudo-parameter values and physical ids.
+
+        `stack_id` is the value of AWS::StackId (default: an ARN with a zero UUID).
 
         Raises `TemplateError` when an override names an unknown parameter, a parameter without a
         default is not given, or a value is not among its AllowedValues.
@@ -205,6 +208,10 @@ class Resolver:
         self.region = region
         self.account = account
         self.stack_name = stack_name
+        self.stack_id = stack_id or (
+            f"arn:{PSEUDO_PARTITION}:cloudformation:{region}:{account}:stack/{stack_name}/"
+            "00000000-0000-0000-0000-000000000000"
+        )
         self.physical_ids: dict[str, dict[str, Any]] = physical_ids if physical_ids is not None else {}
         self.parameters = self._bind_parameters(parameters or {})
         self._conditions: dict[str, bool] = {}
@@ -238,10 +245,7 @@ class Resolver:
             "AWS::Region": self.region,
             "AWS::AccountId": self.account,
             "AWS::StackName": self.stack_name,
-            "AWS::StackId": (
-                f"arn:{PSEUDO_PARTITION}:cloudformation:{self.region}:{self.account}:stack/"
-                f"{self.stack_name}/00000000-0000-0000-0000-000000000000"
-            ),
+            "AWS::StackId": self.stack_id,
             "AWS::Partition": PSEUDO_PARTITION,
             "AWS::URLSuffix": PSEUDO_URL_SUFFIX,
             "AWS::NotificationARNs": [],

@@ -285,6 +285,7 @@ class LocalStack:
             region=region,
             account=self.account_id,
             stack_name=stack_name,
+            stack_id=f"arn:aws:cloudformation:{region}:{DEFAULT_ACCOUNT}:stack/{stack_name}/{uuid.uuid4()}",
             physical_ids=self.physical_ids,
         )
         self._suffix = uuid.uuid4().hex[:8]
