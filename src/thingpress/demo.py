@@ -458,7 +458,7 @@ def build_demo_manifests(workdir: Path, count: int, signer: Issued) -> list[Demo
         ("infineon", "infineon/demo-infineon.7z", 0.0, 2),
         ("microchip", "microchip/demo-microchip.json", 0.0, 3),
         ("generated", "generated/demo-generated.txt", 0.0, 4),
-        ("espressif", "incoming/demo-with-bad-entries.csv", 0.2, 5),
+        ("microchip", "incoming/demo-with-bad-entries.json", 0.2, 5),
     )
     manifests = []
     for vendor, key, bad_fraction, seed in plan:
