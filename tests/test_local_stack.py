@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -422,6 +423,34 @@ def test_unknown_resources_and_functions_raise(stack: LocalStack) -> None:
         stack.physical_id("ExtraTable")
     with pytest.raises(LocalStackError, match="Function Nope is not in the local stack"):
         stack.invoke("Nope", {})
+
+
+def test_build_dir_code_and_layer_locations(project: Path, tmp_path: Path) -> None:
+    build = tmp_path / ".aws-sam" / "build"
+    (build / "Function" / "tp_stack_built").mkdir(parents=True)
+    (build / "Function" / "tp_stack_built" / "__init__.py").write_text("")
+    (build / "Function" / "tp_stack_built" / "app.py").write_text(
+        "def handler(event, context):\n    return 'built'\n"
+    )
+    (build / "Layer" / "python").mkdir(parents=True)
+    template = tmp_path / "template.yaml"
+    template.write_text(RESOURCES.replace("tp_stack_fn.app.handler", "tp_stack_built.app.handler"))
+
+    with LocalStack(template, build_dir=build) as local:
+        spec = local.functions["Function"]
+        assert spec.code_dir == build / "Function"
+        assert spec.layer_dirs == (build / "Layer" / "python",)
+        assert local.invoke("Function", {}) == "built"
+
+
+def test_handler_imported_from_elsewhere_is_refused(stack: LocalStack, tmp_path: Path) -> None:
+    stack.invoke("Function", {})  # imports tp_stack_fn from the project's code directory
+    other = tmp_path / "copy"
+    other.mkdir()
+    stack.functions["Function"] = replace(stack.functions["Function"], code_dir=other)
+
+    with pytest.raises(LocalStackError, match="already imported from"):
+        stack.handler("Function")
 
 
 # --- fidelity patches -------------------------------------------------------------------------------

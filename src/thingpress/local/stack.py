@@ -87,7 +87,7 @@ class FunctionSpec:
 
 @dataclass(frozen=True)
 class EventSourceSpec:
-    """An SQS event source mapping of a function (a SAM `SQS` event or an EventSourceMapping)."""
+    """An SQS event source mapping of a function (a SAM `SQS` event of an AWS::Serverless::Function)."""
 
     function: str
     name: str
@@ -638,7 +638,6 @@ class LocalStack:
             "AWS::Serverless::LayerVersion": self._create_layer,
             "AWS::Lambda::LayerVersion": self._create_layer,
             "AWS::Serverless::Function": self._create_function,
-            "AWS::Lambda::EventSourceMapping": self._create_event_source_mapping,
         }
         for logical_id in self._creation_order():
             resource = resources[logical_id]
@@ -819,16 +818,6 @@ class LocalStack:
                 where = f"Resources.{logical_id}.Properties.Events.{event_name}.Properties"
                 values = self.resolver.resolve(event.get("Properties") or {}, where=where)
                 self._add_event_source(logical_id, event_name, values)
-
-    def _create_event_source_mapping(self, logical_id: str, properties: Mapping[str, Any]) -> None:
-        target = properties.get("FunctionName")
-        function = target.get("Ref") if isinstance(target, dict) else None
-        if function not in self.functions:
-            raise TemplateError(f"EventSourceMapping {logical_id} must Ref a function of this template.")
-        values = self.resolver.resolve(dict(properties), where=f"Resources.{logical_id}.Properties")
-        values["Queue"] = values.pop("EventSourceArn")
-        self._add_event_source(str(function), logical_id, values)
-        self.physical_ids[logical_id] = {"Ref": str(uuid.uuid4())}
 
     def _add_event_source(self, function: str, name: str, values: Mapping[str, Any]) -> None:
         queue_arn = values.get("Queue")
