@@ -1,0 +1,195 @@
+"""The vendor parser interface: entries, options, errors and shared helpers.
+
+A parser turns one manifest (a seekable binary file) into a stream of :class:`ManifestEntry`, one per
+device, in manifest order. A problem with one device is an entry with ``error`` set; a problem with
+the whole manifest is a :class:`ManifestFormatError`. Entries yielded before a ``ManifestFormatError``
+stand: the provider imports them and then reports the manifest as failed with the error's reason.
+
+Locators name an entry the way a person looking at the file would:
+
+- ``"row 2"``: a CSV record, counted like a spreadsheet does, so the header is row 1 and the first
+  device is row 2;
+- ``"line 17"``: a text line, 1-based;
+- ``"file 0A1B_E0E0.pem"``: an archive member;
+- ``"entry 4 (uniqueId 0123…)"``: an element of a JSON array, 1-based, with the unsigned uniqueId.
+
+Every ``error`` is one English sentence that starts with the locator, for example
+``"row 3: the MAC column is empty."``.
+"""
+
+from __future__ import annotations
+
+import codecs
+import io
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import BinaryIO, Protocol
+
+from cryptography import x509
+
+from layer_utils.cert_utils import contains_private_key
+from layer_utils.limits import Limits
+
+
+@dataclass(frozen=True)
+class ManifestEntry:
+    """One device of a manifest.
+
+    ``ordinal`` is the 0-based position in manifest order; ``locator`` names the entry for people;
+    ``certificate`` is the device certificate (None when ``error`` is set); ``vendor_thing_name`` is
+    the vendor's default thing name (MAC, uniqueId or CN; None when the vendor has none and the
+    provider falls back to the fingerprint); ``error`` is the per-entry failure; ``intermediates``
+    are issuer certificates the entry carries (Microchip ``x5c[1:]``).
+    """
+
+    ordinal: int
+    locator: str
+    certificate: x509.Certificate | None
+    vendor_thing_name: str | None
+    error: str | None = None
+    intermediates: tuple[x509.Certificate, ...] = ()
+
+
+class ManifestFormatError(Exception):
+    """The whole manifest is unusable; ``str(error)`` is the reason, one English sentence."""
+
+
+@dataclass(frozen=True)
+class ParseOptions:
+    """Settings for one parse.
+
+    ``bundle_type`` selects the Infineon bundle (``E0E0``, ``E0E1`` or ``E0E2``);
+    ``microchip_verifiers`` are the trusted Microchip manifest-signer certificates;
+    ``microchip_algorithms`` are the JWS ``alg`` values accepted (ES256 only by default);
+    ``limits`` bounds what a parser reads; ``now`` is the clock for signer validity (current UTC
+    time when None).
+    """
+
+    bundle_type: str = "E0E0"
+    microchip_verifiers: tuple[x509.Certificate, ...] = ()
+    limits: Limits = field(default_factory=Limits)
+    now: datetime | None = None
+    microchip_algorithms: tuple[str, ...] = ("ES256",)
+
+
+class VendorParser(Protocol):
+    """A vendor manifest format: a name, an S3 key prefix, a sniffer and a streaming parser."""
+
+    name: str
+    prefix: str
+
+    def sniff(self, head: bytes) -> bool:
+        """Return True when ``head`` (the first bytes of a manifest) looks like this vendor's format."""
+        ...
+
+    def entries(self, source: BinaryIO, options: ParseOptions) -> Iterator[ManifestEntry]:
+        """Yield the manifest's entries one at a time, in order.
+
+        Takes a seekable binary file positioned anywhere (parsers rewind it) and the options.
+        Raises ``ManifestFormatError`` when the manifest as a whole cannot be used.
+        """
+        ...
+
+
+def failed(ordinal: int, locator: str, reason: str) -> ManifestEntry:
+    """Return a failed entry whose error is ``"<locator>: <reason>"``.
+
+    Takes the entry's ordinal, its locator and the reason (a sentence fragment ending with a period).
+    """
+    return ManifestEntry(ordinal, locator, None, None, error=f"{locator}: {reason}")
+
+
+def check_manifest_size(source: BinaryIO, limits: Limits, vendor: str) -> int:
+    """Rewind ``source`` and check its size against ``limits.max_manifest_bytes``.
+
+    Takes the manifest file, the limits and the vendor's display name. Returns the size in bytes.
+    Raises ``ManifestFormatError`` when the manifest is empty or larger than the limit.
+    """
+    size = source.seek(0, io.SEEK_END)
+    source.seek(0)
+    if size == 0:
+        raise ManifestFormatError("The manifest is empty.")
+    if size > limits.max_manifest_bytes:
+        raise ManifestFormatError(
+            f"The {vendor} manifest is {size} bytes, more than the limit of "
+            f"{limits.max_manifest_bytes} bytes."
+        )
+    return size
+
+
+def describe(text: str, width: int = 60) -> str:
+    """Return ``text`` shortened to ``width`` characters for quoting in an error message."""
+    flat = text.replace("\r", "\\r").replace("\n", "\\n")
+    return flat if len(flat) <= width else flat[: width - 1] + "…"
+
+
+@dataclass(frozen=True)
+class Line:
+    """One text line read by :func:`read_lines`.
+
+    ``number`` is 1-based; ``data`` is the line without its end-of-line bytes, or None when the line
+    was longer than the limit (its bytes were skipped without being kept).
+    """
+
+    number: int
+    data: bytes | None
+
+
+_SKIP_CHUNK = 64 * 1024
+
+
+def read_lines(source: BinaryIO, max_line_bytes: int) -> Iterator[Line]:
+    """Yield the lines of ``source`` from its current position, holding at most one line in memory.
+
+    Takes the binary file and the longest line accepted (without its end of line). Over-long lines
+    are yielded with ``data`` None after their bytes are skipped, so a 10 GB single line costs no
+    memory. A UTF-8 byte order mark at the start of the file is dropped.
+    """
+    number = 0
+    while True:
+        raw = source.readline(max_line_bytes + 2)
+        if not raw:
+            return
+        number += 1
+        if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
+            raw = raw[3:]
+        body = raw.rstrip(b"\r\n")
+        if len(body) > max_line_bytes:
+            while not raw.endswith(b"\n"):
+                raw = source.readline(_SKIP_CHUNK)
+                if not raw:
+                    break
+            yield Line(number, None)
+            continue
+        yield Line(number, body)
+
+
+_SCAN_CHUNK = 1024 * 1024
+_SCAN_OVERLAP = 512
+
+
+def private_key_error(where: str) -> ManifestFormatError:
+    """Return the error refusing a manifest whose ``where`` (e.g. "The Espressif manifest") holds a key."""
+    return ManifestFormatError(
+        f"{where} contains private key material; the whole manifest is refused, "
+        "and the key should be treated as compromised."
+    )
+
+
+def refuse_private_keys(source: BinaryIO, vendor: str, encoding: str = "utf-8") -> None:
+    """Scan the whole manifest for private keys before any entry is yielded, then rewind it.
+
+    Takes the seekable manifest, the vendor's display name and the text encoding (the scan decodes
+    with replacement, so undecodable bytes cannot hide a key). Raises ``ManifestFormatError`` when a
+    PEM private key, plain or base64-encoded, appears anywhere.
+    """
+    decoder = codecs.getincrementaldecoder(encoding)(errors="replace")
+    source.seek(0)
+    tail = b""
+    while chunk := source.read(_SCAN_CHUNK):
+        window = tail + decoder.decode(chunk).encode("utf-8")
+        if contains_private_key(window):
+            raise private_key_error(f"The {vendor} manifest")
+        tail = window[-_SCAN_OVERLAP:]
+    source.seek(0)
