@@ -418,3 +418,38 @@ def test_max_invocations_bounds_the_run(stack: LocalStack) -> None:
 
     assert not stats.idle
     assert stats.total_invocations == 2
+
+
+def test_crash_after_the_handler_redelivers_work_already_done(stack: LocalStack) -> None:
+    stack.client("sqs").send_message(QueueUrl=stack.physical_id("SecondQueue"), MessageBody="once")
+    crashes = iter([True])
+
+    def crash_once(function: str, event: dict[str, Any], outcome: Any) -> None:
+        if function == "SecondFunction" and next(crashes, False):
+            raise ConnectionResetError("execution environment lost")
+
+    emulator = EventSourceMappingEmulator(stack, after_invoke=crash_once)
+
+    stats = emulator.run_until_idle(max_seconds=30)
+
+    assert stats.idle
+    assert stats.errors == 1
+    assert sorted(entry["receive_count"] for entry in recorded(stack, "second")) == [1, 2]
+    assert queue_bodies(stack, "SecondDLQ") == []
+
+
+def test_crash_before_the_handler_fails_the_batch(stack: LocalStack) -> None:
+    stack.client("sqs").send_message(QueueUrl=stack.physical_id("SecondQueue"), MessageBody="never")
+
+    def crash(function: str, event: dict[str, Any]) -> dict[str, Any]:
+        if function == "SecondFunction":
+            raise MemoryError("out of memory")
+        return event
+
+    stats = EventSourceMappingEmulator(stack, before_invoke=crash).run_until_idle(max_seconds=30)
+
+    assert stats.idle
+    assert recorded(stack, "second") == []
+    assert len(recorded(stack, "test-event")) == 1
+    assert stats.errors == 2
+    assert queue_bodies(stack, "SecondDLQ") == ["never"]

@@ -99,7 +99,9 @@ class EventSourceMappingEmulator:
     `sleep` (for waiting on invisible messages), `retry_visibility_seconds` (visibility given to
     failed records), `max_concurrency` (concurrent invocations per event source; ``None`` means
     ScalingConfig.MaximumConcurrency, else capped by it), the fault-injection hooks `before_invoke`
-    (may replace the event) and `after_invoke` (sees the response or the exception),
+    (may replace the event) and `after_invoke` (sees the response or the exception) — an exception
+    raised by either fails the whole batch, like a crash of the execution environment before or
+    after the handler ran —,
     `duplicate_delivery` (true: deliver that batch twice; a record is then deleted if either delivery
     succeeded for it) and `on_progress` (called with every `Invocation`).
     """
@@ -218,11 +220,13 @@ class EventSourceMappingEmulator:
     ) -> tuple[Invocation, set[str]]:
         ids = [record["messageId"] for record in event["Records"]]
         handler = self.stack.handler(source.function)
-        delivered = self.before_invoke(source.function, event) if self.before_invoke else event
         context = self.stack.make_context(source.function, clock=self.clock)
+        delivered = event
         response: Any = None
         error: BaseException | None = None
         try:
+            if self.before_invoke:
+                delivered = self.before_invoke(source.function, event)
             with self.stack.function_environment(source.function):
                 response = handler(delivered, context)
         except Exception as exception:  # a handler exception fails the whole batch, as on Lambda
@@ -232,6 +236,11 @@ class EventSourceMappingEmulator:
         failed_ids = set(ids)
         if error is None:
             failed_ids, error = self._failed_ids(source, response, ids)
+        if self.after_invoke:
+            try:
+                self.after_invoke(source.function, delivered, error if error is not None else response)
+            except Exception as exception:  # an injected crash after the handler: the batch is not settled
+                error, failed_ids = exception, set(ids)
         invocation = Invocation(
             function=source.function,
             queue=source.queue,
@@ -243,8 +252,6 @@ class EventSourceMappingEmulator:
             duration=self.clock() - context.started,
             delivery=delivery,
         )
-        if self.after_invoke:
-            self.after_invoke(source.function, delivered, error if error is not None else response)
         with self._lock:
             self.invocations.append(invocation)
         if self.on_progress:

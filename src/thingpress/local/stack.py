@@ -7,7 +7,14 @@ in this process with their function's code directory and layers on `sys.path`, t
 applied and a `FakeLambdaContext`; `thingpress.local.esm` feeds them from the real SQS queues.
 
 One moto server serves every stack of a process, so module-level state of handler code (cached
-clients, endpoints) stays valid from one stack to the next; only one stack may be active at a time.
+clients, endpoints) stays valid from one stack to the next; only one stack may be active at a time,
+and starting or stopping one resets all of moto's in-process state.
+
+Emulated: SQS queues (all attributes, RedrivePolicy), S3 buckets (name, versioning, queue
+notifications), DynamoDB tables (keys, indexes, billing, streams, SSE, TTL), layers and functions
+(code, environment with Globals, SQS events). Other resources and properties (IAM, policies, log
+groups, alarms, KMS, bucket encryption/lifecycle/public-access settings) are not enforced locally:
+such a resource gets a placeholder name and ARN so that references to it still resolve.
 """
 
 from __future__ import annotations
