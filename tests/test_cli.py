@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -16,6 +19,7 @@ THINGPRESS = REPO_ROOT / ".venv" / "bin" / "thingpress"
 
 
 def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    capsys.readouterr()  # drop what fixtures printed
     code = cli.main(list(argv))
     captured = capsys.readouterr()
     return code, captured.out, captured.err
@@ -302,3 +306,223 @@ def test_rewrite_event_reaches_embedded_bodies() -> None:
     rewritten = invoke.rewrite_event(event, "mine")
     assert json.loads(rewritten["Records"][0]["body"])["bucket"] == "mine"
     assert invoke.rewrite_event(event, None) == event
+
+
+# --- generate -----------------------------------------------------------------------------------
+
+
+def test_generate_microchip_writes_and_reuses_its_signer(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    out = tmp_path / "m.json"
+    assert cli.main(["generate", "--vendor", "microchip", "--count", "4", "--out", str(out)]) == 0
+    first = capsys.readouterr().out
+    signer = tmp_path / "m-signer.crt"
+    assert signer.is_file()
+    assert (tmp_path / "m-signer.key").is_file()
+    assert "Wrote manifest signer" in first
+    assert "4 good, 0 damaged" in first
+
+    assert (
+        cli.main(["generate", "--vendor", "microchip", "--count", "4", "--out", str(out), "--seed", "2"]) == 0
+    )
+    assert "Used manifest signer" in capsys.readouterr().out
+    assert (tmp_path / "m-signer.crt").read_bytes() == signer.read_bytes()
+
+    assert cli.main(["check", str(out), "--verifiers", str(tmp_path), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["valid"] == 4
+
+
+def test_generate_explicit_signer_prefix(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    prefix = tmp_path / "keys" / "signer"
+    out = tmp_path / "m.json"
+    argv = ["generate", "--vendor", "microchip", "--count", "2", "--out", str(out), "--signer", str(prefix)]
+    assert cli.main(argv) == 0
+    assert (tmp_path / "keys" / "signer.crt").is_file()
+    capsys.readouterr()
+    (tmp_path / "keys" / "signer.key").unlink()
+    code = cli.main(argv)
+    assert code == 2
+    assert_one_line_error(capsys.readouterr().err)
+
+
+def test_generate_bad_fraction_lists_damage(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    out = tmp_path / "g.txt"
+    argv = ["generate", "--vendor", "generated", "--count", "10", "--out", str(out), "--bad-fraction", "0.3"]
+    assert cli.main(argv) == 0
+    text = capsys.readouterr().out
+    assert "7 good, 3 damaged" in text
+    assert text.count("garbage certificate") == 3
+    assert len(out.read_text().splitlines()) == 10
+
+
+def test_generate_signer_only_for_microchip(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    argv = ["generate", "--vendor", "espressif", "--count", "1", "--out", str(tmp_path / "e.csv")]
+    assert cli.main([*argv, "--signer", str(tmp_path / "s")]) == 2
+    assert_one_line_error(capsys.readouterr().err)
+
+
+# --- status, report and redrive against an endpoint (moto) ---------------------------------------------
+
+DEPLOYED_TEMPLATE = {
+    "Resources": {
+        "ManifestBucket": {"Type": "AWS::S3::Bucket", "Properties": {"BucketName": "deployed-manifests"}},
+        "JobsTable": {
+            "Type": "AWS::DynamoDB::Table",
+            "Properties": {
+                "TableName": "deployed-jobs",
+                "BillingMode": "PAY_PER_REQUEST",
+                "AttributeDefinitions": [
+                    {"AttributeName": "pk", "AttributeType": "S"},
+                    {"AttributeName": "sk", "AttributeType": "S"},
+                ],
+                "KeySchema": [
+                    {"AttributeName": "pk", "KeyType": "HASH"},
+                    {"AttributeName": "sk", "KeyType": "RANGE"},
+                ],
+            },
+        },
+        "IntakeQueue": {"Type": "AWS::SQS::Queue", "Properties": {"QueueName": "deployed-intake"}},
+        "IntakeDLQ": {"Type": "AWS::SQS::Queue", "Properties": {"QueueName": "deployed-intake-dlq"}},
+        "ImportQueue": {"Type": "AWS::SQS::Queue", "Properties": {"QueueName": "deployed-import"}},
+        "ImportDLQ": {"Type": "AWS::SQS::Queue", "Properties": {"QueueName": "deployed-import-dlq"}},
+    },
+    "Outputs": {
+        "ManifestBucketName": {"Value": {"Ref": "ManifestBucket"}},
+        "JobsTableName": {"Value": {"Ref": "JobsTable"}},
+        "IntakeQueueUrl": {"Value": {"Ref": "IntakeQueue"}},
+        "IntakeDLQUrl": {"Value": {"Ref": "IntakeDLQ"}},
+        "ImportQueueUrl": {"Value": {"Ref": "ImportQueue"}},
+        "ImportDLQUrl": {"Value": {"Ref": "ImportDLQ"}},
+    },
+}
+
+
+@pytest.fixture
+def deployed() -> Iterator[dict[str, Any]]:
+    """A stack shaped like Thingpress (bucket, jobs table, queues and their outputs) on moto."""
+    import boto3
+    from moto import mock_aws
+
+    from layer_utils.jobs import FailureRecord, ImportedRecord, JobStore
+
+    with mock_aws():
+        cloudformation = boto3.client("cloudformation")
+        cloudformation.create_stack(StackName="deployed", TemplateBody=json.dumps(DEPLOYED_TEMPLATE))
+        s3, dynamodb, iot = boto3.client("s3"), boto3.client("dynamodb"), boto3.client("iot")
+        store = JobStore("deployed-jobs", dynamodb=dynamodb, s3=s3, emit=lambda _name: None)
+        # A finished job: one thing imported (and registered in IoT), one entry failed.
+        _, done = store.create_job("deployed-manifests", "generated/one.txt", "v1", vendor="generated")
+        assert store.claim_parse(done.job_id, "test", datetime.now(UTC) + timedelta(minutes=5))
+        assert store.mark_parsed(done.job_id, "test", 2, {"entries_done": 2, "next_chunk": 1})
+        certificate = iot.create_keys_and_certificate(setAsActive=True)
+        iot.create_thing(thingName="device-1")
+        iot.attach_thing_principal(thingName="device-1", principal=certificate["certificateArn"])
+        store.record_outcome(
+            done.job_id,
+            "000000",
+            [ImportedRecord("line 1", "device-1", certificate["certificateId"])],
+            [FailureRecord("line 2", None, "line 2: not a certificate.", "invalid_input")],
+        )
+        assert store.try_complete(done.job_id) is not None
+        # A job still importing.
+        _, busy = store.create_job("deployed-manifests", "espressif/two.csv", "v1", vendor="espressif")
+        urls = {
+            name: boto3.client("sqs").get_queue_url(QueueName=name)["QueueUrl"]
+            for name in ("deployed-intake", "deployed-intake-dlq", "deployed-import", "deployed-import-dlq")
+        }
+        yield {"done": done.job_id, "busy": busy.job_id, "urls": urls}
+
+
+def test_status_by_stack(capsys: pytest.CaptureFixture[str], deployed: dict[str, Any]) -> None:
+    code, out, _ = run_cli(capsys, "status", "--stack", "deployed", "--json")
+    assert code == 1  # one job is not finished
+    document = json.loads(out)
+    assert (document["bucket"], document["table"]) == ("deployed-manifests", "deployed-jobs")
+    jobs = {job["key"]: job for job in document["jobs"]}
+    assert jobs["generated/one.txt"]["status"] == "COMPLETED_WITH_ERRORS"
+    assert (jobs["generated/one.txt"]["succeeded"], jobs["generated/one.txt"]["failed"]) == (1, 1)
+    assert jobs["espressif/two.csv"]["status"] == "RECEIVED"
+
+
+def test_status_human_output(capsys: pytest.CaptureFixture[str], deployed: dict[str, Any]) -> None:
+    code, out, _ = run_cli(capsys, "status", "--bucket", "deployed-manifests", "--table", "deployed-jobs")
+    assert code == 1
+    assert "generated/one.txt" in out
+    assert "COMPLETED_WITH_ERRORS" in out
+
+
+@pytest.mark.parametrize("which", ["job id", "manifest key"])
+def test_report_reads_things_back(
+    capsys: pytest.CaptureFixture[str], deployed: dict[str, Any], which: str
+) -> None:
+    target = deployed["done"] if which == "job id" else "generated/one.txt"
+    code, out, _ = run_cli(capsys, "report", target, "--stack", "deployed", "--json")
+    assert code == 1
+    report = json.loads(out)
+    assert report["job_id"] == deployed["done"]
+    assert report["status"] == "COMPLETED_WITH_ERRORS"
+    assert report["failures"] == [
+        {"locator": "line 2", "certificate_id": None, "reason": "line 2: not a certificate."}
+    ]
+    (thing,) = report["things"]
+    assert thing["thing_name"] == "device-1"
+    assert thing["certificate_id"] == report["imported"][0]["certificate_id"]
+
+
+def test_report_unknown_job(capsys: pytest.CaptureFixture[str], deployed: dict[str, Any]) -> None:
+    code, out, err = run_cli(
+        capsys, "report", "nope", "--bucket", "deployed-manifests", "--table", "deployed-jobs"
+    )
+    assert code == 2
+    assert out == ""
+    assert_one_line_error(err)
+    assert "'nope'" in err
+
+
+def test_unknown_stack(capsys: pytest.CaptureFixture[str], deployed: dict[str, Any]) -> None:
+    code, _, err = run_cli(capsys, "status", "--stack", "absent")
+    assert code == 2
+    assert_one_line_error(err)
+    assert "absent" in err
+
+
+def test_redrive_moves_messages_with_attributes(
+    capsys: pytest.CaptureFixture[str], deployed: dict[str, Any]
+) -> None:
+    import boto3
+
+    sqs = boto3.client("sqs")
+    urls = deployed["urls"]
+    for number in range(23):
+        sqs.send_message(
+            QueueUrl=urls["deployed-import-dlq"],
+            MessageBody=f"body {number}",
+            MessageAttributes={"n": {"DataType": "Number", "StringValue": str(number)}},
+        )
+    sqs.send_message(QueueUrl=urls["deployed-intake-dlq"], MessageBody="intake body")
+
+    code, out, _ = run_cli(capsys, "redrive", "--stack", "deployed", "--json")
+    assert code == 0
+    document = json.loads(out)
+    assert (document["moved"], document["failed"]) == (24, 0)
+
+    bodies: dict[str, str] = {}
+    while messages := sqs.receive_message(
+        QueueUrl=urls["deployed-import"], MaxNumberOfMessages=10, MessageAttributeNames=["All"]
+    ).get("Messages", []):
+        for message in messages:
+            bodies[message["Body"]] = message["MessageAttributes"]["n"]["StringValue"]
+            sqs.delete_message(QueueUrl=urls["deployed-import"], ReceiptHandle=message["ReceiptHandle"])
+    assert bodies == {f"body {n}": str(n) for n in range(23)}
+    for dlq in ("deployed-import-dlq", "deployed-intake-dlq"):
+        attributes = sqs.get_queue_attributes(
+            QueueUrl=urls[dlq], AttributeNames=["ApproximateNumberOfMessages"]
+        )
+        assert attributes["Attributes"]["ApproximateNumberOfMessages"] == "0"
+
+    code, out, _ = run_cli(
+        capsys, "redrive", "--queue", urls["deployed-intake-dlq"], "--to", urls["deployed-intake"]
+    )
+    assert code == 0
+    assert "moved 0" in out

@@ -7,6 +7,7 @@ stdout stays exactly one JSON document.
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -101,6 +102,30 @@ def spinner(message: str, *, enabled: bool = True) -> Iterator[None]:
         return
     with err_console().status(message):
         yield
+
+
+@contextmanager
+def handler_logs_to_stderr(level: int = logging.WARNING) -> Iterator[None]:
+    """Send log records that would go to stdout to stderr instead, at ``level`` and above, in the block.
+
+    The local stack runs the Lambda handlers in this process, and Powertools logs to stdout; this
+    keeps stdout for the command's own output (one JSON document with ``--json``).
+    """
+    loggers = [logging.getLogger()]
+    loggers += [item for item in logging.root.manager.loggerDict.values() if isinstance(item, logging.Logger)]
+    swapped: list[tuple[logging.StreamHandler[Any], Any, int]] = []
+    for logger in loggers:
+        for handler in logger.handlers:
+            if isinstance(handler, logging.StreamHandler) and handler.stream in (sys.stdout, sys.__stdout__):
+                swapped.append((handler, handler.stream, handler.level))
+                handler.setStream(sys.stderr)
+                handler.setLevel(max(level, handler.level))
+    try:
+        yield
+    finally:
+        for handler, stream, previous in swapped:
+            handler.setStream(stream)
+            handler.setLevel(previous)
 
 
 def jobs_table(reports: Sequence[Mapping[str, Any]], *, title: str = "Jobs") -> Table:

@@ -36,6 +36,7 @@ from thingpress.console import (
     JobProgress,
     circuits_table,
     failures_table,
+    handler_logs_to_stderr,
     jobs_table,
     out_console,
     print_json,
@@ -245,11 +246,13 @@ class LocalRun:
         from thingpress.local import EventSourceMappingEmulator  # noqa: PLC0415 - loads moto
 
         keys = [upload.key for upload in uploads]
+        self.stack.handler(PROVIDER)  # import the handlers (and their loggers) before redirecting logs
+        self.stack.handler(IMPORTER)
         for upload in uploads:
             self.s3.put_object(
                 Bucket=self.stack.bucket, Key=upload.key, Body=upload.body, Metadata=dict(upload.metadata)
             )
-        with JobProgress(enabled=self.show_progress) as progress:
+        with JobProgress(enabled=self.show_progress) as progress, handler_logs_to_stderr():
             self._refresh(progress, keys, force=True)
             emulator = EventSourceMappingEmulator(
                 self.stack, max_concurrency=None, on_progress=lambda _: self._refresh(progress, keys)
