@@ -338,7 +338,9 @@ def _sign(signer: Issued, protected: str, payload: str) -> str:
     return _b64url(r.to_bytes(32, "big") + s.to_bytes(32, "big"))
 
 
-def _payload(unique_id: str, issued: Issued | None, chain: tuple[x509.Certificate, ...]) -> dict[str, object]:
+def _payload(
+    unique_id: str, issued: Issued | None, issuers: tuple[x509.Certificate, ...]
+) -> dict[str, object]:
     payload: dict[str, object] = {
         "version": 1,
         "model": "ATECC608B",
@@ -356,7 +358,8 @@ def _payload(unique_id: str, issued: Issued | None, chain: tuple[x509.Certificat
         point = numbers.public_numbers()
         x5c = [base64.b64encode(issued.der()).decode("ascii")]
         x5c += [
-            base64.b64encode(cert.public_bytes(serialization.Encoding.DER)).decode("ascii") for cert in chain
+            base64.b64encode(cert.public_bytes(serialization.Encoding.DER)).decode("ascii")
+            for cert in issuers
         ]
         payload["publicKeySet"] = {
             "keys": [
@@ -426,7 +429,7 @@ def write_microchip(
         for index, issued in enumerate(certs):
             unique_id = f"0123{id_base:010x}{index:04x}"
             kind = rng.choice(MICROCHIP_BAD_KINDS) if index in bad_entries else None
-            payload_json = _payload(unique_id, None if kind == "no certificate" else issued, chain)
+            payload_json = _payload(unique_id, None if kind == "no certificate" else issued, chain[:1])
             payload = _b64url(json.dumps(payload_json, separators=(",", ":")).encode())
             header_id = unique_id
             if kind == "unknown signer" and stranger is not None:
