@@ -4,7 +4,8 @@ Each writer produces a manifest in the vendor's real layout from certificates ma
 :mod:`thingpress.certfactory` and returns a :class:`Summary`: how many entries it wrote, the thing
 names the pipeline should create (in manifest order) and the locators of the entries it damaged on
 purpose. ``bad_fraction`` picks those entries with a seeded ``random.Random``, so the same seed gives
-the same damage. Output is streamed: memory does not grow with the certificate count.
+the same damage. CSV, JSON and line output is streamed, so memory does not grow with the certificate
+count; Infineon archives are assembled in memory (py7zr keeps each member's data until it closes).
 """
 
 from __future__ import annotations
