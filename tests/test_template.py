@@ -139,11 +139,18 @@ def as_list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else [value]
 
 
-def statements(function: dict[str, Any]) -> list[dict[str, Any]]:
+def statements(template: dict[str, Any], function: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every statement of the function's execution role (an AWS::IAM::Role with inline policies)."""
+    assert "Policies" not in function["Properties"], "permissions live in the function's explicit role"
+    role_name, attribute = function["Properties"]["Role"]["Fn::GetAtt"]
+    assert attribute == "Arn"
+    role = template["Resources"][role_name]
+    assert role["Type"] == "AWS::IAM::Role"
     found: list[dict[str, Any]] = []
-    for policy in function["Properties"].get("Policies", []):
-        assert isinstance(policy, dict) and "Statement" in policy, "only inline policy documents are used"
-        for item in policy["Statement"]:
+    for policy in role["Properties"]["Policies"]:
+        document = policy["PolicyDocument"]
+        assert isinstance(document, dict) and "Statement" in document, "only inline policy documents are used"
+        for item in document["Statement"]:
             found.extend(branches(item))
     return found
 
@@ -241,7 +248,7 @@ def test_intake_queue_policy_admits_only_this_bucket(template: dict[str, Any]) -
 
 def test_no_wildcard_actions(template: dict[str, Any]) -> None:
     for name, function in resources_of(template, "AWS::Serverless::Function").items():
-        for statement in statements(function):
+        for statement in statements(template, function):
             assert statement["Effect"] == "Allow"
             for action in statement_actions(statement):
                 assert "*" not in action, f"{name} grants wildcard action {action}"
@@ -249,7 +256,7 @@ def test_no_wildcard_actions(template: dict[str, Any]) -> None:
 
 def test_resource_star_only_where_aws_offers_no_resource_level_permission(template: dict[str, Any]) -> None:
     for name, function in resources_of(template, "AWS::Serverless::Function").items():
-        for statement in statements(function):
+        for statement in statements(template, function):
             if "*" not in as_list(statement["Resource"]):
                 continue
             for action in statement_actions(statement):
@@ -259,7 +266,9 @@ def test_resource_star_only_where_aws_offers_no_resource_level_permission(templa
 
 def test_importer_can_never_delete_or_change_certificates(template: dict[str, Any]) -> None:
     actions = {
-        a for s in statements(template["Resources"]["BulkImporterFunction"]) for a in statement_actions(s)
+        a
+        for s in statements(template, template["Resources"]["BulkImporterFunction"])
+        for a in statement_actions(s)
     }
     forbidden = [
         a
@@ -281,7 +290,9 @@ def test_importer_can_never_delete_or_change_certificates(template: dict[str, An
 
 def test_provider_only_reads_iot(template: dict[str, Any]) -> None:
     actions = {
-        a for s in statements(template["Resources"]["ManifestProviderFunction"]) for a in statement_actions(s)
+        a
+        for s in statements(template, template["Resources"]["ManifestProviderFunction"])
+        for a in statement_actions(s)
     }
     iot_actions = {a for a in actions if a.startswith("iot:")}
     assert iot_actions == {"iot:GetPolicy", "iot:DescribeThingGroup", "iot:DescribeThingType"}
@@ -289,7 +300,7 @@ def test_provider_only_reads_iot(template: dict[str, Any]) -> None:
 
 def test_reports_are_the_only_s3_write_target(template: dict[str, Any]) -> None:
     for name, function in resources_of(template, "AWS::Serverless::Function").items():
-        for statement in statements(function):
+        for statement in statements(template, function):
             if "s3:PutObject" in statement_actions(statement):
                 assert statement["Resource"] == {"Fn::Sub": "${ManifestBucket.Arn}/reports/*"}, name
 
