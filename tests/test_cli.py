@@ -227,6 +227,17 @@ def test_invoke_prefers_build_output(
     assert code == 0, err
     response = json.loads(out)
     assert (response["code"], response["layer"]) == ("build", "build")
+    assert "older than the source" in err  # the build copies differ from the source files
+
+    for source, built in (
+        (tiny_project / "src" / "tinyfn", build / "TinyFunction"),
+        (tiny_project / "src" / "tinylayer", build / "TinyLayer" / "python"),
+    ):
+        for path in source.rglob("*.py"):
+            (built / path.relative_to(source)).write_bytes(path.read_bytes())
+    code, out, err = _invoke(capsys, monkeypatch, tiny_project)
+    assert code == 0, err
+    assert json.loads(out)["code"] == "source"  # the current copy of the source, run from the build dir
     assert "warning" not in err
 
 

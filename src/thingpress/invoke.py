@@ -96,6 +96,7 @@ class FunctionSpec:
     code_dir: Path
     layer_dirs: tuple[Path, ...]
     from_build: bool
+    source_dirs: tuple[Path, ...] = ()
     environment: Mapping[str, Any] = field(default_factory=dict)
     timeout: float = 3.0
     memory: int = 128
@@ -159,14 +160,15 @@ def resolve_function(template_path: Path, logical_id: str, build_dir: Path) -> F
     built_code = build / logical_id
     from_build = built_code.is_dir()
     resources = template.get("Resources") or {}
+    source_dirs = (
+        base / code_uri,
+        *(base / str(resources[layer_id]["Properties"]["ContentUri"]) for layer_id in layer_ids),
+    )
     if from_build:
         code_dir = built_code
         layer_dirs = tuple(build / layer_id / "python" for layer_id in layer_ids)
     else:
-        code_dir = base / code_uri
-        layer_dirs = tuple(
-            base / str(resources[layer_id]["Properties"]["ContentUri"]) for layer_id in layer_ids
-        )
+        code_dir, layer_dirs = source_dirs[0], source_dirs[1:]
     for directory in (code_dir, *layer_dirs):
         if not directory.is_dir():
             raise CliError(f"Code directory {directory} of {logical_id} does not exist.")
@@ -177,6 +179,7 @@ def resolve_function(template_path: Path, logical_id: str, build_dir: Path) -> F
         code_dir=code_dir,
         layer_dirs=layer_dirs,
         from_build=from_build,
+        source_dirs=source_dirs,
         environment=dict(environment),
         timeout=float(properties.get("Timeout", 3)),
         memory=int(properties.get("MemorySize", 128)),
@@ -311,11 +314,35 @@ def invoke(
         return _invoke_on_stack(spec, event, local_stack)
 
 
+def stale_build_files(spec: FunctionSpec) -> list[Path]:
+    """Return the source ``.py`` files whose copy in the build output is missing or different.
+
+    Empty when the function runs from the source tree or the build output is current.
+    """
+    if not spec.from_build:
+        return []
+    stale: list[Path] = []
+    for source, built in zip(spec.source_dirs, (spec.code_dir, *spec.layer_dirs), strict=True):
+        for path in sorted(source.rglob("*.py")):
+            copy = built / path.relative_to(source)
+            if not copy.is_file() or copy.read_bytes() != path.read_bytes():
+                stale.append(path)
+    return stale
+
+
 def _warn_if_source(spec: FunctionSpec, build_dir: Path) -> None:
     if not spec.from_build:
         print(
             f"warning: no build output at {build_dir / spec.logical_id}; running {spec.logical_id} "
             "from the source tree (run `sam build` to test the packaged code).",
+            file=sys.stderr,
+        )
+        return
+    stale = stale_build_files(spec)
+    if stale:
+        print(
+            f"warning: the build output of {spec.logical_id} is older than the source ({len(stale)} files "
+            f"differ, e.g. {stale[0]}); run `sam build` to run the current code.",
             file=sys.stderr,
         )
 
