@@ -1,0 +1,93 @@
+"""ManifestProvider Lambda handler: intake queue records in, import messages out.
+
+A thin shell around :mod:`manifest_provider.provider`: Powertools' ``BatchProcessor`` reports each
+failed record (transient AWS errors) back to SQS for redelivery, the logger carries the job id as
+correlation id, metrics are flushed once per invocation and the circuit states are emitted at the end
+of every invocation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from layer_utils.aws_utils import get_client
+from layer_utils.jobs import JobStore
+from layer_utils.telemetry import (
+    emit_circuit_states,
+    emit_metric,
+    flush_call_metrics,
+    logger,
+    metrics,
+    tracer,
+)
+from manifest_provider.provider import ProviderConfig, Services, handle_intake_body
+
+processor = BatchProcessor(event_type=EventType.SQS)
+
+_runtime: tuple[ProviderConfig, Services] | None = None
+
+
+def _emit(name: str, value: float, dimensions: Mapping[str, str] | None) -> None:
+    """Aggregate plain counts in the invocation's metric set; write dimensioned ones on their own."""
+    if dimensions:
+        emit_metric(name, value, dimensions=dimensions)
+    else:
+        metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
+
+
+def runtime() -> tuple[ProviderConfig, Services]:
+    """Return the configuration and services, built once per execution environment.
+
+    Raises ``ValueError`` naming the environment variable when the configuration is invalid.
+    """
+    global _runtime  # noqa: PLW0603 - one set of clients per execution environment
+    if _runtime is None:
+        config = ProviderConfig.from_env()
+        jobs = JobStore(
+            config.jobs_table,
+            dynamodb=get_client("dynamodb"),
+            s3=get_client("s3"),
+            emit=lambda name: _emit(name, 1, None),
+        )
+        services = Services(
+            s3=get_client("s3"), sqs=get_client("sqs"), iot=get_client("iot"), jobs=jobs, emit=_emit
+        )
+        _runtime = (config, services)
+    return _runtime
+
+
+@tracer.capture_method
+def record_handler(record: SQSRecord, lambda_context: LambdaContext) -> None:
+    """Process one intake record; an exception marks it failed so SQS delivers it again."""
+    config, services = runtime()
+    results = handle_intake_body(
+        record.body,
+        services,
+        config,
+        owner=f"{lambda_context.aws_request_id}/{record.message_id}",
+        remaining_ms=lambda_context.get_remaining_time_in_millis,
+    )
+    for result in results:
+        logger.info("Intake record processed", extra=dict(result.__dict__))
+
+
+@logger.inject_lambda_context(clear_state=True)
+@tracer.capture_lambda_handler
+@metrics.log_metrics(capture_cold_start_metric=False)
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    """Process a batch of intake queue records; returns the ``batchItemFailures`` response."""
+    try:
+        return dict(
+            process_partial_response(
+                event=event, record_handler=record_handler, processor=processor, context=context
+            )
+        )
+    finally:
+        emit_circuit_states()
+        flush_call_metrics()

@@ -1,0 +1,93 @@
+"""What a manifest needs besides itself: the IoT resources it references and trust material in S3."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from botocore.exceptions import BotoCoreError, ClientError
+from cryptography import x509
+
+from layer_utils.aws_utils import ErrorClass, classify_error, handle_aws_error
+from layer_utils.cert_utils import load_certificates
+from layer_utils.telemetry import logger
+
+if TYPE_CHECKING:
+    from mypy_boto3_iot import IoTClient
+    from mypy_boto3_s3 import S3Client
+
+    from layer_utils.settings import ImportSettings
+
+MAX_TRUST_OBJECT_BYTES = 1024 * 1024
+"""Certificate files larger than this under a trust prefix are ignored."""
+
+
+def _missing(error: ClientError | BotoCoreError) -> bool:
+    return isinstance(error, ClientError) and classify_error(error) == ErrorClass.NOT_FOUND
+
+
+def missing_targets(iot: IoTClient, settings: ImportSettings) -> list[str]:
+    """Check that every policy, thing group and thing type the settings name exists and is usable.
+
+    Makes one read call per resource (GetPolicy, DescribeThingGroup, DescribeThingType). Returns one
+    English sentence per problem ("Policy 'x' does not exist.", "Thing type 't' is deprecated."); an
+    empty list means everything is there. Raises ``AwsOperationError`` for other AWS failures
+    (throttling, access denied), so the message is retried rather than the job failed.
+    """
+    problems: list[str] = []
+    for policy in settings.policies:
+        try:
+            iot.get_policy(policyName=policy)
+        except (ClientError, BotoCoreError) as error:
+            if not _missing(error):
+                handle_aws_error(error, "iot:GetPolicy", {"policy": policy})
+            problems.append(f"Policy '{policy}' does not exist.")
+    for group in settings.thing_groups:
+        try:
+            iot.describe_thing_group(thingGroupName=group)
+        except (ClientError, BotoCoreError) as error:
+            if not _missing(error):
+                handle_aws_error(error, "iot:DescribeThingGroup", {"thing_group": group})
+            problems.append(f"Thing group '{group}' does not exist.")
+    if settings.thing_type:
+        try:
+            described = iot.describe_thing_type(thingTypeName=settings.thing_type)
+        except (ClientError, BotoCoreError) as error:
+            if not _missing(error):
+                handle_aws_error(error, "iot:DescribeThingType", {"thing_type": settings.thing_type})
+            problems.append(f"Thing type '{settings.thing_type}' does not exist.")
+        else:
+            if described.get("thingTypeMetadata", {}).get("deprecated"):
+                problems.append(
+                    f"Thing type '{settings.thing_type}' is deprecated; new things cannot be given it."
+                )
+    return problems
+
+
+def load_trust_certificates(s3: S3Client, bucket: str, prefix: str) -> tuple[x509.Certificate, ...]:
+    """Load every certificate (PEM or DER, several per file allowed) stored under ``prefix``.
+
+    Takes the S3 client, the bucket and the key prefix. Objects that hold no certificate, or are
+    larger than ``MAX_TRUST_OBJECT_BYTES``, are skipped with a warning. Returns the certificates in
+    key order. Raises ``AwsOperationError`` for an AWS failure.
+    """
+    certificates: list[x509.Certificate] = []
+    paginator = s3.get_paginator("list_objects_v2")
+    try:
+        for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
+            for obj in page.get("Contents", []):
+                key = obj["Key"]
+                if key.endswith("/"):
+                    continue
+                if obj.get("Size", 0) > MAX_TRUST_OBJECT_BYTES:
+                    logger.warning("Trust object too large; skipped", extra={"key": key})
+                    continue
+                data = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+                try:
+                    certificates.extend(load_certificates(data))
+                except ValueError as error:
+                    logger.warning(
+                        "Trust object holds no certificate; skipped", extra={"key": key, "error": str(error)}
+                    )
+    except (ClientError, BotoCoreError) as error:
+        handle_aws_error(error, "s3:GetObject", {"bucket": bucket, "prefix": prefix})
+    return tuple(certificates)
