@@ -328,22 +328,26 @@ def test_infineon_synthetic(env: Env) -> None:
 
 
 @pytest.mark.parametrize(
-    ("path", "key", "metadata", "queued", "failed"),
+    ("path", "queued", "failed", "allow_expired"),
     [
-        ("espressif/manifest-espressif.csv", "espressif/manifest-espressif.csv", {}, 7, 0),
-        ("generated/certificates_test.txt", "generated/certificates_test.txt", {}, 100, 0),
-        ("infineon/manifest-infineon.7z", "infineon/manifest-infineon.7z", {}, 200, 0),
-        ("microchip/ECC608-TMNGTLSS-B.json", "microchip/ECC608-TMNGTLSS-B.json", {}, 0, 10),
+        ("espressif/manifest-espressif.csv", 7, 0, False),
+        # The generated sample certificates have expired; THINGPRESS_ALLOW_EXPIRED lets them through
+        # (test_expired_certificates_fail checks the default).
+        ("generated/certificates_test.txt", 100, 0, True),
+        ("infineon/manifest-infineon.7z", 200, 0, False),
+        ("microchip/ECC608-TMNGTLSS-B.json", 0, 10, False),
     ],
 )
 def test_real_manifests(
-    env: Env, shared_manifests: Path, path: str, key: str, metadata: dict[str, str], queued: int, failed: int
+    env: Env, shared_manifests: Path, path: str, queued: int, failed: int, allow_expired: bool
 ) -> None:
+    key = path
+    metadata: dict[str, str] = {}
     for verifier in sorted((shared_manifests / "microchip" / "verifiers").iterdir()):
         env.s3.put_object(
             Bucket=BUCKET, Key=f"verifiers/microchip/{verifier.name}", Body=verifier.read_bytes()
         )
-    env.config = replace(env.config, allow_expired=True)
+    env.config = replace(env.config, allow_expired=allow_expired)
     env.run(env.put(key, (shared_manifests / path).read_bytes(), metadata))
     entries = [e for m in env.messages() for e in m.entries]
     assert len(entries) == queued
@@ -361,6 +365,23 @@ def test_real_manifests(
 
 
 # ------------------------------------------------------------------------------------------ idempotency
+
+
+def test_expired_certificates_fail(env: Env) -> None:
+    ca = certfactory.make_ca("Old CA")
+    old = next(
+        certfactory.make_device_certs(
+            1, ca, not_before=NOW - timedelta(days=30), not_after=NOW - timedelta(days=1)
+        )
+    )
+    env.run(env.put("generated/old.pem", old.pem().encode()))
+    assert env.messages() == []
+    job = env.job("generated/old.pem")
+    assert job.failed == 1
+    assert "Certificate expired on" in env.report("generated/old.pem")["failures"][0]["reason"]
+    env.config = replace(env.config, allow_expired=True)
+    env.run(env.put("generated/old2.pem", old.pem().encode()))
+    assert len(env.messages()) == 1
 
 
 def test_duplicate_s3_event_does_not_fan_out_twice(env: Env) -> None:
