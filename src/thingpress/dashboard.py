@@ -1,0 +1,658 @@
+"""The template's CloudWatch dashboard and alarms as metric specs, and the dashboard drawn locally.
+
+:func:`load_dashboard` and :func:`load_alarms` read ``template.yaml``, resolve the intrinsics
+(``!Sub`` of the DashboardBody, ``!Ref``/``!GetAtt`` of the alarms) and return what each widget
+plots and what each alarm watches, so tests can compare them with what the code really emits.
+
+:func:`render_dashboard` draws every widget from the metrics a local run captured
+(:class:`thingpress.local.metrics_capture.MetricsCapture`) into one HTML page with an embedded
+PNG per widget (matplotlib, Agg canvas, no pyplot state). A local run lasts seconds, not hours,
+so values are aggregated with the widget's statistic over short bins instead of its 60 s period,
+and ``Sum`` statistics are shown as a rate per minute (what a 60 s period shows). Widgets of
+``AWS/SQS`` and ``AWS/Lambda`` metrics are drawn from the local stand-ins the capture sampled
+(queue attributes read from moto, the emulator's invocations) and say so; a metric with no local
+stand-in (``ApproximateAgeOfOldestMessage``, Lambda ``Throttles``) is listed as AWS-only.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import math
+import statistics
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from thingpress.cfn import Resolver, load_template
+from thingpress.local.metrics_capture import MetricDatum, MetricsCapture, SeriesKey
+
+__all__ = [
+    "AWS_NAMESPACES",
+    "STATUS_AWS_ONLY",
+    "STATUS_DATA",
+    "STATUS_NO_DATA",
+    "AlarmSpec",
+    "DashboardError",
+    "MetricSpec",
+    "WidgetSpec",
+    "circuit_status_table",
+    "load_alarms",
+    "load_dashboard",
+    "render_dashboard",
+]
+
+AWS_NAMESPACES: Final = ("AWS/SQS", "AWS/Lambda")
+"""Namespaces of metrics AWS publishes itself (the code never emits them)."""
+
+STATUS_DATA: Final = "data"
+STATUS_NO_DATA: Final = "no-data"
+STATUS_AWS_ONLY: Final = "aws-only"
+
+_CIRCUIT_STATES: Final = {0: "closed", 1: "half_open", 2: "open"}
+_MIN_BIN_SECONDS: Final = 0.1
+_TARGET_BINS: Final = 40
+_PIXELS_PER_UNIT: Final = 0.55  # inches per dashboard grid unit (24 units wide)
+
+
+class DashboardError(Exception):
+    """The dashboard or an alarm in the template cannot be read; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """One metric a widget plots or an alarm watches.
+
+    ``dimensions`` are ``(name, value)`` pairs sorted by name; ``stat`` and ``period`` are the
+    effective ones (the row's own, else the widget's); ``metric_id`` is the alarm's query id.
+    """
+
+    namespace: str
+    name: str
+    dimensions: tuple[tuple[str, str], ...]
+    stat: str
+    period: int
+    label: str = ""
+    metric_id: str = ""
+
+    @property
+    def key(self) -> SeriesKey:
+        """Return the series key, comparable with :attr:`MetricDatum.key`."""
+        return (self.namespace, self.name, frozenset(self.dimensions))
+
+    @property
+    def dimension_map(self) -> dict[str, str]:
+        """Return the dimensions as a dict."""
+        return dict(self.dimensions)
+
+    @property
+    def aws_published(self) -> bool:
+        """Return whether AWS publishes this metric (an ``AWS/*`` namespace)."""
+        return self.namespace in AWS_NAMESPACES
+
+
+@dataclass(frozen=True)
+class WidgetSpec:
+    """One metric widget of the dashboard: where it sits, its title, options and metrics."""
+
+    title: str
+    metrics: tuple[MetricSpec, ...]
+    x: int
+    y: int
+    width: int
+    height: int
+    view: str
+    stacked: bool
+    horizontal_annotations: tuple[tuple[str, float], ...]
+    y_min: float | None
+    y_max: float | None
+
+
+@dataclass(frozen=True)
+class AlarmSpec:
+    """One CloudWatch alarm: the metrics it reads, its math and threshold, and its actions."""
+
+    logical_id: str
+    description: str
+    metrics: tuple[MetricSpec, ...]
+    expressions: tuple[str, ...]
+    threshold: float
+    comparison: str
+    evaluation_periods: int
+    datapoints_to_alarm: int
+    treat_missing_data: str
+    alarm_actions: tuple[str, ...]
+    ok_actions: tuple[str, ...]
+
+
+# --- reading the template ---------------------------------------------------------------------------
+
+
+class _AnyAttribute(dict[str, Any]):
+    """Physical-id stand-in for a resource not created locally: every attribute is its logical id."""
+
+    def __init__(self, logical_id: str) -> None:
+        super().__init__()
+        self.logical_id = logical_id
+
+    def __contains__(self, key: object) -> bool:
+        return True
+
+    def __missing__(self, key: str) -> str:
+        return self.logical_id
+
+
+def _resolver(
+    template: Mapping[str, Any],
+    physical_ids: Mapping[str, Mapping[str, Any]] | None,
+    parameters: Mapping[str, str] | None,
+    region: str,
+    stack_name: str,
+) -> Resolver:
+    known = {key: dict(value) for key, value in (physical_ids or {}).items()}
+    ids: dict[str, dict[str, Any]] = {
+        logical_id: known.get(logical_id) or _AnyAttribute(logical_id)
+        for logical_id in template.get("Resources") or {}
+    }
+    return Resolver(template, parameters, region=region, stack_name=stack_name, physical_ids=ids)
+
+
+def _dimensions(pairs: Sequence[Any], where: str) -> tuple[tuple[str, str], ...]:
+    if len(pairs) % 2:
+        raise DashboardError(f"{where} has a dimension name without a value.")
+    names = [str(name) for name in pairs[0::2]]
+    if len(set(names)) != len(names):
+        raise DashboardError(f"{where} repeats a dimension name.")
+    return tuple(sorted(zip(names, (str(value) for value in pairs[1::2]), strict=True)))
+
+
+def _metric_row(
+    row: Any, previous: Sequence[str], widget: Mapping[str, Any], where: str
+) -> tuple[MetricSpec, list[str]]:
+    if not isinstance(row, list) or not row:
+        raise DashboardError(f"{where} is not a metric array.")
+    options = row[-1] if isinstance(row[-1], dict) else {}
+    fields = list(row[:-1] if options else row)
+    if not fields and "expression" in options:
+        raise DashboardError(f"{where} is a math expression, which the local renderer does not draw.")
+    # "." repeats the value at the same position of the previous row (CloudWatch's shorthand).
+    fields = [previous[i] if value == "." and i < len(previous) else value for i, value in enumerate(fields)]
+    if len(fields) < 2 or not all(isinstance(value, str) for value in fields):
+        raise DashboardError(f"{where} needs a namespace, a metric name and dimension pairs.")
+    spec = MetricSpec(
+        namespace=fields[0],
+        name=fields[1],
+        dimensions=_dimensions(fields[2:], where),
+        stat=str(options.get("stat") or widget.get("stat") or "Average"),
+        period=int(options.get("period") or widget.get("period") or 300),
+        label=str(options.get("label") or fields[1]),
+    )
+    return spec, fields
+
+
+def _widget(raw: Mapping[str, Any], index: int) -> WidgetSpec:
+    properties = raw.get("properties") or {}
+    title = str(properties.get("title") or f"widget {index}")
+    where = f"Dashboard widget {index} ({title})"
+    metrics: list[MetricSpec] = []
+    previous: list[str] = []
+    for row_index, row in enumerate(properties.get("metrics") or []):
+        spec, previous = _metric_row(row, previous, properties, f"{where}, metric {row_index}")
+        metrics.append(spec)
+    horizontal = (properties.get("annotations") or {}).get("horizontal") or []
+    left = (properties.get("yAxis") or {}).get("left") or {}
+    return WidgetSpec(
+        title=title,
+        metrics=tuple(metrics),
+        x=int(raw.get("x", 0)),
+        y=int(raw.get("y", 0)),
+        width=int(raw.get("width", 6)),
+        height=int(raw.get("height", 6)),
+        view=str(properties.get("view", "timeSeries")),
+        stacked=bool(properties.get("stacked", False)),
+        horizontal_annotations=tuple((str(a.get("label", "")), float(a["value"])) for a in horizontal),
+        y_min=None if left.get("min") is None else float(left["min"]),
+        y_max=None if left.get("max") is None else float(left["max"]),
+    )
+
+
+def load_dashboard(
+    template_path: str | Path,
+    *,
+    physical_ids: Mapping[str, Mapping[str, Any]] | None = None,
+    parameters: Mapping[str, str] | None = None,
+    region: str = "us-east-1",
+    stack_name: str = "thingpress",
+) -> list[WidgetSpec]:
+    """Return the metric widgets of the template's ``AWS::CloudWatch::Dashboard``, in template order.
+
+    Takes the template path, the physical ids of created resources (``Ref`` and attributes per
+    logical id; a resource without one resolves to its logical id), parameter overrides, region
+    and stack name. Raises :class:`DashboardError` when the template has no single dashboard, its
+    body is not JSON or a metric row is malformed, ``TemplateError`` when the body cannot be
+    resolved, ``OSError`` when the template cannot be read.
+    """
+    template = load_template(template_path)
+    resources: Mapping[str, Any] = template.get("Resources") or {}
+    dashboards = [lid for lid, res in resources.items() if res.get("Type") == "AWS::CloudWatch::Dashboard"]
+    if len(dashboards) != 1:
+        raise DashboardError(
+            f"The template has {len(dashboards)} dashboards; the renderer needs exactly one."
+        )
+    logical_id = dashboards[0]
+    resolver = _resolver(template, physical_ids, parameters, region, stack_name)
+    body = (resources[logical_id].get("Properties") or {}).get("DashboardBody")
+    text = resolver.resolve(body, where=f"Resources.{logical_id}.Properties.DashboardBody")
+    try:
+        document = json.loads(text)
+    except (TypeError, json.JSONDecodeError) as error:
+        raise DashboardError(f"The DashboardBody of {logical_id} is not valid JSON: {error}") from None
+    return [
+        _widget(raw, index)
+        for index, raw in enumerate(document.get("widgets") or [])
+        if raw.get("type") == "metric"
+    ]
+
+
+def _alarm_metric(stat: Mapping[str, Any], metric_id: str, where: str) -> MetricSpec:
+    metric = stat.get("Metric") or {}
+    if "Namespace" not in metric or "MetricName" not in metric:
+        raise DashboardError(f"{where} has no Namespace or MetricName.")
+    return MetricSpec(
+        namespace=str(metric["Namespace"]),
+        name=str(metric["MetricName"]),
+        dimensions=tuple(sorted((str(d["Name"]), str(d["Value"])) for d in metric.get("Dimensions") or [])),
+        stat=str(stat.get("Stat", "")),
+        period=int(stat.get("Period", 60)),
+        metric_id=metric_id,
+    )
+
+
+def _alarm(logical_id: str, properties: Mapping[str, Any]) -> AlarmSpec:
+    where = f"Alarm {logical_id}"
+    metrics: list[MetricSpec] = []
+    expressions: list[str] = []
+    if "MetricName" in properties:
+        stat = {
+            "Metric": {key: properties.get(key) for key in ("Namespace", "MetricName", "Dimensions")},
+            "Stat": properties.get("Statistic") or properties.get("ExtendedStatistic", ""),
+            "Period": properties.get("Period", 60),
+        }
+        metrics.append(_alarm_metric(stat, "m1", where))
+    for query in properties.get("Metrics") or []:
+        query_id = str(query.get("Id", ""))
+        if "Expression" in query:
+            expressions.append(str(query["Expression"]))
+        elif "MetricStat" in query:
+            metrics.append(_alarm_metric(query["MetricStat"], query_id, f"{where}, query {query_id}"))
+        else:
+            raise DashboardError(f"{where}, query {query_id} has neither MetricStat nor Expression.")
+    if not metrics:
+        raise DashboardError(f"{where} reads no metric.")
+    evaluation = int(properties.get("EvaluationPeriods", 1))
+    return AlarmSpec(
+        logical_id=logical_id,
+        description=str(properties.get("AlarmDescription", "")),
+        metrics=tuple(metrics),
+        expressions=tuple(expressions),
+        threshold=float(properties.get("Threshold", math.nan)),
+        comparison=str(properties.get("ComparisonOperator", "")),
+        evaluation_periods=evaluation,
+        datapoints_to_alarm=int(properties.get("DatapointsToAlarm", evaluation)),
+        treat_missing_data=str(properties.get("TreatMissingData", "missing")),
+        alarm_actions=tuple(str(action) for action in properties.get("AlarmActions") or []),
+        ok_actions=tuple(str(action) for action in properties.get("OKActions") or []),
+    )
+
+
+def load_alarms(
+    template_path: str | Path,
+    *,
+    physical_ids: Mapping[str, Mapping[str, Any]] | None = None,
+    parameters: Mapping[str, str] | None = None,
+    region: str = "us-east-1",
+    stack_name: str = "thingpress",
+) -> list[AlarmSpec]:
+    """Return the template's ``AWS::CloudWatch::Alarm`` resources (those whose condition holds).
+
+    Arguments as for :func:`load_dashboard`. Raises :class:`DashboardError` for an alarm that
+    reads no metric or has a malformed query, ``TemplateError`` when a property cannot be resolved.
+    """
+    template = load_template(template_path)
+    resolver = _resolver(template, physical_ids, parameters, region, stack_name)
+    alarms = []
+    for logical_id, resource in (template.get("Resources") or {}).items():
+        if resource.get("Type") != "AWS::CloudWatch::Alarm" or not resolver.resource_enabled(logical_id):
+            continue
+        properties = resolver.resolve(
+            resource.get("Properties") or {}, where=f"Resources.{logical_id}.Properties"
+        )
+        alarms.append(_alarm(logical_id, properties))
+    return alarms
+
+
+# --- aggregation ----------------------------------------------------------------------------------
+
+
+def _aggregate(values: Sequence[float], stat: str) -> float:
+    if stat == "Sum":
+        return math.fsum(values)
+    if stat == "Maximum":
+        return max(values)
+    if stat == "Minimum":
+        return min(values)
+    if stat == "SampleCount":
+        return float(len(values))
+    if stat.startswith("p") and stat[1:].replace(".", "", 1).isdigit():
+        ordered = sorted(values)
+        rank = max(0, math.ceil(float(stat[1:]) / 100.0 * len(ordered)) - 1)
+        return ordered[rank]
+    return statistics.fmean(values)
+
+
+def _bin_seconds(span: float, period: int) -> float:
+    if span >= _TARGET_BINS * period:
+        return float(period)
+    raw = max(span / _TARGET_BINS, _MIN_BIN_SECONDS)
+    magnitude = 10.0 ** math.floor(math.log10(raw))
+    return next(float(step * magnitude) for step in (1, 2, 5, 10) if step * magnitude >= raw)
+
+
+@dataclass(frozen=True)
+class _Line:
+    label: str
+    times: list[float]
+    values: list[float]
+    total: float
+    count: int
+
+
+def _line(spec: MetricSpec, data: Sequence[MetricDatum], start: float, width: float) -> _Line:
+    bins: dict[int, list[float]] = {}
+    for datum in data:
+        bins.setdefault(int((datum.timestamp - start) // width), []).append(datum.value)
+    times: list[float] = []
+    values: list[float] = []
+    for index in range(max(bins) + 1 if bins else 0):
+        times.append(index * width)
+        chunk = bins.get(index)
+        if chunk is None:
+            values.append(0.0 if spec.stat == "Sum" else math.nan)
+        else:
+            value = _aggregate(chunk, spec.stat)
+            values.append(value * 60.0 / width if spec.stat == "Sum" else value)
+    total = (
+        math.fsum(d.value for d in data) if spec.stat == "Sum" else max((d.value for d in data), default=0)
+    )
+    return _Line(spec.label, times, values, total, len(data))
+
+
+def _status(widget: WidgetSpec, series: Mapping[SeriesKey, Sequence[MetricDatum]]) -> str:
+    if any(series.get(spec.key) for spec in widget.metrics):
+        return STATUS_DATA
+    if all(spec.aws_published for spec in widget.metrics):
+        return STATUS_AWS_ONLY
+    return STATUS_NO_DATA
+
+
+# --- drawing --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Panel:
+    widget: WidgetSpec
+    status: str
+    png: bytes
+    lines: tuple[tuple[MetricSpec, int, float], ...]
+    local_standins: bool
+
+
+def _png(figure: Figure) -> bytes:
+    FigureCanvasAgg(figure)  # attaches the Agg canvas: no pyplot, no global backend
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    return buffer.getvalue()
+
+
+def _figure(widget: WidgetSpec) -> Figure:
+    return Figure(
+        figsize=(max(4.0, widget.width * _PIXELS_PER_UNIT), max(2.6, widget.height * _PIXELS_PER_UNIT)),
+        dpi=100,
+        layout="constrained",
+    )
+
+
+def _draw(
+    widget: WidgetSpec, series: Mapping[SeriesKey, list[MetricDatum]], start: float, width: float
+) -> _Panel:
+    figure = _figure(widget)
+    axes = figure.add_subplot()
+    axes.set_title(widget.title, fontsize=10, loc="left")
+    lines: list[tuple[MetricSpec, int, float]] = []
+    drawn = 0
+    local = False
+    for spec in widget.metrics:
+        data = series.get(spec.key, [])
+        line = _line(spec, data, start, width)
+        lines.append((spec, line.count, line.total))
+        if not data:
+            continue
+        drawn += 1
+        local = local or spec.aws_published
+        label = f"{spec.label} ({'total' if spec.stat == 'Sum' else 'max'} {line.total:g})"
+        axes.step(line.times, line.values, where="post", marker="o", markersize=3, linewidth=1.4, label=label)
+    status = _status(widget, series)
+    for label, value in widget.horizontal_annotations:
+        axes.axhline(value, color="tab:red", linestyle="--", linewidth=1.0)
+        axes.annotate(
+            label,
+            (0.0, value),
+            xycoords=("axes fraction", "data"),
+            color="tab:red",
+            fontsize=8,
+            xytext=(3, -10),
+            textcoords="offset points",
+        )
+    if widget.y_min is not None or widget.y_max is not None:
+        low = widget.y_min if widget.y_min is not None else 0.0
+        high = widget.y_max if widget.y_max is not None else low + 1.0
+        margin = (high - low) * 0.08
+        axes.set_ylim(low - margin, high + margin)
+    stats = sorted({spec.stat for spec in widget.metrics})
+    per_minute = stats == ["Sum"]
+    axes.set_ylabel("per minute" if per_minute else "/".join(stats), fontsize=8)
+    axes.set_xlabel(f"seconds since the first metric ({width:g} s bins)", fontsize=8)
+    axes.tick_params(labelsize=7)
+    axes.grid(alpha=0.3)
+    if drawn:
+        axes.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
+        if local:
+            axes.text(
+                0.99,
+                0.97,
+                "local stand-in: sampled from moto / the ESM emulator",
+                fontsize=7,
+                ha="right",
+                va="top",
+                transform=axes.transAxes,
+                color="dimgray",
+            )
+    else:
+        message = (
+            "AWS-only: published by CloudWatch, no local equivalent"
+            if status == STATUS_AWS_ONLY
+            else "no data in this run"
+        )
+        names = sorted({f"{spec.namespace} {spec.name}" for spec in widget.metrics})
+        axes.text(0.5, 0.55, message, ha="center", va="center", fontsize=10, transform=axes.transAxes)
+        axes.text(
+            0.5,
+            0.35,
+            "\n".join(names),
+            ha="center",
+            va="center",
+            fontsize=8,
+            color="dimgray",
+            transform=axes.transAxes,
+        )
+        axes.set_xticks([])
+        axes.set_yticks([])
+    return _Panel(widget, status, _png(figure), tuple(lines), local)
+
+
+# --- circuit summary ------------------------------------------------------------------------------
+
+
+def circuit_status_table(captured: MetricsCapture) -> dict[str, dict[str, Any]]:
+    """Summarise the circuits as the captured metrics report them, one entry per operation.
+
+    Takes the capture of a run. Returns, per circuit name (the ``Operation`` dimension), sorted by
+    name: ``state`` (the last ``CircuitState`` gauge as ``closed``/``half_open``/``open``, or None
+    when no gauge was emitted), ``worst_state`` (the highest gauge value seen, as a name),
+    ``opened`` and ``closed`` (how many ``CircuitOpened``/``CircuitClosed`` were emitted),
+    ``reports`` (how many gauge values) and ``last_reported`` (epoch seconds of the last metric).
+    """
+    rows: dict[str, dict[str, Any]] = {}
+    worst: dict[str, int] = {}
+    for datum in sorted(captured.data, key=lambda d: d.timestamp):
+        operation = datum.dimension_map.get("Operation")
+        if operation is None or datum.name not in ("CircuitState", "CircuitOpened", "CircuitClosed"):
+            continue
+        row = rows.setdefault(
+            operation,
+            {
+                "state": None,
+                "worst_state": None,
+                "opened": 0,
+                "closed": 0,
+                "reports": 0,
+                "last_reported": None,
+            },
+        )
+        row["last_reported"] = datum.timestamp
+        if datum.name == "CircuitOpened":
+            row["opened"] += int(datum.value)
+        elif datum.name == "CircuitClosed":
+            row["closed"] += int(datum.value)
+        else:
+            row["state"] = _CIRCUIT_STATES.get(int(datum.value), f"{datum.value:g}")
+            row["reports"] += 1
+            worst[operation] = max(worst.get(operation, 0), int(datum.value))
+            row["worst_state"] = _CIRCUIT_STATES.get(worst[operation], str(worst[operation]))
+    return dict(sorted(rows.items()))
+
+
+# --- the page -------------------------------------------------------------------------------------
+
+
+def _circuit_html(rows: Mapping[str, Mapping[str, Any]]) -> str:
+    if not rows:
+        return "<p>No circuit metrics were emitted.</p>"
+    header = "".join(
+        f"<th>{name}</th>"
+        for name in ("operation", "last state", "worst state", "opened", "closed", "gauge reports")
+    )
+    body = "".join(
+        "<tr>"
+        + "".join(
+            f"<td>{html.escape(str(value))}</td>"
+            for value in (
+                name,
+                row["state"],
+                row["worst_state"],
+                row["opened"],
+                row["closed"],
+                row["reports"],
+            )
+        )
+        + "</tr>"
+        for name, row in rows.items()
+    )
+    return f"<table class='circuits'><tr>{header}</tr>{body}</table>"
+
+
+def _panel_html(panel: _Panel) -> str:
+    image = base64.b64encode(panel.png).decode("ascii")
+    title = html.escape(panel.widget.title, quote=True)
+    items = "".join(
+        f"<li>{html.escape(spec.namespace)} <b>{html.escape(spec.name)}</b> "
+        f"{html.escape(', '.join(f'{k}={v}' for k, v in spec.dimensions))} [{html.escape(spec.stat)}]: "
+        + (f"{count} value(s)" if count else "no data")
+        + "</li>"
+        for spec, count, _total in panel.lines
+    )
+    note = {
+        STATUS_DATA: "local stand-in for an AWS metric" if panel.local_standins else "emitted by the code",
+        STATUS_NO_DATA: "no data in this run",
+        STATUS_AWS_ONLY: "AWS-only: CloudWatch publishes these; the local stack has no equivalent",
+    }[panel.status]
+    return (
+        f"<figure class='widget' data-title=\"{title}\" data-status='{panel.status}' "
+        f"style='grid-column: {panel.widget.x + 1} / span {panel.widget.width}'>"
+        f"<img alt=\"{title}\" src='data:image/png;base64,{image}'>"
+        f"<figcaption><b>{title}</b> ({html.escape(note)})<details><summary>metrics</summary><ul>{items}</ul>"
+        "</details></figcaption></figure>"
+    )
+
+
+_STYLE: Final = """
+body { font-family: sans-serif; margin: 1.5em; color: #222; }
+.grid { display: grid; grid-template-columns: repeat(24, 1fr); gap: 12px; }
+.widget { margin: 0; border: 1px solid #ddd; padding: 6px; }
+.widget img { width: 100%; height: auto; }
+figcaption { font-size: 0.8em; }
+table.circuits { border-collapse: collapse; font-size: 0.9em; margin-bottom: 1em; }
+table.circuits td, table.circuits th { border: 1px solid #ccc; padding: 2px 8px; }
+"""
+
+
+def render_dashboard(captured: MetricsCapture, template_path: str | Path, out_path: str | Path) -> Path:
+    """Draw the template's dashboard from a capture into an HTML page with one PNG per widget.
+
+    Takes the capture of a local run (its bound stack gives the physical names the dashboard's
+    queue and function dimensions resolve to), the template and the output path (``.html``; the
+    parent directory is created). Every widget becomes one image, in the dashboard's grid
+    order: drawn from the captured values, or marked "no data in this run", or "AWS-only" when
+    all its metrics are published by AWS and the run sampled no local stand-in. Returns the
+    written path. Raises what :func:`load_dashboard` raises, and ``OSError`` when the page cannot
+    be written.
+    """
+    stack = captured.stack
+    widgets = load_dashboard(
+        template_path,
+        physical_ids=stack.physical_ids,
+        parameters=stack.parameters,
+        region=stack.region,
+        stack_name=stack.stack_name,
+    )
+    data = [*captured.data, *captured.samples]
+    start = min((d.timestamp for d in data), default=time.time())
+    span = max((d.timestamp for d in data), default=start) - start
+    periods = [spec.period for widget in widgets for spec in widget.metrics] or [60]
+    width = _bin_seconds(span, min(periods))
+    series = captured.series()
+    panels = [_draw(widget, series, start, width) for widget in sorted(widgets, key=lambda w: (w.y, w.x))]
+    summary = (
+        f"{len(captured.data)} emitted metric values in {len(captured.emitted())} series, "
+        f"{len(captured.samples)} local samples of AWS metrics, over {span:.1f} s "
+        f"(bins of {width:g} s; Sum shown per minute)."
+    )
+    page = (
+        "<!DOCTYPE html><html><head><meta charset='utf-8'>"
+        f"<title>Thingpress dashboard (local run)</title><style>{_STYLE}</style></head><body>"
+        f"<h1>Thingpress dashboard (local run of {html.escape(stack.stack_name)})</h1>"
+        f"<p>{html.escape(summary)}</p><h2>Circuits</h2>{_circuit_html(circuit_status_table(captured))}"
+        f"<h2>Widgets</h2><div class='grid'>{''.join(_panel_html(panel) for panel in panels)}</div>"
+        "</body></html>"
+    )
+    out = Path(out_path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(page, encoding="utf-8")
+    return out
