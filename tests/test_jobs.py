@@ -302,7 +302,8 @@ def test_crashed_reporting_winner_is_finished_by_next_caller(aws: dict[str, Any]
 def test_large_failure_lists_are_split(store: j.JobStore, aws: dict[str, Any]) -> None:
     job = parse_to_importing(store, 1000)
     failures = [bad(i, "x" * 400) for i in range(1000)]
-    for index, batch in enumerate(j.chunked(failures)):
+    size = j.MAX_RECORDS_PER_ITEM
+    for index, batch in enumerate(failures[i : i + size] for i in range(0, len(failures), size)):
         assert len(batch) <= j.MAX_RECORDS_PER_ITEM
         assert store.record_parse_outcome(job.job_id, index, batch)
     with pytest.raises(ValueError, match="at most 200"):

@@ -24,7 +24,7 @@ import enum
 import hashlib
 import json
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -809,17 +809,3 @@ def _report_failure(record: Mapping[str, Any]) -> dict[str, Any]:
 
 def _failure_sort_key(record: Mapping[str, Any]) -> tuple[Any, ...]:
     return (natural_key(record["locator"]), record.get("certificate_id") or "", record["reason"])
-
-
-def chunked(
-    records: Iterable[FailureRecord], size: int = MAX_RECORDS_PER_ITEM
-) -> Iterator[list[FailureRecord]]:
-    """Split ``records`` into lists of at most ``size`` (for ``record_parse_outcome``)."""
-    batch: list[FailureRecord] = []
-    for record in records:
-        batch.append(record)
-        if len(batch) >= size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
