@@ -194,11 +194,6 @@ def encode_continuation_message(message: ContinuationMessage) -> str:
     return _encode(message.to_dict())
 
 
-def encode_message(message: ImportMessage | ContinuationMessage) -> str:
-    """Return the JSON body of either message kind."""
-    return _encode(message.to_dict())
-
-
 def _string_list(value: Any, name: str) -> list[str]:
     if not isinstance(value, list) or not all(isinstance(item, str) and item for item in value):
         raise ValueError(f"Message field '{name}' must be a list of non-empty strings.")
