@@ -1,0 +1,677 @@
+"""Seeded fault injection for the local stack: what AWS and Lambda do to a pipeline on a bad day.
+
+Server side (`FaultInjector`, a `ServerLayer` in front of moto, so every function client meets it):
+
+* 5xx answers at rate `FaultPlan.error_rate`, in each protocol's shape (IoT ``InternalFailureException``
+  500 / ``ServiceUnavailableException`` 503 in REST-JSON, SQS ``InternalError``/``ServiceUnavailable``
+  in JSON with the query-compatible header, DynamoDB ``InternalServerError``/``ServiceUnavailable``,
+  S3 ``InternalError``/``ServiceUnavailable`` in XML), before the request is served;
+* dropped connections: the socket is shut down without an answer, either before the request is
+  served (`drop_rate`) or after it was (`drop_after_rate`: the change happened, the client never
+  hears of it and retries), which botocore reports as a connection error;
+* `Outage` windows: every call of one API answers 503 for `duration` seconds.
+
+Invocation side (`FaultyEmulator`, an `EventSourceMappingEmulator`):
+
+* duplicate SQS deliveries of a batch, and duplicate S3 notifications sent to the intake queue;
+* a visibility timeout expiring mid-batch: one record of a running invocation becomes visible
+  again, is received for real and delivered to a concurrent invocation of the same function;
+* a crash (`CrashAfter`): after the k-th successful call of an API (CreateThing by default) the
+  invocation dies with `SimulatedCrash`, raised inside the handler by a botocore hook on the
+  function's own client, so work already done stays done and the batch is delivered again.
+
+Every random choice comes from ``random.Random(seed)``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import random
+import socket
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+from thingpress.local.esm import EventSourceMappingEmulator, Invocation, RunStats
+from thingpress.local.quota import (
+    ApiCall,
+    ServerLayer,
+    StartResponse,
+    WsgiApp,
+    json_error_response,
+    mark_harness_client,
+)
+from thingpress.local.stack import EventSourceSpec, LocalStack
+
+__all__ = [
+    "DEFAULT_FAULT_SERVICES",
+    "CrashAfter",
+    "EmulatorFaults",
+    "FaultInjector",
+    "FaultPlan",
+    "FaultyEmulator",
+    "Outage",
+    "OutageReport",
+    "SimulatedCrash",
+    "error_response",
+    "function_client",
+]
+
+DEFAULT_FAULT_SERVICES: Final = frozenset({"iot", "sqs", "s3", "dynamodb"})
+
+# (HTTP status) → error code per service; the shapes follow each service's protocol.
+_ERROR_CODES: Final[Mapping[str, Mapping[int, tuple[str, str]]]] = {
+    "iot": {
+        500: ("InternalFailureException", "An unexpected error has occurred."),
+        503: ("ServiceUnavailableException", "Service is unavailable."),
+    },
+    "sqs": {
+        500: ("InternalError", "We encountered an internal error. Please try again."),
+        503: ("ServiceUnavailable", "The request has failed due to a temporary failure of the server."),
+    },
+    "dynamodb": {
+        500: ("InternalServerError", "Internal server error"),
+        503: ("ServiceUnavailable", "The service is currently unavailable or busy."),
+    },
+    "s3": {
+        500: ("InternalError", "We encountered an internal error. Please try again."),
+        503: ("ServiceUnavailable", "Service is unable to handle request."),
+    },
+}
+_DEFAULT_CODES: Final = {500: ("InternalFailure", "Internal failure."), 503: ("ServiceUnavailable", "")}
+_JSON_TYPE_PREFIX: Final = {
+    "sqs": "com.amazonaws.sqs#",
+    "dynamodb": "com.amazonaws.dynamodb.v20120810#",
+}
+_CONTEXT_KEYS: Final = "thingpress_crash_keys"
+_REASONS: Final = {500: "500 Internal Server Error", 503: "503 Service Unavailable"}
+
+
+class SimulatedCrash(BaseException):
+    """The invocation's process died; raised inside a handler by a `CrashAfter` hook.
+
+    A `BaseException` so that the handler's own ``except Exception`` (per-record error handling,
+    Powertools' batch processor) cannot swallow it, just as it could not outlive a dead process.
+    """
+
+
+def error_response(service: str, status: int, start_response: StartResponse) -> list[bytes]:
+    """Answer a 5xx error for `service` in its protocol's shape and return the body chunks.
+
+    Takes the botocore service name, the status (500 or 503) and the WSGI ``start_response``.
+    """
+    code, message = _ERROR_CODES.get(service, _DEFAULT_CODES).get(status, _DEFAULT_CODES[500])
+    reason = _REASONS.get(status, f"{status} Error")
+    if service == "s3":
+        request_id = uuid.uuid4().hex[:16].upper()
+        body = (
+            '<?xml version="1.0" encoding="UTF-8"?>\n'
+            f"<Error><Code>{code}</Code><Message>{message}</Message>"
+            f"<RequestId>{request_id}</RequestId></Error>"
+        ).encode()
+        start_response(
+            reason,
+            [
+                ("Content-Type", "application/xml"),
+                ("Content-Length", str(len(body))),
+                ("x-amz-request-id", request_id),
+            ],
+        )
+        return [body]
+    if service in _JSON_TYPE_PREFIX:
+        headers = {"x-amzn-query-error": f"{code};Receiver"} if service == "sqs" else {}
+        return json_error_response(
+            start_response,
+            reason,
+            headers,
+            {"__type": _JSON_TYPE_PREFIX[service] + code, "message": message},
+            content_type="application/x-amz-json-1.0",
+        )
+    return json_error_response(start_response, reason, {"x-amzn-ErrorType": code}, {"message": message})
+
+
+def _drop_connection(environ: Mapping[str, Any]) -> None:
+    """Shut the client's socket down and raise, so the server sends nothing at all."""
+    connection = environ.get("werkzeug.socket")
+    if connection is not None:
+        with contextlib.suppress(OSError):
+            connection.shutdown(socket.SHUT_RDWR)
+    # werkzeug treats a ConnectionError from the application as a dropped connection: no answer.
+    raise ConnectionResetError("Connection dropped by the fault injector.")
+
+
+@dataclass(frozen=True)
+class Outage:
+    """Every call of one API answers `status` for `duration` seconds.
+
+    The window starts `start` seconds after the injector is installed, or (when `after_calls` is
+    set) when the API receives its `after_calls`-th call since installation, whichever is set.
+    `operation` is the API name (``RegisterCertificateWithoutCA``) of `service`.
+    """
+
+    operation: str
+    duration: float
+    service: str = "iot"
+    start: float | None = None
+    after_calls: int | None = None
+    status: int = 503
+
+
+@dataclass(frozen=True)
+class FaultPlan:
+    """What the `FaultInjector` does to the functions' requests.
+
+    Rates are probabilities per request (0 to 1) for the `services` listed; `operations`, when
+    not empty, restricts the random faults to those API names. `outages` are independent of the
+    rates.
+    """
+
+    error_rate: float = 0.0
+    drop_rate: float = 0.0
+    drop_after_rate: float = 0.0
+    services: frozenset[str] = DEFAULT_FAULT_SERVICES
+    operations: frozenset[str] = frozenset()
+    outages: tuple[Outage, ...] = ()
+
+    def __post_init__(self) -> None:
+        """Raise `ValueError` when a rate is outside 0..1 or the rates add up to more than 1."""
+        rates = (self.error_rate, self.drop_rate, self.drop_after_rate)
+        if any(not 0.0 <= rate <= 1.0 for rate in rates) or sum(rates) > 1.0:
+            raise ValueError("Fault rates must be between 0 and 1 and add up to at most 1.")
+
+
+@dataclass
+class _OutageState:
+    outage: Outage
+    calls: int = 0
+    started: float | None = None
+    ended: float | None = None
+    rejected: int = 0
+
+
+@dataclass(frozen=True)
+class OutageReport:
+    """What happened during one outage: when it began and ended (injector clock) and calls refused."""
+
+    outage: Outage
+    started: float | None
+    ended: float | None
+    rejected: int
+
+
+class FaultInjector(ServerLayer):
+    """Injects the seeded faults of a `FaultPlan` into the functions' AWS requests.
+
+    Takes the plan, the `seed`, and `clock` (monotonic seconds, for outage windows). `injected`
+    counts the faults by ``(call name, kind)`` with kind ``500``, ``503``, ``drop``,
+    ``drop_after`` or ``outage``; `outages()` tells when each outage window was active.
+    """
+
+    def __init__(
+        self, plan: FaultPlan, *, seed: int = 0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        """Create the injector; nothing happens until it is installed (``with``)."""
+        super().__init__()
+        self.plan = plan
+        self._random = random.Random(seed)  # noqa: S311 - reproducible fault choices, not secrets
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._installed_at = clock()
+        self._outages = [_OutageState(outage) for outage in plan.outages]
+        self.injected: Counter[tuple[str, str]] = Counter()
+
+    def install(self) -> None:
+        """Install the layer; outage start times count from now."""
+        super().install()
+        self._installed_at = self._clock()
+
+    def outages(self) -> list[OutageReport]:
+        """Return the state of every outage window."""
+        with self._lock:
+            return [OutageReport(s.outage, s.started, s.ended, s.rejected) for s in self._outages]
+
+    def _in_outage(self, call: ApiCall, now: float) -> int | None:
+        """Return the status to answer when the call falls in an outage window (lock held)."""
+        for state in self._outages:
+            outage = state.outage
+            if outage.service != call.service or outage.operation != call.operation:
+                continue
+            state.calls += 1
+            if state.started is None:
+                if outage.after_calls is not None and state.calls >= outage.after_calls:
+                    state.started = now
+                elif outage.start is not None and now - self._installed_at >= outage.start:
+                    state.started = self._installed_at + outage.start
+            if state.started is None:
+                continue
+            if now < state.started + outage.duration:
+                state.rejected += 1
+                return outage.status
+            state.ended = state.started + outage.duration
+        return None
+
+    def _decide(self, call: ApiCall) -> str | None:
+        plan = self.plan
+        with self._lock:
+            status = self._in_outage(call, self._clock())
+            if status is not None:
+                self.injected[(call.name, "outage")] += 1
+                return f"outage:{status}"
+            if call.service not in plan.services or (
+                plan.operations and call.operation not in plan.operations
+            ):
+                return None
+            draw = self._random.random()
+            kind: str | None = None
+            if draw < plan.error_rate:
+                kind = self._random.choice(("500", "503"))
+            elif draw < plan.error_rate + plan.drop_rate:
+                kind = "drop"
+            elif draw < plan.error_rate + plan.drop_rate + plan.drop_after_rate:
+                kind = "drop_after"
+            if kind is not None:
+                self.injected[(call.name, kind)] += 1
+            return kind
+
+    def handle(
+        self, call: ApiCall, environ: dict[str, Any], start_response: StartResponse, app: WsgiApp
+    ) -> Iterable[bytes]:
+        """Serve the request, or fail it as the plan decides."""
+        kind = self._decide(call)
+        if kind is None:
+            return app(environ, start_response)
+        if kind == "drop":
+            _drop_connection(environ)
+        if kind == "drop_after":
+            # Serve the request completely (its effect happens), then hang up instead of answering.
+            chunks = app(environ, lambda *_args, **_kwargs: None)
+            for _ in chunks:
+                pass
+            close = getattr(chunks, "close", None)
+            if callable(close):
+                close()
+            _drop_connection(environ)
+        status = int(kind.rpartition(":")[2])
+        return error_response(call.service, status, start_response)
+
+
+# --- invocation-side faults -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CrashAfter:
+    """Crash an invocation of `function` after the `after`-th successful `operation` call.
+
+    The count runs over all invocations from the emulator's start; `times` crashes happen in all,
+    each `after` calls after the previous one. Once an invocation crashed, its remaining calls for
+    the same import entries (thing name, certificate id or PEM) crash too, as a dead process would
+    make none.
+    """
+
+    after: int
+    function: str = "BulkImporterFunction"
+    service: str = "iot"
+    operation: str = "CreateThing"
+    times: int = 1
+
+
+@dataclass(frozen=True)
+class EmulatorFaults:
+    """Invocation-side faults of a `FaultyEmulator`.
+
+    `duplicate_delivery_rate`: probability that a batch of one of `duplicate_functions` is
+    delivered twice. `duplicate_s3_event_rate`: probability that an S3 notification seen by one of
+    `s3_event_functions` is sent to its queue again (once per notification). `visibility_expiries`:
+    how many times a record of a running `visibility_function` invocation becomes visible and is
+    delivered concurrently, starting at its `visibility_after`-th invocation. `crash`: see
+    `CrashAfter`.
+    """
+
+    duplicate_delivery_rate: float = 0.0
+    duplicate_functions: tuple[str, ...] = ("BulkImporterFunction",)
+    duplicate_s3_event_rate: float = 0.0
+    s3_event_functions: tuple[str, ...] = ("ManifestProviderFunction",)
+    visibility_expiries: int = 0
+    visibility_function: str = "BulkImporterFunction"
+    visibility_after: int = 1
+    crash: CrashAfter | None = None
+
+
+def _entry_keys(body: str) -> set[str]:
+    """Return the identifiers (thing names, certificate ids and PEMs) of an import message body."""
+    try:
+        document = json.loads(body)
+    except ValueError:
+        return set()
+    entries = document.get("entries") if isinstance(document, dict) else None
+    keys: set[str] = set()
+    for entry in entries if isinstance(entries, list) else []:
+        if isinstance(entry, dict):
+            for name in ("thing_name", "certificate_id", "certificate_pem"):
+                value = entry.get(name)
+                if isinstance(value, str) and value:
+                    keys.add(value.strip())
+    return keys
+
+
+def _call_keys(params: Mapping[str, Any]) -> set[str]:
+    """Return the entry identifiers an IoT call's parameters refer to."""
+    keys = set()
+    for name in ("thingName", "certificateId", "certificatePem"):
+        value = params.get(name)
+        if isinstance(value, str):
+            keys.add(value.strip())
+    for name in ("target", "principal"):
+        value = params.get(name)
+        if isinstance(value, str):
+            keys.add(value.rpartition("/")[2])
+    return keys
+
+
+class _CrashHooks:
+    """The botocore hooks of a `CrashAfter` and the bookkeeping of running invocations."""
+
+    def __init__(self, crash: CrashAfter) -> None:
+        self.crash = crash
+        self._lock = threading.Lock()
+        self._successes = 0
+        self.fired = 0
+        self._running: dict[int, set[str]] = {}
+        self._dead: set[int] = set()
+
+    def started(self, token: int, event: Mapping[str, Any]) -> None:
+        keys: set[str] = set()
+        for record in event.get("Records", []):
+            keys |= _entry_keys(str(record.get("body", "")))
+        with self._lock:
+            self._running[token] = keys
+
+    def finished(self, token: int) -> None:
+        with self._lock:
+            self._running.pop(token, None)
+            self._dead.discard(token)
+
+    def finished_dead(self) -> None:
+        """Forget the invocations that crashed (their handlers have returned)."""
+        with self._lock:
+            for token in self._dead:
+                self._running.pop(token, None)
+            self._dead.clear()
+
+    def before_call(
+        self, params: Mapping[str, Any], context: dict[str, Any] | None = None, **_kwargs: Any
+    ) -> None:
+        keys = _call_keys(params)
+        if context is not None:
+            # after-call gets no parameters; the request context carries them over.
+            context[_CONTEXT_KEYS] = keys
+        with self._lock:
+            dead = any(keys & self._running.get(token, set()) for token in self._dead)
+        if dead:
+            raise SimulatedCrash("The invocation had already crashed.")
+
+    def after_call(
+        self, http_response: Any = None, context: Mapping[str, Any] | None = None, **_kwargs: Any
+    ) -> None:
+        if http_response is None or not 200 <= int(getattr(http_response, "status_code", 500)) < 300:
+            return
+        keys: set[str] = set((context or {}).get(_CONTEXT_KEYS, set()))
+        with self._lock:
+            if self.fired >= self.crash.times:
+                return
+            self._successes += 1
+            if self._successes < self.crash.after * (self.fired + 1):
+                return
+            self.fired += 1
+            self._dead |= {token for token, entries in self._running.items() if keys & entries}
+        raise SimulatedCrash(
+            f"{self.crash.function} crashed after {self._successes} {self.crash.operation} calls."
+        )
+
+    def attach(self, client: Any) -> None:
+        events = client.meta.events
+        prefix = f"{self.crash.service}"
+        events.register(
+            f"before-parameter-build.{prefix}",
+            self.before_call,
+            unique_id=f"thingpress-crash-before-{id(self)}",
+        )
+        events.register(
+            f"after-call.{prefix}.{self.crash.operation}",
+            self.after_call,
+            unique_id=f"thingpress-crash-after-{id(self)}",
+        )
+
+
+def function_client(stack: LocalStack, function: str, service: str) -> Any:
+    """Return the cached layer client a function's handler uses for `service`.
+
+    The layer's `get_client` caches one client per service and configuration; asked under the
+    function's environment it returns the very client the handler will use.
+    """
+    from layer_utils.aws_utils import get_client  # noqa: PLC0415 - only where a function's client is needed
+
+    with stack.function_environment(function):
+        return get_client(service)
+
+
+class FaultyEmulator(EventSourceMappingEmulator):
+    """An `EventSourceMappingEmulator` that injects the invocation-side faults of `EmulatorFaults`.
+
+    Takes the started stack, the faults, a `seed` and the emulator's keyword options (its own
+    `before_invoke`, `after_invoke` and `on_progress` still run). The emulator's own SQS client is
+    marked as the harness's, so server-side layers leave the polling alone. `crashes` lists the
+    invocations that died of `SimulatedCrash`; `visibility_redeliveries` counts the concurrent
+    deliveries caused by an expired visibility timeout; `duplicate_s3_events` the notifications
+    sent twice.
+    """
+
+    def __init__(
+        self, stack: LocalStack, faults: EmulatorFaults | None = None, *, seed: int = 0, **options: Any
+    ) -> None:
+        """Bind to the stack; attach the crash hooks to the crashing function's client."""
+        self.faults = faults or EmulatorFaults()
+        self._random = random.Random(seed)  # noqa: S311 - reproducible fault choices, not secrets
+        self._faults_lock = threading.Lock()
+        self._user_before = options.pop("before_invoke", None)
+        self._user_after = options.pop("after_invoke", None)
+        self._user_duplicate = options.pop("duplicate_delivery", None)
+        super().__init__(
+            stack,
+            before_invoke=self._before,
+            after_invoke=self._after,
+            duplicate_delivery=self._duplicate,
+            **options,
+        )
+        mark_harness_client(self._sqs)
+        self.crashes: list[Invocation] = []
+        self.visibility_redeliveries = 0
+        self.duplicate_s3_events = 0
+        self._duplicated_bodies: set[str] = set()
+        self._invocation_counts: Counter[str] = Counter()
+        self._expiries_left = self.faults.visibility_expiries
+        self._extra: list[threading.Thread] = []
+        self._extra_errors: list[BaseException] = []
+        self._crash: _CrashHooks | None = None
+        crash = self.faults.crash
+        if crash is not None:
+            self._crash = _CrashHooks(crash)
+            self._crash.attach(function_client(stack, crash.function, crash.service))
+
+    @property
+    def crashes_fired(self) -> int:
+        """Return how many crashes were injected."""
+        return self._crash.fired if self._crash is not None else 0
+
+    def _source_for(self, event: Mapping[str, Any]) -> EventSourceSpec | None:
+        records = event.get("Records") or []
+        arn = records[0].get("eventSourceARN") if records else None
+        return next((source for source in self.sources if source.queue_arn == arn), None)
+
+    # --- hooks -------------------------------------------------------------------------------------
+
+    def _duplicate(self, function: str, event: dict[str, Any]) -> bool:
+        if self._user_duplicate is not None and self._user_duplicate(function, event):
+            return True
+        if function not in self.faults.duplicate_functions or not self.faults.duplicate_delivery_rate:
+            return False
+        with self._faults_lock:
+            return self._random.random() < self.faults.duplicate_delivery_rate
+
+    def _before(self, function: str, event: dict[str, Any]) -> dict[str, Any]:
+        if self._user_before is not None:
+            event = self._user_before(function, event)
+        with self._faults_lock:
+            self._invocation_counts[function] += 1
+            count = self._invocation_counts[function]
+        if function in self.faults.s3_event_functions and self.faults.duplicate_s3_event_rate:
+            self._duplicate_s3_events(event)
+        if self._crash is not None and function == self._crash.crash.function:
+            self._crash.started(id(event), event)
+        if function == self.faults.visibility_function and count >= self.faults.visibility_after:
+            self._expire_visibility(event)
+        return event
+
+    def _after(self, function: str, event: dict[str, Any], outcome: Any) -> None:
+        if self._crash is not None:
+            self._crash.finished(id(event))
+        if self._user_after is not None:
+            self._user_after(function, event, outcome)
+
+    def _duplicate_s3_events(self, event: Mapping[str, Any]) -> None:
+        source = self._source_for(event)
+        if source is None:
+            return
+        for record in event.get("Records", []):
+            body = str(record.get("body", ""))
+            if '"aws:s3"' not in body:
+                continue
+            with self._faults_lock:
+                if body in self._duplicated_bodies:
+                    continue
+                self._duplicated_bodies.add(body)
+                chosen = self._random.random() < self.faults.duplicate_s3_event_rate
+                if chosen:
+                    self.duplicate_s3_events += 1
+            if chosen:
+                self._sqs.send_message(QueueUrl=source.queue_url, MessageBody=body)
+
+    def _expire_visibility(self, event: Mapping[str, Any]) -> None:
+        records = event.get("Records") or []
+        source = self._source_for(event)
+        with self._faults_lock:
+            if self._expiries_left <= 0 or not records or source is None:
+                return
+            self._expiries_left -= 1
+            record = self._random.choice(records)
+        self._sqs.change_message_visibility(
+            QueueUrl=source.queue_url, ReceiptHandle=record["receiptHandle"], VisibilityTimeout=0
+        )
+        message = self._receive_message(source, str(record["messageId"]))
+        if message is None:
+            # The poller received it first: it is being delivered concurrently all the same.
+            with self._faults_lock:
+                self.visibility_redeliveries += 1
+            return
+        thread = threading.Thread(
+            target=self._deliver_extra, args=(source, [message]), name="esm-visibility-expiry", daemon=True
+        )
+        with self._faults_lock:
+            self.visibility_redeliveries += 1
+            self._extra.append(thread)
+        thread.start()
+
+    def _receive_message(self, source: EventSourceSpec, message_id: str) -> dict[str, Any] | None:
+        """Receive one specific message that was just made visible; release any other."""
+        for _ in range(10):
+            received = self._sqs.receive_message(
+                QueueUrl=source.queue_url,
+                MaxNumberOfMessages=1,
+                AttributeNames=["All"],
+                MessageSystemAttributeNames=["All"],
+                MessageAttributeNames=["All"],
+                WaitTimeSeconds=0,
+            ).get("Messages", [])
+            if not received:
+                return None
+            message: dict[str, Any] = received[0]
+            if message["MessageId"] == message_id:
+                return message
+            self._sqs.change_message_visibility(
+                QueueUrl=source.queue_url, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=0
+            )
+        return None
+
+    def _deliver_extra(self, source: EventSourceSpec, messages: Sequence[dict[str, Any]]) -> None:
+        try:
+            self.deliver(source, messages)
+        except BaseException as error:  # re-raised by run_until_idle in the caller's thread
+            with self._faults_lock:
+                self._extra_errors.append(error)
+
+    # --- delivery ----------------------------------------------------------------------------------
+
+    def deliver(self, source: EventSourceSpec, messages: Sequence[dict[str, Any]]) -> list[Invocation]:
+        """Deliver a batch as the base emulator does; an invocation that crashed fails the whole batch.
+
+        After a `SimulatedCrash` the batch's records become visible again after
+        `retry_visibility_seconds` (Lambda: after the visibility timeout) and the crash is recorded.
+        """
+        started = self.clock()
+        try:
+            return super().deliver(source, messages)
+        except SimulatedCrash as crash:
+            self._release(source, messages)
+            invocation = Invocation(
+                function=source.function,
+                queue=source.queue,
+                records=len(messages),
+                failed_records=len(messages),
+                response=None,
+                error=crash,
+                started=started,
+                duration=self.clock() - started,
+            )
+            with self._faults_lock:
+                self.crashes.append(invocation)
+            with self._lock:
+                self.invocations.append(invocation)
+            if self._crash is not None:
+                self._crash.finished_dead()
+            if self.on_progress:
+                self.on_progress(invocation)
+            return [invocation]
+
+    def _release(self, source: EventSourceSpec, messages: Sequence[dict[str, Any]]) -> None:
+        for start in range(0, len(messages), 10):
+            chunk = messages[start : start + 10]
+            self._sqs.change_message_visibility_batch(
+                QueueUrl=source.queue_url,
+                Entries=[
+                    {
+                        "Id": str(index),
+                        "ReceiptHandle": message["ReceiptHandle"],
+                        "VisibilityTimeout": self.retry_visibility_seconds,
+                    }
+                    for index, message in enumerate(chunk)
+                ],
+            )
+
+    def run_until_idle(self, max_seconds: float = 60.0, max_invocations: int | None = None) -> RunStats:
+        """Run as the base emulator does, then wait for concurrent redeliveries and re-raise their errors."""
+        stats = super().run_until_idle(max_seconds=max_seconds, max_invocations=max_invocations)
+        with self._faults_lock:
+            threads = list(self._extra)
+        for thread in threads:
+            thread.join()
+        with self._faults_lock:
+            errors = list(self._extra_errors)
+            self._extra_errors.clear()
+        if errors:
+            raise errors[0]
+        return stats
