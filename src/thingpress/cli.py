@@ -90,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--verifiers", type=_existing_dir, metavar="DIR", help="Microchip signer certificates")
     imp.add_argument("--bundle-type", choices=BUNDLE_TYPES)
     imp.add_argument("--allow-expired", action="store_true", help="accept expired device certificates")
+    imp.add_argument(
+        "--dashboard", type=Path, metavar="HTML", help="draw the dashboard from the run's metrics"
+    )
     imp.add_argument("--json", action="store_true", help="print one JSON document")
     imp.set_defaults(handler=_cmd_local_import)
 
@@ -137,6 +140,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="the whole pipeline on every vendor format, locally")
     demo.add_argument("--count", type=_positive_int, default=25, help="certificates per vendor manifest")
+    demo.add_argument(
+        "--dashboard",
+        type=Path,
+        default=Path("out/demo-dashboard.html"),
+        metavar="HTML",
+        help="where to draw the dashboard from the run's metrics (default: %(default)s)",
+    )
     demo.set_defaults(handler=_cmd_demo)
     return parser
 
@@ -161,6 +171,7 @@ def _cmd_local_import(args: argparse.Namespace) -> int:
         verifiers=args.verifiers,
         bundle_type=args.bundle_type,
         allow_expired=args.allow_expired,
+        dashboard=args.dashboard,
         as_json=args.json,
     )
 
@@ -220,7 +231,7 @@ def _cmd_redrive(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from thingpress import demo  # noqa: PLC0415
 
-    return demo.demo_command(count=args.count)
+    return demo.demo_command(count=args.count, dashboard=args.dashboard)
 
 
 def _describe(error: BaseException) -> str:

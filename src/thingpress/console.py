@@ -108,15 +108,18 @@ def spinner(message: str, *, enabled: bool = True) -> Iterator[None]:
 def handler_logs_to_stderr(level: int = logging.WARNING) -> Iterator[None]:
     """Send log records that would go to stdout to stderr instead, at ``level`` and above, in the block.
 
-    The local stack runs the Lambda handlers in this process, and Powertools logs to stdout; this
-    keeps stdout for the command's own output (one JSON document with ``--json``).
+    The local stack runs the Lambda handlers in this process, and Powertools logs to the stdout of
+    the moment its logger was made; this keeps stdout for the command's own output (one JSON
+    document with ``--json``). Every stream handler not already writing to stderr is redirected.
     """
     loggers = [logging.getLogger()]
     loggers += [item for item in logging.root.manager.loggerDict.values() if isinstance(item, logging.Logger)]
     swapped: list[tuple[logging.StreamHandler[Any], Any, int]] = []
     for logger in loggers:
         for handler in logger.handlers:
-            if isinstance(handler, logging.StreamHandler) and handler.stream in (sys.stdout, sys.__stdout__):
+            if not isinstance(handler, logging.StreamHandler) or isinstance(handler, logging.FileHandler):
+                continue
+            if handler.stream not in (sys.stderr, sys.__stderr__):
                 swapped.append((handler, handler.stream, handler.level))
                 handler.setStream(sys.stderr)
                 handler.setLevel(max(level, handler.level))

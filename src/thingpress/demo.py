@@ -11,6 +11,7 @@ itself is tested elsewhere.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import tempfile
 import threading
@@ -236,12 +237,14 @@ class LocalRun:
                 else:
                     progress.update(key, job.settled, job.total, str(job.status))
 
-    def run(self, uploads: Sequence[Upload]) -> list[dict[str, Any]]:
+    def run(self, uploads: Sequence[Upload], *, capture: Any = None) -> list[dict[str, Any]]:
         """Upload the manifests, run the pipeline to completion and return one report per upload.
 
-        Each report is ``JobStore.build_report`` plus ``key`` and ``things`` read back from IoT; an
-        upload that never became a job gets status ``NOT_STARTED``. Raises ``CliError`` when the
-        pipeline is still busy after the time limit.
+        Takes the uploads and an optional ``thingpress.local.metrics_capture.MetricsCapture`` that
+        records the metrics the run emits (and samples queue depths) for the dashboard. Each report
+        is ``JobStore.build_report`` plus ``key`` and ``things`` read back from IoT; an upload that
+        never became a job gets status ``NOT_STARTED``. Raises ``CliError`` when the pipeline is
+        still busy after the time limit.
         """
         from thingpress.local import EventSourceMappingEmulator  # noqa: PLC0415 - loads moto
 
@@ -252,11 +255,18 @@ class LocalRun:
             self.s3.put_object(
                 Bucket=self.stack.bucket, Key=upload.key, Body=upload.body, Metadata=dict(upload.metadata)
             )
-        with JobProgress(enabled=self.show_progress) as progress, handler_logs_to_stderr():
+        with contextlib.ExitStack() as context:
+            progress = context.enter_context(JobProgress(enabled=self.show_progress))
+            context.enter_context(handler_logs_to_stderr())
             self._refresh(progress, keys, force=True)
-            emulator = EventSourceMappingEmulator(
-                self.stack, max_concurrency=None, on_progress=lambda _: self._refresh(progress, keys)
-            )
+
+            def on_progress(_: Any) -> None:
+                self._refresh(progress, keys)
+
+            if capture is not None:
+                context.enter_context(capture)
+                on_progress = capture.sampler(self.stack, then=on_progress)
+            emulator = EventSourceMappingEmulator(self.stack, max_concurrency=None, on_progress=on_progress)
             stats = emulator.run_until_idle(max_seconds=self.max_seconds)
             self._refresh(progress, keys, force=True)
         if not stats.idle:
@@ -296,6 +306,20 @@ def circuit_status() -> dict[str, dict[str, Any]]:
     }
 
 
+def new_capture() -> Any:
+    """Return a ``MetricsCapture`` for a local run (EMF lines are captured, not printed)."""
+    from thingpress.local.metrics_capture import MetricsCapture  # noqa: PLC0415 - loads the local stack
+
+    return MetricsCapture()
+
+
+def write_dashboard(capture: Any, template: Path, out: Path) -> Path:
+    """Render the template's dashboard from a run's captured metrics into the HTML page ``out``."""
+    from thingpress.dashboard import render_dashboard  # noqa: PLC0415 - loads matplotlib
+
+    return render_dashboard(capture, template, out)
+
+
 # --- thingpress local import ----------------------------------------------------------------------
 
 
@@ -309,12 +333,14 @@ def local_import_command(
     verifiers: Path | None,
     bundle_type: str | None,
     allow_expired: bool = False,
+    dashboard: Path | None = None,
     as_json: bool,
 ) -> int:
     """Run ``thingpress local import``: import one manifest through the local stack and print the report.
 
-    Returns 0 when every entry was imported, 1 when some failed (or the job failed). Raises
-    ``CliError`` when the stack cannot start or the pipeline does not finish.
+    With ``dashboard`` the template's CloudWatch dashboard is drawn from the run's metrics into
+    that HTML file. Returns 0 when every entry was imported, 1 when some failed (or the job
+    failed). Raises ``CliError`` when the stack cannot start or the pipeline does not finish.
     """
     body = manifest.read_bytes()
     key = f"{vendor or 'incoming'}/{manifest.name}"
@@ -325,7 +351,9 @@ def local_import_command(
         vendor=vendor,
         bundle_type=bundle_type,
     )
-    with local_stack(quiet=as_json) as stack:
+    template = find_template()
+    capture = new_capture() if dashboard is not None else None
+    with local_stack(template, quiet=as_json) as stack:
         if allow_expired:
             stack.configure_function(PROVIDER, environment={"THINGPRESS_ALLOW_EXPIRED": "true"})
         ensure_iot_resources(
@@ -333,13 +361,19 @@ def local_import_command(
         )
         if verifiers is not None:
             upload_verifiers(stack, verifiers)
-        (report,) = LocalRun(stack, show_progress=not as_json).run([Upload(key, body, metadata)])
+        (report,) = LocalRun(stack, show_progress=not as_json).run(
+            [Upload(key, body, metadata)], capture=capture
+        )
         circuits = circuit_status()
+    if capture is not None and dashboard is not None:
+        report["dashboard"] = str(write_dashboard(capture, template, dashboard))
     if as_json:
         print_json({**report, "circuits": circuits})
     else:
         remote.print_report(report, title=f"Job {report.get('job_id', '-')}")
         out_console().print(circuits_table(circuits))
+        if dashboard is not None:
+            out_console().print(f"Dashboard: {report['dashboard']}")
     return remote.report_exit_code([report])
 
 
@@ -471,15 +505,20 @@ def build_demo_manifests(workdir: Path, count: int, signer: Issued) -> list[Demo
     return manifests
 
 
-def run_demo(*, count: int = 25, template: Path | None = None) -> tuple[list[dict[str, Any]], list[str]]:
+def run_demo(
+    *, count: int = 25, template: Path | None = None, dashboard: Path | None = None
+) -> tuple[list[dict[str, Any]], list[str]]:
     """Run the demo on a fresh local stack and print its summary.
 
-    Takes the certificates per manifest and the template (default: found from the current
-    directory). Returns the job reports and the list of problems (empty when every job ended with
-    exactly the expected counts and things). Raises ``CliError`` when the stack cannot start or the
-    pipeline does not finish.
+    Takes the certificates per manifest, the template (default: found from the current
+    directory) and where to draw the dashboard from the run's metrics (None: not drawn). Returns
+    the job reports and the list of problems (empty when every job ended with exactly the expected
+    counts and things). Raises ``CliError`` when the stack cannot start or the pipeline does not
+    finish.
     """
     console = out_console()
+    template = template or find_template()
+    capture = new_capture() if dashboard is not None else None
     with tempfile.TemporaryDirectory(prefix="thingpress-demo-") as scratch, local_stack(template) as stack:
         iot = stack.client("iot")
         ensure_iot_resources(iot, policies=[DEMO_POLICY], thing_groups=[DEMO_GROUP], thing_type=DEMO_TYPE)
@@ -490,7 +529,7 @@ def run_demo(*, count: int = 25, template: Path | None = None) -> tuple[list[dic
         upload_verifiers(stack, signer_path.parent)
         with spinner(f"Generating {count} devices per manifest…"):
             manifests = build_demo_manifests(Path(scratch), count, signer)
-        reports = LocalRun(stack).run([manifest.upload for manifest in manifests])
+        reports = LocalRun(stack).run([manifest.upload for manifest in manifests], capture=capture)
         things = remote.inventory(iot)
         circuits = circuit_status()
     problems = [
@@ -510,12 +549,16 @@ def run_demo(*, count: int = 25, template: Path | None = None) -> tuple[list[dic
         console.print(failures_table(failures, title="Failed entries (the bad ones are expected)"))
     console.print(things_table(things, title=f"IoT inventory ({len(things)} things, read back from IoT)"))
     console.print(circuits_table(circuits))
+    if capture is not None and dashboard is not None:
+        console.print(
+            f"Dashboard drawn from the run's metrics: {write_dashboard(capture, template, dashboard)}"
+        )
     return reports, problems
 
 
-def demo_command(*, count: int = 25) -> int:
+def demo_command(*, count: int = 25, dashboard: Path | None = None) -> int:
     """Run ``thingpress demo`` (see ``run_demo``). Returns 0 when every job ended as expected, else 1."""
-    reports, problems = run_demo(count=count)
+    reports, problems = run_demo(count=count, dashboard=dashboard)
     console = out_console()
     for problem in problems:
         console.print(f"[red]unexpected:[/] {problem}")
