@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from thingpress.cfn import Resolver, TemplateError, function_properties, load_template
+from thingpress.cfn import NO_VALUE, Resolver, TemplateError, function_properties, load_template
 from thingpress.console import CliError, print_json
 
 EXAMPLE_BUCKET = "thingpress-manifests-example"
@@ -173,6 +173,12 @@ def resolve_function(template_path: Path, logical_id: str, build_dir: Path) -> F
         if not directory.is_dir():
             raise CliError(f"Code directory {directory} of {logical_id} does not exist.")
     environment = (properties.get("Environment") or {}).get("Variables") or {}
+    try:
+        resolver = Resolver(template)
+        timeout = float(resolver.resolve(properties.get("Timeout", 3), where=f"{logical_id}.Timeout"))
+        memory = int(resolver.resolve(properties.get("MemorySize", 128), where=f"{logical_id}.MemorySize"))
+    except (TemplateError, TypeError, ValueError) as error:
+        raise CliError(f"Timeout or MemorySize of {logical_id} cannot be read: {error}") from error
     return FunctionSpec(
         logical_id=logical_id,
         handler=handler,
@@ -181,8 +187,8 @@ def resolve_function(template_path: Path, logical_id: str, build_dir: Path) -> F
         from_build=from_build,
         source_dirs=source_dirs,
         environment=dict(environment),
-        timeout=float(properties.get("Timeout", 3)),
-        memory=int(properties.get("MemorySize", 128)),
+        timeout=timeout,
+        memory=memory,
     )
 
 
@@ -208,6 +214,8 @@ def environment_for_endpoint(
                 f"{name} of {spec.logical_id} refers to a stack resource; set {name} in the environment "
                 f"to run against {caller.get('AWS_ENDPOINT_URL', 'the endpoint')}."
             ) from error
+        if result is NO_VALUE:
+            continue
         resolved[name] = result if isinstance(result, str) else json.dumps(result)
     return resolved
 
