@@ -417,11 +417,22 @@ class LocalStack:
         }
 
     def _clear_layer_client_cache(self) -> None:
-        # Clients cached by the layer before this stack started point at another endpoint/credentials.
+        """Give this stack's functions a cold start, as a new deployment gets on Lambda.
+
+        Clients cached by the layer point at another endpoint or credentials, handler modules cache
+        configuration read from the previous stack's environment, and circuit state belongs to the
+        previous stack's execution environments: drop all three.
+        """
         module = sys.modules.get("layer_utils.aws_utils")
         clear = getattr(module, "clear_client_cache", None)
         if callable(clear):
             clear()
+        circuits = sys.modules.get("layer_utils.circuit_state")
+        if circuits is not None:
+            circuits.set_default_registry(circuits.CircuitRegistry())
+        packages = {spec.handler.split(".", 1)[0] for spec in self.functions.values()}
+        for name in [name for name in sys.modules if name.split(".", 1)[0] in packages]:
+            del sys.modules[name]
 
     # --- accessors -----------------------------------------------------------------------------------
 
