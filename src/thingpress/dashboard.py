@@ -42,10 +42,12 @@ __all__ = [
     "AlarmSpec",
     "DashboardError",
     "MetricSpec",
+    "PlotLine",
     "WidgetSpec",
     "circuit_status_table",
     "load_alarms",
     "load_dashboard",
+    "plot_line",
     "render_dashboard",
 ]
 
@@ -58,7 +60,7 @@ STATUS_AWS_ONLY: Final = "aws-only"
 
 _CIRCUIT_STATES: Final = {0: "closed", 1: "half_open", 2: "open"}
 _MIN_BIN_SECONDS: Final = 0.1
-_TARGET_BINS: Final = 40
+_TARGET_BINS: Final = 20
 _PIXELS_PER_UNIT: Final = 0.55  # inches per dashboard grid unit (24 units wide)
 
 
@@ -366,7 +368,12 @@ def _bin_seconds(span: float, period: int) -> float:
 
 
 @dataclass(frozen=True)
-class _Line:
+class PlotLine:
+    """One drawn line: bin start times (seconds after ``start``), values, and the raw total and count.
+
+    ``total`` is the sum of the raw values for ``Sum`` statistics, else their maximum.
+    """
+
     label: str
     times: list[float]
     values: list[float]
@@ -374,24 +381,32 @@ class _Line:
     count: int
 
 
-def _line(spec: MetricSpec, data: Sequence[MetricDatum], start: float, width: float) -> _Line:
+def plot_line(spec: MetricSpec, data: Sequence[MetricDatum], start: float, width: float) -> PlotLine:
+    """Aggregate a series the way its widget draws it.
+
+    Takes the metric, its values, the time origin (epoch seconds) and the bin width (seconds).
+    Values are grouped in bins and reduced with the metric's statistic; ``Sum`` becomes a rate per
+    minute (``sum * 60 / width``) and empty bins count 0, other statistics skip empty bins.
+    Returns the line.
+    """
     bins: dict[int, list[float]] = {}
     for datum in data:
         bins.setdefault(int((datum.timestamp - start) // width), []).append(datum.value)
     times: list[float] = []
     values: list[float] = []
     for index in range(max(bins) + 1 if bins else 0):
-        times.append(index * width)
         chunk = bins.get(index)
-        if chunk is None:
-            values.append(0.0 if spec.stat == "Sum" else math.nan)
-        else:
+        if chunk is not None:
             value = _aggregate(chunk, spec.stat)
+            times.append(index * width)
             values.append(value * 60.0 / width if spec.stat == "Sum" else value)
+        elif spec.stat == "Sum":  # nothing counted in this bin; other statistics have no value there
+            times.append(index * width)
+            values.append(0.0)
     total = (
         math.fsum(d.value for d in data) if spec.stat == "Sum" else max((d.value for d in data), default=0)
     )
-    return _Line(spec.label, times, values, total, len(data))
+    return PlotLine(spec.label, times, values, total, len(data))
 
 
 def _status(widget: WidgetSpec, series: Mapping[SeriesKey, Sequence[MetricDatum]]) -> str:
@@ -429,26 +444,7 @@ def _figure(widget: WidgetSpec) -> Figure:
     )
 
 
-def _draw(
-    widget: WidgetSpec, series: Mapping[SeriesKey, list[MetricDatum]], start: float, width: float
-) -> _Panel:
-    figure = _figure(widget)
-    axes = figure.add_subplot()
-    axes.set_title(widget.title, fontsize=10, loc="left")
-    lines: list[tuple[MetricSpec, int, float]] = []
-    drawn = 0
-    local = False
-    for spec in widget.metrics:
-        data = series.get(spec.key, [])
-        line = _line(spec, data, start, width)
-        lines.append((spec, line.count, line.total))
-        if not data:
-            continue
-        drawn += 1
-        local = local or spec.aws_published
-        label = f"{spec.label} ({'total' if spec.stat == 'Sum' else 'max'} {line.total:g})"
-        axes.step(line.times, line.values, where="post", marker="o", markersize=3, linewidth=1.4, label=label)
-    status = _status(widget, series)
+def _decorate(axes: Any, widget: WidgetSpec, width: float) -> None:
     for label, value in widget.horizontal_annotations:
         axes.axhline(value, color="tab:red", linestyle="--", linewidth=1.0)
         axes.annotate(
@@ -466,12 +462,54 @@ def _draw(
         margin = (high - low) * 0.08
         axes.set_ylim(low - margin, high + margin)
     stats = sorted({spec.stat for spec in widget.metrics})
-    per_minute = stats == ["Sum"]
-    axes.set_ylabel("per minute" if per_minute else "/".join(stats), fontsize=8)
+    axes.set_ylabel("per minute" if stats == ["Sum"] else "/".join(stats), fontsize=8)
     axes.set_xlabel(f"seconds since the first metric ({width:g} s bins)", fontsize=8)
     axes.tick_params(labelsize=7)
     axes.grid(alpha=0.3)
-    if drawn:
+
+
+def _placeholder(axes: Any, widget: WidgetSpec, status: str) -> None:
+    message = (
+        "AWS-only: published by CloudWatch,\nno local equivalent"
+        if status == STATUS_AWS_ONLY
+        else "no data in this run"
+    )
+    names = sorted({f"{spec.namespace} {spec.name}" for spec in widget.metrics})
+    axes.text(0.5, 0.62, message, ha="center", va="center", fontsize=9, transform=axes.transAxes)
+    axes.text(
+        0.5,
+        0.3,
+        "\n".join(names),
+        ha="center",
+        va="center",
+        fontsize=7,
+        color="dimgray",
+        transform=axes.transAxes,
+    )
+    axes.set_xticks([])
+    axes.set_yticks([])
+
+
+def _draw(
+    widget: WidgetSpec, series: Mapping[SeriesKey, list[MetricDatum]], start: float, width: float
+) -> _Panel:
+    figure = _figure(widget)
+    axes = figure.add_subplot()
+    axes.set_title(widget.title, fontsize=10, loc="left")
+    status = _status(widget, series)
+    lines: list[tuple[MetricSpec, int, float]] = []
+    for spec in widget.metrics:
+        data = series.get(spec.key, [])
+        line = plot_line(spec, data, start, width)
+        lines.append((spec, line.count, line.total))
+        if data:
+            label = f"{spec.label} ({'total' if spec.stat == 'Sum' else 'max'} {line.total:g})"
+            axes.step(
+                line.times, line.values, where="post", marker="o", markersize=3, linewidth=1.4, label=label
+            )
+    local = status == STATUS_DATA and all(spec.aws_published for spec in widget.metrics)
+    if status == STATUS_DATA:
+        _decorate(axes, widget, width)
         axes.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
         if local:
             axes.text(
@@ -485,25 +523,7 @@ def _draw(
                 color="dimgray",
             )
     else:
-        message = (
-            "AWS-only: published by CloudWatch, no local equivalent"
-            if status == STATUS_AWS_ONLY
-            else "no data in this run"
-        )
-        names = sorted({f"{spec.namespace} {spec.name}" for spec in widget.metrics})
-        axes.text(0.5, 0.55, message, ha="center", va="center", fontsize=10, transform=axes.transAxes)
-        axes.text(
-            0.5,
-            0.35,
-            "\n".join(names),
-            ha="center",
-            va="center",
-            fontsize=8,
-            color="dimgray",
-            transform=axes.transAxes,
-        )
-        axes.set_xticks([])
-        axes.set_yticks([])
+        _placeholder(axes, widget, status)
     return _Panel(widget, status, _png(figure), tuple(lines), local)
 
 

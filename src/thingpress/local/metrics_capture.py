@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, TextIO
 
+from thingpress.local.quota import mark_harness_client
+
 if TYPE_CHECKING:
     from thingpress.local.esm import Invocation
     from thingpress.local.stack import LocalStack
@@ -334,7 +336,7 @@ class MetricsCapture:
         this one, this one included: what ran at the same time, as far as the emulator tells).
         """
         self.bind_stack(stack)
-        sqs = stack.client("sqs")
+        sqs = mark_harness_client(stack.client("sqs"))  # fault and quota layers leave it alone
         queues = {
             str(attributes["QueueName"]): str(attributes["QueueUrl"])
             for attributes in stack.physical_ids.values()
