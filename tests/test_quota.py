@@ -233,3 +233,34 @@ def test_layers_nest_and_must_be_removed_in_reverse_order(stack: LocalStack) -> 
 def test_installing_without_a_running_stack_is_refused() -> None:
     with pytest.raises(RuntimeError, match="start a LocalStack"):
         QuotaEmulator().install()
+
+
+def test_admitted_rate_is_measured_between_first_and_last_admitted_call(stack: LocalStack) -> None:
+    clock = FakeClock()
+    with QuotaEmulator({"CreateThing": 4}, clock=clock, burst_seconds=0.25) as quota:
+        for _ in range(21):
+            quota.try_acquire("CreateThing")
+            clock.now += 0.125
+
+    counts = quota.counts()
+    assert counts.admitted["CreateThing"] == 11
+    assert counts.admitted_window["CreateThing"] == (1000.0, 1002.5)
+    assert counts.admitted_rate("CreateThing") == pytest.approx(4.0)
+    assert counts.admitted_rate("AttachPolicy") is None
+
+
+def test_moto_lock_serialises_iot_so_concurrent_requests_never_fail(stack: LocalStack) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from thingpress.local.quota import MotoLock
+
+    iot = single_attempt_client(stack, "iot")
+
+    def create_and_describe(index: int) -> str:
+        iot.create_thing(thingName=f"n{index}")
+        return str(iot.describe_thing(thingName=f"n{index}")["thingName"])
+
+    with MotoLock(), ThreadPoolExecutor(8) as pool:
+        names = list(pool.map(create_and_describe, range(300)))
+
+    assert names == [f"n{index}" for index in range(300)]

@@ -27,7 +27,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from types import TracebackType
 from typing import Any, Final, Self
@@ -42,6 +42,7 @@ __all__ = [
     "DEFAULT_IOT_QUOTAS",
     "HARNESS_HEADER",
     "ApiCall",
+    "MotoLock",
     "QuotaCounts",
     "QuotaEmulator",
     "ServerLayer",
@@ -347,6 +348,19 @@ class QuotaCounts:
     calls: dict[tuple[str, str], int]
     admitted: dict[str, int]
     throttled: dict[str, int]
+    admitted_window: dict[str, tuple[float, float]] = field(default_factory=dict)
+
+    def admitted_rate(self, api: str) -> float | None:
+        """Return the admitted calls per second of an API between its first and last admitted call.
+
+        That is ``(admitted - 1) / (last - first)``: the rate the calls were spaced at. None with
+        fewer than two admitted calls.
+        """
+        window = self.admitted_window.get(api)
+        count = self.admitted.get(api, 0)
+        if window is None or count < 2 or window[1] <= window[0]:
+            return None
+        return (count - 1) / (window[1] - window[0])
 
     def service_calls(self, service: str) -> int:
         """Return the number of requests made to one service."""
@@ -406,6 +420,13 @@ class QuotaEmulator(ServerLayer):
         self._calls: Counter[tuple[str, str]] = Counter()
         self._admitted: Counter[str] = Counter()
         self._throttled: Counter[str] = Counter()
+        self._windows: dict[str, tuple[float, float]] = {}
+
+    def _admit(self, api: str, now: float) -> bool:
+        self._admitted[api] += 1
+        first = self._windows.get(api, (now, now))[0]
+        self._windows[api] = (first, now)
+        return True
 
     def try_acquire(self, api: str) -> bool:
         """Take one token of an API's bucket; return False when the call is above the quota.
@@ -420,27 +441,31 @@ class QuotaEmulator(ServerLayer):
             bucket.tokens = min(bucket.capacity, bucket.tokens + max(0.0, now - bucket.updated) * bucket.rate)
             bucket.updated = now
             if not self.enabled:
-                self._admitted[api] += 1
-                return True
+                return self._admit(api, now)
             if bucket.tokens >= 1.0:
                 bucket.tokens -= 1.0
-                self._admitted[api] += 1
-                return True
+                return self._admit(api, now)
             self._throttled[api] += 1
             return False
+
+    def _snapshot(self) -> QuotaCounts:
+        return QuotaCounts(
+            dict(self._calls), dict(self._admitted), dict(self._throttled), dict(self._windows)
+        )
 
     def counts(self) -> QuotaCounts:
         """Return a snapshot of the counters."""
         with self._lock:
-            return QuotaCounts(dict(self._calls), dict(self._admitted), dict(self._throttled))
+            return self._snapshot()
 
     def reset_counts(self) -> QuotaCounts:
         """Return the counters and set them to zero."""
         with self._lock:
-            snapshot = QuotaCounts(dict(self._calls), dict(self._admitted), dict(self._throttled))
+            snapshot = self._snapshot()
             self._calls.clear()
             self._admitted.clear()
             self._throttled.clear()
+            self._windows.clear()
         return snapshot
 
     def handle(
@@ -458,3 +483,31 @@ class QuotaEmulator(ServerLayer):
             {"x-amzn-ErrorType": "ThrottlingException"},
             {"message": "Rate exceeded"},
         )
+
+
+class MotoLock(ServerLayer):
+    """Serialises the requests of services whose moto backend is not thread-safe.
+
+    moto's IoT backend iterates its dictionaries while other server threads add to them
+    ("OrderedDict mutated during iteration", answered as HTTP 500); AWS has no such failure, so a
+    test must not see it. Takes the service names (default ``{"iot"}``); harness requests are
+    serialised too.
+    """
+
+    def __init__(self, services: Iterable[str] = ("iot",)) -> None:
+        """Create the layer with one lock per service."""
+        super().__init__()
+        self._locks = {service: threading.Lock() for service in services}
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        """Serve the request under its service's lock (WSGI)."""
+        inner = self._inner
+        if inner is None:
+            raise RuntimeError("MotoLock received a request while not installed.")
+        service = _signing_service(environ)
+        lock = self._locks.get(service) if service is not None else None
+        if lock is None:
+            return inner(environ, start_response)
+        with lock:
+            # moto builds the whole response inside the call; materialise it under the lock.
+            return list(inner(environ, start_response))
