@@ -503,7 +503,7 @@ def _draw(
         line = plot_line(spec, data, start, width)
         lines.append((spec, line.count, line.total))
         if data:
-            label = f"{spec.label} ({'total' if spec.stat == 'Sum' else 'max'} {line.total:g})"
+            label = f"{spec.label} ({'total' if spec.stat == 'Sum' else 'max'} {line.total:.4g})"
             axes.step(
                 line.times, line.values, where="post", marker="o", markersize=3, linewidth=1.4, label=label
             )
@@ -512,15 +512,8 @@ def _draw(
         _decorate(axes, widget, width)
         axes.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
         if local:
-            axes.text(
-                0.99,
-                0.97,
-                "local stand-in: sampled from moto / the ESM emulator",
-                fontsize=7,
-                ha="right",
-                va="top",
-                transform=axes.transAxes,
-                color="dimgray",
+            axes.set_xlabel(
+                f"{axes.get_xlabel()}\nlocal stand-in: sampled from moto and the ESM emulator", fontsize=8
             )
     else:
         _placeholder(axes, widget, status)
