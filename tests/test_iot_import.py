@@ -327,8 +327,7 @@ def test_throttling_is_retryable(iot: Any, ca: Issued) -> None:
     assert outcome.error_class == "throttled"
     assert outcome.api == "AttachPolicy"
     assert outcome.reason == (
-        "row 9: AttachPolicy for policy p1 failed (ThrottlingException: Rate exceeded);"
-        " it will be tried again."
+        "row 9: AttachPolicy for policy p1 failed (ThrottlingException: Rate exceeded)."
     )
 
 

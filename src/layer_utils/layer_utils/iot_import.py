@@ -42,9 +42,6 @@ CONFLICT = "conflict"
 CIRCUIT_OPEN = "circuit_open"
 """Error class of an entry that was not tried because a circuit breaker was open."""
 
-UNEXPECTED = "unknown"
-"""Error class of a failure that is not an AWS error."""
-
 
 class Limiter(Protocol):
     """What ``import_certificate`` needs from a rate limiter (``layer_utils.rate_limit.RateLimiter``)."""
@@ -93,8 +90,9 @@ class ImportOutcome:
 
     ``calls`` counts the IoT calls made (attempted). For RETRY and FAILED, ``api`` is the IoT
     operation that failed (None when no call was involved), ``error_class`` the
-    ``layer_utils.aws_utils.ErrorClass`` value, ``conflict``, ``circuit_open`` or ``unknown``, and
-    ``reason`` one English sentence that names the entry's locator and the failing API.
+    ``layer_utils.aws_utils.ErrorClass`` value, ``conflict`` or ``circuit_open``, and ``reason`` one
+    English sentence that names the entry's locator and the failing API (for RETRY: what failed
+    this time; the caller decides whether and when to try again).
     """
 
     entry: ImportEntry
@@ -221,7 +219,7 @@ def _create_thing(calls: _Calls, entry: ImportEntry, settings: MessageSettings) 
             raise _Retry(
                 "DescribeThing",
                 f"{entry.locator}: thing {entry.thing_name} was reported to exist but disappeared before "
-                "it could be described; it will be tried again.",
+                "it could be described.",
             ) from error
         raise
     current_type = existing.get("thingTypeName") or None
@@ -295,18 +293,16 @@ def import_certificate(
         )
     except CircuitOpenError as error:
         reason = (
-            f"{entry.locator}: {calls.api} was not called because the circuit {error.circuit_name} is open; "
-            "it will be tried again."
+            f"{entry.locator}: {calls.api} was not called because the circuit {error.circuit_name} is open."
         )
         return ImportOutcome(entry, OutcomeStatus.RETRY, calls.count, calls.api, CIRCUIT_OPEN, reason)
     except AwsOperationError as error:
         api = error.operation.removeprefix("iot:")
         detail = f"{error.code}: {error.message}" if error.message else error.code
+        reason = f"{entry.locator}: {api} for {target} failed ({detail})."
         if error.retryable:
-            reason = f"{entry.locator}: {api} for {target} failed ({detail}); it will be tried again."
             return ImportOutcome(
                 entry, OutcomeStatus.RETRY, calls.count, api, error.error_class.value, reason
             )
-        reason = f"{entry.locator}: {api} for {target} failed ({detail})."
         return ImportOutcome(entry, OutcomeStatus.FAILED, calls.count, api, error.error_class.value, reason)
     return ImportOutcome(entry, OutcomeStatus.IMPORTED, calls.count)

@@ -1,0 +1,128 @@
+"""BulkImporter Lambda handler: import queue records in, certificates in AWS IoT Core out.
+
+A thin shell around :mod:`bulk_importer.importer`: Powertools' ``BatchProcessor`` reports each
+failed record back to SQS (``ReportBatchItemFailures``) for redelivery, the logger carries the job id
+as correlation id, metrics are flushed once per invocation, and the circuit states and the per-API
+retry and throttle counts are emitted at the end of every invocation.
+
+A record whose body is not an import message cannot be attributed to a job (its job id may be
+unreadable), so it is reported as a batch item failure: SQS redelivers it until ``maxReceiveCount``
+and then moves it to the ImportDLQ, whose alarm tells the operator. It never fails its siblings.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from bulk_importer.importer import (
+    ImporterConfig,
+    Services,
+    UnusableMessageError,
+    deadline,
+    handle_import_body,
+)
+from layer_utils.aws_utils import get_client
+from layer_utils.iot_import import ArnContext
+from layer_utils.jobs import JobStore
+from layer_utils.rate_limit import RateLimiter, rates_from_env
+from layer_utils.telemetry import (
+    emit_circuit_states,
+    emit_metric,
+    flush_call_metrics,
+    logger,
+    metrics,
+    tracer,
+)
+
+# A batch whose records all failed is still answered with batchItemFailures (not an exception), so
+# the invocation ends normally and its metrics and logs are complete.
+processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
+
+_runtime: tuple[ImporterConfig, Services] | None = None
+
+
+def _emit(name: str, value: float, dimensions: Mapping[str, str] | None) -> None:
+    """Aggregate plain counts in the invocation's metric set; write dimensioned ones on their own."""
+    if dimensions:
+        emit_metric(name, value, dimensions=dimensions)
+    else:
+        metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
+
+
+def runtime() -> tuple[ImporterConfig, Services]:
+    """Return the configuration and services, built once per execution environment.
+
+    The rate limiter lives as long as the execution environment, so its buckets carry over from one
+    invocation to the next. Raises ``ValueError`` naming the environment variable when the
+    configuration is invalid.
+    """
+    global _runtime  # noqa: PLW0603 - one set of clients per execution environment
+    if _runtime is None:
+        config = ImporterConfig.from_env()
+        jobs = JobStore(
+            config.jobs_table,
+            dynamodb=get_client("dynamodb"),
+            s3=get_client("s3"),
+            emit=lambda name: _emit(name, 1, None),
+        )
+        services = Services(
+            iot=get_client("iot"),
+            sqs=get_client("sqs"),
+            dynamodb=get_client("dynamodb"),
+            jobs=jobs,
+            limiter=RateLimiter(rates_from_env()),
+            rng=random.Random(),  # noqa: S311 - backoff jitter, not security
+            emit=_emit,
+        )
+        _runtime = (config, services)
+    return _runtime
+
+
+@tracer.capture_method
+def process_record(
+    record: SQSRecord,
+    config: ImporterConfig,
+    services: Services,
+    arns: ArnContext,
+    out_of_time: Callable[[], bool],
+) -> None:
+    """Process one import record; an exception marks it failed so SQS delivers it again."""
+    try:
+        handle_import_body(record.body, services, config, arns=arns, out_of_time=out_of_time)
+    except UnusableMessageError as error:
+        logger.set_correlation_id(None)
+        logger.error(
+            "Unusable import queue record; it goes to the dead-letter queue after maxReceiveCount",
+            extra={"message_id": record.message_id, "reason": str(error)},
+        )
+        raise
+
+
+@logger.inject_lambda_context(clear_state=True)
+@tracer.capture_lambda_handler
+@metrics.log_metrics(capture_cold_start_metric=False)
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    """Process a batch of import queue records; returns the ``batchItemFailures`` response."""
+    try:
+        config, services = runtime()
+        arns = ArnContext.from_function_arn(context.invoked_function_arn)
+        out_of_time = deadline(context.get_remaining_time_in_millis, config.deadline_margin_ms)
+
+        def record_handler(record: SQSRecord) -> None:
+            process_record(record, config, services, arns, out_of_time)
+
+        return dict(
+            process_partial_response(
+                event=event, record_handler=record_handler, processor=processor, context=context
+            )
+        )
+    finally:
+        emit_circuit_states()
+        flush_call_metrics()

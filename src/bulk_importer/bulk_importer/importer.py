@@ -1,0 +1,478 @@
+"""BulkImporter domain logic: one import message in, certificates in AWS IoT, one job outcome out.
+
+For each SQS record (one import message, see ``layer_utils.messages``):
+
+1. The entries are imported concurrently (``THINGPRESS_IMPORT_THREADS`` threads sharing the
+   invocation's per-API rate limiter) with :func:`layer_utils.iot_import.import_certificate`. When
+   the invocation's time budget runs low, no new entry is started: the unstarted entries are
+   *spilled*.
+2. The settled entries (imported, and failed for good) are recorded with ONE
+   ``JobStore.record_outcome`` call for the message's chunk. An entry whose failure is retryable is
+   settled as ``exhausted`` once it has been tried ``THINGPRESS_MAX_ENTRY_ATTEMPTS`` times.
+3. Every entry that is not settled (retryable failures and spilled entries) goes back to the import
+   queue as ONE smaller message, so only those certificates are tried again.
+4. ``JobStore.try_complete`` finishes the job when its last entry settles.
+
+Nothing is ever dropped. If the re-enqueue fails, the record fails and SQS delivers it again.
+
+Why one re-enqueued message, and why it is recorded before it is sent: a chunk is counted once,
+under its name, by the first ``record_outcome``. If the same message is processed twice (an SQS
+duplicate, or a redelivery after a crash or a failed send), the second run may settle a different
+set of entries, because its throttles and its deadline differ. That does not matter. The entries
+re-enqueued are always "the message's entries minus the ones recorded for its chunk", read back
+from the JobsTable when ``record_outcome`` reports an earlier recording. The child's name
+(``<chunk>.r<n>``, n = the number of ``.r`` generations in the chunk name plus one) depends only on
+the chunk name. So every run sends the same child: same name, same entries. The job counts each
+entry exactly once, however often messages are delivered. Two separately named messages (retries
+and spill-over) could not be rebuilt that way after a redelivery, so spilled entries travel in the
+same message. Its ``attempt`` grows only when it carries a retryable failure, and it is delayed
+only then. For the chain ``C``, ``C.r1``, ``C.r1.r2``… this gives the ``C.r<attempt>`` names of
+the architecture.
+
+DynamoDB is called per record, never per certificate: ``record_outcome`` and ``try_complete``, plus
+one read of the chunk item on a redelivery.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import re
+import threading
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from boto3.dynamodb.types import TypeDeserializer
+from botocore.exceptions import BotoCoreError, ClientError
+
+from layer_utils.aws_utils import ThingpressError, handle_aws_error
+from layer_utils.circuit_state import default_registry, get_circuit_config
+from layer_utils.iot_import import (
+    CIRCUIT_OPEN,
+    ArnContext,
+    ImportOutcome,
+    Limiter,
+    OutcomeStatus,
+    import_certificate,
+)
+from layer_utils.jobs import CHUNK_PREFIX, FailureRecord, ImportedRecord, JobNotFoundError, JobStore
+from layer_utils.messages import ImportEntry, ImportMessage, decode_message, encode_import_message
+from layer_utils.telemetry import (
+    CERTIFICATES_FAILED,
+    CERTIFICATES_IMPORTED,
+    DIM_ERROR_CLASS,
+    FAILURE_EXHAUSTED,
+    logger,
+)
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_iot import IoTClient
+    from mypy_boto3_sqs import SQSClient
+
+DEFAULT_THREADS = 8
+DEFAULT_MAX_ENTRY_ATTEMPTS = 8
+DEFAULT_DEADLINE_MARGIN_MS = 60_000
+"""Stop starting entries when less than this remains (capped at a quarter of the invocation's budget)."""
+DEFAULT_BASE_DELAY_SECONDS = 2.0
+MAX_DELAY_SECONDS = 900
+"""The SQS maximum for ``DelaySeconds``."""
+
+SEND_OPERATION = "sqs:SendMessageBatch"
+
+# Values of the CertificatesFailed ErrorClass dimension (docs/ARCHITECTURE.md, "Metrics").
+_FAILURE_DIMENSIONS = frozenset(
+    {"invalid_input", "conflict", "not_found", "access_denied", "send_failed", FAILURE_EXHAUSTED, "unknown"}
+)
+_GENERATION = re.compile(r"\.r\d+")
+
+Emit = Callable[[str, float, Mapping[str, str] | None], None]
+"""Emits a count metric: name, value, extra dimensions (None for none)."""
+
+
+class UnusableMessageError(ThingpressError):
+    """The record's body is not an import message (not JSON, another schema or malformed)."""
+
+
+class RequeueError(ThingpressError):
+    """SQS refused the message that re-enqueues a record's unsettled entries."""
+
+    retryable = True
+
+
+def _env_int(environ: Mapping[str, str], name: str, default: int) -> int:
+    raw = environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be a positive integer, not {raw!r}.") from None
+    if value < 1:
+        raise ValueError(f"{name} must be a positive integer, not {raw!r}.")
+    return value
+
+
+def _env_required(environ: Mapping[str, str], name: str) -> str:
+    value = environ.get(name, "").strip()
+    if not value:
+        raise ValueError(f"{name} must be set.")
+    return value
+
+
+@dataclass(frozen=True)
+class ImporterConfig:
+    """The importer's settings.
+
+    ``import_queue_url`` and ``jobs_table`` locate the resources; ``threads`` is the worker threads
+    per record; ``max_entry_attempts`` the tries before a retryable failure is final;
+    ``deadline_margin_ms`` the time kept free at the end of an invocation; ``base_delay_seconds``
+    the first re-enqueue backoff (doubled per attempt, capped at 900 s, with jitter).
+    """
+
+    import_queue_url: str
+    jobs_table: str
+    threads: int = DEFAULT_THREADS
+    max_entry_attempts: int = DEFAULT_MAX_ENTRY_ATTEMPTS
+    deadline_margin_ms: int = DEFAULT_DEADLINE_MARGIN_MS
+    base_delay_seconds: float = DEFAULT_BASE_DELAY_SECONDS
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> ImporterConfig:
+        """Build the configuration from the environment (default ``os.environ``).
+
+        Reads ``THINGPRESS_IMPORT_QUEUE_URL``, ``THINGPRESS_JOBS_TABLE``, ``THINGPRESS_IMPORT_THREADS``
+        and ``THINGPRESS_MAX_ENTRY_ATTEMPTS``. Raises ``ValueError`` naming the variable that is
+        missing or invalid.
+        """
+        env = os.environ if environ is None else environ
+        return cls(
+            import_queue_url=_env_required(env, "THINGPRESS_IMPORT_QUEUE_URL"),
+            jobs_table=_env_required(env, "THINGPRESS_JOBS_TABLE"),
+            threads=_env_int(env, "THINGPRESS_IMPORT_THREADS", DEFAULT_THREADS),
+            max_entry_attempts=_env_int(env, "THINGPRESS_MAX_ENTRY_ATTEMPTS", DEFAULT_MAX_ENTRY_ATTEMPTS),
+        )
+
+
+@dataclass(frozen=True)
+class Services:
+    """What the importer talks to.
+
+    ``iot``, ``sqs`` and ``dynamodb`` are boto3 clients (``dynamodb`` only reads a recorded chunk
+    on a redelivery), ``jobs`` the job store, ``limiter`` the per-API rate limiter shared by every
+    thread, ``rng`` the source of backoff jitter and ``emit`` the metric emitter.
+    """
+
+    iot: IoTClient
+    sqs: SQSClient
+    dynamodb: DynamoDBClient
+    jobs: JobStore
+    limiter: Limiter
+    rng: random.Random
+    emit: Emit
+
+
+@dataclass(frozen=True)
+class RecordResult:
+    """What processing one import message did.
+
+    ``recorded`` is False when the chunk had been recorded before (a redelivery: nothing was counted
+    again). ``requeued`` entries went back to the queue in ``requeue_chunk`` with
+    ``requeue_attempt`` after ``delay_seconds``; ``spilled`` of them were never started.
+    ``completed`` is True when this record finished the job.
+    """
+
+    job_id: str
+    chunk: str
+    attempt: int
+    imported: int
+    failed: int
+    requeued: int
+    spilled: int
+    recorded: bool
+    requeue_chunk: str | None
+    requeue_attempt: int | None
+    delay_seconds: int
+    completed: bool
+    iot_calls: int
+
+
+def deadline(remaining_ms: Callable[[], int], margin_ms: int) -> Callable[[], bool]:
+    """Return a check that is True once fewer than the margin's milliseconds remain.
+
+    Takes ``context.get_remaining_time_in_millis`` and the margin. The margin is capped at a quarter
+    of the time remaining now, so a short invocation still spends most of its time importing.
+    """
+    effective = min(margin_ms, remaining_ms() // 4)
+    return lambda: remaining_ms() < effective
+
+
+def requeue_chunk_name(chunk: str) -> str:
+    """Return the chunk name of the message re-enqueueing part of ``chunk``.
+
+    ``000012`` gives ``000012.r1``, ``000012.r1`` gives ``000012.r1.r2``. The name depends on the
+    chunk name alone, so every run over the same message names its child the same way.
+    """
+    return f"{chunk}.r{len(_GENERATION.findall(chunk)) + 1}"
+
+
+def backoff_seconds(attempt: int, base: float, rng: random.Random) -> int:
+    """Return the SQS delay before try number ``attempt`` (1 for the first retry).
+
+    The delay is exponential (``base * 2**(attempt - 1)``), capped at 900 s, with jitter: a uniform
+    draw between half and all of it, at least one second.
+    """
+    ceiling = min(float(MAX_DELAY_SECONDS), base * 2.0 ** max(0, attempt - 1))
+    return max(1, min(MAX_DELAY_SECONDS, math.ceil(rng.uniform(ceiling / 2, ceiling))))
+
+
+def _entry_key(locator: str, certificate_id: str | None) -> tuple[str, str | None]:
+    return locator, certificate_id
+
+
+def _import_safely(
+    services: Services, message: ImportMessage, entry: ImportEntry, arns: ArnContext
+) -> ImportOutcome:
+    """Import one entry; an unexpected exception becomes a retryable ``unknown`` outcome, logged."""
+    try:
+        return import_certificate(services.iot, entry, message.settings, arns=arns, limiter=services.limiter)
+    except Exception as error:
+        logger.exception(
+            "Unexpected error while importing an entry",
+            extra={"locator": entry.locator, "chunk": message.chunk},
+        )
+        reason = f"{entry.locator}: unexpected error while importing ({type(error).__name__}: {error})."
+        return ImportOutcome(entry, OutcomeStatus.RETRY, 0, None, "unknown", reason)
+
+
+def _run_entries(
+    services: Services,
+    message: ImportMessage,
+    arns: ArnContext,
+    threads: int,
+    out_of_time: Callable[[], bool],
+) -> list[ImportOutcome | None]:
+    """Import the entries on a thread pool, in order; entries never started are None (spilled)."""
+    entries = message.entries
+    outcomes: list[ImportOutcome | None] = [None] * len(entries)
+    lock = threading.Lock()
+    position = [0]
+
+    def worker() -> None:
+        while True:
+            with lock:
+                index = position[0]
+                if index >= len(entries) or out_of_time():
+                    return
+                position[0] += 1
+            outcomes[index] = _import_safely(services, message, entries[index], arns)
+
+    workers = max(1, min(threads, len(entries)))
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="import") as pool:
+        for future in [pool.submit(worker) for _ in range(workers)]:
+            future.result()
+    return outcomes
+
+
+def _recorded_keys(services: Services, job_id: str, chunk: str) -> set[tuple[str, str | None]]:
+    """Read which entries the chunk item recorded (the redelivery path only).
+
+    Raises ``AwsOperationError`` for a DynamoDB failure and ``RuntimeError`` when the item vanished.
+    """
+    key = {"pk": {"S": job_id}, "sk": {"S": CHUNK_PREFIX + chunk}}
+    try:
+        response = services.dynamodb.get_item(
+            TableName=services.jobs.table_name, Key=key, ConsistentRead=True
+        )
+    except (ClientError, BotoCoreError) as error:
+        handle_aws_error(error, "dynamodb:GetItem", {"job_id": job_id, "chunk": chunk})
+    item = response.get("Item")
+    if item is None:
+        raise RuntimeError(f"Chunk {chunk} of job {job_id} was recorded but its item cannot be read.")
+    deserializer = TypeDeserializer()
+    keys: set[tuple[str, str | None]] = set()
+    for name in ("imported", "failures"):
+        for record in deserializer.deserialize(item.get(name, {"L": []})):
+            keys.add(_entry_key(str(record["locator"]), record.get("certificate_id")))
+    return keys
+
+
+def _send(services: Services, config: ImporterConfig, message: ImportMessage, delay: int) -> None:
+    """Send the re-enqueue message through the SQS circuit; raise when it was not accepted."""
+
+    def send() -> None:
+        try:
+            response = services.sqs.send_message_batch(
+                QueueUrl=config.import_queue_url,
+                Entries=[
+                    {"Id": "requeue", "MessageBody": encode_import_message(message), "DelaySeconds": delay}
+                ],
+            )
+        except (ClientError, BotoCoreError) as error:
+            handle_aws_error(error, SEND_OPERATION, {"job_id": message.job_id, "chunk": message.chunk})
+        failed = response.get("Failed") or []
+        if failed:
+            detail = failed[0]
+            raise RequeueError(
+                f"SQS refused re-enqueued chunk {message.chunk} of job {message.job_id} "
+                f"({detail.get('Code')}: {detail.get('Message', '')})."
+            )
+
+    default_registry().call(SEND_OPERATION, send, None)
+
+
+def _delay_for(
+    services: Services, config: ImporterConfig, attempt: int, retried: Sequence[ImportOutcome]
+) -> int:
+    """Backoff for a child carrying retryable failures; at least the open time of a tripped circuit."""
+    delay = backoff_seconds(attempt, config.base_delay_seconds, services.rng)
+    for outcome in retried:
+        if outcome.error_class == CIRCUIT_OPEN and outcome.api:
+            timeout = math.ceil(get_circuit_config(f"iot:{outcome.api}").timeout)
+            delay = max(delay, min(MAX_DELAY_SECONDS, timeout))
+    return delay
+
+
+def _emit_metrics(services: Services, imported: int, failures: Sequence[FailureRecord]) -> None:
+    if imported:
+        services.emit(CERTIFICATES_IMPORTED, imported, None)
+    by_class = Counter(
+        failure.error_class if failure.error_class in _FAILURE_DIMENSIONS else "unknown"
+        for failure in failures
+    )
+    for error_class, count in sorted(by_class.items()):
+        services.emit(CERTIFICATES_FAILED, count, {DIM_ERROR_CLASS: error_class})
+
+
+def decode_import_message(body: str) -> ImportMessage:
+    """Decode a record body that must be an import message.
+
+    Raises ``UnusableMessageError`` with one sentence saying why it is not.
+    """
+    try:
+        message = decode_message(body)
+    except ValueError as error:
+        raise UnusableMessageError(
+            f"The import queue record is not a valid import message: {error}"
+        ) from None
+    if not isinstance(message, ImportMessage):
+        raise UnusableMessageError(
+            f"The import queue received a {type(message).__name__} for job {message.job_id}; "
+            "only import messages belong there."
+        )
+    return message
+
+
+def handle_import_body(
+    body: str,
+    services: Services,
+    config: ImporterConfig,
+    *,
+    arns: ArnContext,
+    out_of_time: Callable[[], bool],
+) -> RecordResult:
+    """Process one import queue record: import, record the outcome, re-enqueue the rest, complete.
+
+    Takes the record body, the services and configuration, where the IoT resources live and a check
+    that says when to stop starting entries. Returns what happened. Raises
+    ``UnusableMessageError`` for a body that is not an import message, ``JobNotFoundError`` when
+    the job does not exist, ``AwsOperationError``/``CircuitOpenError``/``RequeueError`` when the
+    outcome could not be recorded or the rest re-enqueued: the caller must then fail the record so
+    SQS delivers it again (processing is idempotent).
+    """
+    message = decode_import_message(body)
+    logger.set_correlation_id(message.job_id)
+    outcomes = _run_entries(services, message, arns, config.threads, out_of_time)
+    exhausted_at = message.attempt + 1 >= config.max_entry_attempts
+
+    imported: list[ImportedRecord] = []
+    failures: list[FailureRecord] = []
+    pending: list[int] = []
+    for index, (entry, outcome) in enumerate(zip(message.entries, outcomes, strict=True)):
+        if outcome is None:
+            pending.append(index)
+        elif outcome.status is OutcomeStatus.IMPORTED:
+            imported.append(ImportedRecord(entry.locator, entry.thing_name, entry.certificate_id))
+        elif outcome.status is OutcomeStatus.FAILED:
+            failures.append(
+                FailureRecord(
+                    entry.locator, entry.certificate_id, outcome.reason or "", outcome.error_class or ""
+                )
+            )
+        elif exhausted_at:
+            reason = f"{(outcome.reason or entry.locator).removesuffix('.')}; gave up after "
+            reason += f"{message.attempt + 1} attempts."
+            failures.append(FailureRecord(entry.locator, entry.certificate_id, reason, FAILURE_EXHAUSTED))
+        else:
+            pending.append(index)
+
+    try:
+        recorded = services.jobs.record_outcome(message.job_id, message.chunk, imported, failures)
+    except JobNotFoundError:
+        logger.error(
+            "Job of an import message does not exist; the record will reach the dead-letter queue",
+            extra={"job_id": message.job_id, "chunk": message.chunk},
+        )
+        raise
+    if not recorded:
+        settled = _recorded_keys(services, message.job_id, message.chunk)
+        pending = [
+            index
+            for index, entry in enumerate(message.entries)
+            if _entry_key(entry.locator, entry.certificate_id) not in settled
+        ]
+        logger.info(
+            "Chunk was recorded before (redelivery): nothing counted again",
+            extra={"job_id": message.job_id, "chunk": message.chunk, "unsettled": len(pending)},
+        )
+
+    requeue_chunk: str | None = None
+    requeue_attempt: int | None = None
+    delay = 0
+    spilled = sum(1 for index in pending if outcomes[index] is None)
+    if pending:
+        retried = [
+            outcome
+            for index in pending
+            if (outcome := outcomes[index]) is not None and outcome.status is OutcomeStatus.RETRY
+        ]
+        requeue_chunk = requeue_chunk_name(message.chunk)
+        requeue_attempt = message.attempt + 1 if retried else message.attempt
+        delay = _delay_for(services, config, requeue_attempt, retried) if retried else 0
+        child = ImportMessage(
+            job_id=message.job_id,
+            chunk=requeue_chunk,
+            settings=message.settings,
+            entries=tuple(message.entries[index] for index in pending),
+            attempt=requeue_attempt,
+        )
+        _send(services, config, child, delay)
+
+    if recorded:
+        _emit_metrics(services, len(imported), failures)
+        for failure in failures:
+            logger.warning(
+                failure.reason, extra={"locator": failure.locator, "error_class": failure.error_class}
+            )
+    completed = services.jobs.try_complete(message.job_id) is not None
+    result = RecordResult(
+        job_id=message.job_id,
+        chunk=message.chunk,
+        attempt=message.attempt,
+        imported=len(imported) if recorded else 0,
+        failed=len(failures) if recorded else 0,
+        requeued=len(pending),
+        spilled=spilled,
+        recorded=recorded,
+        requeue_chunk=requeue_chunk,
+        requeue_attempt=requeue_attempt,
+        delay_seconds=delay,
+        completed=completed,
+        iot_calls=sum(outcome.calls for outcome in outcomes if outcome is not None),
+    )
+    logger.info("Import message processed", extra=dict(result.__dict__))
+    return result
