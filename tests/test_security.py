@@ -54,9 +54,6 @@ LOCAL_IOT_TPS = json.dumps(
         )
     }
 )
-# The Lambda modules keep clients and configuration per execution environment (module globals);
-# every test stack is a new deployment, so each starts from a cold start.
-_HANDLER_MODULES = ("manifest_provider.app", "bulk_importer.app")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -64,22 +61,14 @@ _HANDLER_MODULES = ("manifest_provider.app", "bulk_importer.app")
 # --------------------------------------------------------------------------------------------------
 
 
-def _cold_start() -> None:
-    for name in _HANDLER_MODULES:
-        module = sys.modules.get(name)
-        if module is not None and hasattr(module, "_runtime"):
-            module._runtime = None  # type: ignore[attr-defined]
-
-
 @contextmanager
 def local_stack(**parameters: str) -> Iterator[LocalStack]:
-    """Start the template's stack with these parameter overrides (and unthrottled local IoT)."""
+    """Start the template's stack with these parameter overrides (and unthrottled local IoT).
+
+    Every stack is a new deployment: its handlers start cold, so they read these parameters.
+    """
     with LocalStack(TEMPLATE, parameters={"IotApiTps": LOCAL_IOT_TPS, **parameters}) as stack:
-        _cold_start()
-        try:
-            yield stack
-        finally:
-            _cold_start()
+        yield stack
 
 
 @dataclass(frozen=True)
@@ -554,7 +543,10 @@ def test_microchip_entries_are_checked_one_by_one(device_ca: Issued) -> None:
     expired_signer = make_ca(
         "Expired Manifest Signer", not_before=now - timedelta(days=800), not_after=now - timedelta(days=400)
     )
-    ids = [f"0123BEEF{i:04X}" for i in range(10)]
+    future_signer = make_ca(
+        "Future Manifest Signer", not_before=now + timedelta(days=30), not_after=now + timedelta(days=400)
+    )
+    ids = [f"0123BEEF{i:04X}" for i in range(11)]
     certs = [device(device_ca, f"sn{unique_id}") for unique_id in ids]
 
     def entry(index: int, **damage: Any) -> dict[str, Any]:
@@ -570,15 +562,17 @@ def test_microchip_entries_are_checked_one_by_one(device_ca: Issued) -> None:
         entry(6, signed_payload={"uniqueId": "someone else"}),
         entry(7, header_unique_id="0123BEEFFFFF"),
         entry(8, header=signer_header(signer, "ES384")),
-        entry(9),
+        entry(9, by=future_signer),
+        entry(10),
     ]
     with local_stack() as stack:
         upload_verifier(stack, signer)
         upload_verifier(stack, expired_signer)
+        upload_verifier(stack, future_signer)
         outcome = run_pipeline(stack, "microchip/mixed.json", json.dumps(manifest).encode())
     assert_per_entry(
         outcome,
-        good=[ids[0], ids[9]],
+        good=[ids[0], ids[10]],
         bad={
             f"entry 2 (uniqueId {ids[1]})": ["signature algorithm 'HS256' is not allowed", "allowed: ES256"],
             f"entry 3 (uniqueId {ids[2]})": ["signature algorithm 'none' is not allowed"],
@@ -593,6 +587,7 @@ def test_microchip_entries_are_checked_one_by_one(device_ca: Issued) -> None:
                 f"header uniqueId 0123BEEFFFFF does not match the signed uniqueId {ids[7]}",
             ],
             f"entry 9 (uniqueId {ids[8]})": ["signature algorithm 'ES384' is not allowed"],
+            f"entry 10 (uniqueId {ids[9]})": ["signer 'Future Manifest Signer' is not valid at"],
         },
     )
 
