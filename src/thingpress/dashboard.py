@@ -444,7 +444,8 @@ def _figure(widget: WidgetSpec) -> Figure:
     )
 
 
-def _decorate(axes: Any, widget: WidgetSpec, width: float) -> None:
+def _decorate(axes: Any, widget: WidgetSpec, width: float, span: float) -> None:
+    axes.set_xlim(-width / 4, max(span, width) + width / 4)  # every widget shows the whole run
     for label, value in widget.horizontal_annotations:
         axes.axhline(value, color="tab:red", linestyle="--", linewidth=1.0)
         axes.annotate(
@@ -461,6 +462,8 @@ def _decorate(axes: Any, widget: WidgetSpec, width: float) -> None:
         high = widget.y_max if widget.y_max is not None else low + 1.0
         margin = (high - low) * 0.08
         axes.set_ylim(low - margin, high + margin)
+    else:  # counts, depths, durations: never negative, and zero stays in sight
+        axes.set_ylim(bottom=0)
     stats = sorted({spec.stat for spec in widget.metrics})
     axes.set_ylabel("per minute" if stats == ["Sum"] else "/".join(stats), fontsize=8)
     axes.set_xlabel(f"seconds since the first metric ({width:g} s bins)", fontsize=8)
@@ -491,7 +494,7 @@ def _placeholder(axes: Any, widget: WidgetSpec, status: str) -> None:
 
 
 def _draw(
-    widget: WidgetSpec, series: Mapping[SeriesKey, list[MetricDatum]], start: float, width: float
+    widget: WidgetSpec, series: Mapping[SeriesKey, list[MetricDatum]], start: float, width: float, span: float
 ) -> _Panel:
     figure = _figure(widget)
     axes = figure.add_subplot()
@@ -509,7 +512,7 @@ def _draw(
             )
     local = status == STATUS_DATA and all(spec.aws_published for spec in widget.metrics)
     if status == STATUS_DATA:
-        _decorate(axes, widget, width)
+        _decorate(axes, widget, width, span)
         axes.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
         if local:
             axes.set_xlabel(
@@ -651,7 +654,9 @@ def render_dashboard(captured: MetricsCapture, template_path: str | Path, out_pa
     periods = [spec.period for widget in widgets for spec in widget.metrics] or [60]
     width = _bin_seconds(span, min(periods))
     series = captured.series()
-    panels = [_draw(widget, series, start, width) for widget in sorted(widgets, key=lambda w: (w.y, w.x))]
+    panels = [
+        _draw(widget, series, start, width, span) for widget in sorted(widgets, key=lambda w: (w.y, w.x))
+    ]
     summary = (
         f"{len(captured.data)} emitted metric values in {len(captured.emitted())} series, "
         f"{len(captured.samples)} local samples of AWS metrics, over {span:.1f} s "
