@@ -439,13 +439,7 @@ def _private_key_manifests(ca: Issued, leaked: Issued, microchip_signer: Issued)
         "generated/key-bundle.pem",
         "generated/key-b64.txt",
         "espressif/key.csv",
-        pytest.param(
-            "microchip/key.json",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="the Microchip parser does not scan for private keys yet (reported)",
-            ),
-        ),
+        "microchip/key.json",
         "infineon/key.7z",
     ],
 )

@@ -131,7 +131,7 @@ def load_template(path: str | Path) -> dict[str, Any]:
     """
     text = Path(path).read_text(encoding="utf-8")
     try:
-        document = yaml.load(text, Loader=_TemplateLoader)  # noqa: S506 - a SafeLoader subclass
+        document = yaml.load(text, Loader=_TemplateLoader)  # noqa: S506 - a SafeLoader subclass  # nosec B506
     except yaml.YAMLError as error:
         raise TemplateError(f"Template {path} is not valid YAML: {error}") from error
     if not isinstance(document, dict):
@@ -161,7 +161,8 @@ def merge_globals(template: Mapping[str, Any], section: str, properties: Mapping
     globals_section = template.get("Globals") or {}
     defaults = globals_section.get(section) or {}
     merged = _merge_global(dict(defaults), dict(properties))
-    assert isinstance(merged, dict)
+    if not isinstance(merged, dict):
+        raise TemplateError(f"Globals.{section} cannot be merged into a resource's properties.")
     return merged
 
 

@@ -78,7 +78,7 @@ def _opened(out: Output) -> Iterator[BinaryIO]:
 
 def _rng(seed: int) -> random.Random:
     """Return the seeded generator that chooses test damage (reproducible on purpose, not secret)."""
-    return random.Random(seed)  # noqa: S311
+    return random.Random(seed)  # noqa: S311 - reproducible test data, not security  # nosec B311
 
 
 def _bad_indices(count: int, bad_fraction: float, rng: random.Random) -> set[int]:
@@ -355,7 +355,8 @@ def _payload(
     }
     if issued is not None:
         numbers = issued.certificate.public_key()
-        assert isinstance(numbers, ec.EllipticCurvePublicKey)
+        if not isinstance(numbers, ec.EllipticCurvePublicKey):
+            raise ValueError("Microchip-format device certificates need an EC key.")
         point = numbers.public_numbers()
         x5c = [base64.b64encode(issued.der()).decode("ascii")]
         x5c += [

@@ -565,7 +565,8 @@ class ManifestRun:
             return FailureRecord(locator, fingerprint, f"{locator}: duplicate of {first}.", "duplicate")
         self.seen_certificates[digest] = locator
         settings = self.settings
-        assert settings is not None
+        if settings is None:
+            raise RuntimeError("The import settings are not resolved before entries are evaluated.")
         try:
             name = derive_thing_name(
                 source=settings.thing_name_source,
@@ -603,7 +604,8 @@ class ManifestRun:
             )
         pem = certificate.public_bytes(Encoding.PEM).decode("ascii")
         item = ImportEntry(locator, name, fingerprint, pem)
-        assert self.packer is not None
+        if self.packer is None:
+            raise RuntimeError("The message packer is not set up before entries are packed.")
         if not self.packer.fits(item):
             return FailureRecord(
                 locator,
@@ -615,7 +617,8 @@ class ManifestRun:
 
     def _handle(self, outcome: ImportEntry | FailureRecord | None) -> None:
         if isinstance(outcome, ImportEntry):
-            assert self.packer is not None
+            if self.packer is None:
+                raise RuntimeError("The message packer is not set up before entries are packed.")
             message = self.packer.add(outcome)
             if message is not None:
                 self._enqueue(message)
@@ -676,7 +679,8 @@ class ManifestRun:
 
     def _drain(self) -> None:
         """Send the partial message and the buffered batch, and record the partial parse item."""
-        assert self.packer is not None
+        if self.packer is None:
+            raise RuntimeError("The message packer is not set up before entries are packed.")
         message = self.packer.flush()
         if message is not None:
             self._enqueue(message)
@@ -718,7 +722,8 @@ class ManifestRun:
             self.since_checkpoint = 0
 
     def _checkpoint(self, *, release: bool = False) -> None:
-        assert self.packer is not None
+        if self.packer is None:
+            raise RuntimeError("The message packer is not set up before entries are packed.")
         cut_needed = bool(self.packer.pending or self.pending_failures or self.pending_duplicates)
         if cut_needed:
             self._save(self._checkpoint_state(boundary=self.entries_done))

@@ -206,7 +206,7 @@ def _shared_server_url() -> str:
 
 def _reset_moto(endpoint_url: str) -> None:
     request = urllib.request.Request(f"{endpoint_url}/moto-api/reset", method="POST")  # noqa: S310 - local
-    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - local moto server
+    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - local moto server  # nosec B310
         response.read()
 
 

@@ -41,6 +41,7 @@ from manifest_provider.vendors.base import (
     check_manifest_size,
     describe,
     failed,
+    refuse_private_keys,
 )
 
 _VENDOR = "Microchip"
@@ -109,7 +110,8 @@ class _ArrayReader:
         """Skip whitespace and return the next character ("" at end of input)."""
         while True:
             match = _WHITESPACE.match(self._buf, self._pos)
-            assert match is not None
+            if match is None:  # the pattern matches the empty string, so this cannot happen
+                raise RuntimeError("The whitespace pattern failed to match.")
             self._pos = match.end()
             if self._pos < len(self._buf):
                 return self._buf[self._pos]
@@ -417,6 +419,7 @@ def _entry(
 
 def _entries(source: BinaryIO, options: ParseOptions) -> Iterator[ManifestEntry]:
     check_manifest_size(source, options.limits, _VENDOR)
+    refuse_private_keys(source, _VENDOR)
     now = options.now if options.now is not None else datetime.now(UTC)
     signers = _signers(options.microchip_verifiers)
     text = io.TextIOWrapper(source, encoding="utf-8-sig", errors="strict")
