@@ -456,8 +456,7 @@ def test_env_configuration(monkeypatch: pytest.MonkeyPatch, clock: Clock) -> Non
         ),
     )
     registry = CircuitRegistry(clock=clock, on_transition=lambda _t: None)
-    registry.config("iot:CreateThing")
-    registry.config("iot:AttachPolicy")
+    registry.record_success("iot:CreateThing")
     status = registry.status()
     assert (status["iot:CreateThing"]["threshold"], status["iot:CreateThing"]["timeout"]) == (7, 90)
     assert status["iot:CreateThing"]["success_threshold"] == 1

@@ -427,8 +427,13 @@ class CircuitRegistry:
         return config
 
     def config(self, name: str) -> CircuitConfig:
-        """Return a circuit's configuration."""
-        return self._circuit(name).config
+        """Return a circuit's configuration without creating the circuit.
+
+        Asking how a failure would count must not make a circuit appear in the status and the
+        ``CircuitState`` gauges; only protected calls and counted failures create one.
+        """
+        circuit = self._circuits.get(name)
+        return circuit.config if circuit is not None else self._configured(name)
 
     # ---------------------------------------------------------------------------- transitions
 
@@ -853,7 +858,7 @@ def configure_circuit(
 
 
 def get_circuit_config(operation_name: str) -> CircuitConfig:
-    """Return a circuit's configuration (creating the circuit if needed)."""
+    """Return a circuit's configuration (without creating the circuit)."""
     return default_registry().config(operation_name)
 
 
