@@ -41,10 +41,6 @@ from layer_utils.telemetry import (
     tracer,
 )
 
-# A batch whose records all failed is still answered with batchItemFailures (not an exception), so
-# the invocation ends normally and its metrics and logs are complete.
-processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
-
 _runtime: tuple[ImporterConfig, Services] | None = None
 
 
@@ -118,6 +114,10 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         def record_handler(record: SQSRecord) -> None:
             process_record(record, config, services, arns, out_of_time)
 
+        # One processor per invocation: its state is per batch, and the local stack runs concurrent
+        # invocations in one process. A batch whose records all failed is still answered with
+        # batchItemFailures rather than an exception, so the invocation's metrics and logs are complete.
+        processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
         return dict(
             process_partial_response(
                 event=event, record_handler=record_handler, processor=processor, context=context
