@@ -121,14 +121,23 @@ def handler_logs_to_stderr(level: int = logging.WARNING) -> Iterator[None]:
                 continue
             if handler.stream not in (sys.stderr, sys.__stderr__):
                 swapped.append((handler, handler.stream, handler.level))
-                handler.setStream(sys.stderr)
+                _swap_stream(handler, sys.stderr)
                 handler.setLevel(max(level, handler.level))
     try:
         yield
     finally:
         for handler, stream, previous in swapped:
-            handler.setStream(stream)
+            _swap_stream(handler, stream)
             handler.setLevel(previous)
+
+
+def _swap_stream(handler: logging.StreamHandler[Any], stream: Any) -> None:
+    # Unlike StreamHandler.setStream, do not flush the old stream: it may be closed already.
+    handler.acquire()
+    try:
+        handler.stream = stream
+    finally:
+        handler.release()
 
 
 def jobs_table(reports: Sequence[Mapping[str, Any]], *, title: str = "Jobs") -> Table:
@@ -164,7 +173,10 @@ def failures_table(failures: Sequence[Mapping[str, Any]], *, title: str = "Failu
     table.add_column("locator")
     table.add_column("reason", overflow="fold")
     for failure in failures:
-        cells = [str(failure.get("locator", "")), str(failure.get("reason", ""))]
+        locator, reason = str(failure.get("locator", "")), str(failure.get("reason", ""))
+        # Pipeline reasons start with the locator (one sentence per entry); it has its own column here.
+        reason = reason.removeprefix(f"{locator}: ")
+        cells = [locator, reason]
         if with_key:
             cells.insert(0, str(failure.get("key", "")))
         table.add_row(*cells)

@@ -241,7 +241,8 @@ class LocalRun:
         """Upload the manifests, run the pipeline to completion and return one report per upload.
 
         Takes the uploads and an optional ``thingpress.local.metrics_capture.MetricsCapture`` that
-        records the metrics the run emits (and samples queue depths) for the dashboard. Each report
+        records the metrics the run emits and samples queue depths for the dashboard (without one,
+        the emitted metrics are captured and dropped, so stdout stays the command's own). Each report
         is ``JobStore.build_report`` plus ``key`` and ``things`` read back from IoT; an upload that
         never became a job gets status ``NOT_STARTED``. Raises ``CliError`` when the pipeline is
         still busy after the time limit.
@@ -263,8 +264,9 @@ class LocalRun:
             def on_progress(_: Any) -> None:
                 self._refresh(progress, keys)
 
+            # The handlers print their metrics (EMF) to stdout, as on Lambda: capture them, always.
+            context.enter_context(capture if capture is not None else new_capture())
             if capture is not None:
-                context.enter_context(capture)
                 on_progress = capture.sampler(self.stack, then=on_progress)
             emulator = EventSourceMappingEmulator(self.stack, max_concurrency=None, on_progress=on_progress)
             stats = emulator.run_until_idle(max_seconds=self.max_seconds)
