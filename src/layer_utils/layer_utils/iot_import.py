@@ -12,7 +12,8 @@ Every call waits for the rate limiter, runs through its circuit breaker ``iot:<O
 AWS errors into typed errors with :func:`layer_utils.aws_utils.handle_aws_error`. The outcome says
 whether the certificate was imported, must be retried later (throttled, transient, circuit open) or
 failed for good (with one English sentence naming the entry and the API that failed). Everything is
-idempotent, so a retried or redelivered entry can be imported again safely.
+idempotent, so a retried or redelivered entry can be imported again safely. AWS errors are logged
+by ``handle_aws_error``; reporting the outcome is the caller's business.
 """
 
 from __future__ import annotations
@@ -28,7 +29,6 @@ from layer_utils.aws_utils import AwsOperationError, ErrorClass, handle_aws_erro
 from layer_utils.cert_utils import certificate_arn, parse_function_arn, thing_arn
 from layer_utils.circuit_state import CircuitOpenError, default_registry
 from layer_utils.messages import ImportEntry, MessageSettings
-from layer_utils.telemetry import logger
 
 if TYPE_CHECKING:
     from mypy_boto3_iot import IoTClient
@@ -285,7 +285,6 @@ def import_certificate(
                 thingName=entry.thing_name,
             )
     except _Refused as refused:
-        logger.warning(str(refused), extra={"locator": entry.locator, "api": refused.api})
         return ImportOutcome(entry, OutcomeStatus.FAILED, calls.count, refused.api, CONFLICT, str(refused))
     except _Retry as retry:
         return ImportOutcome(
