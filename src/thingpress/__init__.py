@@ -1,0 +1,1 @@
+"""The thingpress CLI, the embedded local AWS stack and the synthetic manifest generators."""

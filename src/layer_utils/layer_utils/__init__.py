@@ -1,0 +1,1 @@
+"""Shared Lambda layer: AWS clients and errors, certificates, circuit breaker, jobs, messages."""

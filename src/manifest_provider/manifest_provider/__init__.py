@@ -1,0 +1,1 @@
+"""ManifestProvider function: manifest intake, vendor parsing, validation and fan-out."""

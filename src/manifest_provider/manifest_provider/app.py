@@ -29,8 +29,6 @@ from layer_utils.telemetry import (
 )
 from manifest_provider.provider import ProviderConfig, Services, handle_intake_body
 
-processor = BatchProcessor(event_type=EventType.SQS)
-
 # An invocation that only ignored an s3:TestEvent publishes no metric; that is expected (the
 # Powertools documentation suggests this filter for it).
 warnings.filterwarnings("ignore", "No application metrics to publish")
@@ -87,6 +85,9 @@ def record_handler(record: SQSRecord, lambda_context: LambdaContext) -> None:
 @metrics.log_metrics(capture_cold_start_metric=False)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     """Process a batch of intake queue records; returns the ``batchItemFailures`` response."""
+    # One processor per invocation: the local stack may run invocations of a function concurrently,
+    # and a batch whose every record failed is reported like any other (all items), not raised.
+    processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
     try:
         return dict(
             process_partial_response(
