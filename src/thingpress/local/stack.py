@@ -156,6 +156,20 @@ def _aws_key_encoding(original: Callable[..., Any]) -> Callable[..., Any]:
     return quote_plus
 
 
+def _aws_event_version(original: Callable[..., Any]) -> Callable[..., Any]:
+    """Add the object's versionId to moto's S3 event records, as AWS does for a versioned object."""
+
+    def get_s3_event(event_name: str, bucket: Any, key: Any, notification_id: str) -> Any:
+        event = original(event_name, bucket, key, notification_id)
+        version_id = key.version_id
+        if version_id and version_id != "null":  # moto's value for an object without a version
+            for record in event["Records"]:
+                record["s3"]["object"]["versionId"] = version_id
+        return event
+
+    return get_s3_event
+
+
 @dataclass(frozen=True)
 class _FidelityPatch:
     owner: Any
@@ -179,6 +193,14 @@ FIDELITY_PATCHES: Final = (
         _aws_key_encoding,
         "S3 event keys: AWS form-encodes the key but leaves '/' as is (a/b c.txt → a/b+c.txt); moto also"
         " encodes '/' as %2F.",
+    ),
+    _FidelityPatch(
+        moto.s3.notifications,
+        "_get_s3_event",
+        _aws_event_version,
+        "S3 event records of a versioned object carry its versionId, which names the manifest version"
+        " (the job's idempotency key); moto leaves it out, so a second upload of the same bytes would"
+        " look like a duplicate event of the first.",
     ),
 )
 
