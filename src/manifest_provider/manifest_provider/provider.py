@@ -43,8 +43,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from layer_utils.aws_utils import handle_aws_error
-from layer_utils.cert_utils import derive_thing_name, get_certificate_fingerprint, validate_certificate
 from layer_utils.jobs import (
+    DUPLICATE_ERROR_CLASS,
     MAX_RECORDS_PER_ITEM,
     FailureRecord,
     Job,
@@ -75,6 +75,7 @@ from layer_utils.telemetry import (
     logger,
 )
 from manifest_provider import vendors
+from manifest_provider.evaluate import EntryEvaluator, Rejected
 from manifest_provider.fanout import MessageSender
 from manifest_provider.intake import ManifestRef, parse_intake_body
 from manifest_provider.resources import load_trust_certificates, missing_targets
@@ -92,7 +93,6 @@ HEAD_BYTES = 8192
 
 _READ_CHUNK = 1024 * 1024
 _INVALID_INPUT = "invalid_input"
-_CONFLICT = "conflict"
 
 
 def default_emit(name: str, value: float, dimensions: Mapping[str, str] | None) -> None:
@@ -382,11 +382,8 @@ class ManifestRun:
         )
         self.pending_failures: list[FailureRecord] = []
         self.pending_duplicates: list[FailureRecord] = []
-        self.seen_certificates: dict[bytes, str] = {}
-        self.seen_names: dict[str, str] = {}
         self.packer: MessagePacker | None = None
-        self.settings: ImportSettings | None = None
-        self.trusted: tuple[x509.Certificate, ...] | None = None
+        self.evaluator: EntryEvaluator | None = None
 
     # --------------------------------------------------------------------------- entry point
 
@@ -459,7 +456,6 @@ class ManifestRun:
             settings = self.config.default_settings().with_overrides(metadata)
         except ValueError as error:
             raise _JobFailure(f"The import settings are invalid: {error}") from None
-        self.settings = settings
         head = source.read(HEAD_BYTES)
         source.seek(0)
         try:
@@ -478,10 +474,18 @@ class ManifestRun:
             verifiers = load_trust_certificates(
                 self.services.s3, bucket, self.config.microchip_verifier_prefix
             )
+        trusted: tuple[x509.Certificate, ...] | None = None
         if self.config.trusted_ca_prefix:
-            self.trusted = load_trust_certificates(
+            trusted = load_trust_certificates(
                 self.services.s3, bucket, f"{self.config.trusted_ca_prefix}{parser.name}/"
             )
+        self.evaluator = EntryEvaluator(
+            thing_name_source=settings.thing_name_source,
+            thing_name_prefix=settings.thing_name_prefix,
+            trusted_cas=trusted,
+            allow_expired=self.config.allow_expired,
+            at=self.parse_time,
+        )
         self.packer = MessagePacker(
             self.job.job_id,
             settings.message_settings(),
@@ -509,13 +513,15 @@ class ManifestRun:
         progress_floor = max(start, self.boundary or 0) + self.config.certs_per_message
         position = 0
         reason: str | None = None
+        if self.evaluator is None:
+            raise RuntimeError("The entry evaluator is not set up before entries are streamed.")
         try:
             for entry in parser.entries(source, options):
                 if position < start:
-                    self._classify(entry, replay=True)
+                    self.evaluator.replay(entry)
                     position += 1
                     continue
-                self._handle(self._classify(entry, replay=False))
+                self._handle(self._classify(entry))
                 position += 1
                 self.entries_done = position
                 if self.boundary is not None and position >= self.boundary:
@@ -549,81 +555,39 @@ class ManifestRun:
         self.services.jobs.try_complete(self.job.job_id)
         return self._result("finished")
 
-    def _classify(self, entry: vendors.ManifestEntry, *, replay: bool) -> ImportEntry | FailureRecord | None:
-        """Decide an entry's fate; in replay mode only rebuild the seen-sets and return None."""
-        locator = entry.locator
-        certificate = entry.certificate
-        if entry.error is not None or certificate is None:
-            reason = entry.error or f"{locator}: no certificate in manifest entry."
-            return None if replay else FailureRecord(locator, None, reason, _INVALID_INPUT)
-        fingerprint = get_certificate_fingerprint(certificate)
-        digest = bytes.fromhex(fingerprint)
-        first = self.seen_certificates.get(digest)
-        if first is not None:
-            if replay:
-                return None
-            return FailureRecord(locator, fingerprint, f"{locator}: duplicate of {first}.", "duplicate")
-        self.seen_certificates[digest] = locator
-        settings = self.settings
-        if settings is None:
-            raise RuntimeError("The import settings are not resolved before entries are evaluated.")
-        try:
-            name = derive_thing_name(
-                source=settings.thing_name_source,
-                vendor_name=entry.vendor_thing_name,
-                cert=certificate,
-                prefix=settings.thing_name_prefix,
+    def _classify(self, entry: vendors.ManifestEntry) -> ImportEntry | FailureRecord:
+        """Decide an entry's fate: an import entry, or a failure (or duplicate) record."""
+        if self.evaluator is None or self.packer is None:
+            raise RuntimeError(
+                "The evaluator and message packer are not set up before entries are classified."
             )
-        except ValueError as error:
-            return (
-                None if replay else FailureRecord(locator, fingerprint, f"{locator}: {error}", _INVALID_INPUT)
-            )
-        other = self.seen_names.get(name)
-        if other is not None:
-            if replay:
-                return None
-            return FailureRecord(
-                locator,
-                fingerprint,
-                f"{locator}: thing name {name} is already used by {other} in this manifest.",
-                _CONFLICT,
-            )
-        self.seen_names[name] = locator
-        if replay:
-            return None
-        result = validate_certificate(
-            certificate,
-            self.trusted,
-            intermediates=entry.intermediates,
-            at=self.parse_time,
-            allow_expired=self.config.allow_expired,
-        )
-        if not result.ok:
-            return FailureRecord(
-                locator, fingerprint, f"{locator}: {' '.join(result.reasons)}", _INVALID_INPUT
-            )
-        pem = certificate.public_bytes(Encoding.PEM).decode("ascii")
-        item = ImportEntry(locator, name, fingerprint, pem)
-        if self.packer is None:
-            raise RuntimeError("The message packer is not set up before entries are packed.")
+        outcome = self.evaluator.evaluate(entry)
+        if isinstance(outcome, Rejected):
+            return FailureRecord(outcome.locator, outcome.fingerprint, outcome.reason, outcome.error_class)
+        pem = outcome.certificate.public_bytes(Encoding.PEM).decode("ascii")
+        item = ImportEntry(outcome.locator, outcome.thing_name, outcome.fingerprint, pem)
         if not self.packer.fits(item):
             return FailureRecord(
-                locator,
-                fingerprint,
-                f"{locator}: the certificate is too large for an import message.",
+                outcome.locator,
+                outcome.fingerprint,
+                f"{outcome.locator}: the certificate is too large for an import message.",
                 _INVALID_INPUT,
             )
         return item
 
-    def _handle(self, outcome: ImportEntry | FailureRecord | None) -> None:
+    def _handle(self, outcome: ImportEntry | FailureRecord) -> None:
         if isinstance(outcome, ImportEntry):
             if self.packer is None:
                 raise RuntimeError("The message packer is not set up before entries are packed.")
             message = self.packer.add(outcome)
             if message is not None:
                 self._enqueue(message)
-        elif isinstance(outcome, FailureRecord):
-            target = self.pending_duplicates if outcome.error_class == "duplicate" else self.pending_failures
+        else:
+            target = (
+                self.pending_duplicates
+                if outcome.error_class == DUPLICATE_ERROR_CLASS
+                else self.pending_failures
+            )
             target.append(outcome)
             if len(target) >= MAX_RECORDS_PER_ITEM:
                 self._flush_parse_item()
