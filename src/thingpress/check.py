@@ -1,29 +1,28 @@
 """``thingpress check``: validate a manifest offline, with no emulator and no AWS.
 
 It runs what the ManifestProvider runs before anything is queued: format detection, the vendor
-parser (signatures, archive and CSV structure), certificate validation (expiry, key, CA flag and,
-when trust anchors are given, the chain), thing naming and duplicate detection. It prints the counts
-and every problem with its locator; the exit code is 1 when there is any problem.
+parser (signatures, archive and CSV structure) and the provider's own per-entry evaluation
+(``manifest_provider.evaluate``: duplicates, thing naming, certificate validation with expiry, key,
+CA flag and, when trust anchors are given, the chain), so every reason is the one the import report
+would give. It prints the counts and every problem with its locator; the exit code is 1 when there
+is any problem.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from cryptography import x509
 from rich.table import Table
 
-from layer_utils.cert_utils import (
-    derive_thing_name,
-    get_certificate_fingerprint,
-    load_certificates,
-    validate_certificate,
-)
-from manifest_provider.vendors import ManifestEntry, ManifestFormatError, ParseOptions, detect, get_parser
+from layer_utils.cert_utils import load_certificates
+from layer_utils.jobs import ImportedRecord
+from manifest_provider.evaluate import EntryEvaluator, Rejected
+from manifest_provider.vendors import ManifestFormatError, ParseOptions, detect, get_parser
 from thingpress.console import CliError, failures_table, out_console, print_json
 
 _HEAD_BYTES = 8192
@@ -32,7 +31,10 @@ _CERT_SUFFIXES = (".crt", ".pem", ".cer", ".der")
 
 @dataclass(frozen=True)
 class Problem:
-    """One problem: the entry's locator (``manifest`` for the whole file) and one English sentence."""
+    """One problem: the entry's locator (``manifest`` for the whole file) and one English sentence.
+
+    An entry's reason is the provider's, so it starts with the locator.
+    """
 
     locator: str
     reason: str
@@ -42,33 +44,21 @@ class Problem:
         return {"locator": self.locator, "reason": self.reason}
 
 
-@dataclass(frozen=True)
-class ValidEntry:
-    """An entry that would be queued for import: where it is, its thing name and certificate id."""
-
-    locator: str
-    thing_name: str
-    certificate_id: str
-
-    def to_dict(self) -> dict[str, str]:
-        """Return ``{"locator", "thing_name", "certificate_id"}``."""
-        return {"locator": self.locator, "thing_name": self.thing_name, "certificate_id": self.certificate_id}
-
-
 @dataclass
 class CheckResult:
     """The outcome of checking one manifest.
 
-    ``entries`` counts the manifest's entries, ``valid`` lists the importable ones, ``problems``
-    every problem in manifest order (a manifest-level problem last), ``duplicates`` how many
-    entries repeat an earlier certificate.
+    ``entries`` counts the manifest's entries, ``valid`` lists the importable ones (as the report's
+    imported records would list them), ``problems`` every problem in manifest order (one per bad
+    entry, a manifest-level problem last), ``duplicates`` how many entries repeat an earlier
+    certificate.
     """
 
     manifest: str
     vendor: str | None = None
     entries: int = 0
     duplicates: int = 0
-    valid: list[ValidEntry] = field(default_factory=list)
+    valid: list[ImportedRecord] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
 
     @property
@@ -112,68 +102,6 @@ def certificate_files(directory: Path) -> list[Path]:
     )
 
 
-def _entry_reason(entry: ManifestEntry) -> str:
-    reason = entry.error or "The entry has no certificate."
-    prefix = f"{entry.locator}: "
-    return reason[len(prefix) :] if reason.startswith(prefix) else reason
-
-
-@dataclass
-class _Seen:
-    """Certificates (id → first locator) and thing names (name → locator, certificate id) met so far."""
-
-    certificates: dict[str, str] = field(default_factory=dict)
-    names: dict[str, tuple[str, str]] = field(default_factory=dict)
-
-
-def _evaluate(
-    entry: ManifestEntry,
-    trusted_cas: Sequence[x509.Certificate] | None,
-    now: datetime,
-    allow_expired: bool,
-    seen: _Seen,
-) -> tuple[ValidEntry | None, list[Problem], bool]:
-    """Check one entry; return the valid entry (or None), its problems and whether it is a duplicate."""
-    seen_certificates, seen_names = seen.certificates, seen.names
-    if entry.certificate is None:
-        return None, [Problem(entry.locator, _entry_reason(entry))], False
-    certificate_id = get_certificate_fingerprint(entry.certificate)
-    first = seen_certificates.get(certificate_id)
-    if first is not None:
-        reason = f"Duplicate certificate {certificate_id[:16]}…, first seen at {first}."
-        return None, [Problem(entry.locator, reason)], True
-    seen_certificates[certificate_id] = entry.locator
-    problems = [
-        Problem(entry.locator, reason)
-        for reason in validate_certificate(
-            entry.certificate,
-            trusted_cas,
-            intermediates=entry.intermediates,
-            at=now,
-            allow_expired=allow_expired,
-        ).reasons
-    ]
-    try:
-        thing_name = derive_thing_name(
-            source="vendor", vendor_name=entry.vendor_thing_name, cert=entry.certificate
-        )
-    except ValueError as error:
-        problems.append(Problem(entry.locator, str(error)))
-        return None, problems, False
-    other = seen_names.get(thing_name)
-    if other is not None and other[1] != certificate_id:
-        problems.append(
-            Problem(
-                entry.locator,
-                f"Thing name {thing_name!r} is also used by {other[0]} with another certificate.",
-            )
-        )
-    seen_names.setdefault(thing_name, (entry.locator, certificate_id))
-    if problems:
-        return None, problems, False
-    return ValidEntry(entry.locator, thing_name, certificate_id), [], False
-
-
 def check_manifest(
     path: Path,
     *,
@@ -182,19 +110,27 @@ def check_manifest(
     trusted_cas: Sequence[x509.Certificate] | None = None,
     bundle_type: str = "E0E0",
     allow_expired: bool = False,
+    thing_name_source: str = "vendor",
+    thing_name_prefix: str = "",
     now: datetime | None = None,
 ) -> CheckResult:
     """Check one manifest file as the ManifestProvider would, without importing anything.
 
     Takes the manifest path, the vendor (None: detect it from the content), the Microchip signer
     certificates, the trust anchors (None: the chain is not checked), the Infineon bundle type,
-    whether expired certificates are accepted and the validation time (default now). Returns the
-    result with every problem. Raises ``OSError`` when the file cannot be read.
+    whether expired certificates are accepted, the thing-name source and prefix (as the
+    ``THINGPRESS_THING_NAME_*`` settings) and the validation time (default now). Returns the result
+    with every problem, one per bad entry. Raises ``OSError`` when the file cannot be read.
     """
-    moment = now or datetime.now(UTC)
+    evaluator = EntryEvaluator(
+        thing_name_source=thing_name_source,
+        thing_name_prefix=thing_name_prefix,
+        trusted_cas=trusted_cas,
+        allow_expired=allow_expired,
+        at=now,
+    )
     result = CheckResult(manifest=str(path))
-    options = ParseOptions(bundle_type=bundle_type, microchip_verifiers=tuple(verifiers), now=moment)
-    seen = _Seen()
+    options = ParseOptions(bundle_type=bundle_type, microchip_verifiers=tuple(verifiers), now=evaluator.at)
     with path.open("rb") as source:
         try:
             parser = (
@@ -203,11 +139,14 @@ def check_manifest(
             result.vendor = parser.name
             for entry in parser.entries(source, options):
                 result.entries += 1
-                valid, problems, duplicate = _evaluate(entry, trusted_cas, moment, allow_expired, seen)
-                result.duplicates += duplicate
-                result.problems.extend(problems)
-                if valid is not None:
-                    result.valid.append(valid)
+                outcome = evaluator.evaluate(entry)
+                if isinstance(outcome, Rejected):
+                    result.duplicates += outcome.duplicate
+                    result.problems.append(Problem(outcome.locator, outcome.reason))
+                else:
+                    result.valid.append(
+                        ImportedRecord(outcome.locator, outcome.thing_name, outcome.fingerprint)
+                    )
         except ManifestFormatError as error:
             result.problems.append(Problem("manifest", str(error)))
     return result
