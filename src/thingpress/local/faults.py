@@ -43,6 +43,7 @@ from thingpress.local.quota import (
     ServerLayer,
     StartResponse,
     WsgiApp,
+    drain_body,
     json_error_response,
     mark_harness_client,
 )
@@ -100,13 +101,17 @@ class SimulatedCrash(BaseException):
     """
 
 
-def error_response(service: str, status: int, start_response: StartResponse) -> list[bytes]:
+def error_response(
+    service: str, status: int, environ: Mapping[str, Any], start_response: StartResponse
+) -> list[bytes]:
     """Answer a 5xx error for `service` in its protocol's shape and return the body chunks.
 
-    Takes the botocore service name, the status (500 or 503) and the WSGI ``start_response``.
+    Takes the botocore service name, the status (500 or 503), the request's WSGI environ (its body
+    is read and discarded) and ``start_response``.
     """
     code, message = _ERROR_CODES.get(service, _DEFAULT_CODES).get(status, _DEFAULT_CODES[500])
     reason = _REASONS.get(status, f"{status} Error")
+    drain_body(environ)
     if service == "s3":
         request_id = uuid.uuid4().hex[:16].upper()
         body = (
@@ -135,8 +140,14 @@ def error_response(service: str, status: int, start_response: StartResponse) -> 
     return json_error_response(start_response, reason, {"x-amzn-ErrorType": code}, {"message": message})
 
 
-def _drop_connection(environ: Mapping[str, Any]) -> None:
-    """Shut the client's socket down and raise, so the server sends nothing at all."""
+def _drop_connection(environ: Mapping[str, Any], *, body_read: bool = False) -> None:
+    """Shut the client's socket down and raise, so the server sends nothing at all.
+
+    The request body is read first (unless the application already did): werkzeug would otherwise
+    parse its unread bytes as the next request on the dead connection.
+    """
+    if not body_read:
+        drain_body(environ)
     connection = environ.get("werkzeug.socket")
     if connection is not None:
         with contextlib.suppress(OSError):
@@ -295,9 +306,9 @@ class FaultInjector(ServerLayer):
             close = getattr(chunks, "close", None)
             if callable(close):
                 close()
-            _drop_connection(environ)
+            _drop_connection(environ, body_read=True)
         status = int(kind.rpartition(":")[2])
-        return error_response(call.service, status, start_response)
+        return error_response(call.service, status, environ, start_response)
 
 
 # --- invocation-side faults -----------------------------------------------------------------------

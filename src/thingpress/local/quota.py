@@ -48,6 +48,7 @@ __all__ = [
     "ServerLayer",
     "StartResponse",
     "WsgiApp",
+    "drain_body",
     "identify_call",
     "json_error_response",
     "mark_harness_client",
@@ -217,8 +218,12 @@ def mark_harness_client(client: Any) -> Any:
     return client
 
 
-def _drain(environ: Mapping[str, Any]) -> None:
-    # Answering without reading the body is legal HTTP, but reading it keeps the socket orderly.
+def drain_body(environ: Mapping[str, Any]) -> None:
+    """Read and discard a request's body, before answering without passing it to moto.
+
+    werkzeug's server reads the next request from the same socket buffer; unread body bytes would
+    be taken for a (malformed) request.
+    """
     try:
         length = int(environ.get("CONTENT_LENGTH") or 0)
     except ValueError:
@@ -476,7 +481,7 @@ class QuotaEmulator(ServerLayer):
             self._calls[(call.service, call.operation or "?")] += 1
         if call.service != self.service or call.operation is None or self.try_acquire(call.operation):
             return app(environ, start_response)
-        _drain(environ)
+        drain_body(environ)
         return json_error_response(
             start_response,
             "400 Bad Request",
@@ -489,12 +494,13 @@ class MotoLock(ServerLayer):
     """Serialises the requests of services whose moto backend is not thread-safe.
 
     moto's IoT backend iterates its dictionaries while other server threads add to them
-    ("OrderedDict mutated during iteration", answered as HTTP 500); AWS has no such failure, so a
-    test must not see it. Takes the service names (default ``{"iot"}``); harness requests are
-    serialised too.
+    ("OrderedDict mutated during iteration", answered as HTTP 500), and its DynamoDB
+    ``TransactWriteItems`` deep-copies a table for rollback while other threads write to it (the
+    copy fails, and a rollback would undo their writes). AWS has neither failure, so a test must not
+    see them. Takes the service names (default IoT and DynamoDB); harness requests are serialised too.
     """
 
-    def __init__(self, services: Iterable[str] = ("iot",)) -> None:
+    def __init__(self, services: Iterable[str] = ("iot", "dynamodb")) -> None:
         """Create the layer with one lock per service."""
         super().__init__()
         self._locks = {service: threading.Lock() for service in services}
