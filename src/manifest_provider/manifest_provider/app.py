@@ -73,7 +73,9 @@ def record_handler(record: SQSRecord, lambda_context: LambdaContext) -> None:
         record.body,
         services,
         config,
-        owner=f"{lambda_context.aws_request_id}/{record.message_id}",
+        # The lease owner is the SQS message: its redelivery after a failure takes its own lease back
+        # at once, while another message for the same manifest (a duplicate S3 event) finds it busy.
+        owner=record.message_id,
         remaining_ms=lambda_context.get_remaining_time_in_millis,
     )
     for result in results:
