@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
+import subprocess  # only our own interpreter is run  # nosec B404
 import sys
 import tempfile
 from collections.abc import Mapping
@@ -271,7 +271,7 @@ def run_handler(
         event_path.write_text(json.dumps(event), encoding="utf-8")
         command = [python, "-c", _CHILD, spec.handler, str(event_path), str(result_path), name, arn]
         command += [str(spec.memory), str(spec.timeout)]
-        completed = subprocess.run(  # noqa: S603 - our own interpreter and fixed child code
+        completed = subprocess.run(  # noqa: S603 - our own interpreter and fixed child code  # nosec B603
             command,
             env=child_env,
             cwd=spec.code_dir,

@@ -246,7 +246,8 @@ def redrive(sqs: SQSClient, dlq_url: str, source_url: str) -> RedriveResult:
 def _deployment(stack: str | None, bucket: str | None, table: str | None) -> Deployment:
     if stack:
         return resolve_stack(boto3.client("cloudformation"), stack)
-    assert bucket is not None and table is not None
+    if bucket is None or table is None:
+        raise CliError("Name the deployment with --stack, or with both --bucket and --table.")
     return Deployment(bucket=bucket, table=table)
 
 
@@ -321,7 +322,8 @@ def redrive_command(*, stack: str | None, queue: str | None, to: str | None, as_
         if not pairs:
             raise CliError(f"Stack {stack} has no dead-letter queues to redrive.")
     else:
-        assert queue is not None and to is not None
+        if queue is None or to is None:
+            raise CliError("Name the queues with --stack, or with both --queue and --to.")
         pairs.append((queue, to))
     results = [redrive(sqs, dlq, source) for dlq, source in pairs]
     if as_json:

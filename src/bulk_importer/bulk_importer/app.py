@@ -74,7 +74,7 @@ def runtime() -> tuple[ImporterConfig, Services]:
             dynamodb=get_client("dynamodb"),
             jobs=jobs,
             limiter=RateLimiter(rates_from_env()),
-            rng=random.Random(),  # noqa: S311 - backoff jitter, not security
+            rng=random.Random(),  # noqa: S311 - backoff jitter, not security  # nosec B311
             emit=_emit,
         )
         _runtime = (config, services)

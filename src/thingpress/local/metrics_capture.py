@@ -270,7 +270,8 @@ class MetricsCapture:
         traceback: TracebackType | None,
     ) -> None:
         """Stop capturing and restore ``sys.stdout``."""
-        assert self._tee is not None and self._redirect is not None
+        if self._tee is None or self._redirect is None:
+            raise RuntimeError("MetricsCapture was exited without being entered.")
         self._tee.drain()
         self._redirect.__exit__(exc_type, exc, traceback)
         self._tee = None
