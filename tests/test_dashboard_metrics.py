@@ -146,6 +146,14 @@ def test_capture_passes_partial_and_json_non_emf_lines_through() -> None:
     assert capture.data == []
 
 
+def test_capture_tee_flushes_and_closes_quietly_after_its_target_closed(tmp_path: Path) -> None:
+    with (tmp_path / "stdout.txt").open("w") as out, redirect_stdout(out), MetricsCapture():
+        tee = sys.stdout
+    tee.flush()
+    tee.close()
+    assert tee.closed
+
+
 def test_parse_emf_expands_dimension_sets_and_value_lists() -> None:
     document = {
         "_aws": {

@@ -212,8 +212,13 @@ class _EmfTee(io.TextIOBase):
         return len(text)
 
     def flush(self) -> None:
-        """Flush the target (a pending partial JSON line waits for its newline)."""
-        self.target.flush()
+        """Flush the target unless it is closed (a pending partial JSON line waits for its newline).
+
+        The tee may outlive its target: at interpreter exit it is closed, which flushes it, after
+        the stream it wrote to (pytest's capture file, for one) has been closed.
+        """
+        if not self.target.closed:
+            self.target.flush()
 
     def drain(self) -> None:
         """Forward this thread's pending partial line, if any."""
