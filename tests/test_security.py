@@ -32,28 +32,13 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from layer_utils.jobs import Job, JobStore, report_key_for
 from thingpress.certfactory import Issued, make_ca, make_device_cert
+from thingpress.demo import LOCAL_IOT_TPS
 from thingpress.generate import make_microchip_signer, write_infineon
 from thingpress.local import EventSourceMappingEmulator, LocalStack
 
 TEMPLATE = Path(__file__).resolve().parents[1] / "template.yaml"
 PROVIDER = "ManifestProviderFunction"
 IMPORTER = "BulkImporterFunction"
-# moto has no IoT quotas; the pacing is tested elsewhere, so local runs lift it.
-LOCAL_IOT_TPS = json.dumps(
-    {
-        api: 1000
-        for api in (
-            "RegisterCertificateWithoutCA",
-            "AttachPolicy",
-            "DescribeCertificate",
-            "CreateThing",
-            "AttachThingPrincipal",
-            "AddThingToThingGroup",
-            "UpdateThing",
-            "DescribeThing",
-        )
-    }
-)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -67,7 +52,7 @@ def local_stack(**parameters: str) -> Iterator[LocalStack]:
 
     Every stack is a new deployment: its handlers start cold, so they read these parameters.
     """
-    with LocalStack(TEMPLATE, parameters={"IotApiTps": LOCAL_IOT_TPS, **parameters}) as stack:
+    with LocalStack(TEMPLATE, parameters={"IotApiTps": json.dumps(LOCAL_IOT_TPS), **parameters}) as stack:
         yield stack
 
 
