@@ -126,6 +126,38 @@ def test_metric_names_match_contract() -> None:
     )
 
 
+def test_count_in_invocation_aggregates_plain_counts_and_writes_dimensioned_ones(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    try:
+        telemetry.count_in_invocation("CertificatesImported", 3)
+        telemetry.count_in_invocation("CertificatesImported")
+        telemetry.count_in_invocation("CertificatesFailed", 2, {"ErrorClass": "conflict"})
+        records = emf_records(capsys.readouterr().out)
+        metric_set = telemetry.metrics.serialize_metric_set()
+    finally:
+        telemetry.metrics.clear_metrics()
+    assert [(r["CertificatesFailed"], r["ErrorClass"]) for r in records] == [([2.0], "conflict")]
+    assert metric_set["CertificatesImported"] == [3.0, 1.0]
+    assert "CertificatesFailed" not in metric_set
+
+
+def test_end_invocation_emits_circuit_states_and_flushes_call_metrics(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    registry = CircuitRegistry(clock=lambda: 100.0, env={}, on_transition=lambda _t: None)
+    registry.configure("iot:CreateThing")
+    telemetry._on_needs_retry(attempts=2, operation=type("Op", (), {"name": "CreateThing"})())
+    with use_registry(registry):
+        telemetry.end_invocation()
+    records = emf_records(capsys.readouterr().out)
+    assert {(r.get("Operation"), r.get("Api")) for r in records} == {
+        ("iot:CreateThing", None),
+        (None, "CreateThing"),
+    }
+    assert telemetry.call_metric_counts() == {}
+
+
 def test_emit_circuit_states(capsys: pytest.CaptureFixture[str]) -> None:
     now = [100.0]
     registry = CircuitRegistry(clock=lambda: now[0], env={}, on_transition=lambda _t: None)

@@ -13,10 +13,9 @@ and then moves it to the ImportDLQ, whose alarm tells the operator. It never fai
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
-from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -32,24 +31,9 @@ from layer_utils.aws_utils import get_client
 from layer_utils.iot_import import ArnContext
 from layer_utils.jobs import JobStore
 from layer_utils.rate_limit import RateLimiter, rates_from_env
-from layer_utils.telemetry import (
-    emit_circuit_states,
-    emit_metric,
-    flush_call_metrics,
-    logger,
-    metrics,
-    tracer,
-)
+from layer_utils.telemetry import count_in_invocation, end_invocation, logger, metrics, tracer
 
 _runtime: tuple[ImporterConfig, Services] | None = None
-
-
-def _emit(name: str, value: float, dimensions: Mapping[str, str] | None) -> None:
-    """Aggregate plain counts in the invocation's metric set; write dimensioned ones on their own."""
-    if dimensions:
-        emit_metric(name, value, dimensions=dimensions)
-    else:
-        metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
 
 
 def runtime() -> tuple[ImporterConfig, Services]:
@@ -66,7 +50,7 @@ def runtime() -> tuple[ImporterConfig, Services]:
             config.jobs_table,
             dynamodb=get_client("dynamodb"),
             s3=get_client("s3"),
-            emit=lambda name: _emit(name, 1, None),
+            emit=count_in_invocation,
         )
         services = Services(
             iot=get_client("iot"),
@@ -75,7 +59,7 @@ def runtime() -> tuple[ImporterConfig, Services]:
             jobs=jobs,
             limiter=RateLimiter(rates_from_env()),
             rng=random.Random(),  # noqa: S311 - backoff jitter, not security  # nosec B311
-            emit=_emit,
+            emit=count_in_invocation,
         )
         _runtime = (config, services)
     return _runtime
@@ -124,5 +108,4 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
             )
         )
     finally:
-        emit_circuit_states()
-        flush_call_metrics()
+        end_invocation()

@@ -8,8 +8,9 @@ is true, so local runs and tests need no X-Ray daemon.
 
 Retry and throttle counting (:func:`install_call_metrics`) aggregates in memory, per API, and is
 written as EMF by :func:`flush_call_metrics`, which handlers call at the end of every invocation
-together with :func:`emit_circuit_states`. Aggregating keeps the per-call cost to one dictionary
-update under a lock and the log volume to one line per API per invocation.
+together with :func:`emit_circuit_states` (both through :func:`end_invocation`). Aggregating keeps
+the per-call cost to one dictionary update under a lock and the log volume to one line per API per
+invocation.
 """
 
 from __future__ import annotations
@@ -97,6 +98,24 @@ def emit_metric(
         pass
 
 
+def count_in_invocation(name: str, value: float = 1, dimensions: Mapping[str, str] | None = None) -> None:
+    """Count a metric the way the handlers do: plain counts in the invocation's metric set.
+
+    A count without extra dimensions is added to :data:`metrics`, which ``metrics.log_metrics``
+    writes once per invocation; a count with dimensions is written on its own (:func:`emit_metric`).
+
+    Args:
+        name: the metric name, one of the constants of this module.
+        value: the count.
+        dimensions: extra dimensions; None or empty for none.
+
+    """
+    if dimensions:
+        emit_metric(name, value, dimensions=dimensions)
+    else:
+        metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
+
+
 def emit_circuit_states() -> None:
     """Emit the ``CircuitState`` gauge (0 closed, 1 half-open, 2 open) for every known circuit.
 
@@ -176,3 +195,9 @@ def flush_call_metrics() -> dict[tuple[str, str], int]:
     for (name, api), value in sorted(counts.items()):
         emit_metric(name, value, MetricUnit.Count, {DIM_API: api})
     return counts
+
+
+def end_invocation() -> None:
+    """Emit the circuit states and the aggregated call metrics: the last thing every handler does."""
+    emit_circuit_states()
+    flush_call_metrics()

@@ -9,24 +9,15 @@ of every invocation.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping
 from typing import Any
 
-from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from layer_utils.aws_utils import get_client
 from layer_utils.jobs import JobStore
-from layer_utils.telemetry import (
-    emit_circuit_states,
-    emit_metric,
-    flush_call_metrics,
-    logger,
-    metrics,
-    tracer,
-)
+from layer_utils.telemetry import count_in_invocation, end_invocation, logger, metrics, tracer
 from manifest_provider.provider import ProviderConfig, Services, handle_intake_body
 
 # An invocation that only ignored an s3:TestEvent publishes no metric; that is expected (the
@@ -34,14 +25,6 @@ from manifest_provider.provider import ProviderConfig, Services, handle_intake_b
 warnings.filterwarnings("ignore", "No application metrics to publish")
 
 _runtime: tuple[ProviderConfig, Services] | None = None
-
-
-def _emit(name: str, value: float, dimensions: Mapping[str, str] | None) -> None:
-    """Aggregate plain counts in the invocation's metric set; write dimensioned ones on their own."""
-    if dimensions:
-        emit_metric(name, value, dimensions=dimensions)
-    else:
-        metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
 
 
 def runtime() -> tuple[ProviderConfig, Services]:
@@ -56,10 +39,14 @@ def runtime() -> tuple[ProviderConfig, Services]:
             config.jobs_table,
             dynamodb=get_client("dynamodb"),
             s3=get_client("s3"),
-            emit=lambda name: _emit(name, 1, None),
+            emit=count_in_invocation,
         )
         services = Services(
-            s3=get_client("s3"), sqs=get_client("sqs"), iot=get_client("iot"), jobs=jobs, emit=_emit
+            s3=get_client("s3"),
+            sqs=get_client("sqs"),
+            iot=get_client("iot"),
+            jobs=jobs,
+            emit=count_in_invocation,
         )
         _runtime = (config, services)
     return _runtime
@@ -97,5 +84,4 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
             )
         )
     finally:
-        emit_circuit_states()
-        flush_call_metrics()
+        end_invocation()
