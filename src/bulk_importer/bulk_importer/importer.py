@@ -51,6 +51,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from layer_utils.aws_utils import ThingpressError, handle_aws_error
 from layer_utils.circuit_state import default_registry, get_circuit_config
+from layer_utils.env import env_positive_int, env_required
 from layer_utils.iot_import import (
     CIRCUIT_OPEN,
     ArnContext,
@@ -104,26 +105,6 @@ class RequeueError(ThingpressError):
     retryable = True
 
 
-def _env_int(environ: Mapping[str, str], name: str, default: int) -> int:
-    raw = environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ValueError(f"{name} must be a positive integer, not {raw!r}.") from None
-    if value < 1:
-        raise ValueError(f"{name} must be a positive integer, not {raw!r}.")
-    return value
-
-
-def _env_required(environ: Mapping[str, str], name: str) -> str:
-    value = environ.get(name, "").strip()
-    if not value:
-        raise ValueError(f"{name} must be set.")
-    return value
-
-
 @dataclass(frozen=True)
 class ImporterConfig:
     """The importer's settings.
@@ -151,10 +132,12 @@ class ImporterConfig:
         """
         env = os.environ if environ is None else environ
         return cls(
-            import_queue_url=_env_required(env, "THINGPRESS_IMPORT_QUEUE_URL"),
-            jobs_table=_env_required(env, "THINGPRESS_JOBS_TABLE"),
-            threads=_env_int(env, "THINGPRESS_IMPORT_THREADS", DEFAULT_THREADS),
-            max_entry_attempts=_env_int(env, "THINGPRESS_MAX_ENTRY_ATTEMPTS", DEFAULT_MAX_ENTRY_ATTEMPTS),
+            import_queue_url=env_required(env, "THINGPRESS_IMPORT_QUEUE_URL"),
+            jobs_table=env_required(env, "THINGPRESS_JOBS_TABLE"),
+            threads=env_positive_int(env, "THINGPRESS_IMPORT_THREADS", DEFAULT_THREADS),
+            max_entry_attempts=env_positive_int(
+                env, "THINGPRESS_MAX_ENTRY_ATTEMPTS", DEFAULT_MAX_ENTRY_ATTEMPTS
+            ),
         )
 
 

@@ -21,6 +21,8 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 
+from layer_utils.env import env_positive_int
+
 _MIB = 1024 * 1024
 
 _ENV_NAMES = {
@@ -68,16 +70,10 @@ class Limits:
         ``ValueError`` naming the variable when a value is not a positive integer.
         """
         env = os.environ if environ is None else environ
-        values: dict[str, int] = {}
-        for attribute, variable in _ENV_NAMES.items():
-            raw = env.get(variable, "").strip()
-            if not raw:
-                continue
-            try:
-                value = int(raw.replace("_", ""))
-            except ValueError:
-                raise ValueError(f"{variable} must be a positive integer, got {raw!r}.") from None
-            if value < 1:
-                raise ValueError(f"{variable} must be a positive integer, got {raw!r}.")
-            values[attribute] = value
-        return cls(**values)
+        defaults = cls()
+        return cls(
+            **{
+                attribute: env_positive_int(env, variable, getattr(defaults, attribute))
+                for attribute, variable in _ENV_NAMES.items()
+            }
+        )

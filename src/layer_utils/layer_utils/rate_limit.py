@@ -16,6 +16,8 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
+from layer_utils.env import env_positive_int
+
 # Hand-written: botocore's adaptive retry mode only slows down after AWS has throttled a call and
 # cannot give each invocation a fixed share of a per-API fleet quota.
 
@@ -140,19 +142,6 @@ class RateLimiter:
                 bucket.turn.notify_all()
 
 
-def _positive_int(environ: Mapping[str, str], name: str, default: int) -> int:
-    raw = environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ValueError(f"{name} must be a positive integer, not {raw!r}.") from None
-    if value < 1:
-        raise ValueError(f"{name} must be a positive integer, not {raw!r}.")
-    return value
-
-
 def account_quotas_from_env(environ: Mapping[str, str] | None = None) -> dict[str, float]:
     """Return the account quota (calls per second) of every IoT API the importer calls.
 
@@ -187,5 +176,5 @@ def rates_from_env(environ: Mapping[str, str] | None = None) -> dict[str, float]
     ``ValueError`` for a malformed variable.
     """
     env = os.environ if environ is None else environ
-    concurrency = _positive_int(env, CONCURRENCY_ENV, DEFAULT_MAX_CONCURRENCY)
+    concurrency = env_positive_int(env, CONCURRENCY_ENV, DEFAULT_MAX_CONCURRENCY)
     return {api: quota / concurrency for api, quota in account_quotas_from_env(env).items()}

@@ -43,6 +43,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from layer_utils.aws_utils import handle_aws_error
+from layer_utils.env import env_positive_int, env_required
 from layer_utils.jobs import (
     DUPLICATE_ERROR_CLASS,
     MAX_RECORDS_PER_ITEM,
@@ -109,19 +110,6 @@ def _env_bool(raw: str, name: str) -> bool:
     raise ValueError(f"{name} must be 'true' or 'false', got {raw!r}.")
 
 
-def _env_positive_int(env: Mapping[str, str], name: str, default: int) -> int:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ValueError(f"{name} must be a positive integer, got {raw!r}.") from None
-    if value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {raw!r}.")
-    return value
-
-
 @dataclass(frozen=True)
 class ProviderConfig:
     """Deployment configuration of the provider.
@@ -157,21 +145,15 @@ class ProviderConfig:
         Raises ``ValueError`` naming the variable when one is missing or invalid.
         """
         env = dict(os.environ if environ is None else environ)
-        required = {}
-        for name in ("THINGPRESS_JOBS_TABLE", "THINGPRESS_IMPORT_QUEUE_URL", "THINGPRESS_INTAKE_QUEUE_URL"):
-            value = env.get(name, "").strip()
-            if not value:
-                raise ValueError(f"{name} is not set.")
-            required[name] = value
         return cls(
-            jobs_table=required["THINGPRESS_JOBS_TABLE"],
-            import_queue_url=required["THINGPRESS_IMPORT_QUEUE_URL"],
-            intake_queue_url=required["THINGPRESS_INTAKE_QUEUE_URL"],
+            jobs_table=env_required(env, "THINGPRESS_JOBS_TABLE"),
+            import_queue_url=env_required(env, "THINGPRESS_IMPORT_QUEUE_URL"),
+            intake_queue_url=env_required(env, "THINGPRESS_INTAKE_QUEUE_URL"),
             trust_bucket=env.get("THINGPRESS_BUCKET", "").strip() or None,
             microchip_verifier_prefix=env.get("THINGPRESS_MICROCHIP_VERIFIER_PREFIX", "verifiers/microchip/"),
             trusted_ca_prefix=env.get("THINGPRESS_TRUSTED_CA_PREFIX", ""),
             allow_expired=_env_bool(env.get("THINGPRESS_ALLOW_EXPIRED", ""), "THINGPRESS_ALLOW_EXPIRED"),
-            certs_per_message=_env_positive_int(env, "THINGPRESS_CERTS_PER_MESSAGE", 50),
+            certs_per_message=env_positive_int(env, "THINGPRESS_CERTS_PER_MESSAGE", 50),
             limits=Limits.from_env(env),
             environ=env,
         )

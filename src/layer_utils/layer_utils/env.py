@@ -1,0 +1,40 @@
+"""Reading the functions' ``THINGPRESS_*`` environment variables.
+
+Every configuration error names the variable, so a bad deployment says which setting to fix.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+
+def env_required(environ: Mapping[str, str], name: str) -> str:
+    """Return the variable ``name`` of ``environ``, stripped of surrounding white space.
+
+    Raises:
+        ValueError: the variable is unset, empty or only white space.
+
+    """
+    value = environ.get(name, "").strip()
+    if not value:
+        raise ValueError(f"{name} is not set.")
+    return value
+
+
+def env_positive_int(environ: Mapping[str, str], name: str, default: int) -> int:
+    """Return the variable ``name`` of ``environ`` as a positive integer, or ``default`` when unset or empty.
+
+    Raises:
+        ValueError: the value is not a whole number of at least 1.
+
+    """
+    raw = environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be a positive integer, got {raw!r}.") from None
+    if value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {raw!r}.")
+    return value
