@@ -262,19 +262,16 @@ def start_manifest(
         return RunResult(job.job_id, "duplicate")
     elif job.status == JobStatus.IMPORTING:
         return RunResult(job.job_id, "duplicate")
-    claimed = services.jobs.claim_parse(job.job_id, owner, _lease_until(services, config, remaining_ms))
-    if claimed is None:
-        logger.info("Manifest is being parsed by another invocation", extra={"job_id": job.job_id})
-        return RunResult(job.job_id, "busy")
-    return ManifestRun(
-        claimed,
-        version_id=ref.version_id,
-        etag=ref.etag,
-        services=services,
-        config=config,
+    return _claim_and_run(
+        job.job_id,
+        ref.version_id,
+        ref.etag,
+        services,
+        config,
         owner=owner,
         remaining_ms=remaining_ms,
-    ).run()
+        busy_message="Manifest is being parsed by another invocation",
+    )
 
 
 def continue_manifest(
@@ -290,16 +287,38 @@ def continue_manifest(
     Returns the run result. Raises ``AwsOperationError`` for AWS failures worth retrying.
     """
     logger.set_correlation_id(message.job_id)
-    claimed = services.jobs.claim_parse(message.job_id, owner, _lease_until(services, config, remaining_ms))
+    return _claim_and_run(
+        message.job_id,
+        message.version_id,
+        message.etag,
+        services,
+        config,
+        owner=owner,
+        remaining_ms=remaining_ms,
+        busy_message="Continuation needs nothing: the job is past parsing or leased",
+    )
+
+
+def _claim_and_run(
+    job_id: str,
+    version_id: str | None,
+    etag: str | None,
+    services: Services,
+    config: ProviderConfig,
+    *,
+    owner: str,
+    remaining_ms: Callable[[], int],
+    busy_message: str,
+) -> RunResult:
+    """Take the parsing lease and parse; ``busy`` (logging ``busy_message``) when it cannot be taken."""
+    claimed = services.jobs.claim_parse(job_id, owner, _lease_until(services, config, remaining_ms))
     if claimed is None:
-        logger.info(
-            "Continuation needs nothing: the job is past parsing or leased", extra={"job_id": message.job_id}
-        )
-        return RunResult(message.job_id, "busy")
+        logger.info(busy_message, extra={"job_id": job_id})
+        return RunResult(job_id, "busy")
     return ManifestRun(
         claimed,
-        version_id=message.version_id,
-        etag=message.etag,
+        version_id=version_id,
+        etag=etag,
         services=services,
         config=config,
         owner=owner,
