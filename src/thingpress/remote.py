@@ -110,21 +110,8 @@ def find_job(store: JobStore, job_or_key: str) -> Job:
 
 
 def job_summary(job: Job) -> dict[str, Any]:
-    """Return the counters of a job as a report-shaped dict (no entry lists)."""
-    return {
-        "job_id": job.job_id,
-        "manifest": {"bucket": job.bucket, "key": job.key, "version": job.version},
-        "key": job.key,
-        "vendor": job.vendor,
-        "status": str(job.status),
-        "reason": job.reason,
-        "total": job.total,
-        "succeeded": job.succeeded,
-        "failed": job.failed,
-        "duplicates": job.duplicates,
-        "created_at": job.created_at,
-        "completed_at": job.completed_at,
-    }
+    """Return the counters of a job as a report-shaped dict (no entry lists) plus ``key`` for display."""
+    return {**job.summary(), "key": job.key}
 
 
 def job_report(store: JobStore, job: Job) -> dict[str, Any]:

@@ -191,6 +191,25 @@ class Job:
             return JobStatus.FAILED
         return JobStatus.COMPLETED if self.failed == 0 else JobStatus.COMPLETED_WITH_ERRORS
 
+    def summary(self, status: JobStatus | None = None) -> dict[str, Any]:
+        """Return the report's counters of this job (everything but the entry lists).
+
+        ``status`` overrides the stored status (the final status while REPORTING).
+        """
+        return {
+            "job_id": self.job_id,
+            "manifest": {"bucket": self.bucket, "key": self.key, "version": self.version},
+            "vendor": self.vendor,
+            "status": str(status or self.status),
+            "reason": self.reason,
+            "total": self.total,
+            "succeeded": self.succeeded,
+            "failed": self.failed,
+            "duplicates": self.duplicates,
+            "created_at": self.created_at,
+            "completed_at": self.completed_at,
+        }
+
     @classmethod
     def from_item(cls, item: Mapping[str, Any]) -> Job:
         """Build a job from a deserialised DynamoDB item."""
@@ -768,17 +787,7 @@ class JobStore:
         failures.sort(key=_failure_sort_key)
         duplicates.sort(key=_failure_sort_key)
         return {
-            "job_id": job.job_id,
-            "manifest": {"bucket": job.bucket, "key": job.key, "version": job.version},
-            "vendor": job.vendor,
-            "status": str(status or job.status),
-            "reason": job.reason,
-            "total": job.total,
-            "succeeded": job.succeeded,
-            "failed": job.failed,
-            "duplicates": job.duplicates,
-            "created_at": job.created_at,
-            "completed_at": job.completed_at,
+            **job.summary(status),
             "imported": imported,
             "failures": failures,
             "duplicate_entries": duplicates,
