@@ -331,6 +331,24 @@ def test_outage_window_at_a_time_after_installation(stack: LocalStack) -> None:
     assert (report.started, report.ended, report.rejected) == (60.0, 61.0, 1)
 
 
+def test_scheduled_faults_fail_exactly_the_given_calls_of_an_api(stack: LocalStack) -> None:
+    s3 = client(stack, "s3")
+    s3.put_object(Bucket=stack.bucket, Key="k", Body=b"x")
+    outcomes = []
+    with FaultInjector(FaultPlan(scheduled={"s3:GetObject": frozenset({2, 3})}), seed=4) as injector:
+        for _ in range(4):
+            try:
+                s3.get_object(Bucket=stack.bucket, Key="k")["Body"].read()
+                outcomes.append("ok")
+            except ClientError as error:
+                outcomes.append(error.response["Error"]["Code"])
+        s3.head_object(Bucket=stack.bucket, Key="k")
+
+    assert outcomes[0] == outcomes[3] == "ok"
+    assert set(outcomes[1:3]) <= {"InternalError", "ServiceUnavailable"}
+    assert sum(injector.injected.values()) == 2
+
+
 def test_invalid_plans_are_refused() -> None:
     with pytest.raises(ValueError, match="between 0 and 1"):
         FaultPlan(error_rate=1.5)
@@ -369,6 +387,19 @@ def test_duplicate_delivery_rate_delivers_batches_twice(stack: LocalStack) -> No
     assert stats.idle
     assert [i.delivery for i in emulator.invocations if i.function == "WorkFunction"] == [1, 2]
     assert len([entry for entry in app_state("SEEN") if entry[0] == "work"]) == 2
+
+
+def test_duplicate_batches_deliver_exactly_the_given_batches_twice(stack: LocalStack) -> None:
+    sqs = harness(stack, "sqs")
+    emulator = FaultyEmulator(
+        stack, EmulatorFaults(duplicate_batches=frozenset({2}), duplicate_functions=("WorkFunction",))
+    )
+    for batch in range(3):
+        sqs.send_message(QueueUrl=stack.physical_id("WorkQueue"), MessageBody=import_body([f"b{batch}"]))
+        emulator.run_until_idle(max_seconds=30)
+
+    deliveries = [i.delivery for i in emulator.invocations if i.function == "WorkFunction"]
+    assert deliveries == [1, 1, 2, 1]
 
 
 def test_duplicate_s3_event_is_sent_to_the_intake_queue_again(stack: LocalStack) -> None:

@@ -34,7 +34,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 from thingpress.local.esm import EventSourceMappingEmulator, Invocation, RunStats
@@ -178,8 +178,10 @@ class FaultPlan:
     """What the `FaultInjector` does to the functions' requests.
 
     Rates are probabilities per request (0 to 1) for the `services` listed; `operations`, when
-    not empty, restricts the random faults to those API names. `outages` are independent of the
-    rates.
+    not empty, restricts the random faults to those API names. `scheduled` fails given calls for
+    sure: call name (``"s3:GetObject"``) → the 1-based numbers of its calls since installation that
+    answer a 5xx (an API the functions call rarely still meets a fault). `outages` and `scheduled`
+    are independent of the rates.
     """
 
     error_rate: float = 0.0
@@ -188,6 +190,7 @@ class FaultPlan:
     services: frozenset[str] = DEFAULT_FAULT_SERVICES
     operations: frozenset[str] = frozenset()
     outages: tuple[Outage, ...] = ()
+    scheduled: Mapping[str, frozenset[int]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         """Raise `ValueError` when a rate is outside 0..1 or the rates add up to more than 1."""
@@ -234,6 +237,7 @@ class FaultInjector(ServerLayer):
         self._lock = threading.Lock()
         self._installed_at = clock()
         self._outages = [_OutageState(outage) for outage in plan.outages]
+        self._calls: Counter[str] = Counter()
         self.injected: Counter[tuple[str, str]] = Counter()
 
     def install(self) -> None:
@@ -273,6 +277,11 @@ class FaultInjector(ServerLayer):
             if status is not None:
                 self.injected[(call.name, "outage")] += 1
                 return f"outage:{status}"
+            self._calls[call.name] += 1
+            if self._calls[call.name] in plan.scheduled.get(call.name, ()):
+                scheduled = self._random.choice(("500", "503"))
+                self.injected[(call.name, scheduled)] += 1
+                return scheduled
             if call.service not in plan.services or (
                 plan.operations and call.operation not in plan.operations
             ):
@@ -336,14 +345,16 @@ class EmulatorFaults:
     """Invocation-side faults of a `FaultyEmulator`.
 
     `duplicate_delivery_rate`: probability that a batch of one of `duplicate_functions` is
-    delivered twice. `duplicate_s3_event_rate`: probability that an S3 notification seen by one of
-    `s3_event_functions` is sent to its queue again (once per notification). `visibility_expiries`:
-    how many times a record of a running `visibility_function` invocation becomes visible and is
-    delivered concurrently, starting at its `visibility_after`-th invocation. `crash`: see
-    `CrashAfter`.
+    delivered twice; `duplicate_batches`: the 1-based numbers of the batches of each of those
+    functions that are delivered twice for sure. `duplicate_s3_event_rate`: probability that an S3
+    notification seen by one of `s3_event_functions` is sent to its queue again (once per
+    notification). `visibility_expiries`: how many times a record of a running
+    `visibility_function` invocation becomes visible and is delivered concurrently, starting at its
+    `visibility_after`-th invocation. `crash`: see `CrashAfter`.
     """
 
     duplicate_delivery_rate: float = 0.0
+    duplicate_batches: frozenset[int] = frozenset()
     duplicate_functions: tuple[str, ...] = ("BulkImporterFunction",)
     duplicate_s3_event_rate: float = 0.0
     s3_event_functions: tuple[str, ...] = ("ManifestProviderFunction",)
@@ -505,6 +516,7 @@ class FaultyEmulator(EventSourceMappingEmulator):
         self.duplicate_s3_events = 0
         self._duplicated_bodies: set[str] = set()
         self._invocation_counts: Counter[str] = Counter()
+        self._batch_counts: Counter[str] = Counter()
         self._expiries_left = self.faults.visibility_expiries
         self._extra: list[threading.Thread] = []
         self._extra_errors: list[BaseException] = []
@@ -529,10 +541,15 @@ class FaultyEmulator(EventSourceMappingEmulator):
     def _duplicate(self, function: str, event: dict[str, Any]) -> bool:
         if self._user_duplicate is not None and self._user_duplicate(function, event):
             return True
-        if function not in self.faults.duplicate_functions or not self.faults.duplicate_delivery_rate:
+        if function not in self.faults.duplicate_functions:
             return False
         with self._faults_lock:
-            return self._random.random() < self.faults.duplicate_delivery_rate
+            self._batch_counts[function] += 1
+            if self._batch_counts[function] in self.faults.duplicate_batches:
+                return True
+            return bool(self.faults.duplicate_delivery_rate) and (
+                self._random.random() < self.faults.duplicate_delivery_rate
+            )
 
     def _before(self, function: str, event: dict[str, Any]) -> dict[str, Any]:
         if self._user_before is not None:
