@@ -296,10 +296,7 @@ class ImportSettings:
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-ready form, for the job record and the report."""
         return {
-            "policies": list(self.policies),
-            "thing_groups": list(self.thing_groups),
-            "thing_type": self.thing_type,
-            "attributes": dict(self.attributes),
+            **self.message_settings().to_dict(),
             "thing_name_source": self.thing_name_source,
             "thing_name_prefix": self.thing_name_prefix,
             "vendor": self.vendor,
