@@ -32,7 +32,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from thingpress.cfn import Resolver, load_template
-from thingpress.local.metrics_capture import MetricDatum, MetricsCapture, SeriesKey
+from thingpress.local.metrics_capture import MetricDatum, MetricsCapture, MetricSeries, SeriesKey
 
 __all__ = [
     "AWS_NAMESPACES",
@@ -69,30 +69,17 @@ class DashboardError(Exception):
 
 
 @dataclass(frozen=True)
-class MetricSpec:
+class MetricSpec(MetricSeries):
     """One metric a widget plots or an alarm watches.
 
-    ``dimensions`` are ``(name, value)`` pairs sorted by name; ``stat`` and ``period`` are the
-    effective ones (the row's own, else the widget's); ``metric_id`` is the alarm's query id.
+    ``stat`` and ``period`` are the effective ones (the row's own, else the widget's);
+    ``metric_id`` is the alarm's query id.
     """
 
-    namespace: str
-    name: str
-    dimensions: tuple[tuple[str, str], ...]
     stat: str
     period: int
     label: str = ""
     metric_id: str = ""
-
-    @property
-    def key(self) -> SeriesKey:
-        """Return the series key, comparable with :attr:`MetricDatum.key`."""
-        return (self.namespace, self.name, frozenset(self.dimensions))
-
-    @property
-    def dimension_map(self) -> dict[str, str]:
-        """Return the dimensions as a dict."""
-        return dict(self.dimensions)
 
     @property
     def aws_published(self) -> bool:

@@ -62,31 +62,41 @@ SeriesKey = tuple[str, str, frozenset[tuple[str, str]]]
 
 
 @dataclass(frozen=True)
-class MetricDatum:
-    """One metric value, as CloudWatch would store it.
+class MetricSeries:
+    """What names one CloudWatch metric: its namespace, name and dimensions.
 
-    ``dimensions`` are ``(name, value)`` pairs sorted by name; ``timestamp`` is epoch seconds;
-    ``source`` is ``"emf"`` for what the code emitted, ``"local"`` for a local stand-in of a
-    metric AWS publishes itself.
+    ``dimensions`` are ``(name, value)`` pairs sorted by name. Both what the code emitted
+    (:class:`MetricDatum`) and what the dashboard plots (``thingpress.dashboard.MetricSpec``) are
+    series, so their :attr:`key` compare.
     """
 
     namespace: str
     name: str
     dimensions: tuple[tuple[str, str], ...]
-    value: float
-    unit: str
-    timestamp: float
-    source: str = EMF_SOURCE
 
     @property
     def key(self) -> SeriesKey:
-        """Return the series this value belongs to."""
+        """Return the series key: namespace, name and the set of dimensions."""
         return (self.namespace, self.name, frozenset(self.dimensions))
 
     @property
     def dimension_map(self) -> dict[str, str]:
         """Return the dimensions as a dict."""
         return dict(self.dimensions)
+
+
+@dataclass(frozen=True)
+class MetricDatum(MetricSeries):
+    """One metric value, as CloudWatch would store it.
+
+    ``timestamp`` is epoch seconds; ``source`` is ``"emf"`` for what the code emitted, ``"local"``
+    for a local stand-in of a metric AWS publishes itself.
+    """
+
+    value: float
+    unit: str
+    timestamp: float
+    source: str = EMF_SOURCE
 
 
 def _values(raw: Any, where: str) -> list[float]:
