@@ -67,6 +67,20 @@ def _fraction(value: str) -> float:
     return number
 
 
+def _add_manifest_arguments(
+    parser: argparse.ArgumentParser, *, vendor_help: str, bundle_type: str | None
+) -> None:
+    """Add a manifest and how to read it (``local import``, ``check``); ``bundle_type`` is the default."""
+    parser.add_argument("manifest", type=_existing_file, metavar="MANIFEST")
+    parser.add_argument("--vendor", choices=VENDORS, help=vendor_help)
+    parser.add_argument(
+        "--verifiers", type=_existing_dir, metavar="DIR", help="Microchip signer certificates"
+    )
+    parser.add_argument("--bundle-type", choices=BUNDLE_TYPES, default=bundle_type)
+    parser.add_argument("--allow-expired", action="store_true", help="accept expired device certificates")
+    parser.add_argument("--json", action="store_true", help="print one JSON document")
+
+
 def _add_remote_target(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stack", help="CloudFormation stack name (resolves the bucket and table)")
     parser.add_argument("--bucket", help="intake bucket name (with --table, instead of --stack)")
@@ -82,28 +96,18 @@ def build_parser() -> argparse.ArgumentParser:
     local = commands.add_parser("local", help="run the pipeline on the embedded local AWS emulator")
     local_commands = local.add_subparsers(dest="local_command", metavar="SUBCOMMAND", required=True)
     imp = local_commands.add_parser("import", help="import one manifest through the local stack")
-    imp.add_argument("manifest", type=_existing_file, metavar="MANIFEST")
-    imp.add_argument("--vendor", choices=VENDORS, help="vendor prefix to upload to (default: sniff)")
+    _add_manifest_arguments(imp, vendor_help="vendor prefix to upload to (default: sniff)", bundle_type=None)
     imp.add_argument("--policy", action="append", default=[], dest="policies", metavar="P")
     imp.add_argument("--thing-group", action="append", default=[], dest="thing_groups", metavar="G")
     imp.add_argument("--thing-type", metavar="T")
-    imp.add_argument("--verifiers", type=_existing_dir, metavar="DIR", help="Microchip signer certificates")
-    imp.add_argument("--bundle-type", choices=BUNDLE_TYPES)
-    imp.add_argument("--allow-expired", action="store_true", help="accept expired device certificates")
     imp.add_argument(
         "--dashboard", type=Path, metavar="HTML", help="draw the dashboard from the run's metrics"
     )
-    imp.add_argument("--json", action="store_true", help="print one JSON document")
     imp.set_defaults(handler=_cmd_local_import)
 
     check = commands.add_parser("check", help="validate a manifest offline (no emulator, no AWS)")
-    check.add_argument("manifest", type=_existing_file, metavar="MANIFEST")
-    check.add_argument("--vendor", choices=VENDORS)
-    check.add_argument("--verifiers", type=_existing_dir, metavar="DIR")
+    _add_manifest_arguments(check, vendor_help="vendor format (default: sniff)", bundle_type="E0E0")
     check.add_argument("--trusted-ca", action="append", default=[], type=_existing_file, metavar="FILE")
-    check.add_argument("--bundle-type", choices=BUNDLE_TYPES, default="E0E0")
-    check.add_argument("--allow-expired", action="store_true", help="accept expired device certificates")
-    check.add_argument("--json", action="store_true", help="print one JSON document")
     check.set_defaults(handler=_cmd_check)
 
     invoke = commands.add_parser("invoke", help="run one function handler on an event, like sam local invoke")
