@@ -643,7 +643,9 @@ def handle_aws_error(
 
 IOT_NAME_MAX_LENGTH = 128
 _IOT_NAME_RE = re.compile(r"[a-zA-Z0-9:_-]+")
+_IOT_NAME_ALLOWED = "letters, digits, ':', '_' and '-'"
 _IOT_POLICY_NAME_RE = re.compile(r"[\w+=,.@-]+", re.ASCII)
+_IOT_POLICY_NAME_ALLOWED = "letters, digits, '_', '+', '=', ',', '.', '@' and '-'"
 
 
 def require_name(value: str | None, what: str) -> str:
@@ -687,7 +689,7 @@ def validate_thing_name(value: str | None, what: str = "Thing name") -> str:
         ValueError: the name is empty, too long or has a forbidden character.
 
     """
-    return _validate_iot_name(value, what, _IOT_NAME_RE, "letters, digits, ':', '_' and '-'")
+    return _validate_iot_name(value, what, _IOT_NAME_RE, _IOT_NAME_ALLOWED)
 
 
 def validate_thing_group_name(value: str | None, what: str = "Thing group name") -> str:
@@ -700,7 +702,7 @@ def validate_thing_group_name(value: str | None, what: str = "Thing group name")
         ValueError: the name is empty, too long or has a forbidden character.
 
     """
-    return _validate_iot_name(value, what, _IOT_NAME_RE, "letters, digits, ':', '_' and '-'")
+    return _validate_iot_name(value, what, _IOT_NAME_RE, _IOT_NAME_ALLOWED)
 
 
 def validate_thing_type_name(value: str | None, what: str = "Thing type name") -> str:
@@ -713,7 +715,7 @@ def validate_thing_type_name(value: str | None, what: str = "Thing type name") -
         ValueError: the name is empty, too long or has a forbidden character.
 
     """
-    return _validate_iot_name(value, what, _IOT_NAME_RE, "letters, digits, ':', '_' and '-'")
+    return _validate_iot_name(value, what, _IOT_NAME_RE, _IOT_NAME_ALLOWED)
 
 
 def validate_policy_name(value: str | None, what: str = "Policy name") -> str:
@@ -726,6 +728,4 @@ def validate_policy_name(value: str | None, what: str = "Policy name") -> str:
         ValueError: the name is empty, too long or has a forbidden character.
 
     """
-    return _validate_iot_name(
-        value, what, _IOT_POLICY_NAME_RE, "letters, digits, '_', '+', '=', ',', '.', '@' and '-'"
-    )
+    return _validate_iot_name(value, what, _IOT_POLICY_NAME_RE, _IOT_POLICY_NAME_ALLOWED)
