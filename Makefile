@@ -10,7 +10,7 @@ VENV_SAM := .venv-sam
 PY := $(VENV)/bin/python
 SAM := $(VENV_SAM)/bin/sam
 PIP_FLAGS := --disable-pip-version-check --quiet
-PYTEST_ARGS ?=
+PYTEST_ARGS ?= -n 2 -p no:cacheprovider --durations=10
 
 .PHONY: help install install-sam lint typecheck validate build test demo bench deploy clean
 
