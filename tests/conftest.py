@@ -1,13 +1,22 @@
-"""Shared pytest fixtures: the real vendor manifests and a safe AWS environment."""
+"""Shared pytest fixtures: the real vendor manifests, a safe AWS environment, logs and the template.
+
+Plain helper functions shared by several test modules live in ``helpers.py``.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import io
+import json
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from helpers import REPO_ROOT, TEMPLATE_PATH
+from layer_utils import telemetry
+from thingpress.cfn import load_template
+
 SHARED_MANIFESTS = REPO_ROOT.parent / "shared" / "manifests"
 
 
@@ -32,3 +41,21 @@ def _aws_test_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", "thingpress")
     monkeypatch.setenv("POWERTOOLS_METRICS_NAMESPACE", "Thingpress")
     yield
+
+
+@pytest.fixture
+def read_logs() -> Iterator[Callable[[], list[dict[str, Any]]]]:
+    """Capture the Powertools logger's JSON lines; the fixture returns a reader."""
+    handler = telemetry.logger.registered_handler
+    buffer = io.StringIO()
+    previous = handler.setStream(buffer)  # type: ignore[attr-defined]
+    try:
+        yield lambda: [json.loads(line) for line in buffer.getvalue().splitlines() if line.strip()]
+    finally:
+        handler.setStream(previous)  # type: ignore[attr-defined]
+
+
+@pytest.fixture(scope="module")
+def template() -> dict[str, Any]:
+    """Return the repository's template.yaml with short-form tags in their long forms."""
+    return load_template(TEMPLATE_PATH)

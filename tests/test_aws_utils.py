@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import io
-import json
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -17,7 +15,6 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 
-from layer_utils import telemetry
 from layer_utils.aws_utils import (
     AccessDeniedError,
     AlreadyExistsError,
@@ -72,18 +69,6 @@ def _fresh_clients(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     clear_client_cache()
     yield
     clear_client_cache()
-
-
-@pytest.fixture
-def read_logs() -> Iterator[Callable[[], list[dict[str, Any]]]]:
-    """Capture the Powertools logger's JSON lines; the fixture returns a reader."""
-    handler = telemetry.logger.registered_handler
-    buffer = io.StringIO()
-    previous = handler.setStream(buffer)  # type: ignore[attr-defined]
-    try:
-        yield lambda: [json.loads(line) for line in buffer.getvalue().splitlines() if line.strip()]
-    finally:
-        handler.setStream(previous)  # type: ignore[attr-defined]
 
 
 # ------------------------------------------------------------------------------------ client factory

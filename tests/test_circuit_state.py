@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import io
 import json
 import threading
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 import boto3
@@ -14,7 +15,8 @@ from aws_lambda_powertools.utilities.circuit_breaker.persistence import CircuitB
 from botocore.exceptions import ClientError, EndpointConnectionError
 from moto import mock_aws
 
-from layer_utils import circuit_state, telemetry
+from helpers import emf_records
+from layer_utils import circuit_state
 from layer_utils.aws_utils import NotFoundError, ThingpressError, handle_aws_error
 from layer_utils.circuit_state import (
     CircuitOpenError,
@@ -62,15 +64,6 @@ def raiser(error: BaseException) -> Callable[[], None]:
     return fail
 
 
-def emf_records(text: str) -> list[dict[str, Any]]:
-    records = []
-    for raw in text.splitlines():
-        line = raw.strip()
-        if line.startswith("{") and '"_aws"' in line:
-            records.append(json.loads(line))
-    return records
-
-
 @pytest.fixture(autouse=True)
 def _no_env_config(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("THINGPRESS_CIRCUIT_CONFIG", raising=False)
@@ -92,15 +85,37 @@ def registry(clock: Clock, transitions: list[Transition]) -> CircuitRegistry:
     return CircuitRegistry(clock=clock, on_transition=transitions.append, env={})
 
 
-@pytest.fixture
-def read_logs() -> Iterator[Callable[[], list[dict[str, Any]]]]:
-    handler = telemetry.logger.registered_handler
-    buffer = io.StringIO()
-    previous = handler.setStream(buffer)  # type: ignore[attr-defined]
+@dataclass
+class HeldCall:
+    """A call running inside the circuit on its own thread until released."""
+
+    thread: threading.Thread
+    results: list[str] = field(default_factory=list)
+    runs: int = 0
+
+
+@contextmanager
+def held_call(registry: CircuitRegistry, value: str) -> Iterator[HeldCall]:
+    """Start ``registry.call(NAME, ...)`` on a thread and hold it inside the circuit for the block.
+
+    The call returns ``value`` once the block ends; the thread is then joined.
+    """
+    entered, release = threading.Event(), threading.Event()
+
+    def held() -> str:
+        call.runs += 1
+        entered.set()
+        assert release.wait(10)
+        return value
+
+    call = HeldCall(threading.Thread(target=lambda: call.results.append(registry.call(NAME, held, None))))
+    call.thread.start()
     try:
-        yield lambda: [json.loads(line) for line in buffer.getvalue().splitlines() if line.strip()]
+        assert entered.wait(10)
+        yield call
     finally:
-        handler.setStream(previous)  # type: ignore[attr-defined]
+        release.set()
+        call.thread.join(10)
 
 
 def trip(registry: CircuitRegistry, name: str = NAME) -> None:
@@ -374,21 +389,8 @@ def test_exactly_one_half_open_probe(registry: CircuitRegistry, clock: Clock) ->
     registry.configure(NAME, threshold=1, timeout=10)
     trip(registry)
     clock.now = 1010.0
-    entered, release = threading.Event(), threading.Event()
-    probe_runs: list[int] = []
-
-    def probe() -> str:
-        probe_runs.append(1)
-        entered.set()
-        assert release.wait(10)
-        return "recovered"
-
-    results: list[str] = []
-    prober = threading.Thread(target=lambda: results.append(registry.call(NAME, probe, None)))
-    prober.start()
-    assert entered.wait(10)
-
     rejected: list[BaseException] = []
+    other_runs: list[int] = []
     lock = threading.Lock()
     barrier = threading.Barrier(16)
 
@@ -396,50 +398,35 @@ def test_exactly_one_half_open_probe(registry: CircuitRegistry, clock: Clock) ->
         barrier.wait()
         for _ in range(20):
             try:
-                registry.call(NAME, lambda: probe_runs.append(2), None)
+                registry.call(NAME, lambda: other_runs.append(2), None)
             except CircuitOpenError as error:
                 with lock:
                     rejected.append(error)
 
-    others = [threading.Thread(target=other) for _ in range(16)]
-    for thread in others:
-        thread.start()
-    for thread in others:
-        thread.join()
-    assert len(rejected) == 16 * 20
-    assert probe_runs == [1]
-    assert registry.status()[NAME]["state"] == "half_open"
-    assert registry.status()[NAME]["probe_in_flight"] is True
-    assert registry.is_open(NAME)
-    assert prober.is_alive()
-    release.set()
-    prober.join(10)
-    assert results == ["recovered"]
+    with held_call(registry, "recovered") as probe:
+        others = [threading.Thread(target=other) for _ in range(16)]
+        for thread in others:
+            thread.start()
+        for thread in others:
+            thread.join()
+        assert len(rejected) == 16 * 20
+        assert (probe.runs, other_runs) == (1, [])
+        assert registry.status()[NAME]["state"] == "half_open"
+        assert registry.status()[NAME]["probe_in_flight"] is True
+        assert registry.is_open(NAME)
+        assert probe.thread.is_alive()
+    assert probe.results == ["recovered"]
     assert registry.status()[NAME]["state"] == "closed"
     assert registry.call(NAME, lambda: "normal", None) == "normal"
 
 
 def test_slow_call_does_not_block_other_callers(registry: CircuitRegistry) -> None:
-    entered, release = threading.Event(), threading.Event()
-
-    def slow() -> str:
-        entered.set()
-        assert release.wait(10)
-        return "slow"
-
-    results: list[str] = []
-    worker = threading.Thread(target=lambda: results.append(registry.call(NAME, slow, None)))
-    worker.start()
-    try:
-        assert entered.wait(10)
+    with held_call(registry, "slow") as slow:
         assert registry.call(NAME, lambda: "fast", None) == "fast"
         registry.record_failure(NAME)
         assert registry.status()[NAME]["consecutive_failures"] == 1
-        assert worker.is_alive()
-    finally:
-        release.set()
-        worker.join(10)
-    assert results == ["slow"]
+        assert slow.thread.is_alive()
+    assert slow.results == ["slow"]
 
 
 # --------------------------------------------------------------------------------- configuration
@@ -643,26 +630,12 @@ def test_fleet_mode_shares_state_between_environments(circuit_table: str, clock:
     assert [(t.to_state.value, t.remote) for t in seen_b] == [("open", True)]
 
     clock.now = 1030.0
-    entered, release = threading.Event(), threading.Event()
-
-    def probe() -> str:
-        entered.set()
-        assert release.wait(10)
-        return "probe ok"
-
-    results: list[str] = []
-    prober = threading.Thread(target=lambda: results.append(env_b.call(NAME, probe, None)))
-    prober.start()
-    try:
-        assert entered.wait(10)
+    with held_call(env_b, "probe ok") as probe:
         assert stored_state(circuit_table) == "HALF_OPEN"
         with pytest.raises(CircuitOpenError):
             env_a.call(NAME, lambda: calls.append("a"), None)
         assert env_a.status()[NAME]["state"] == "open"
-    finally:
-        release.set()
-        prober.join(10)
-    assert results == ["probe ok"]
+    assert probe.results == ["probe ok"]
     assert stored_state(circuit_table) == "CLOSED"
     assert env_a.call(NAME, lambda: "a ok", None) == "a ok"
     assert env_a.status()[NAME]["state"] == "closed"

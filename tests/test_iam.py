@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from thingpress.cfn import load_template
+from helpers import TEMPLATE_PATH, as_list, branches
 
-TEMPLATE_PATH = Path(__file__).resolve().parents[1] / "template.yaml"
 FUNCTIONS = ("ManifestProviderFunction", "BulkImporterFunction")
 
 # The only actions AWS offers no resource-level permission for that Thingpress uses: they alone may
@@ -49,26 +46,8 @@ CONSUMER_ACTIONS = RECEIVE_ACTIONS | {"sqs:ChangeMessageVisibility", "sqs:Delete
 
 
 @pytest.fixture(scope="module")
-def template() -> dict[str, Any]:
-    return load_template(TEMPLATE_PATH)
-
-
-@pytest.fixture(scope="module")
 def template_text() -> str:
     return TEMPLATE_PATH.read_text(encoding="utf-8")
-
-
-def as_list(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else [value]
-
-
-def branches(value: Any) -> Iterator[Any]:
-    """Yield every value an ``Fn::If`` may produce (both branches), skipping ``AWS::NoValue``."""
-    if isinstance(value, dict) and "Fn::If" in value:
-        for branch in value["Fn::If"][1:]:
-            yield from branches(branch)
-    elif value != {"Ref": "AWS::NoValue"}:
-        yield value
 
 
 def role_of(template: dict[str, Any], function: str) -> str:

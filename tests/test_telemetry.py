@@ -10,20 +10,10 @@ import pytest
 from botocore.awsrequest import AWSResponse
 from botocore.exceptions import ClientError
 
+from helpers import emf_records
 from layer_utils import telemetry
 from layer_utils.aws_utils import clear_client_cache, get_client
 from layer_utils.circuit_state import CircuitRegistry, use_registry
-
-
-def emf_records(text: str) -> list[dict[str, Any]]:
-    records = []
-    for raw in text.splitlines():
-        line = raw.strip()
-        if line.startswith("{"):
-            data = json.loads(line)
-            if "_aws" in data:
-                records.append(data)
-    return records
 
 
 class FakeResponse:
