@@ -13,8 +13,6 @@ from typing import Any
 import boto3
 import pytest
 from botocore.exceptions import ClientError
-from moto import mock_aws
-from moto.core.config import default_user_config
 
 from bulk_importer import app
 from bulk_importer.importer import (
@@ -28,6 +26,7 @@ from bulk_importer.importer import (
     handle_import_body,
     requeue_chunk_name,
 )
+from helpers import create_jobs_table, mock_aws_with_valid_certs
 from layer_utils.aws_utils import TransientError, clear_client_cache
 from layer_utils.circuit_state import CircuitRegistry, use_registry
 from layer_utils.iot_import import ArnContext
@@ -72,44 +71,25 @@ class Aws:
 
 @pytest.fixture
 def aws() -> Iterator[Aws]:
-    previous = default_user_config.get("iot")
-    default_user_config["iot"] = {"use_valid_cert": True}
-    try:
-        with mock_aws(), use_registry(CircuitRegistry()):
-            ddb = boto3.client("dynamodb", region_name="us-east-1")
-            ddb.create_table(
-                TableName=TABLE,
-                KeySchema=[
-                    {"AttributeName": "pk", "KeyType": "HASH"},
-                    {"AttributeName": "sk", "KeyType": "RANGE"},
-                ],
-                AttributeDefinitions=[
-                    {"AttributeName": "pk", "AttributeType": "S"},
-                    {"AttributeName": "sk", "AttributeType": "S"},
-                ],
-                BillingMode="PAY_PER_REQUEST",
-            )
-            s3 = boto3.client("s3", region_name="us-east-1")
-            s3.create_bucket(Bucket=BUCKET)
-            sqs = boto3.client("sqs", region_name="us-east-1")
-            queue_url = sqs.create_queue(QueueName="import")["QueueUrl"]
-            iot = boto3.client("iot", region_name="us-east-1")
-            iot.create_policy(
-                policyName="p",
-                policyDocument=json.dumps(
-                    {
-                        "Version": "2012-10-17",
-                        "Statement": [{"Effect": "Allow", "Action": "iot:*", "Resource": "*"}],
-                    }
-                ),
-            )
-            iot.create_thing_group(thingGroupName="g")
-            yield Aws(iot, sqs, ddb, s3, queue_url)
-    finally:
-        if previous is None:
-            default_user_config.pop("iot", None)
-        else:
-            default_user_config["iot"] = previous
+    with mock_aws_with_valid_certs(), use_registry(CircuitRegistry()):
+        ddb = boto3.client("dynamodb", region_name="us-east-1")
+        create_jobs_table(ddb, TABLE)
+        s3 = boto3.client("s3", region_name="us-east-1")
+        s3.create_bucket(Bucket=BUCKET)
+        sqs = boto3.client("sqs", region_name="us-east-1")
+        queue_url = sqs.create_queue(QueueName="import")["QueueUrl"]
+        iot = boto3.client("iot", region_name="us-east-1")
+        iot.create_policy(
+            policyName="p",
+            policyDocument=json.dumps(
+                {
+                    "Version": "2012-10-17",
+                    "Statement": [{"Effect": "Allow", "Action": "iot:*", "Resource": "*"}],
+                }
+            ),
+        )
+        iot.create_thing_group(thingGroupName="g")
+        yield Aws(iot, sqs, ddb, s3, queue_url)
 
 
 class FlakyIot:

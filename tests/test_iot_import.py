@@ -9,9 +9,8 @@ from typing import Any
 import boto3
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
-from moto import mock_aws
-from moto.core.config import default_user_config
 
+from helpers import mock_aws_with_valid_certs
 from layer_utils.circuit_state import CircuitRegistry, use_registry
 from layer_utils.iot_import import ArnContext, ImportOutcome, OutcomeStatus, import_certificate
 from layer_utils.messages import ImportEntry, MessageSettings
@@ -50,16 +49,8 @@ def ca() -> Issued:
 
 @pytest.fixture
 def iot() -> Iterator[Any]:
-    previous = default_user_config.get("iot")
-    default_user_config["iot"] = {"use_valid_cert": True}
-    try:
-        with mock_aws(), use_registry(CircuitRegistry()):
-            yield boto3.client("iot", region_name="us-east-1")
-    finally:
-        if previous is None:
-            default_user_config.pop("iot", None)
-        else:
-            default_user_config["iot"] = previous
+    with mock_aws_with_valid_certs(), use_registry(CircuitRegistry()):
+        yield boto3.client("iot", region_name="us-east-1")
 
 
 def entry_for(cert: Issued, thing_name: str, locator: str = "row 1") -> ImportEntry:

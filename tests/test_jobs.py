@@ -8,6 +8,7 @@ import boto3
 import pytest
 from moto import mock_aws
 
+from helpers import create_jobs_table
 from layer_utils import jobs as j
 from layer_utils.aws_utils import AwsOperationError
 
@@ -68,18 +69,7 @@ class FailingPut:
 def aws() -> Iterator[dict[str, Any]]:
     with mock_aws():
         ddb = boto3.client("dynamodb", region_name="us-east-1")
-        ddb.create_table(
-            TableName=TABLE,
-            KeySchema=[
-                {"AttributeName": "pk", "KeyType": "HASH"},
-                {"AttributeName": "sk", "KeyType": "RANGE"},
-            ],
-            AttributeDefinitions=[
-                {"AttributeName": "pk", "AttributeType": "S"},
-                {"AttributeName": "sk", "AttributeType": "S"},
-            ],
-            BillingMode="PAY_PER_REQUEST",
-        )
+        create_jobs_table(ddb, TABLE)
         s3 = boto3.client("s3", region_name="us-east-1")
         s3.create_bucket(Bucket=BUCKET)
         yield {"ddb": ddb, "s3": s3}

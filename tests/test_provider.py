@@ -10,12 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import boto3
-import moto.core.config
 import pytest
 from botocore.exceptions import ClientError
 from cryptography.hazmat.primitives.serialization import Encoding
-from moto import mock_aws
 
+from helpers import create_jobs_table, mock_aws_with_valid_certs
 from layer_utils import jobs as j
 from layer_utils.aws_utils import AwsOperationError
 from layer_utils.messages import ImportMessage, decode_message
@@ -181,21 +180,9 @@ def receive_all(sqs: Any, url: str) -> list[str]:
 
 @pytest.fixture
 def aws() -> Iterator[dict[str, Any]]:
-    moto.core.config.default_user_config["iot"] = {"use_valid_cert": True}
-    with mock_aws():
+    with mock_aws_with_valid_certs():
         ddb = boto3.client("dynamodb", region_name="us-east-1")
-        ddb.create_table(
-            TableName=TABLE,
-            KeySchema=[
-                {"AttributeName": "pk", "KeyType": "HASH"},
-                {"AttributeName": "sk", "KeyType": "RANGE"},
-            ],
-            AttributeDefinitions=[
-                {"AttributeName": "pk", "AttributeType": "S"},
-                {"AttributeName": "sk", "AttributeType": "S"},
-            ],
-            BillingMode="PAY_PER_REQUEST",
-        )
+        create_jobs_table(ddb, TABLE)
         s3 = boto3.client("s3", region_name="us-east-1")
         s3.create_bucket(Bucket=BUCKET)
         sqs = boto3.client("sqs", region_name="us-east-1")
