@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import json
 import os
-import textwrap
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from helpers import write_sam_project
 from thingpress.local import EventSourceMappingEmulator, Invocation, LocalStack
 
 TEMPLATE = """\
@@ -209,15 +209,12 @@ def handler(event, context):
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A template directory with its code; module scoped, since handler modules stay imported."""
-    root = tmp_path_factory.mktemp("esm_project")
-    (root / "template.yaml").write_text(TEMPLATE)
-    (root / "layer").mkdir()
-    (root / "layer" / "tp_esm_layer.py").write_text(LAYER)
-    for directory, package, code in (("first", "tp_esm_first", FIRST), ("second", "tp_esm_second", SECOND)):
-        (root / directory / package).mkdir(parents=True)
-        (root / directory / package / "__init__.py").write_text("")
-        (root / directory / package / "app.py").write_text(textwrap.dedent(code))
-    return root
+    return write_sam_project(
+        tmp_path_factory.mktemp("esm_project"),
+        TEMPLATE,
+        {"first/tp_esm_first": FIRST, "second/tp_esm_second": SECOND},
+        {"layer/tp_esm_layer.py": LAYER},
+    )
 
 
 @pytest.fixture

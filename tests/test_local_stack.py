@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime
 import hashlib
 import json
 import os
@@ -14,11 +13,9 @@ from typing import Any
 import moto.iot.models
 import pytest
 from botocore.exceptions import ClientError
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
+from helpers import write_sam_project
+from thingpress.certfactory import make_ca, make_device_cert
 from thingpress.cfn import NO_VALUE, Resolver, TemplateError, function_properties, load_template
 from thingpress.local import FakeLambdaContext, LocalStack, LocalStackError
 
@@ -139,13 +136,9 @@ def handler(event, context):
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("stack_project")
-    (root / "template.yaml").write_text(RESOURCES)
-    (root / "layer").mkdir()
-    (root / "code" / "tp_stack_fn").mkdir(parents=True)
-    (root / "code" / "tp_stack_fn" / "__init__.py").write_text("")
-    (root / "code" / "tp_stack_fn" / "app.py").write_text(HANDLER)
-    return root
+    return write_sam_project(
+        tmp_path_factory.mktemp("stack_project"), RESOURCES, {"code/tp_stack_fn": HANDLER}
+    )
 
 
 @pytest.fixture
@@ -486,32 +479,14 @@ def test_fidelity_patches_are_removed_on_stop(project: Path) -> None:
     assert moto.iot.models.IoTBackend.create_thing is original
 
 
-def _certificate_pem() -> bytes:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "device-1")])
-    now = datetime.datetime.now(datetime.UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=365))
-        .sign(key, hashes.SHA256())
-    )
-    return certificate.public_bytes(serialization.Encoding.PEM)
-
-
 def test_certificate_id_is_the_sha256_of_the_der(stack: LocalStack) -> None:
-    pem = _certificate_pem()
-    der = x509.load_pem_x509_certificate(pem).public_bytes(serialization.Encoding.DER)
+    device = make_device_cert("device-1", make_ca("Local Stack Test CA"))
 
     response = stack.client("iot").register_certificate_without_ca(
-        certificatePem=pem.decode(), status="ACTIVE"
+        certificatePem=device.pem(), status="ACTIVE"
     )
 
-    assert response["certificateId"] == hashlib.sha256(der).hexdigest()
+    assert response["certificateId"] == hashlib.sha256(device.der()).hexdigest()
     assert (
         response["certificateArn"] == f"arn:aws:iot:us-east-1:123456789012:cert/{response['certificateId']}"
     )
