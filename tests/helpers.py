@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import textwrap
 from collections.abc import Iterator, Mapping
@@ -51,6 +52,21 @@ def create_jobs_table(ddb: Any, table: str) -> None:
         ],
         BillingMode="PAY_PER_REQUEST",
     )
+
+
+def sqs_record(message_id: str, body: str, queue: str = "import") -> dict[str, Any]:
+    """Return one record of an SQS event as Lambda delivers it, from the queue named ``queue``."""
+    return {
+        "messageId": message_id,
+        "receiptHandle": f"handle-{message_id}",
+        "body": body,
+        "attributes": {"ApproximateReceiveCount": "1", "SentTimestamp": "0"},
+        "messageAttributes": {},
+        "md5OfBody": hashlib.md5(body.encode(), usedforsecurity=False).hexdigest(),
+        "eventSource": "aws:sqs",
+        "eventSourceARN": f"arn:aws:sqs:us-east-1:123456789012:{queue}",
+        "awsRegion": "us-east-1",
+    }
 
 
 # ------------------------------------------------------------------------------------------ metrics

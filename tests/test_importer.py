@@ -26,7 +26,7 @@ from bulk_importer.importer import (
     handle_import_body,
     requeue_chunk_name,
 )
-from helpers import create_jobs_table, mock_aws_with_valid_certs
+from helpers import create_jobs_table, mock_aws_with_valid_certs, sqs_record
 from layer_utils.aws_utils import TransientError, clear_client_cache
 from layer_utils.circuit_state import CircuitRegistry, use_registry
 from layer_utils.iot_import import ArnContext
@@ -522,20 +522,6 @@ def test_unknown_job_is_an_error(world: World, certs: list[Issued]) -> None:
 
 
 # ------------------------------------------------------------------------------------------ handler
-
-
-def sqs_record(message_id: str, body: str) -> dict[str, Any]:
-    return {
-        "messageId": message_id,
-        "receiptHandle": f"handle-{message_id}",
-        "body": body,
-        "attributes": {"ApproximateReceiveCount": "1", "SentTimestamp": "0"},
-        "messageAttributes": {},
-        "md5OfBody": hashlib.md5(body.encode(), usedforsecurity=False).hexdigest(),
-        "eventSource": "aws:sqs",
-        "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:import",
-        "awsRegion": "us-east-1",
-    }
 
 
 @pytest.fixture

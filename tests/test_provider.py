@@ -14,7 +14,7 @@ import pytest
 from botocore.exceptions import ClientError
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from helpers import create_jobs_table, mock_aws_with_valid_certs
+from helpers import create_jobs_table, mock_aws_with_valid_certs, sqs_record
 from layer_utils import jobs as j
 from layer_utils.aws_utils import AwsOperationError
 from layer_utils.messages import ImportMessage, decode_message
@@ -771,28 +771,8 @@ def test_lambda_handler(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(app, "_runtime", None)
     data, _ = generated_manifest(3)
     records = [
-        {
-            "messageId": "m1",
-            "receiptHandle": "r1",
-            "body": env.put("generated/h.txt", data),
-            "attributes": {},
-            "messageAttributes": {},
-            "md5OfBody": "",
-            "eventSource": "aws:sqs",
-            "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:intake",
-            "awsRegion": "us-east-1",
-        },
-        {
-            "messageId": "m2",
-            "receiptHandle": "r2",
-            "body": "garbage",
-            "attributes": {},
-            "messageAttributes": {},
-            "md5OfBody": "",
-            "eventSource": "aws:sqs",
-            "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:intake",
-            "awsRegion": "us-east-1",
-        },
+        sqs_record("m1", env.put("generated/h.txt", data), "intake"),
+        sqs_record("m2", "garbage", "intake"),
     ]
     context = FakeLambdaContext("ManifestProviderFunction", timeout_seconds=900)
     response = app.lambda_handler({"Records": records}, context)
