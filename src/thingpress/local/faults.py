@@ -425,7 +425,7 @@ class _CrashHooks:
                 self._running.pop(token, None)
             self._dead.clear()
 
-    def before_call(
+    def before_parameters(
         self, params: Mapping[str, Any], context: dict[str, Any] | None = None, **_kwargs: Any
     ) -> None:
         keys = _call_keys(params)
@@ -457,14 +457,13 @@ class _CrashHooks:
 
     def attach(self, client: Any) -> None:
         events = client.meta.events
-        prefix = f"{self.crash.service}"
         events.register(
-            f"before-parameter-build.{prefix}",
-            self.before_call,
+            f"before-parameter-build.{self.crash.service}",
+            self.before_parameters,
             unique_id=f"thingpress-crash-before-{id(self)}",
         )
         events.register(
-            f"after-call.{prefix}.{self.crash.operation}",
+            f"after-call.{self.crash.service}.{self.crash.operation}",
             self.after_call,
             unique_id=f"thingpress-crash-after-{id(self)}",
         )

@@ -1,0 +1,481 @@
+"""`make bench`: Thingpress's cost and throughput figures on the embedded local stack.
+
+Prints one JSON document on stdout and writes it to bench/results.json. Everything runs on the
+local stack (moto in-process); AWS calls are counted server side by the quota emulator, so every
+figure counts real requests of the real handlers. Figures:
+
+* IoT calls per new and per re-imported certificate (1 policy, 1 thing group, 1 thing type);
+* SQS calls per 1,000 certificates fanned out, fan-out rate and peak RSS of the ManifestProvider on a
+  100,000-certificate manifest (the provider runs in a subprocess, so its RSS is its own);
+* end-to-end certificates per second for 10,000 certificates (quota emulator counting only);
+* at the default AWS IoT quotas, the achieved RegisterCertificateWithoutCA rate as a share of the
+  10/s ceiling, and the certificates lost to throttling;
+* the import time of each handler module (the cold-start cost of the code);
+* the machine and the date.
+
+Time figures are measured, not asserted: moto serves every call from this process, so the local
+rates say more about moto than about AWS. Handler output (logs, EMF) goes to /dev/null; progress
+goes to stderr. Options: ``--quick`` runs every figure on smaller inputs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import json
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+TEMPLATE = ROOT / "template.yaml"
+RESULTS = ROOT / "bench" / "results.json"
+PROVIDER = "ManifestProviderFunction"
+IMPORTER = "BulkImporterFunction"
+POLICY, GROUP, THING_TYPE = "bench-policy", "bench-group", "bench-type"
+UPLOAD_METADATA = {
+    "thingpress-policies": POLICY,
+    "thingpress-thing-groups": GROUP,
+    "thingpress-thing-type": THING_TYPE,
+}
+IOT_APIS = (
+    "RegisterCertificateWithoutCA",
+    "AttachPolicy",
+    "DescribeCertificate",
+    "CreateThing",
+    "AttachThingPrincipal",
+    "AddThingToThingGroup",
+    "UpdateThing",
+    "DescribeThing",
+)
+UNLIMITED_TPS = {api: 100_000 for api in IOT_APIS}
+HANDLER_MODULES = ("manifest_provider.app", "bulk_importer.app")
+
+
+def progress(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def quiet_stdout() -> Iterator[Any]:
+    """Point file descriptor 1 at /dev/null; yield a stream on the real stdout for the result."""
+    saved = os.dup(1)
+    with open(os.devnull, "w") as devnull:
+        sys.stdout.flush()
+        os.dup2(devnull.fileno(), 1)
+    try:
+        with os.fdopen(os.dup(saved), "w") as real:
+            yield real
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+# --- the local pipeline ---------------------------------------------------------------------------
+
+
+class Pipeline:
+    """A local stack with the quota emulator in front (enforcing or counting only) and the IoT targets."""
+
+    def __init__(self, *, parameters: Mapping[str, str], quotas: Mapping[str, float] | None) -> None:
+        from thingpress.local import LocalStack
+        from thingpress.local.quota import MotoLock, QuotaEmulator, mark_harness_client
+
+        self.stack = LocalStack(TEMPLATE, parameters=dict(parameters), stack_name="bench")
+        # Without quotas the emulator only counts the calls.
+        self.quota = QuotaEmulator(quotas) if quotas is not None else QuotaEmulator(enabled=False)
+        self.lock = MotoLock()
+        self._mark = mark_harness_client
+
+    def __enter__(self) -> Pipeline:
+        self.stack.start()
+        self.lock.install()
+        self.quota.install()
+        self.iot = self._mark(self.stack.client("iot"))
+        self.s3 = self._mark(self.stack.client("s3"))
+        self.sqs = self._mark(self.stack.client("sqs"))
+        self.dynamodb = self._mark(self.stack.client("dynamodb"))
+        self.iot.create_policy(
+            policyName=POLICY,
+            policyDocument=json.dumps(
+                {
+                    "Version": "2012-10-17",
+                    "Statement": [{"Effect": "Allow", "Action": "iot:Connect", "Resource": "*"}],
+                }
+            ),
+        )
+        self.iot.create_thing_group(thingGroupName=GROUP)
+        self.iot.create_thing_type(thingTypeName=THING_TYPE)
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.quota.uninstall()
+        self.lock.uninstall()
+        self.stack.stop()
+
+    def upload(self, key: str, body: bytes | Path) -> None:
+        data = body.read_bytes() if isinstance(body, Path) else body
+        self.s3.put_object(Bucket=self.stack.bucket, Key=key, Body=data, Metadata=UPLOAD_METADATA)
+
+    def run(self, max_seconds: float = 3600.0) -> Any:
+        from thingpress.local.faults import FaultyEmulator
+
+        emulator = FaultyEmulator(self.stack, max_concurrency=None)
+        stats = emulator.run_until_idle(max_seconds=max_seconds)
+        if not stats.idle:
+            raise RuntimeError(f"The local pipeline did not drain within {max_seconds} seconds.")
+        return stats
+
+    def job(self, key: str) -> Any:
+        from layer_utils.jobs import JobStore
+
+        store = JobStore(self.stack.physical_id("JobsTable"), dynamodb=self.dynamodb, s3=self.s3)
+        (job,) = [job for job in store.list_jobs() if job.key == key]
+        return job
+
+    def certificate_count(self) -> int:
+        paginator = self.iot.get_paginator("list_certificates")
+        return sum(
+            len(page["certificates"]) for page in paginator.paginate(PaginationConfig={"PageSize": 250})
+        )
+
+
+def generated_manifest(count: int, path: Path, seed: int) -> Path:
+    from thingpress.certfactory import make_ca, make_device_certs
+    from thingpress.generate import write_generated
+
+    ca = make_ca(f"Thingpress Bench CA {seed}")
+    write_generated(path, make_device_certs(count, ca, cn_format=f"bench-{seed}-{{i}}"), seed=seed)
+    return path
+
+
+def job_summary(job: Any) -> dict[str, Any]:
+    return {
+        "status": str(job.status),
+        "total": job.total,
+        "succeeded": job.succeeded,
+        "failed": job.failed,
+        "duplicates": job.duplicates,
+    }
+
+
+def per_certificate(
+    calls: Mapping[tuple[str, str], int], service: str, certificates: int
+) -> dict[str, float]:
+    return {
+        operation: round(count / certificates, 4)
+        for (name, operation), count in sorted(calls.items())
+        if name == service
+    }
+
+
+# --- figures --------------------------------------------------------------------------------------
+
+
+def iot_calls_per_certificate(count: int, workdir: Path) -> dict[str, Any]:
+    """Import `count` new certificates, then the same certificates again under another key."""
+    progress(f"IoT calls per certificate: {count} new, then re-imported")
+    manifest = generated_manifest(count, workdir / "calls.txt", seed=1)
+    with Pipeline(parameters={"IotApiTps": json.dumps(UNLIMITED_TPS)}, quotas=None) as pipeline:
+        pipeline.upload("incoming/calls-new.txt", manifest)
+        pipeline.run()
+        new = pipeline.quota.reset_counts()
+        pipeline.upload("incoming/calls-again.txt", manifest)
+        pipeline.run()
+        again = pipeline.quota.reset_counts()
+        jobs = {
+            "new": job_summary(pipeline.job("incoming/calls-new.txt")),
+            "re_imported": job_summary(pipeline.job("incoming/calls-again.txt")),
+        }
+    return {
+        "certificates": count,
+        "policies": 1,
+        "thing_groups": 1,
+        "thing_type": True,
+        "target_per_new_certificate": "3 + P + G = 5",
+        "iot_calls_per_new_certificate": round(new.service_calls("iot") / count, 4),
+        "iot_calls_per_reimported_certificate": round(again.service_calls("iot") / count, 4),
+        "new_by_operation": per_certificate(new.calls, "iot", count),
+        "reimported_by_operation": per_certificate(again.calls, "iot", count),
+        "jobs": jobs,
+    }
+
+
+def end_to_end(count: int, workdir: Path) -> dict[str, Any]:
+    """Import `count` certificates with the quota emulator counting only; certificates per second."""
+    progress(f"End to end: {count} certificates, quotas off")
+    manifest = generated_manifest(count, workdir / "e2e.txt", seed=2)
+    key = "incoming/e2e.txt"
+    with Pipeline(parameters={"IotApiTps": json.dumps(UNLIMITED_TPS)}, quotas=None) as pipeline:
+        started = time.monotonic()
+        pipeline.upload(key, manifest)
+        stats = pipeline.run()
+        elapsed = time.monotonic() - started
+        counts = pipeline.quota.counts()
+        job = pipeline.job(key)
+        registered = pipeline.certificate_count()
+    return {
+        "certificates": count,
+        "seconds": round(elapsed, 1),
+        "certificates_per_second": round(count / elapsed, 1),
+        "registered": registered,
+        "job": job_summary(job),
+        "invocations": stats.invocations,
+        "iot_calls_per_certificate": round(counts.service_calls("iot") / count, 4),
+        "sqs_calls_per_1000_certificates": round(counts.service_calls("sqs") * 1000 / count, 2),
+        "sqs_calls_by_operation": {op: n for (svc, op), n in sorted(counts.calls.items()) if svc == "sqs"},
+        "dynamodb_calls_per_1000_certificates": round(counts.service_calls("dynamodb") * 1000 / count, 2),
+    }
+
+
+def quota_ceiling(count: int, workdir: Path) -> dict[str, Any]:
+    """Import `count` certificates against the DEFAULT AWS IoT quotas, enforced by the emulator."""
+    from thingpress.local.quota import DEFAULT_IOT_QUOTAS
+
+    progress(f"Quota ceiling: {count} certificates at the default AWS IoT quotas")
+    manifest = generated_manifest(count, workdir / "quota.txt", seed=3)
+    key = "incoming/quota.txt"
+    with Pipeline(parameters={}, quotas=DEFAULT_IOT_QUOTAS) as pipeline:
+        # The local importer invocations run in one process and share one execution environment's
+        # rate limiter, so locally that limiter is the whole fleet's: its share is the full quota.
+        pipeline.stack.configure_function(IMPORTER, environment={"THINGPRESS_MAX_CONCURRENCY": "1"})
+        started = time.monotonic()
+        pipeline.upload(key, manifest)
+        pipeline.run()
+        elapsed = time.monotonic() - started
+        counts = pipeline.quota.counts()
+        job = pipeline.job(key)
+        registered = pipeline.certificate_count()
+    api = "RegisterCertificateWithoutCA"
+    rate = counts.admitted_rate(api) or 0.0
+    ceiling = DEFAULT_IOT_QUOTAS[api]
+    return {
+        "certificates": count,
+        "quota_per_second": ceiling,
+        "achieved_register_rate_per_second": round(rate, 3),
+        "percent_of_quota_ceiling": round(100 * rate / ceiling, 1),
+        "end_to_end_seconds": round(elapsed, 1),
+        "throttled_by_api": counts.throttled,
+        "registered": registered,
+        "lost_to_throttling": count - min(registered, job.succeeded),
+        "limiter": "one shared limiter for the in-process invocations (THINGPRESS_MAX_CONCURRENCY=1)",
+        "job": job_summary(job),
+    }
+
+
+WORKER_CODE = r"""
+import json, os, resource, sys, time, uuid
+import boto3
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+class Context(LambdaContext):
+    def __init__(self, name, timeout, memory):
+        self._function_name = name
+        self._function_version = "$LATEST"
+        self._invoked_function_arn = f"arn:aws:lambda:us-east-1:123456789012:function:{name}"
+        self._memory_limit_in_mb = memory
+        self._aws_request_id = str(uuid.uuid4())
+        self._log_group_name = f"/aws/lambda/{name}"
+        self._log_stream_name = "bench"
+        self._tenant_id = None
+        self._deadline = time.monotonic() + timeout
+    def get_remaining_time_in_millis(self):
+        return max(0, int((self._deadline - time.monotonic()) * 1000))
+
+def peak_kb():
+    # VmHWM is this process image's own peak: ru_maxrss keeps the parent's peak across fork and exec.
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+spec = json.loads(sys.argv[1])
+baseline = peak_kb()
+import manifest_provider.app as app
+after_import = peak_kb()
+sqs = boto3.client("sqs")
+sqs.meta.events.register("before-send", lambda request, **_: request.headers.__setitem__(spec["header"], "1"))
+durations = []
+while True:
+    messages = sqs.receive_message(QueueUrl=spec["queue"], MaxNumberOfMessages=1, AttributeNames=["All"],
+                                   MessageAttributeNames=["All"], WaitTimeSeconds=0).get("Messages", [])
+    if not messages:
+        break
+    message = messages[0]
+    record = {"messageId": message["MessageId"], "receiptHandle": message["ReceiptHandle"],
+              "body": message["Body"], "attributes": message.get("Attributes", {}),
+              "messageAttributes": {}, "md5OfBody": message["MD5OfBody"], "eventSource": "aws:sqs",
+              "eventSourceARN": spec["arn"], "awsRegion": "us-east-1"}
+    started = time.monotonic()
+    context = Context(spec["name"], spec["timeout"], spec["memory"])
+    response = app.lambda_handler({"Records": [record]}, context)
+    durations.append(time.monotonic() - started)
+    if response.get("batchItemFailures"):
+        sqs.change_message_visibility(QueueUrl=spec["queue"], ReceiptHandle=message["ReceiptHandle"],
+                                      VisibilityTimeout=0)
+    else:
+        sqs.delete_message(QueueUrl=spec["queue"], ReceiptHandle=message["ReceiptHandle"])
+peak = peak_kb()
+print(json.dumps({"durations": durations, "baseline_kb": baseline, "after_import_kb": after_import,
+                  "peak_kb": peak}), file=sys.stderr)
+"""
+
+
+def function_subprocess_env(stack: Any, function: str) -> dict[str, str]:
+    spec = stack.functions[function]
+    paths = [str(spec.code_dir), *(str(path) for path in spec.layer_dirs), str(ROOT / "src")]
+    env = {
+        key: value for key, value in os.environ.items() if not key.startswith(("THINGPRESS_", "POWERTOOLS_"))
+    }
+    env.update(stack.function_env(function))
+    env["PYTHONPATH"] = os.pathsep.join(paths)
+    env["POWERTOOLS_LOG_LEVEL"] = "WARNING"
+    return env
+
+
+def fan_out(count: int, workdir: Path) -> dict[str, Any]:
+    """Fan a `count`-certificate manifest out with the provider in a subprocess; rate and peak RSS."""
+    from thingpress.local.quota import HARNESS_HEADER
+
+    progress(f"Fan-out: generating a {count}-certificate manifest")
+    manifest = generated_manifest(count, workdir / "fanout.txt", seed=4)
+    key = "incoming/fanout.txt"
+    with Pipeline(parameters={}, quotas=None) as pipeline:
+        stack = pipeline.stack
+        spec = stack.functions[PROVIDER]
+        pipeline.upload(key, manifest)
+        size = manifest.stat().st_size
+        manifest.unlink()
+        worker = {
+            "queue": stack.physical_id("IntakeQueue"),
+            "arn": stack.attribute("IntakeQueue", "Arn"),
+            "name": spec.name,
+            "timeout": spec.timeout,
+            "memory": spec.memory_size,
+            "header": HARNESS_HEADER,
+        }
+        progress(f"Fan-out: provider subprocess on {size / 1e6:.0f} MB")
+        started = time.monotonic()
+        completed = subprocess.run(
+            [sys.executable, "-c", WORKER_CODE, json.dumps(worker)],
+            env=function_subprocess_env(stack, PROVIDER),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            check=False,
+        )
+        elapsed = time.monotonic() - started
+        if completed.returncode != 0:
+            raise RuntimeError(f"The provider subprocess failed:\n{completed.stderr[-4000:]}")
+        measured = json.loads(completed.stderr.strip().splitlines()[-1])
+        counts = pipeline.quota.counts()
+        job = pipeline.job(key)
+        attributes = pipeline.sqs.get_queue_attributes(
+            QueueUrl=stack.physical_id("ImportQueue"), AttributeNames=["ApproximateNumberOfMessages"]
+        )["Attributes"]
+    durations = measured["durations"]
+    busy = sum(durations)
+    return {
+        "certificates": count,
+        "manifest_bytes": size,
+        "provider_invocations": len(durations),
+        "longest_invocation_seconds": round(max(durations), 1),
+        "function_timeout_seconds": spec.timeout,
+        "timed_out": max(durations) >= spec.timeout,
+        "fan_out_seconds": round(busy, 1),
+        "certificates_per_second": round(count / busy, 1),
+        "subprocess_seconds": round(elapsed, 1),
+        "peak_rss_mb": round(measured["peak_kb"] / 1024, 1),
+        "peak_rss_after_imports_mb": round(measured["after_import_kb"] / 1024, 1),
+        "rss_measure": "VmHWM of the provider process (ru_maxrss would include the parent's peak)",
+        "memory_size_mb": spec.memory_size,
+        "import_messages": int(attributes["ApproximateNumberOfMessages"]),
+        "sqs_calls": counts.service_calls("sqs"),
+        "sqs_calls_per_1000_certificates": round(counts.service_calls("sqs") * 1000 / count, 2),
+        "sqs_calls_by_operation": {op: n for (svc, op), n in sorted(counts.calls.items()) if svc == "sqs"},
+        "job": job_summary(job),
+    }
+
+
+def import_times(runs: int) -> dict[str, Any]:
+    """Import each handler module in fresh interpreters (-X importtime); cumulative milliseconds."""
+    from thingpress.local import LocalStack
+
+    progress("Handler import times")
+    results: dict[str, Any] = {}
+    with LocalStack(TEMPLATE, stack_name="benchimport") as stack:
+        for function, module in ((PROVIDER, "manifest_provider.app"), (IMPORTER, "bulk_importer.app")):
+            env = function_subprocess_env(stack, function)
+            samples = []
+            for _ in range(runs):
+                completed = subprocess.run(
+                    [sys.executable, "-X", "importtime", "-c", f"import {module}"],
+                    env=env,
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                )
+                pattern = re.compile(rf"^import time:\s+\d+\s+\|\s+(\d+)\s+\|\s*{re.escape(module)}$", re.M)
+                match = pattern.search(completed.stderr)
+                if match is None:
+                    raise RuntimeError(f"No import time for {module} in:\n{completed.stderr[-2000:]}")
+                samples.append(int(match.group(1)) / 1000)
+            results[module] = {
+                "median_ms": round(statistics.median(samples), 1),
+                "min_ms": round(min(samples), 1),
+                "runs": runs,
+            }
+    return results
+
+
+def machine() -> dict[str, Any]:
+    return {
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smaller inputs (a smoke run)")
+    arguments = parser.parse_args()
+    sizes = (
+        {"calls": 50, "e2e": 500, "quota": 100, "fanout": 5_000, "import_runs": 2}
+        if arguments.quick
+        else {"calls": 200, "e2e": 10_000, "quota": 500, "fanout": 100_000, "import_runs": 5}
+    )
+    started = time.monotonic()
+    with quiet_stdout() as out, tempfile.TemporaryDirectory(prefix="thingpress-bench-") as tmp:
+        workdir = Path(tmp)
+        results: dict[str, Any] = {"machine": machine()}
+        results["handler_import_time"] = import_times(sizes["import_runs"])
+        results["iot_calls"] = iot_calls_per_certificate(sizes["calls"], workdir)
+        results["fan_out"] = fan_out(sizes["fanout"], workdir)
+        results["end_to_end"] = end_to_end(sizes["e2e"], workdir)
+        results["quota"] = quota_ceiling(sizes["quota"], workdir)
+        results["bench_seconds"] = round(time.monotonic() - started, 1)
+        document = json.dumps(results, indent=2)
+        if not arguments.quick:
+            RESULTS.write_text(document + "\n")
+        print(document, file=out, flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
