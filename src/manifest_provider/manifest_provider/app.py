@@ -8,7 +8,6 @@ of every invocation.
 
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
@@ -19,10 +18,6 @@ from layer_utils.aws_utils import get_client
 from layer_utils.jobs import JobStore
 from layer_utils.telemetry import count_in_invocation, end_invocation, logger, metrics, tracer
 from manifest_provider.provider import ProviderConfig, Services, handle_intake_body
-
-# An invocation that only ignored an s3:TestEvent publishes no metric; that is expected (the
-# Powertools documentation suggests this filter for it).
-warnings.filterwarnings("ignore", "No application metrics to publish")
 
 _runtime: tuple[ProviderConfig, Services] | None = None
 
