@@ -19,6 +19,7 @@ such a resource gets a placeholder name and ARN so that references to it still r
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import logging
@@ -317,6 +318,7 @@ class LocalStack:
             stack_id=f"arn:aws:cloudformation:{region}:{DEFAULT_ACCOUNT}:stack/{stack_name}/{uuid.uuid4()}",
             physical_ids=self.physical_ids,
         )
+        self._moto_lock: Any = None
         self._suffix = uuid.uuid4().hex[:8]
         self._saved_env: dict[str, str | None] = {}
         self._saved_iot_config: dict[str, Any] | None = None
@@ -366,6 +368,7 @@ class LocalStack:
             self._configure_moto()
             self._configure_environment()
             self._started = True
+            self._install_moto_lock()
             self._create_resources()
             self._add_code_paths()
             self._clear_layer_client_cache()
@@ -373,9 +376,27 @@ class LocalStack:
             self.stop()
             raise
 
+    def _install_moto_lock(self) -> None:
+        """Serialise moto's backends that are not thread-safe (IoT, DynamoDB) for every local run.
+
+        Handlers run concurrently (MaximumConcurrency, worker threads); AWS serves that safely, moto's
+        IoT and DynamoDB TransactWriteItems do not (see `thingpress.local.quota.MotoLock`).
+        """
+        from thingpress.local.quota import MotoLock  # noqa: PLC0415 - quota imports this module
+
+        self._moto_lock = MotoLock()
+        self._moto_lock.install()
+
     def stop(self) -> None:
         """Reset moto's state and undo everything `start()` changed in this process."""
         global _active_stack  # noqa: PLW0603 - see start()
+        lock = self._moto_lock
+        self._moto_lock = None
+        if lock is not None and lock.installed:
+            # A layer entered later and never left (an exception path) keeps the chain; the lock
+            # stays in it, harmlessly, rather than masking the original error.
+            with contextlib.suppress(RuntimeError):
+                lock.uninstall()
         if self._started:
             _reset_moto(self.endpoint_url)
         self._started = False
