@@ -36,6 +36,8 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from layer_utils.rate_limit import DEFAULT_IOT_TPS
+
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = ROOT / "template.yaml"
 RESULTS = ROOT / "bench" / "results.json"
@@ -47,17 +49,7 @@ UPLOAD_METADATA = {
     "thingpress-thing-groups": GROUP,
     "thingpress-thing-type": THING_TYPE,
 }
-IOT_APIS = (
-    "RegisterCertificateWithoutCA",
-    "AttachPolicy",
-    "DescribeCertificate",
-    "CreateThing",
-    "AttachThingPrincipal",
-    "AddThingToThingGroup",
-    "UpdateThing",
-    "DescribeThing",
-)
-UNLIMITED_TPS = {api: 100_000 for api in IOT_APIS}
+UNLIMITED_TPS = {api: 100_000 for api in DEFAULT_IOT_TPS}
 HANDLER_MODULES = ("manifest_provider.app", "bulk_importer.app")
 
 

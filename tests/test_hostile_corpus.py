@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from layer_utils.jobs import FINAL_STATUSES, JobStore, report_key_for
 from thingpress.certfactory import Issued, make_ca, make_device_cert
+from thingpress.demo import LOCAL_IOT_TPS
 from thingpress.local import LocalStack
 from thingpress.local.faults import FaultyEmulator
 from thingpress.local.quota import MotoLock, mark_harness_client
@@ -37,21 +38,7 @@ from thingpress.local.quota import MotoLock, mark_harness_client
 TEMPLATE = Path(__file__).resolve().parents[1] / "template.yaml"
 TRUSTED_PREFIX = "trusted/"
 VERIFIER_PREFIX = "verifiers/microchip/"
-UNLIMITED_TPS = json.dumps(
-    dict.fromkeys(
-        (
-            "RegisterCertificateWithoutCA",
-            "AttachPolicy",
-            "DescribeCertificate",
-            "CreateThing",
-            "AttachThingPrincipal",
-            "AddThingToThingGroup",
-            "UpdateThing",
-            "DescribeThing",
-        ),
-        1000,
-    )
-)
+UNLIMITED_TPS = json.dumps(LOCAL_IOT_TPS)
 LINE_LIMIT = 65536  # the template's MaxLineBytes default
 NOW = datetime.now(UTC)
 

@@ -232,7 +232,7 @@ class FaultInjector(ServerLayer):
         """Create the injector; nothing happens until it is installed (``with``)."""
         super().__init__()
         self.plan = plan
-        self._random = random.Random(seed)  # noqa: S311 - reproducible fault choices, not secrets
+        self._random = random.Random(seed)  # noqa: S311 - reproducible fault choices, not secrets  # nosec B311
         self._clock = clock
         self._lock = threading.Lock()
         self._installed_at = clock()
@@ -497,7 +497,7 @@ class FaultyEmulator(EventSourceMappingEmulator):
     ) -> None:
         """Bind to the stack; attach the crash hooks to the crashing function's client."""
         self.faults = faults or EmulatorFaults()
-        self._random = random.Random(seed)  # noqa: S311 - reproducible fault choices, not secrets
+        self._random = random.Random(seed)  # noqa: S311 - reproducible fault choices, not secrets  # nosec B311
         self._faults_lock = threading.Lock()
         self._user_before = options.pop("before_invoke", None)
         self._user_after = options.pop("after_invoke", None)
