@@ -31,9 +31,10 @@ $(VENV_SAM)/.installed: requirements-sam.txt constraints-sam.txt
 install: $(VENV)/.installed ## Create .venv with pinned dependencies and the thingpress CLI
 install-sam: $(VENV_SAM)/.installed ## Create .venv-sam with the SAM CLI and checkov
 
-lint: install ## ruff
+lint: install ## ruff and bandit
 	$(VENV)/bin/ruff check src tests bench
 	$(VENV)/bin/ruff format --check src tests bench
+	$(VENV)/bin/bandit -q -r src
 
 typecheck: install ## mypy --strict on src/
 	$(VENV)/bin/mypy
