@@ -244,15 +244,25 @@ def test_completion_race_has_one_winner(aws: dict[str, Any]) -> None:
         with lock:
             emitted.append(name)
 
-    store = j.JobStore(TABLE, dynamodb=Serialised(aws["ddb"]), s3=aws["s3"], clock=Clock(), emit=emit)
+    # moto's in-process mocks are not thread-safe (AWS is): serialise both clients, not the race.
+    store = j.JobStore(
+        TABLE, dynamodb=Serialised(aws["ddb"]), s3=Serialised(aws["s3"]), clock=Clock(), emit=emit
+    )
     job = parse_to_importing(store, 16)
     barrier = threading.Barrier(8)
     results: list[j.Job | None] = []
 
+    errors: list[BaseException] = []
+
     def importer(n: int) -> None:
         barrier.wait()
-        store.record_outcome(job.job_id, f"{n:06d}", [ok(2 * n), ok(2 * n + 1)], [])
-        result = store.try_complete(job.job_id)
+        try:
+            store.record_outcome(job.job_id, f"{n:06d}", [ok(2 * n), ok(2 * n + 1)], [])
+            result = store.try_complete(job.job_id)
+        except BaseException as error:  # a thread's failure must fail the test, not only warn
+            with lock:
+                errors.append(error)
+            return
         with lock:
             results.append(result)
 
@@ -261,6 +271,7 @@ def test_completion_race_has_one_winner(aws: dict[str, Any]) -> None:
         t.start()
     for t in threads:
         t.join()
+    assert errors == []
     assert emitted == ["ManifestsCompleted"]
     assert sum(r is not None for r in results) == 1
     final = store.get_job(job.job_id)
