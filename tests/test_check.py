@@ -246,3 +246,22 @@ def test_real_manifests(capsys: pytest.CaptureFixture[str], shared_manifests: Pa
     generated = shared_manifests / "generated" / "certificates_test.txt"
     code, document = run_check(capsys, str(generated), "--allow-expired")
     assert (code, document["vendor"], document["valid"]) == (0, "generated", 100)
+
+
+def test_thing_name_source_and_prefix_options(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    manifest = tmp_path / "devices.txt"
+    summary = generate("generated", 3, manifest, seed=3)
+
+    code, document = run_check(
+        capsys, str(manifest), "--thing-name-source", "fingerprint", "--thing-name-prefix", "line7-"
+    )
+
+    assert code == 0
+    valid = document["valid_entries"]
+    assert isinstance(valid, list)
+    assert len(valid) == len(summary.thing_names)
+    for entry in valid:
+        assert entry["thing_name"] == f"line7-cert-{entry['certificate_id']}"
+    code, document = run_check(capsys, str(manifest), "--thing-name-prefix", "bad prefix ")
+    assert code == 1
+    assert all("characters other than" in reason for reason in problems_by_locator(document).values())

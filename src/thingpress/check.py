@@ -174,6 +174,8 @@ def check_command(
     trusted_cas: Sequence[Path],
     bundle_type: str,
     allow_expired: bool = False,
+    thing_name_source: str = "vendor",
+    thing_name_prefix: str = "",
     as_json: bool,
 ) -> int:
     """Run ``thingpress check``: print the counts and every problem; return 0 when none, else 1.
@@ -189,6 +191,8 @@ def check_command(
         trusted_cas=anchors,
         bundle_type=bundle_type,
         allow_expired=allow_expired,
+        thing_name_source=thing_name_source,
+        thing_name_prefix=thing_name_prefix,
     )
     if as_json:
         print_json(result.to_dict())

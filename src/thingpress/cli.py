@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NoReturn
 
+from layer_utils.cert_utils import THING_NAME_SOURCES
 from thingpress.console import CliError
 
 EXIT_OK = 0
@@ -108,6 +109,15 @@ def build_parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check", help="validate a manifest offline (no emulator, no AWS)")
     _add_manifest_arguments(check, vendor_help="vendor format (default: sniff)", bundle_type="E0E0")
     check.add_argument("--trusted-ca", action="append", default=[], type=_existing_file, metavar="FILE")
+    check.add_argument(
+        "--thing-name-source",
+        choices=THING_NAME_SOURCES,
+        default="vendor",
+        help="where thing names come from, as the ThingNameSource parameter (default: vendor)",
+    )
+    check.add_argument(
+        "--thing-name-prefix", default="", metavar="PREFIX", help="prefix added to every thing name"
+    )
     check.set_defaults(handler=_cmd_check)
 
     invoke = commands.add_parser("invoke", help="run one function handler on an event, like sam local invoke")
@@ -190,6 +200,8 @@ def _cmd_check(args: argparse.Namespace) -> int:
         trusted_cas=args.trusted_ca,
         bundle_type=args.bundle_type,
         allow_expired=args.allow_expired,
+        thing_name_source=args.thing_name_source,
+        thing_name_prefix=args.thing_name_prefix,
         as_json=args.json,
     )
 
