@@ -289,8 +289,12 @@ class EventSourceMappingEmulator:
                 QueueUrl=source.queue_url,
                 Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(chunk)],
             )
-        for start in range(0, len(retry), SQS_BATCH_LIMIT):
-            chunk = retry[start : start + SQS_BATCH_LIMIT]
+        self._make_visible(source, retry)
+
+    def _make_visible(self, source: EventSourceSpec, messages: Sequence[dict[str, Any]]) -> None:
+        """Make received messages visible again after `retry_visibility_seconds` (a failed delivery)."""
+        for start in range(0, len(messages), SQS_BATCH_LIMIT):
+            chunk = messages[start : start + SQS_BATCH_LIMIT]
             self._sqs.change_message_visibility_batch(
                 QueueUrl=source.queue_url,
                 Entries=[

@@ -653,7 +653,7 @@ class FaultyEmulator(EventSourceMappingEmulator):
         try:
             return super().deliver(source, messages)
         except SimulatedCrash as crash:
-            self._release(source, messages)
+            self._make_visible(source, messages)
             invocation = Invocation(
                 function=source.function,
                 queue=source.queue,
@@ -673,21 +673,6 @@ class FaultyEmulator(EventSourceMappingEmulator):
             if self.on_progress:
                 self.on_progress(invocation)
             return [invocation]
-
-    def _release(self, source: EventSourceSpec, messages: Sequence[dict[str, Any]]) -> None:
-        for start in range(0, len(messages), 10):
-            chunk = messages[start : start + 10]
-            self._sqs.change_message_visibility_batch(
-                QueueUrl=source.queue_url,
-                Entries=[
-                    {
-                        "Id": str(index),
-                        "ReceiptHandle": message["ReceiptHandle"],
-                        "VisibilityTimeout": self.retry_visibility_seconds,
-                    }
-                    for index, message in enumerate(chunk)
-                ],
-            )
 
     def run_until_idle(self, max_seconds: float = 60.0, max_invocations: int | None = None) -> RunStats:
         """Run as the base emulator does, then wait for concurrent redeliveries and re-raise their errors."""
