@@ -25,15 +25,18 @@ from layer_utils.cert_utils import (
     ValidationResult,
     certificate_arn,
     contains_private_key,
-    derive_thing_name,
-    fallback_thing_name,
+    DEFAULT_NAME_SOURCES,
+    NameCandidate,
+    ParsedCertificate,
     format_certificate,
     get_certificate_fingerprint,
     get_cn,
     is_valid_thing_name,
     load_certificate,
     load_certificates,
+    name_candidates,
     parse_function_arn,
+    parse_name_sources,
     thing_arn,
     validate_certificate,
     validate_thing_name,
@@ -44,8 +47,22 @@ NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 SRC = Path(__file__).resolve().parents[1] / "src"
 
 
-def sha256_der(cert: x509.Certificate) -> str:
-    return hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
+def sha256_der(cert: x509.Certificate | ParsedCertificate) -> str:
+    der = cert.der if isinstance(cert, ParsedCertificate) else cert.public_bytes(serialization.Encoding.DER)
+    return hashlib.sha256(der).hexdigest()
+
+
+def parsed(issued: Issued) -> ParsedCertificate:
+    return ParsedCertificate.from_x509(issued.certificate)
+
+
+def first_name(
+    sources: str, cert: ParsedCertificate, vendor_name: str | None = None, prefix: str = ""
+) -> str:
+    candidates, _problems = name_candidates(
+        parse_name_sources(sources), vendor_name=vendor_name, cert=cert, prefix=prefix
+    )
+    return candidates[0].name
 
 
 @pytest.fixture(scope="module")
@@ -85,8 +102,8 @@ def test_espressif_csv_certificates_parse_and_fingerprint(shared_manifests: Path
         assert get_certificate_fingerprint(row["cert"]) == sha256_der(cert)
         assert validate_certificate(cert, at=NOW).ok
         assert is_valid_thing_name(row["MAC"])
-        assert derive_thing_name(source="vendor", vendor_name=row["MAC"], cert=cert) == row["MAC"]
-        assert derive_thing_name(source="cn", vendor_name=row["MAC"], cert=cert) == row["cn"]
+        assert first_name("vendor", cert, row["MAC"]) == row["MAC"]
+        assert first_name("cn", cert, row["MAC"]) == row["cn"]
 
 
 def test_espressif_single_pem(shared_manifests: Path) -> None:
@@ -123,7 +140,7 @@ def test_infineon_e0e0_bundle(infineon_e0e0: list[Path]) -> None:
         cn = get_cn(cert)
         assert cn is not None
         assert len(cn) == 64
-        assert derive_thing_name(source="cn", vendor_name=None, cert=cert) == cn
+        assert first_name("cn", cert) == cn
         assert validate_certificate(cert, at=NOW).ok
     assert len(fingerprints) == 200
 
@@ -181,14 +198,14 @@ def test_load_accepts_every_encoding(device: Issued) -> None:
         base64.urlsafe_b64encode(der).rstrip(b"="),
     ]
     for form in forms:
-        assert load_certificate(form) == device.certificate, form[:40]
+        assert load_certificate(form) == parsed(device), form[:40]
 
 
 def test_der_ending_in_whitespace_bytes_is_not_stripped(intermediate: Issued) -> None:
     for serial in range(1, 400):
         issued = make_device_cert("D", intermediate, serial=serial)
         if issued.der()[-1:] in {b"\n", b" ", b"\t", b"\r"}:
-            assert load_certificate(issued.der()) == issued.certificate
+            assert load_certificate(issued.der()) == parsed(issued)
             return
     pytest.fail("no DER ending in a whitespace byte was produced")
 
@@ -222,14 +239,11 @@ def test_validate_reports_unparseable_instead_of_raising() -> None:
 
 def test_load_certificates_bundle(root: Issued, intermediate: Issued, device: Issued) -> None:
     bundle = "issuers follow\n" + device.pem() + intermediate.pem() + "\r\n" + root.pem()
-    assert load_certificates(bundle) == [device.certificate, intermediate.certificate, root.certificate]
-    assert load_certificates(base64.b64encode(bundle.encode())) == [
-        device.certificate,
-        intermediate.certificate,
-        root.certificate,
-    ]
-    assert load_certificates(device.der()) == [device.certificate]
-    assert load_certificate(bundle) == device.certificate
+    expected = [parsed(device), parsed(intermediate), parsed(root)]
+    assert load_certificates(bundle) == expected
+    assert load_certificates(base64.b64encode(bundle.encode())) == expected
+    assert load_certificates(device.der()) == [parsed(device)]
+    assert load_certificate(bundle) == parsed(device)
 
 
 def test_format_certificate_is_canonical_pem(device: Issued) -> None:
@@ -551,20 +565,23 @@ def test_thing_name_validation() -> None:
         validate_thing_name("")
 
 
-def test_fallback_thing_name() -> None:
-    fingerprint = "AB" * 32
-    assert fallback_thing_name(fingerprint) == "cert-" + "ab" * 32
-    assert fallback_thing_name(fingerprint, "acme-") == "acme-cert-" + "ab" * 32
-    assert is_valid_thing_name(fallback_thing_name(fingerprint, "p" * 59))
-    with pytest.raises(ValueError, match="is not a hexadecimal SHA-256 digest"):
-        fallback_thing_name("not-hex")
+def test_parse_name_sources() -> None:
+    assert parse_name_sources("vendor,cn,fingerprint") == DEFAULT_NAME_SOURCES
+    assert parse_name_sources(" CN , Fingerprint ") == ("cn", "fingerprint")
+    assert parse_name_sources("fingerprint") == ("fingerprint",)
+    for bad in ("", "mac", "vendor,,cn", "cn,mac"):
+        with pytest.raises(ValueError, match=r"^Thing name source .* is invalid: use one or more of"):
+            parse_name_sources(bad)
+    with pytest.raises(ValueError, match="lists a source more than once"):
+        parse_name_sources("cn,cn")
 
 
-def test_fallback_thing_name_is_identical_across_processes(device: Issued) -> None:
+def test_fingerprint_name_is_identical_across_processes(device: Issued) -> None:
     fingerprint = get_certificate_fingerprint(device.certificate)
     script = (
-        "import sys; from layer_utils.cert_utils import fallback_thing_name; "
-        "print(fallback_thing_name(sys.argv[1], 'p-'))"
+        "import sys; from layer_utils.cert_utils import load_certificate, name_candidates; "
+        "cert = load_certificate(sys.stdin.buffer.read()); "
+        "print(name_candidates(('fingerprint',), vendor_name=None, cert=cert, prefix='p-')[0][0].name)"
     )
     names = set()
     for seed in ("1", "2"):
@@ -574,52 +591,57 @@ def test_fallback_thing_name_is_identical_across_processes(device: Issued) -> No
             "PYTHONPATH": str(SRC / "layer_utils"),
         }
         completed = subprocess.run(
-            [sys.executable, "-c", script, fingerprint],
+            [sys.executable, "-c", script],
+            input=device.der(),
             env=environment,
             capture_output=True,
-            text=True,
             check=True,
         )
-        names.add(completed.stdout.strip())
-    assert names == {fallback_thing_name(fingerprint, "p-")}
+        names.add(completed.stdout.decode().strip())
+    assert names == {f"p-cert-{fingerprint}"}
 
 
-def test_derive_thing_name(intermediate: Issued, device: Issued) -> None:
-    cert = device.certificate
-    fingerprint_name = "cert-" + get_certificate_fingerprint(cert)
-    assert derive_thing_name(source="vendor", vendor_name="4BA2BB8764BD", cert=cert) == "4BA2BB8764BD"
-    assert derive_thing_name(source="vendor", vendor_name=None, cert=cert) == "Device-1"
-    assert derive_thing_name(source="vendor", vendor_name="", cert=cert, prefix="x-") == "x-Device-1"
-    assert derive_thing_name(source="cn", vendor_name="4BA2BB8764BD", cert=cert) == "Device-1"
-    assert derive_thing_name(source="fingerprint", vendor_name="v", cert=cert) == fingerprint_name
-    assert (
-        derive_thing_name(source="fingerprint", vendor_name="v", cert=cert, prefix="f-")
-        == "f-" + fingerprint_name
+def test_name_candidates_in_source_order(intermediate: Issued, device: Issued) -> None:
+    cert = parsed(device)
+    fingerprint_name = "cert-" + cert.fingerprint
+    candidates, problems = name_candidates(DEFAULT_NAME_SOURCES, vendor_name="4BA2BB8764BD", cert=cert)
+    assert candidates == [
+        NameCandidate("4BA2BB8764BD", "vendor"),
+        NameCandidate("Device-1", "cn"),
+        NameCandidate(fingerprint_name, "fingerprint"),
+    ]
+    assert problems == []
+    assert first_name("vendor,cn,fingerprint", cert) == "Device-1"
+    assert first_name("vendor,cn", cert, "", prefix="x-") == "x-Device-1"
+    assert first_name("cn,vendor", cert, "4BA2BB8764BD") == "Device-1"
+    assert first_name("fingerprint", cert, "v", prefix="f-") == "f-" + fingerprint_name
+    anonymous = parsed(make_device_cert(None, intermediate))
+    anonymous_name = "cert-" + anonymous.fingerprint
+    assert first_name("vendor,cn,fingerprint", anonymous) == anonymous_name
+    assert first_name("cn,fingerprint", anonymous, prefix="a-") == "a-" + anonymous_name
+
+
+def test_name_candidates_skip_illegal_names_and_say_why(intermediate: Issued, device: Issued) -> None:
+    candidates, problems = name_candidates(("vendor", "cn"), vendor_name="Device 7", cert=parsed(device))
+    assert candidates == [NameCandidate("Device-1", "cn")]
+    assert problems == [
+        "thing name 'Device 7' from the vendor's device identifier contains characters other than "
+        "letters, digits, ':', '_' and '-'"
+    ]
+    spaced = parsed(make_device_cert("My Device 3", intermediate))
+    candidates, problems = name_candidates(
+        ("cn", "fingerprint"), vendor_name=None, cert=spaced, prefix="p" * 60
     )
-    anonymous = make_device_cert(None, intermediate).certificate
-    anonymous_name = "cert-" + get_certificate_fingerprint(anonymous)
-    assert derive_thing_name(source="vendor", vendor_name=None, cert=anonymous) == anonymous_name
-    assert (
-        derive_thing_name(source="cn", vendor_name=None, cert=anonymous, prefix="a-") == "a-" + anonymous_name
-    )
-
-
-def test_derive_thing_name_refuses_invalid_names(intermediate: Issued, device: Issued) -> None:
-    with pytest.raises(ValueError) as error:
-        derive_thing_name(source="vendor", vendor_name="Device 7", cert=device.certificate)
-    assert str(error.value) == (
-        "Thing name 'Device 7' (from the vendor's device name) contains characters other than letters, "
-        "digits, ':', '_' and '-'."
-    )
-    spaced = make_device_cert("My Device", intermediate).certificate
-    with pytest.raises(ValueError, match=r"^Thing name 'My Device' \(from the certificate's subject CN\)"):
-        derive_thing_name(source="cn", vendor_name=None, cert=spaced)
-    with pytest.raises(ValueError, match="is longer than 128 characters"):
-        derive_thing_name(source="fingerprint", vendor_name=None, cert=spaced, prefix="p" * 60)
-    with pytest.raises(
-        ValueError, match=r"^Unknown thing name source 'mac': use one of vendor, cn, fingerprint\.$"
-    ):
-        derive_thing_name(source="mac", vendor_name=None, cert=spaced)
+    assert candidates == []
+    assert "contains characters other than" in problems[0]
+    assert "is longer than 128 characters" in problems[1]
+    product = parsed(make_device_cert("InfineonIoTNode", intermediate))
+    candidates, problems = name_candidates(("vendor", "cn"), vendor_name=None, cert=product)
+    assert candidates == []
+    assert problems == [
+        "the vendor gives no device identifier",
+        "the subject CN 'InfineonIoTNode' names a product, not one device (it has no digit)",
+    ]
 
 
 def test_public_names_are_exported() -> None:

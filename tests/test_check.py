@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -126,22 +127,36 @@ def test_duplicate_certificate(capsys: pytest.CaptureFixture[str], tmp_path: Pat
     assert problems == {"line 3": "line 3: duplicate of line 1."}
 
 
-def test_same_thing_name_for_two_certificates(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    one, other = certfactory.make_device_cert("twin", CA), certfactory.make_device_cert("twin", CA)
+def test_same_cn_for_two_certificates(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    one, other = certfactory.make_device_cert("twin-1", CA), certfactory.make_device_cert("twin-1", CA)
     manifest = tmp_path / "twins.txt"
     manifest.write_bytes(b64_lines(one, other))
     code, document = run_check(capsys, str(manifest))
+    assert code == 0
+    assert [(v["thing_name"], v["name_source"]) for v in document["valid_entries"]] == [
+        (f"cert-{hashlib.sha256(one.der()).hexdigest()}", "fingerprint"),
+        (f"cert-{hashlib.sha256(other.der()).hexdigest()}", "fingerprint"),
+    ]
+    code, document = run_check(capsys, str(manifest), "--thing-name-source", "cn")
     assert code == 1
-    problems = problems_by_locator(document)
-    assert problems == {"line 2": "line 2: thing name twin is already used by line 1 in this manifest."}
+    assert problems_by_locator(document) == {
+        "line 1": "line 1: no thing name source (cn) gives a legal name of its own: the subject CN twin-1 is "
+        "shared with line 2, so it names neither.",
+        "line 2": "line 2: no thing name source (cn) gives a legal name of its own: the subject CN twin-1 is "
+        "shared with line 1, so it names neither.",
+    }
 
 
 def test_invalid_thing_name(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     manifest = tmp_path / "names.txt"
-    manifest.write_bytes(b64_lines(certfactory.make_device_cert("has space", CA)))
+    issued = certfactory.make_device_cert("has space 1", CA)
+    manifest.write_bytes(b64_lines(issued))
     code, document = run_check(capsys, str(manifest))
+    assert code == 0
+    assert document["valid_entries"][0]["thing_name"] == f"cert-{hashlib.sha256(issued.der()).hexdigest()}"
+    code, document = run_check(capsys, str(manifest), "--thing-name-source", "vendor,cn")
     assert code == 1
-    assert "'has space'" in problems_by_locator(document)["line 1"]
+    assert "'has space 1'" in problems_by_locator(document)["line 1"]
 
 
 def test_expired_certificate_and_allow_expired(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
@@ -204,15 +219,18 @@ def test_vendor_option_overrides_sniffing(capsys: pytest.CaptureFixture[str], tm
     assert document["vendor"] == "generated"
 
 
-def test_bad_trusted_ca_file_is_usage_error(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+def test_bad_trusted_ca_file_is_skipped_with_a_warning(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
     manifest = tmp_path / "m.txt"
-    manifest.write_bytes(b64_lines(certfactory.make_device_cert("x", CA)))
+    manifest.write_bytes(b64_lines(certfactory.make_device_cert("x-1", CA)))
     not_a_cert = tmp_path / "ca.pem"
     not_a_cert.write_text("hello")
-    assert cli.main(["check", str(manifest), "--trusted-ca", str(not_a_cert)]) == 2
-    err = capsys.readouterr().err
-    assert len(err.strip().splitlines()) == 1
-    assert "ca.pem" in err
+    code, document = run_check(capsys, str(manifest), "--trusted-ca", str(not_a_cert))
+    assert code == 1
+    (warning,) = document["warnings"]
+    assert warning.startswith(f"{not_a_cert} was skipped: Invalid certificate format")
+    assert "no trusted CA certificates are configured" in problems_by_locator(document)["line 1"]
 
 
 def test_python_api_counts(tmp_path: Path) -> None:

@@ -326,7 +326,13 @@ def run_scenario() -> Scenario:
         iot.create_thing_group(thingGroupName=GROUP)
         s3 = stack.client("s3")
         keys = {"mixed": "generated/dashboard-mixed.txt", "unreadable": "incoming/dashboard-unreadable.bin"}
-        s3.put_object(Bucket=stack.bucket, Key=keys["mixed"], Body=mixed_manifest())
+        # CN names only, so the two certificates that share a CN are a conflict, reported for both.
+        s3.put_object(
+            Bucket=stack.bucket,
+            Key=keys["mixed"],
+            Body=mixed_manifest(),
+            Metadata={"thingpress-thing-name-source": "cn"},
+        )
         s3.put_object(Bucket=stack.bucket, Key=keys["unreadable"], Body=b"\x00\x01 not a manifest \xff" * 4)
         clock = FakeClock()
         window = ThrottleWindow(THROTTLED_API)
@@ -375,8 +381,8 @@ def code_metrics() -> list[MetricSpec]:
 def test_scenario_really_happened(scenario: Scenario) -> None:
     mixed, unreadable = scenario.jobs["mixed"], scenario.jobs["unreadable"]
     assert mixed["status"] == "COMPLETED_WITH_ERRORS"
-    assert (mixed["succeeded"], mixed["duplicates"]) == (GOOD_DEVICES, 1)
-    assert mixed["failed"] == 2  # the name conflict and the garbage line
+    assert (mixed["succeeded"], mixed["duplicates"]) == (GOOD_DEVICES - 1, 1)
+    assert mixed["failed"] == 3  # the two certificates of the name conflict and the garbage line
     assert unreadable["status"] == "FAILED"
     assert scenario.throttled_calls >= 2  # a call and its retry
     assert scenario.circuits[THROTTLED_CIRCUIT]["state"] == "closed"
@@ -469,11 +475,11 @@ def test_counts_match_the_reports(scenario: Scenario) -> None:
     assert total("ManifestsReceived") == 2
     assert total("ManifestsCompleted") == 1
     assert total("ManifestsFailed") == 1
-    assert total("CertificatesImported") == GOOD_DEVICES
-    assert total("CertificatesQueued") == GOOD_DEVICES
+    assert total("CertificatesImported") == GOOD_DEVICES - 1
+    assert total("CertificatesQueued") == GOOD_DEVICES - 1
     assert total("DuplicatesSkipped") == 1
     assert total("CertificatesFailed", ErrorClass="invalid_input") == 1
-    assert total("CertificatesFailed", ErrorClass="conflict") == 1
+    assert total("CertificatesFailed", ErrorClass="conflict") == 2
 
 
 def test_every_contract_metric_is_plotted_with_its_dimensions() -> None:

@@ -14,7 +14,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from layer_utils.cert_utils import get_cn, load_certificate
+from layer_utils.cert_utils import ParsedCertificate, get_cn, load_certificate
 from manifest_provider.vendors import detect, get_parser
 from manifest_provider.vendors.base import ParseOptions
 from thingpress.certfactory import Issued, make_ca, make_device_certs
@@ -75,7 +75,7 @@ def test_writers_accept_given_certificates_and_paths(tmp_path: Path) -> None:
     assert summary.ca_certificates == ()
     with path.open("rb") as source:
         entries = list(get_parser("generated").entries(source, ParseOptions()))
-    assert [e.vendor_thing_name for e in entries] == ["given-0", "given-1", "given-2"]
+    assert [e.certificate.subject_cn for e in entries if e.certificate] == ["given-0", "given-1", "given-2"]
     csv_summary = write_espressif(tmp_path / "given.csv", iter(certs))
     assert csv_summary.count == 3
 
@@ -109,7 +109,7 @@ def test_infineon_archive_layout(tmp_path: Path) -> None:
     assert summary.thing_names == summary.bundles["E0E0"].thing_names
     assert all(len(name) == 64 for name in summary.thing_names)
     e0e2 = list(get_parser("infineon").entries(path.open("rb"), ParseOptions(bundle_type="E0E2")))
-    assert all(isinstance(e.certificate.public_key(), rsa.RSAPublicKey) for e in e0e2 if e.certificate)
+    assert all(isinstance(e.certificate.public_key, rsa.RSAPublicKey) for e in e0e2 if e.certificate)
     assert [e.vendor_thing_name for e in e0e2] == list(summary.bundles["E0E2"].thing_names)
 
 
@@ -172,7 +172,7 @@ def test_microchip_entry_structure(signer: Issued) -> None:
         device, issuer = (load_certificate(base64.b64decode(item, validate=True)) for item in slot["x5c"])
         assert get_cn(device) == f"sn{unique_id.upper()}"
         assert device.issuer == issuer.subject
-        assert summary.ca_certificates[0] == issuer
+        assert ParsedCertificate.from_x509(summary.ca_certificates[0]) == issuer
 
 
 def test_microchip_with_given_certificates(signer: Issued) -> None:
@@ -181,10 +181,11 @@ def test_microchip_with_given_certificates(signer: Issued) -> None:
     buffer = io.BytesIO()
     write_microchip(buffer, certs, signer=signer, issuer=issuer)
     buffer.seek(0)
-    options = ParseOptions(microchip_verifiers=(signer.certificate,))
+    options = ParseOptions(microchip_verifiers=(ParsedCertificate.from_x509(signer.certificate),))
     entries = list(get_parser("microchip").entries(buffer, options))
     assert [get_cn(e.certificate) for e in entries if e.certificate] == ["given-0", "given-1"]
-    assert [e.intermediates for e in entries] == [(issuer.certificate,), (issuer.certificate,)]
+    expected = ParsedCertificate.from_x509(issuer.certificate)
+    assert [e.intermediates for e in entries] == [(expected,), (expected,)]
 
 
 def test_microchip_signer_must_be_ec() -> None:
@@ -208,9 +209,15 @@ def test_generate_dispatches_every_vendor(vendor: str, tmp_path: Path, signer: I
         head = source.read(4096)
         source.seek(0)
         parser = detect(path.name, head)
-        entries = list(parser.entries(source, ParseOptions(microchip_verifiers=(signer.certificate,))))
+        signers = (ParsedCertificate.from_x509(signer.certificate),)
+        entries = list(parser.entries(source, ParseOptions(microchip_verifiers=signers)))
     assert parser.name == vendor
-    assert tuple(e.vendor_thing_name for e in entries if e.error is None) == summary.thing_names
+    names = tuple(
+        e.vendor_thing_name or (e.certificate.subject_cn if e.certificate else None)
+        for e in entries
+        if e.error is None
+    )
+    assert names == summary.thing_names
     assert {e.locator for e in entries if e.error is not None} == set(summary.bad)
 
 

@@ -352,6 +352,7 @@ def build_corpus(material: Material) -> list[Case]:
             ]
         ).encode(),
         WITH_ERRORS,
+        metadata={"thingpress-thing-name-source": "vendor"},
         good=("e0e0e0e0e001", "e0e0e0e0e004"),
         bad={
             "row 3": ("'bad mac/../x'", "contains characters other than letters, digits"),
@@ -375,7 +376,7 @@ def build_corpus(material: Material) -> list[Case]:
         WITH_ERRORS,
         good=("ge1-ok0", "ge1-ok1"),
         bad={
-            f"line {ok[0].pem().count(chr(10)) + 1}": ("Invalid certificate format", "not hold a valid X.509")
+            f"line {ok[0].pem().count(chr(10)) + 1}": ("Invalid certificate format", "is not a certificate")
         },
     )
     ok = good_certs("ge2")
@@ -440,12 +441,16 @@ def build_corpus(material: Material) -> list[Case]:
     first, second = m.device("ge8-same"), m.device("ge8-same")
     ok = good_certs("ge8", 1)
     add(
-        "duplicate-thing-name",
+        "shared-cn",
         "generated/same-name.txt",
         b64_lines(first.pem().encode(), second.pem().encode(), ok[0].pem().encode()),
-        WITH_ERRORS,
-        good=("ge8-same", "ge8-ok0"),
-        bad={"line 2": ("thing name ge8-same is already used by line 1",)},
+        COMPLETED,
+        # A CN two certificates share names neither of them: their fingerprints do.
+        good=(
+            f"cert-{hashlib.sha256(first.der()).hexdigest()}",
+            f"cert-{hashlib.sha256(second.der()).hexdigest()}",
+            "ge8-ok0",
+        ),
     )
     ok = good_certs("ge9")
     add(
@@ -642,7 +647,7 @@ def corpus_names() -> list[str]:
         "wrong-ca",
         "rsa-1024-key",
         "duplicate-entries",
-        "duplicate-thing-name",
+        "shared-cn",
         "base64-not-a-certificate",
         "ten-megabyte-single-line",
         "crlf-line-endings",

@@ -143,7 +143,10 @@ class Env:
         store = self.jobs
         final = None
         for message in messages:
-            records = [j.ImportedRecord(e.locator, e.thing_name, e.certificate_id) for e in message.entries]
+            records = [
+                j.ImportedRecord(e.locator, e.thing_name, e.certificate_id, e.name_source)
+                for e in message.entries
+            ]
             store.record_outcome(message.job_id, message.chunk, records, [])
             final = store.try_complete(message.job_id) or final
         return final
@@ -404,9 +407,21 @@ def test_in_manifest_duplicates_and_name_conflicts(env: Env) -> None:
     data = b"".join(base64.b64encode(pem.encode()) + b"\n" for pem in lines)
     env.run(env.put("generated/dups.txt", data))
     entries = [e for m in env.messages() for e in m.entries]
-    assert [e.locator for e in entries] == ["line 1", "line 2", "line 4"]
+    assert [e.locator for e in entries] == ["line 1", "line 2", "line 4", "line 5"]
+    # Dev-0 is the CN of two different certificates: it names neither, their fingerprints do.
+    assert [(e.thing_name, e.name_source) for e in entries] == [
+        (f"cert-{entries[0].certificate_id}", "fingerprint"),
+        ("Dev-1", "cn"),
+        ("Dev-2", "cn"),
+        (f"cert-{entries[3].certificate_id}", "fingerprint"),
+    ]
     job = env.job("generated/dups.txt")
-    assert (job.total, job.duplicates, job.failed, job.settled) == (6, 2, 1, 3)
+    assert (job.total, job.duplicates, job.failed, job.settled) == (
+        6,
+        2,
+        0,
+        2,
+    )  # only the duplicates settled yet
     env.importer(env_messages_from(entries, job))
     report = env.report("generated/dups.txt")
     assert report["duplicate_entries"] == [
@@ -421,11 +436,14 @@ def test_in_manifest_duplicates_and_name_conflicts(env: Env) -> None:
             "reason": "line 6: duplicate of line 1.",
         },
     ]
-    assert (
-        report["failures"][0]["reason"]
-        == "line 5: thing name Dev-0 is already used by line 1 in this manifest."
-    )
-    assert report["status"] == "COMPLETED_WITH_ERRORS"
+    assert report["failures"] == []
+    assert [(r["locator"], r["name_source"]) for r in report["imported"]] == [
+        ("line 1", "fingerprint"),
+        ("line 2", "cn"),
+        ("line 4", "cn"),
+        ("line 5", "fingerprint"),
+    ]
+    assert report["status"] == "COMPLETED"
     assert metric_total(env, "DuplicatesSkipped") == 2
 
 
@@ -655,7 +673,7 @@ def manifest_with_repeats() -> bytes:
     pems = [c.pem() for c in certs]
     pems.insert(30, pems[2])  # a duplicate far from its original
     clash = next(certfactory.make_device_certs(1, ca, cn_format="Node-5"))
-    pems.insert(35, clash.pem())  # a thing-name conflict far from the original
+    pems.insert(35, clash.pem())  # a shared CN far from the original: both take fingerprint names
     return b"".join(base64.b64encode(pem.encode()) + b"\n" for pem in pems)
 
 
@@ -678,17 +696,17 @@ def test_continuations_match_a_single_run(env: Env) -> None:
     chunks = [m.chunk for m in split]
     assert len(chunks) == len(set(chunks))
     assert entry_set(split) == entry_set(single)
-    assert len(entry_set(split)) == 40
+    assert len(entry_set(split)) == 41
     job = env.job("generated/split.txt")
     assert (job.total, job.duplicates, job.failed) == (
         single_job.total,
         single_job.duplicates,
         single_job.failed,
     )
-    assert (job.total, job.duplicates, job.failed) == (42, 1, 1)
+    assert (job.total, job.duplicates, job.failed) == (42, 1, 0)
     final = env.importer(split)
     assert final is not None
-    assert final.status == j.JobStatus.COMPLETED_WITH_ERRORS
+    assert final.status == j.JobStatus.COMPLETED
     assert final.settled == 42
 
 
@@ -716,7 +734,7 @@ def test_crash_resumes_from_checkpoint_without_gaps(env: Env) -> None:
     for message in received:
         assert by_chunk.setdefault(message.chunk, message) == message  # re-sent chunks are identical
     unique = list(by_chunk.values())
-    assert len(entry_set(unique)) == 40
+    assert len(entry_set(unique)) == 41
     final = env.importer(unique)
     assert final is not None
     assert final.settled == final.total == 42
@@ -747,7 +765,7 @@ def test_crash_between_cut_intent_and_clean_checkpoint(env: Env) -> None:
     env.clock.now += timedelta(hours=1)
     env.run_all(body)
     unique = {m.chunk: m for m in env.messages()}
-    assert len(entry_set(list(unique.values()))) == 40
+    assert len(entry_set(list(unique.values()))) == 41
     final = env.importer(list(unique.values()))
     assert final is not None
     assert final.settled == final.total == 42

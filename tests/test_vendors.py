@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
-from layer_utils.cert_utils import get_cn
+from layer_utils.cert_utils import ParsedCertificate, get_cn, load_certificate
 from layer_utils.limits import Limits
 from manifest_provider.vendors import PARSERS, detect, get_parser
 from manifest_provider.vendors.base import ManifestEntry, ManifestFormatError, ParseOptions
@@ -52,6 +52,18 @@ def good(entries: list[ManifestEntry]) -> list[ManifestEntry]:
     return [entry for entry in entries if entry.error is None]
 
 
+def cns(entries: list[ManifestEntry]) -> list[str | None]:
+    return [entry.certificate.subject_cn for entry in good(entries) if entry.certificate is not None]
+
+
+def parsed_x509(certificate: x509.Certificate) -> ParsedCertificate:
+    return ParsedCertificate.from_x509(certificate)
+
+
+def parsed(issued: Issued) -> ParsedCertificate:
+    return parsed_x509(issued.certificate)
+
+
 @pytest.fixture(scope="module")
 def ca() -> Issued:
     return make_ca("Test Issuing CA")
@@ -68,9 +80,9 @@ def signer() -> Issued:
 
 
 @pytest.fixture(scope="module")
-def verifiers(shared_manifests: Path) -> tuple[x509.Certificate, ...]:
+def verifiers(shared_manifests: Path) -> tuple[ParsedCertificate, ...]:
     folder = shared_manifests / "microchip" / "verifiers"
-    return tuple(x509.load_pem_x509_certificate(path.read_bytes()) for path in sorted(folder.glob("*.crt")))
+    return tuple(load_certificate(path.read_bytes()) for path in sorted(folder.glob("*.crt")))
 
 
 # Real vendor files ---------------------------------------------------------------------------------
@@ -83,19 +95,22 @@ def test_real_espressif_csv(shared_manifests: Path) -> None:
     assert [e.locator for e in entries] == [f"row {n}" for n in range(2, 9)]
     assert "4BA2BB8764BD" in {e.vendor_thing_name for e in entries}
     assert all(re.fullmatch(r"[0-9A-F]{12}", e.vendor_thing_name or "") for e in entries)
-    assert all(isinstance(e.certificate.public_key(), rsa.RSAPublicKey) for e in entries if e.certificate)
+    assert all(isinstance(e.certificate.public_key, rsa.RSAPublicKey) for e in entries if e.certificate)
 
 
 def test_real_espressif_single_pem(shared_manifests: Path) -> None:
     entries = parse_file("espressif", shared_manifests / "espressif" / "single.pem")
     assert len(entries) == 1
     assert entries[0].certificate is not None
-    assert entries[0].vendor_thing_name == get_cn(entries[0].certificate)
+    # A PEM file carries no device identifier: the CN or the fingerprint names the thing.
+    assert entries[0].vendor_thing_name is None
+    assert entries[0].certificate.subject_cn
 
 
 def test_real_generated(shared_manifests: Path) -> None:
     entries = parse_file("generated", shared_manifests / "generated" / "certificates_test.txt")
-    assert [e.vendor_thing_name for e in entries] == [f"Device-{i}" for i in range(100)]
+    assert [e.vendor_thing_name for e in entries] == [None] * 100
+    assert cns(entries) == [f"Device-{i}" for i in range(100)]
     assert [e.locator for e in entries] == [f"line {i}" for i in range(1, 101)]
     assert [e.ordinal for e in entries] == list(range(100))
 
@@ -110,7 +125,7 @@ def test_real_infineon_bundles(shared_manifests: Path, bundle: str, key_type: An
     assert all(re.fullmatch(r"[0-9a-f]{64}", e.vendor_thing_name or "") for e in entries)
     assert all(re.fullmatch(rf"file [0-9A-F]+_{bundle}\.pem", e.locator) for e in entries)
     public_type = ec.EllipticCurvePublicKey if key_type is ec else rsa.RSAPublicKey
-    assert all(isinstance(e.certificate.public_key(), public_type) for e in entries if e.certificate)
+    assert all(isinstance(e.certificate.public_key, public_type) for e in entries if e.certificate)
     assert len({e.vendor_thing_name for e in entries}) == 200
 
 
@@ -141,7 +156,7 @@ def test_infineon_never_opens_keys_archive(shared_manifests: Path, monkeypatch: 
 
 
 def test_real_microchip_has_no_certificates(
-    shared_manifests: Path, verifiers: tuple[x509.Certificate, ...]
+    shared_manifests: Path, verifiers: tuple[ParsedCertificate, ...]
 ) -> None:
     path = shared_manifests / "microchip" / "ECC608-TMNGTLSS-B.json"
     entries = parse_file("microchip", path, ParseOptions(microchip_verifiers=verifiers))
@@ -155,7 +170,7 @@ def test_real_microchip_has_no_certificates(
 
 
 def test_real_microchip_signature_is_really_checked(
-    shared_manifests: Path, verifiers: tuple[x509.Certificate, ...]
+    shared_manifests: Path, verifiers: tuple[ParsedCertificate, ...]
 ) -> None:
     raw = json.loads((shared_manifests / "microchip" / "ECC608-TMNGTLSS-B.json").read_text())
     signature = bytearray(base64.urlsafe_b64decode(raw[0]["signature"] + "=="))
@@ -175,7 +190,7 @@ def test_real_microchip_without_verifiers(shared_manifests: Path) -> None:
 
 
 def test_real_microchip_signer_not_yet_valid(
-    shared_manifests: Path, verifiers: tuple[x509.Certificate, ...]
+    shared_manifests: Path, verifiers: tuple[ParsedCertificate, ...]
 ) -> None:
     options = ParseOptions(microchip_verifiers=verifiers, now=datetime(2020, 1, 1, tzinfo=UTC))
     entries = parse_file("microchip", shared_manifests / "microchip" / "ECC608-TMNGTLSS-B.json", options)
@@ -206,7 +221,7 @@ def test_generated_round_trip(style: str) -> None:
     summary = write_generated(buffer, 25, style=style, bad_fraction=0.2, seed=3)
     entries = parse("generated", buffer.getvalue())
     assert len(entries) == 25
-    assert tuple(e.vendor_thing_name for e in good(entries)) == summary.thing_names
+    assert tuple(cns(entries)) == summary.thing_names
     assert summary.thing_names[0] in {"Device-0", "Device-1"}
     assert set(errors(entries)) == set(summary.bad)
     assert all("Invalid certificate format" in reason for reason in errors(entries).values())
@@ -227,10 +242,13 @@ def test_microchip_round_trip_with_every_kind_of_damage(signer: Issued) -> None:
     buffer = io.BytesIO()
     summary = write_microchip(buffer, 120, signer=signer, bad_fraction=0.5, seed=11)
     assert set(summary.bad.values()) == set(MICROCHIP_BAD_KINDS)
-    entries = parse("microchip", buffer.getvalue(), ParseOptions(microchip_verifiers=(signer.certificate,)))
+    entries = parse("microchip", buffer.getvalue(), ParseOptions(microchip_verifiers=(parsed(signer),)))
     assert len(entries) == 120
     assert tuple(e.vendor_thing_name for e in good(entries)) == summary.thing_names
-    assert all(e.intermediates == summary.ca_certificates[:1] for e in good(entries))
+    assert all(
+        [i.der for i in e.intermediates] == [parsed_x509(c).der for c in summary.ca_certificates[:1]]
+        for e in good(entries)
+    )
     assert all(
         get_cn(e.certificate) == "sn" + (e.vendor_thing_name or "").upper()
         for e in good(entries)
@@ -269,16 +287,16 @@ def test_microchip_algorithm_not_allowed(signer: Issued, alg: str) -> None:
     header = json.loads(base64.urlsafe_b64decode(raw[0]["protected"] + "=="))
     raw[0]["protected"] = _b64url_json({**header, "alg": alg})
     entries = parse(
-        "microchip", json.dumps(raw).encode(), ParseOptions(microchip_verifiers=(signer.certificate,))
+        "microchip", json.dumps(raw).encode(), ParseOptions(microchip_verifiers=(parsed(signer),))
     )
     assert f"the signature algorithm '{alg}' is not allowed (allowed: ES256)." in (entries[0].error or "")
 
 
 def test_microchip_expired_and_unknown_signer(signer: Issued) -> None:
     data = json.dumps(_microchip(signer, 2)).encode()
-    later = ParseOptions(microchip_verifiers=(signer.certificate,), now=datetime(2200, 1, 1, tzinfo=UTC))
+    later = ParseOptions(microchip_verifiers=(parsed(signer),), now=datetime(2200, 1, 1, tzinfo=UTC))
     assert all("is not valid at 2200-01-01" in (e.error or "") for e in parse("microchip", data, later))
-    other = ParseOptions(microchip_verifiers=(make_microchip_signer("Other").certificate,))
+    other = ParseOptions(microchip_verifiers=(parsed(make_microchip_signer("Other")),))
     assert all("no trusted signer matches" in (e.error or "") for e in parse("microchip", data, other))
 
 
@@ -287,7 +305,7 @@ def test_microchip_malformed_entries_fail_alone(signer: Issued) -> None:
     weird = {"payload": 'x"]}[', "protected": "!!!", "signature": "", "header": {"uniqueId": "abc"}}
     missing = {"header": {"uniqueId": "def"}}
     data = json.dumps([raw[0], 42, "text", weird, missing, [1, 2], raw[1]]).encode()
-    entries = parse("microchip", data, ParseOptions(microchip_verifiers=(signer.certificate,)))
+    entries = parse("microchip", data, ParseOptions(microchip_verifiers=(parsed(signer),)))
     assert [e.error is None for e in entries] == [True, False, False, False, False, False, True]
     assert entries[1].error == "entry 2: the entry is not a JSON object."
     assert (
@@ -300,7 +318,7 @@ def test_microchip_malformed_entries_fail_alone(signer: Issued) -> None:
 def test_microchip_invalid_json_inside_an_entry_fails_only_that_entry(signer: Issued) -> None:
     raw = _microchip(signer, 2)
     text = "[" + json.dumps(raw[0]) + ', {"a" 1}, ' + json.dumps(raw[1]) + "]"
-    entries = parse("microchip", text.encode(), ParseOptions(microchip_verifiers=(signer.certificate,)))
+    entries = parse("microchip", text.encode(), ParseOptions(microchip_verifiers=(parsed(signer),)))
     assert len(entries) == 3
     assert entries[1].error is not None and entries[1].error.startswith(
         "entry 2: the entry is not valid JSON"
@@ -312,7 +330,7 @@ def test_microchip_truncated_keeps_entries_already_read(signer: Issued) -> None:
     data = json.dumps(_microchip(signer, 3)).encode()
     cut = data[: data.rindex(b'"payload"') + 20]
     iterator = get_parser("microchip").entries(
-        io.BytesIO(cut), ParseOptions(microchip_verifiers=(signer.certificate,))
+        io.BytesIO(cut), ParseOptions(microchip_verifiers=(parsed(signer),))
     )
     assert next(iterator).error is None
     assert next(iterator).error is None
@@ -368,7 +386,7 @@ def _signed_entry(signer: Issued, payload: bytes, protected: bytes | None = None
 
 
 def test_microchip_deep_or_odd_payloads_are_refused(signer: Issued) -> None:
-    options = ParseOptions(microchip_verifiers=(signer.certificate,))
+    options = ParseOptions(microchip_verifiers=(parsed(signer),))
     cases = [
         _signed_entry(signer, b"[" * 100_000 + b"]" * 100_000),
         _signed_entry(signer, b"[1, 2]"),
@@ -574,7 +592,7 @@ def test_generated_pem_bundle_problems(devices: list[Issued]) -> None:
         + "-----BEGIN CERTIFICATE-----\nAAAA\n"
     )
     entries = parse("generated", text.encode())
-    assert [e.vendor_thing_name for e in good(entries)] == ["dev-0", "dev-1"]
+    assert cns(entries) == ["dev-0", "dev-1"]
     first, second = (devices[n].pem().count("\n") for n in (0, 1))
     garbage, public, unterminated = 2 + first, 5 + first, 8 + first + second
     assert [e.locator for e in entries] == [
@@ -600,7 +618,7 @@ def test_generated_base64_line_problems(devices: list[Issued]) -> None:
         base64.b64encode(devices[1].der()),
     ]
     entries = parse("generated", b"\n".join(lines) + b"\n")
-    assert [e.vendor_thing_name for e in good(entries)] == ["dev-0", "dev-1"]
+    assert cns(entries) == ["dev-0", "dev-1"]
     assert errors(entries) == {
         "line 2": "line 2: the line is not base64 text.",
         "line 3": "line 3: the line is not valid base64.",

@@ -16,14 +16,19 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from cryptography import x509
 from rich.table import Table
 
-from layer_utils.cert_utils import load_certificates
+from layer_utils.cert_utils import DEFAULT_NAME_SOURCES, ParsedCertificate, load_certificates
 from layer_utils.jobs import ImportedRecord
 from manifest_provider.evaluate import EntryEvaluator, Rejected
-from manifest_provider.vendors import ManifestFormatError, ParseOptions, detect, get_parser
-from thingpress.console import CliError, failures_table, out_console, print_json
+from manifest_provider.vendors import (
+    ManifestFormatError,
+    ParseOptions,
+    detect,
+    get_parser,
+    guarded_entries,
+)
+from thingpress.console import failures_table, out_console, print_json
 
 _HEAD_BYTES = 8192
 _CERT_SUFFIXES = (".crt", ".pem", ".cer", ".der")
@@ -51,7 +56,7 @@ class CheckResult:
     ``entries`` counts the manifest's entries, ``valid`` lists the importable ones (as the report's
     imported records would list them), ``problems`` every problem in manifest order (one per bad
     entry, a manifest-level problem last), ``duplicates`` how many entries repeat an earlier
-    certificate.
+    certificate, ``warnings`` the skipped verifier or CA files.
     """
 
     manifest: str
@@ -60,6 +65,7 @@ class CheckResult:
     duplicates: int = 0
     valid: list[ImportedRecord] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -77,22 +83,25 @@ class CheckResult:
             "invalid": self.entries - len(self.valid),
             "duplicates": self.duplicates,
             "problems": [problem.to_dict() for problem in self.problems],
+            "warnings": list(self.warnings),
             "valid_entries": [entry.to_dict() for entry in self.valid],
         }
 
 
-def load_certificate_files(paths: Iterable[Path]) -> tuple[x509.Certificate, ...]:
+def load_certificate_files(paths: Iterable[Path]) -> tuple[tuple[ParsedCertificate, ...], list[str]]:
     """Load every certificate in ``paths`` (PEM, DER or base64; a file may hold several).
 
-    Raises ``CliError`` naming a file that holds no readable certificate.
+    Returns the certificates and one warning per file skipped because it holds no readable
+    certificate (as the provider skips such a trust file and warns in the report).
     """
-    certificates: list[x509.Certificate] = []
+    certificates: list[ParsedCertificate] = []
+    warnings: list[str] = []
     for path in paths:
         try:
             certificates.extend(load_certificates(path.read_bytes()))
         except ValueError as error:
-            raise CliError(f"{path} does not hold a readable certificate: {error}") from error
-    return tuple(certificates)
+            warnings.append(f"{path} was skipped: {str(error).rstrip('.')}.")
+    return tuple(certificates), warnings
 
 
 def certificate_files(directory: Path) -> list[Path]:
@@ -106,11 +115,11 @@ def check_manifest(
     path: Path,
     *,
     vendor: str | None = None,
-    verifiers: Sequence[x509.Certificate] = (),
-    trusted_cas: Sequence[x509.Certificate] | None = None,
+    verifiers: Sequence[ParsedCertificate] = (),
+    trusted_cas: Sequence[ParsedCertificate] | None = None,
     bundle_type: str = "E0E0",
     allow_expired: bool = False,
-    thing_name_source: str = "vendor",
+    name_sources: Sequence[str] = DEFAULT_NAME_SOURCES,
     thing_name_prefix: str = "",
     now: datetime | None = None,
 ) -> CheckResult:
@@ -118,12 +127,12 @@ def check_manifest(
 
     Takes the manifest path, the vendor (None: detect it from the content), the Microchip signer
     certificates, the trust anchors (None: the chain is not checked), the Infineon bundle type,
-    whether expired certificates are accepted, the thing-name source and prefix (as the
+    whether expired certificates are accepted, the ordered thing-name sources and prefix (as the
     ``THINGPRESS_THING_NAME_*`` settings) and the validation time (default now). Returns the result
     with every problem, one per bad entry. Raises ``OSError`` when the file cannot be read.
     """
     evaluator = EntryEvaluator(
-        thing_name_source=thing_name_source,
+        name_sources=name_sources,
         thing_name_prefix=thing_name_prefix,
         trusted_cas=trusted_cas,
         allow_expired=allow_expired,
@@ -137,7 +146,8 @@ def check_manifest(
                 get_parser(vendor) if vendor else detect(f"incoming/{path.name}", source.read(_HEAD_BYTES))
             )
             result.vendor = parser.name
-            for entry in parser.entries(source, options):
+            evaluator.survey(guarded_entries(parser, source, options))
+            for entry in guarded_entries(parser, source, options):
                 result.entries += 1
                 outcome = evaluator.evaluate(entry)
                 if isinstance(outcome, Rejected):
@@ -145,9 +155,11 @@ def check_manifest(
                     result.problems.append(Problem(outcome.locator, outcome.reason))
                 else:
                     result.valid.append(
-                        ImportedRecord(outcome.locator, outcome.thing_name, outcome.fingerprint)
+                        ImportedRecord(
+                            outcome.locator, outcome.thing_name, outcome.fingerprint, outcome.name_source
+                        )
                     )
-        except ManifestFormatError as error:
+        except (ManifestFormatError, ValueError) as error:
             result.problems.append(Problem("manifest", str(error)))
     return result
 
@@ -174,16 +186,19 @@ def check_command(
     trusted_cas: Sequence[Path],
     bundle_type: str,
     allow_expired: bool = False,
-    thing_name_source: str = "vendor",
+    name_sources: Sequence[str] = DEFAULT_NAME_SOURCES,
     thing_name_prefix: str = "",
     as_json: bool,
 ) -> int:
     """Run ``thingpress check``: print the counts and every problem; return 0 when none, else 1.
 
-    Raises ``CliError`` when a verifier or CA file holds no certificate.
+    A verifier or CA file that holds no readable certificate is skipped with a warning.
     """
-    signers = load_certificate_files(certificate_files(verifiers)) if verifiers else ()
-    anchors = load_certificate_files(trusted_cas) if trusted_cas else None
+    signers, warnings = load_certificate_files(certificate_files(verifiers)) if verifiers else ((), [])
+    anchors: tuple[ParsedCertificate, ...] | None = None
+    if trusted_cas:
+        anchors, ca_warnings = load_certificate_files(trusted_cas)
+        warnings.extend(ca_warnings)
     result = check_manifest(
         manifest,
         vendor=vendor,
@@ -191,13 +206,16 @@ def check_command(
         trusted_cas=anchors,
         bundle_type=bundle_type,
         allow_expired=allow_expired,
-        thing_name_source=thing_name_source,
+        name_sources=name_sources,
         thing_name_prefix=thing_name_prefix,
     )
+    result.warnings.extend(warnings)
     if as_json:
         print_json(result.to_dict())
     else:
         console = out_console()
+        for warning in result.warnings:
+            console.print(f"Warning: {warning}", markup=False)
         console.print(_counts_table(result))
         if result.problems:
             console.print(

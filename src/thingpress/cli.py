@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from layer_utils.cert_utils import THING_NAME_SOURCES
+from layer_utils.cert_utils import DEFAULT_NAME_SOURCES, parse_name_sources
 from thingpress.console import CliError
 
 EXIT_OK = 0
@@ -68,17 +68,62 @@ def _fraction(value: str) -> float:
     return number
 
 
-def _add_manifest_arguments(
-    parser: argparse.ArgumentParser, *, vendor_help: str, bundle_type: str | None
-) -> None:
-    """Add a manifest and how to read it (``local import``, ``check``); ``bundle_type`` is the default."""
+def _name_sources(value: str) -> tuple[str, ...]:
+    try:
+        return parse_name_sources(value)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in {"1", "true", "yes"}
+
+
+def _add_manifest_arguments(parser: argparse.ArgumentParser, *, vendor_help: str) -> None:
+    """Add a manifest and every import setting of the stack (``local import``, ``check``).
+
+    Defaults come from the ``THINGPRESS_*`` variables the deployed functions read, so that ``check``
+    and ``local import`` agree with the stack.
+    """
     parser.add_argument("manifest", type=_existing_file, metavar="MANIFEST")
     parser.add_argument("--vendor", choices=VENDORS, help=vendor_help)
     parser.add_argument(
         "--verifiers", type=_existing_dir, metavar="DIR", help="Microchip signer certificates"
     )
-    parser.add_argument("--bundle-type", choices=BUNDLE_TYPES, default=bundle_type)
-    parser.add_argument("--allow-expired", action="store_true", help="accept expired device certificates")
+    parser.add_argument(
+        "--bundle-type",
+        choices=BUNDLE_TYPES,
+        default=os.environ.get("THINGPRESS_INFINEON_BUNDLE_TYPE", "").strip().upper() or "E0E0",
+        help="Infineon bundle (default: $THINGPRESS_INFINEON_BUNDLE_TYPE or E0E0)",
+    )
+    parser.add_argument(
+        "--allow-expired",
+        action="store_true",
+        default=_env_flag("THINGPRESS_ALLOW_EXPIRED"),
+        help="accept expired device certificates (default: $THINGPRESS_ALLOW_EXPIRED)",
+    )
+    parser.add_argument(
+        "--trusted-ca",
+        action="append",
+        default=[],
+        type=_existing_file,
+        metavar="FILE",
+        help="trust anchor certificates; device certificates must chain to one (repeatable)",
+    )
+    parser.add_argument(
+        "--thing-name-source",
+        type=_name_sources,
+        default=os.environ.get("THINGPRESS_THING_NAME_SOURCE", "").strip() or ",".join(DEFAULT_NAME_SOURCES),
+        metavar="SOURCES",
+        help="ordered thing-name sources, as the ThingNameSource parameter "
+        "(default: $THINGPRESS_THING_NAME_SOURCE or vendor,cn,fingerprint)",
+    )
+    parser.add_argument(
+        "--thing-name-prefix",
+        default=os.environ.get("THINGPRESS_THING_NAME_PREFIX", ""),
+        metavar="PREFIX",
+        help="prefix added to every thing name (default: $THINGPRESS_THING_NAME_PREFIX)",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON document")
 
 
@@ -97,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     local = commands.add_parser("local", help="run the pipeline on the embedded local AWS emulator")
     local_commands = local.add_subparsers(dest="local_command", metavar="SUBCOMMAND", required=True)
     imp = local_commands.add_parser("import", help="import one manifest through the local stack")
-    _add_manifest_arguments(imp, vendor_help="vendor prefix to upload to (default: sniff)", bundle_type=None)
+    _add_manifest_arguments(imp, vendor_help="vendor prefix to upload to (default: sniff)")
     imp.add_argument("--policy", action="append", default=[], dest="policies", metavar="P")
     imp.add_argument("--thing-group", action="append", default=[], dest="thing_groups", metavar="G")
     imp.add_argument("--thing-type", metavar="T")
@@ -107,17 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     imp.set_defaults(handler=_cmd_local_import)
 
     check = commands.add_parser("check", help="validate a manifest offline (no emulator, no AWS)")
-    _add_manifest_arguments(check, vendor_help="vendor format (default: sniff)", bundle_type="E0E0")
-    check.add_argument("--trusted-ca", action="append", default=[], type=_existing_file, metavar="FILE")
-    check.add_argument(
-        "--thing-name-source",
-        choices=THING_NAME_SOURCES,
-        default="vendor",
-        help="where thing names come from, as the ThingNameSource parameter (default: vendor)",
-    )
-    check.add_argument(
-        "--thing-name-prefix", default="", metavar="PREFIX", help="prefix added to every thing name"
-    )
+    _add_manifest_arguments(check, vendor_help="vendor format (default: sniff)")
     check.set_defaults(handler=_cmd_check)
 
     invoke = commands.add_parser("invoke", help="run one function handler on an event, like sam local invoke")
@@ -185,6 +220,9 @@ def _cmd_local_import(args: argparse.Namespace) -> int:
         verifiers=args.verifiers,
         bundle_type=args.bundle_type,
         allow_expired=args.allow_expired,
+        trusted_cas=args.trusted_ca,
+        name_sources=args.thing_name_source,
+        thing_name_prefix=args.thing_name_prefix,
         dashboard=args.dashboard,
         as_json=args.json,
     )
@@ -200,7 +238,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
         trusted_cas=args.trusted_ca,
         bundle_type=args.bundle_type,
         allow_expired=args.allow_expired,
-        thing_name_source=args.thing_name_source,
+        name_sources=args.thing_name_source,
         thing_name_prefix=args.thing_name_prefix,
         as_json=args.json,
     )

@@ -27,9 +27,11 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from layer_utils.cert_utils import DEFAULT_NAME_SOURCES
 from layer_utils.circuit_state import get_circuit_status
 from layer_utils.jobs import FINAL_STATUSES, Job, JobStore
 from layer_utils.rate_limit import DEFAULT_IOT_TPS
+from manifest_provider import vendors
 from thingpress import remote
 from thingpress.certfactory import Issued
 from thingpress.check import certificate_files
@@ -50,6 +52,8 @@ from thingpress.generate import Summary, generate, make_microchip_signer
 PROVIDER = "ManifestProviderFunction"
 IMPORTER = "BulkImporterFunction"
 DEFAULT_VERIFIER_PREFIX = "verifiers/microchip/"
+LOCAL_TRUSTED_CA_PREFIX = "trusted-cas/"
+"""Where ``local import --trusted-ca`` puts trust anchors (``<prefix><vendor>/``) in the local bucket."""
 
 LOCAL_IOT_TPS = {api: 1000 for api in DEFAULT_IOT_TPS}
 """IoT API rates used locally (requests per second per API): every API the importer calls, lifted."""
@@ -152,6 +156,18 @@ def upload_verifiers(stack: Any, directory: Path) -> list[str]:
         s3.put_object(Bucket=stack.bucket, Key=key, Body=path.read_bytes())
         keys.append(key)
     return keys
+
+
+def upload_trusted_cas(stack: Any, paths: Sequence[Path]) -> str:
+    """Upload trust anchor files under a trusted-CA prefix, for every vendor; return the prefix."""
+    prefix = LOCAL_TRUSTED_CA_PREFIX
+    s3 = stack.client("s3")
+    for vendor in (parser.name for parser in vendors.PARSERS):
+        for index, path in enumerate(paths):
+            s3.put_object(
+                Bucket=stack.bucket, Key=f"{prefix}{vendor}/{index}-{path.name}", Body=path.read_bytes()
+            )
+    return prefix
 
 
 def upload_settings(
@@ -324,13 +340,18 @@ def local_import_command(
     verifiers: Path | None,
     bundle_type: str | None,
     allow_expired: bool = False,
+    trusted_cas: Sequence[Path] = (),
+    name_sources: Sequence[str] = DEFAULT_NAME_SOURCES,
+    thing_name_prefix: str = "",
     dashboard: Path | None = None,
     as_json: bool,
 ) -> int:
     """Run ``thingpress local import``: import one manifest through the local stack and print the report.
 
-    With ``dashboard`` the template's CloudWatch dashboard is drawn from the run's metrics into
-    that HTML file. Returns 0 when every entry was imported, 1 when some failed (or the job
+    The import settings (expiry, trust anchors, thing-name sources and prefix) configure the local
+    ManifestProvider exactly as the stack's parameters configure the deployed one. With
+    ``dashboard`` the template's CloudWatch dashboard is drawn from the run's metrics into that HTML
+    file. Returns 0 when every entry was imported, 1 when some failed (or the job
     failed). Raises ``CliError`` when the stack cannot start or the pipeline does not finish.
     """
     body = manifest.read_bytes()
@@ -345,8 +366,14 @@ def local_import_command(
     template = find_template()
     capture = new_capture() if dashboard is not None else None
     with local_stack(template, quiet=as_json) as stack:
-        if allow_expired:
-            stack.configure_function(PROVIDER, environment={"THINGPRESS_ALLOW_EXPIRED": "true"})
+        environment = {
+            "THINGPRESS_ALLOW_EXPIRED": "true" if allow_expired else "false",
+            "THINGPRESS_THING_NAME_SOURCE": ",".join(name_sources),
+            "THINGPRESS_THING_NAME_PREFIX": thing_name_prefix,
+        }
+        if trusted_cas:
+            environment["THINGPRESS_TRUSTED_CA_PREFIX"] = upload_trusted_cas(stack, trusted_cas)
+        stack.configure_function(PROVIDER, environment=environment)
         ensure_iot_resources(
             stack.client("iot"), policies=policies, thing_groups=thing_groups, thing_type=thing_type
         )

@@ -379,7 +379,9 @@ def handle_import_body(
         if outcome is None:
             pending.append(index)
         elif outcome.status is OutcomeStatus.IMPORTED:
-            imported.append(ImportedRecord(entry.locator, entry.thing_name, entry.certificate_id))
+            imported.append(
+                ImportedRecord(entry.locator, entry.thing_name, entry.certificate_id, entry.name_source)
+            )
         elif outcome.status is OutcomeStatus.FAILED:
             failures.append(
                 FailureRecord(

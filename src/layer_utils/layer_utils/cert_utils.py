@@ -1,24 +1,36 @@
 """Certificate loading, fingerprints, validation, ARNs and thing names.
 
-Everything here works on ``cryptography`` ``x509.Certificate`` objects; the loaders accept the forms
-vendors ship (PEM text or bytes, DER, and base64 of either) and raise
-``ValueError("Invalid certificate format: <reason>")`` for anything else.
+Reading is tolerant, because real device certificates bend DER and the X.509 profile (illegal
+PrintableString characters, explicitly encoded defaults, UTCTime without seconds, ...) in ways that
+OpenSSL and AWS IoT accept. Mechanism: ``cryptography``'s strict parser is the fast path; for what it
+refuses, OpenSSL (through pyOpenSSL) decides whether the certificate is readable at all and validates
+its chain, and asn1crypto, a lenient DER reader, supplies the fields pyOpenSSL no longer exposes. The
+loaders accept the forms vendors ship (PEM text or bytes, DER, and base64 of either), return
+:class:`ParsedCertificate` and raise ``ValueError("Invalid certificate format: <reason>.")`` for
+anything neither parser can read.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
+from functools import cached_property
 
+from asn1crypto import parser as asn1_parser
+from asn1crypto import pem as asn1_pem
+from asn1crypto import x509 as asn1_x509
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa, x448, x25519
-from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
+from cryptography.x509.oid import ExtensionOID, NameOID
 from cryptography.x509.verification import (
     Criticality,
     ExtensionPolicy,
@@ -26,47 +38,269 @@ from cryptography.x509.verification import (
     Store,
     VerificationError,
 )
+from OpenSSL import crypto
 
 __all__ = [
+    "CERTIFICATE_LABELS",
+    "DEFAULT_NAME_SOURCES",
     "THING_NAME_PATTERN",
+    "THING_NAME_SOURCES",
     "CertificateProblem",
+    "NameCandidate",
+    "ParsedCertificate",
     "ProblemCode",
     "ValidationResult",
+    "as_parsed",
     "certificate_arn",
     "contains_private_key",
-    "derive_thing_name",
-    "fallback_thing_name",
     "format_certificate",
     "get_certificate_fingerprint",
     "get_cn",
     "is_valid_thing_name",
     "load_certificate",
     "load_certificates",
+    "name_candidates",
     "parse_function_arn",
+    "parse_name_sources",
     "thing_arn",
     "validate_certificate",
     "validate_thing_name",
 ]
 
-CertificateInput = str | bytes | x509.Certificate
-"""Anything the helpers accept as a certificate: an object, or data ``load_certificate`` reads."""
-
-_PEM_CERTIFICATE = b"-----BEGIN CERTIFICATE-----"
+CERTIFICATE_LABELS = frozenset({"CERTIFICATE", "X509 CERTIFICATE", "TRUSTED CERTIFICATE"})
+"""The PEM labels that hold a certificate (the legacy ``X509`` and OpenSSL's ``TRUSTED`` forms too)."""
 _PEM_ANY = b"-----BEGIN "
 _DER_SEQUENCE = b"\x30"
 _WHITESPACE = re.compile(rb"\s+")
+_SEQUENCE_TAG = 16
 
 
 def _invalid(reason: str) -> ValueError:
     return ValueError(f"Invalid certificate format: {reason}.")
 
 
-def _as_bytes(data: str | bytes) -> bytes:
-    if isinstance(data, str):
-        return data.encode("utf-8", errors="replace")
-    if isinstance(data, bytes | bytearray | memoryview):
-        return bytes(data)
-    raise _invalid(f"expected text or bytes, got {type(data).__name__}")
+@dataclass(frozen=True, eq=False)
+class ParsedCertificate:
+    """A certificate as read from a manifest, whichever parser could read it.
+
+    ``der`` is the certificate's exact DER (trailing padding removed), ``fingerprint`` its SHA-256 in
+    lowercase hex (the AWS IoT certificate id), ``subject_cn`` the subject CN (None when there is none
+    or it cannot be decoded), ``subject`` and ``issuer`` readable names for messages,
+    ``subject_key_id`` the Subject Key Identifier, ``public_key`` the key (None with ``key_error``
+    saying why it cannot be used), ``strict`` cryptography's object when its strict parser reads every
+    part (None otherwise) and ``strict_problem`` what that parser refused.
+    Two instances are equal when their DER is.
+    """
+
+    der: bytes
+    fingerprint: str
+    subject_cn: str | None
+    subject: str
+    issuer: str
+    not_before: datetime
+    not_after: datetime
+    is_ca: bool
+    subject_key_id: bytes | None
+    public_key: PublicKeyTypes | None
+    key_error: str | None
+    strict: x509.Certificate | None
+    strict_problem: str | None = None
+    openssl_problem: str | None = None
+
+    def __eq__(self, other: object) -> bool:
+        """Return whether ``other`` is a parsed certificate with the same DER."""
+        return isinstance(other, ParsedCertificate) and other.der == self.der
+
+    def __hash__(self) -> int:
+        """Hash the DER."""
+        return hash(self.der)
+
+    def pem(self) -> str:
+        r"""Return the exact DER as PEM text (``-----BEGIN CERTIFICATE-----\n``, 64-column base64)."""
+        body = base64.b64encode(self.der).decode("ascii")
+        lines = "\n".join(body[i : i + 64] for i in range(0, len(body), 64))
+        return f"-----BEGIN CERTIFICATE-----\n{lines}\n-----END CERTIFICATE-----\n"
+
+    @cached_property
+    def openssl(self) -> crypto.X509:
+        """Return OpenSSL's reading of the certificate (for chain validation)."""
+        return crypto.load_certificate(crypto.FILETYPE_ASN1, self.der)
+
+    @classmethod
+    def from_x509(cls, cert: x509.Certificate) -> ParsedCertificate:
+        """Return the parsed form of a ``cryptography`` certificate (read again from its DER)."""
+        return _read_der(cert.public_bytes(serialization.Encoding.DER))
+
+
+def _exact_der(data: bytes) -> bytes:
+    """Return the first DER element of ``data`` (dropping trailing padding); raise ``ValueError``."""
+    try:
+        class_, method, tag, header, contents, _trailer = asn1_parser.parse(data, strict=False)
+    except ValueError:
+        raise _invalid("the DER data is truncated or is not a certificate") from None
+    if (class_, method, tag) != (0, 1, _SEQUENCE_TAG):
+        raise _invalid("the DER data does not start with a certificate SEQUENCE")
+    return bytes(header + contents)
+
+
+def _key(spki_der: bytes) -> tuple[PublicKeyTypes | None, str | None]:
+    try:
+        return serialization.load_der_public_key(spki_der), None
+    except UnsupportedAlgorithm:
+        return None, "its public key uses an algorithm or curve that is not supported"
+    except ValueError:
+        return None, "its public key cannot be read"
+
+
+def _strict_read(der: bytes, fingerprint: str) -> ParsedCertificate:
+    """Read with cryptography's strict parser; raises whatever it raises on anything it refuses."""
+    cert = x509.load_der_x509_certificate(der)
+    extensions = cert.extensions
+    cn_attributes = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    cn_value = cn_attributes[0].value if cn_attributes else None
+    try:
+        is_ca = bool(extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
+    except x509.ExtensionNotFound:
+        is_ca = False
+    try:
+        ski: bytes | None = extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest
+    except x509.ExtensionNotFound:
+        ski = None
+    try:
+        key: PublicKeyTypes | None = cert.public_key()
+        key_error = None
+    except UnsupportedAlgorithm:
+        key, key_error = None, "its public key uses an algorithm or curve that is not supported"
+    return ParsedCertificate(
+        der=der,
+        fingerprint=fingerprint,
+        subject_cn=cn_value if isinstance(cn_value, str) else None,
+        subject=cert.subject.rfc4514_string(),
+        issuer=cert.issuer.rfc4514_string(),
+        not_before=cert.not_valid_before_utc,
+        not_after=cert.not_valid_after_utc,
+        is_ca=is_ca,
+        subject_key_id=ski,
+        public_key=key,
+        key_error=key_error,
+        strict=cert,
+    )
+
+
+def _asn1_cn(name: asn1_x509.Name) -> str | None:
+    for rdn in name.chosen:
+        for attribute in rdn:
+            if attribute["type"].dotted == NameOID.COMMON_NAME.dotted_string:
+                value = attribute["value"].native
+                return value if isinstance(value, str) else None
+    return None
+
+
+def _asn1_readable(name: asn1_x509.Name) -> str:
+    try:
+        return str(name.human_friendly)
+    except (ValueError, TypeError, UnicodeError):
+        return "(a name that cannot be decoded)"
+
+
+def _asn1_extensions(tbs: asn1_x509.TbsCertificate) -> tuple[bool, bytes | None]:
+    """Return (is a CA, subject key identifier) from the extensions; raise ``ValueError`` if unreadable."""
+    is_ca = False
+    ski: bytes | None = None
+    for extension in tbs["extensions"]:
+        oid = extension["extn_id"].dotted
+        if oid == ExtensionOID.BASIC_CONSTRAINTS.dotted_string:
+            is_ca = is_ca or bool(extension["extn_value"].parsed["ca"].native)
+        elif oid == ExtensionOID.SUBJECT_KEY_IDENTIFIER.dotted_string and ski is None:
+            ski = bytes(extension["extn_value"].parsed.native)
+    return is_ca, ski
+
+
+def _openssl_refusal(der: bytes) -> str | None:
+    """Return OpenSSL's first reason for refusing to read the certificate, or None when it reads it."""
+    try:
+        crypto.load_certificate(crypto.FILETYPE_ASN1, der)
+    except crypto.Error as error:
+        queue = error.args[0] if error.args and isinstance(error.args[0], list) else []
+        reasons = [str(item[-1]) for item in queue if isinstance(item, tuple) and item]
+        return reasons[0] if reasons else "unreadable"
+    return None
+
+
+def _tolerant_read(der: bytes, fingerprint: str, strict_problem: str) -> ParsedCertificate:
+    """Read what the strict parser refused, if OpenSSL reads it; raise ``ValueError`` otherwise.
+
+    One exception: OpenSSL 4 refuses a UTCTime without seconds, which real device certificates carry
+    and older OpenSSL releases and AWS IoT read. Such a certificate is read here, and marked so that
+    its chain check, which needs OpenSSL, says it could not be made.
+    """
+    refusal = _openssl_refusal(der)
+    if refusal is not None and "time" not in refusal:
+        raise _invalid(
+            f"the data is not a readable X.509 certificate (OpenSSL cannot read it either: {refusal})"
+        )
+    # OpenSSL read it; asn1crypto supplies the fields. Any failure of its lazy decoding is reported
+    # as the part of the certificate that cannot be read.
+    certificate = asn1_x509.Certificate.load(der)
+    tbs = certificate["tbs_certificate"]
+    try:
+        not_before = tbs["validity"]["not_before"].native
+        not_after = tbs["validity"]["not_after"].native
+    except (ValueError, TypeError, KeyError):
+        raise _invalid("its validity dates cannot be read") from None
+    try:
+        is_ca, ski = _asn1_extensions(tbs)
+    except (ValueError, TypeError, KeyError):
+        raise _invalid("its basic constraints or key identifier extension cannot be read") from None
+    try:
+        cn = _asn1_cn(tbs["subject"])
+    except (ValueError, TypeError, KeyError, UnicodeError):
+        cn = None
+    key, key_error = _key(tbs["subject_public_key_info"].dump())
+    return ParsedCertificate(
+        der=der,
+        fingerprint=fingerprint,
+        subject_cn=cn,
+        subject=_asn1_readable(tbs["subject"]),
+        issuer=_asn1_readable(tbs["issuer"]),
+        not_before=not_before.astimezone(UTC),
+        not_after=not_after.astimezone(UTC),
+        is_ca=is_ca,
+        subject_key_id=ski,
+        public_key=key,
+        key_error=key_error,
+        strict=None,
+        strict_problem=strict_problem,
+        openssl_problem=refusal,
+    )
+
+
+def _strict_problem(der: bytes) -> str:
+    """Say, in English, which part of the certificate cryptography's strict parser refuses."""
+    try:
+        cert = x509.load_der_x509_certificate(der)
+    except ValueError:
+        return "the strict DER parser refuses its structure"
+    for part, read in (
+        ("subject", lambda: cert.subject),
+        ("issuer", lambda: cert.issuer),
+        ("extensions", lambda: cert.extensions),
+        ("validity dates", lambda: cert.not_valid_after_utc),
+    ):
+        try:
+            read()
+        except Exception:
+            return f"the strict DER parser refuses its {part}"
+    return "the strict DER parser refuses it"
+
+
+def _read_der(data: bytes) -> ParsedCertificate:
+    der = _exact_der(data)
+    fingerprint = hashlib.sha256(der).hexdigest()
+    try:
+        return _strict_read(der, fingerprint)
+    except Exception:
+        return _tolerant_read(der, fingerprint, _strict_problem(der))
 
 
 def _decode_base64(raw: bytes) -> bytes | None:
@@ -80,25 +314,31 @@ def _decode_base64(raw: bytes) -> bytes | None:
     return None
 
 
-def _load_all(raw: bytes, *, allow_base64: bool) -> list[x509.Certificate]:
-    """Load every certificate in PEM data, or the one in DER data, or either one base64-encoded.
+def _pem_blocks(raw: bytes) -> list[bytes]:
+    try:
+        blocks = list(asn1_pem.unarmor(raw[raw.index(_PEM_ANY) :], multiple=True))
+    except ValueError:
+        raise _invalid("the PEM data is malformed") from None
+    ders = [der for label, _headers, der in blocks if label in CERTIFICATE_LABELS]
+    if not ders:
+        raise _invalid("the PEM data holds no CERTIFICATE block")
+    return ders
 
-    DER is parsed as given: stripping "whitespace" would corrupt DER whose last bytes happen to be
+
+def _load_all(raw: bytes, *, allow_base64: bool) -> list[ParsedCertificate]:
+    """Read every certificate in PEM data, or the one in DER data, or either one base64-encoded.
+
+    DER is read as given: stripping "whitespace" would corrupt DER whose last bytes happen to be
     0x09-0x0d or 0x20.
     """
-    if _PEM_CERTIFICATE in raw:
-        try:
-            return x509.load_pem_x509_certificates(raw)
-        except ValueError as error:
-            raise _invalid("the PEM data does not hold a valid X.509 certificate") from error
     if _PEM_ANY in raw:
-        raise _invalid("the PEM data holds no CERTIFICATE block")
+        return [_read_der(der) for der in _pem_blocks(raw)]
     if raw[:1] == _DER_SEQUENCE:
         try:
-            return [x509.load_der_x509_certificate(raw)]
-        except ValueError as error:
+            return [_read_der(raw)]
+        except ValueError:
             if not allow_base64:
-                raise _invalid("the DER data is not a valid X.509 certificate") from error
+                raise
     if allow_base64:
         decoded = _decode_base64(raw)
         if decoded:
@@ -106,52 +346,71 @@ def _load_all(raw: bytes, *, allow_base64: bool) -> list[x509.Certificate]:
     raise _invalid("the data is neither PEM, DER nor base64 of either")
 
 
-def _load_data(data: str | bytes) -> list[x509.Certificate]:
-    raw = _as_bytes(data)
+def _load_data(data: str | bytes) -> list[ParsedCertificate]:
+    if isinstance(data, str):
+        raw = data.encode("utf-8", errors="replace")
+    elif isinstance(data, bytes | bytearray | memoryview):
+        raw = bytes(data)
+    else:
+        raise _invalid(f"expected text or bytes, got {type(data).__name__}")
     stripped = raw.strip()
     if not stripped:
         raise _invalid("the data is empty")
     if raw[:1] == _DER_SEQUENCE:
         try:
-            return [x509.load_der_x509_certificate(raw)]
+            return [_read_der(raw)]
         except ValueError:
             pass  # not DER after all: base64 text may start with "0"
     return _load_all(stripped, allow_base64=True)
 
 
-def load_certificate(data: str | bytes) -> x509.Certificate:
-    """Load one certificate.
+def load_certificate(data: str | bytes) -> ParsedCertificate:
+    """Read one certificate, tolerating the ways real device certificates bend DER and X.509.
 
-    Takes PEM (text or bytes, CRLF or LF, surrounding whitespace or leading text allowed), DER, or
-    base64 of either. For PEM data holding several certificates the first one is returned. Returns
-    the certificate. Raises ``ValueError("Invalid certificate format: <reason>.")`` when the data is
-    not a certificate.
+    Takes PEM (labels ``CERTIFICATE``, ``X509 CERTIFICATE`` or ``TRUSTED CERTIFICATE``; text or
+    bytes, CRLF or LF, surrounding text allowed), DER (trailing padding ignored), or base64 of either.
+    For PEM data holding several certificates the first one is returned. Returns the certificate.
+    Raises ``ValueError("Invalid certificate format: <reason>.")`` when neither the strict parser nor
+    OpenSSL can read it.
     """
     return _load_data(data)[0]
 
 
-def load_certificates(data: str | bytes) -> list[x509.Certificate]:
-    """Load every certificate of a PEM bundle (or a single DER certificate, or base64 of either).
+def load_certificates(data: str | bytes) -> list[ParsedCertificate]:
+    """Read every certificate of a PEM bundle (or a single DER certificate, or base64 of either).
 
     Takes the bundle as text or bytes. Returns the certificates in order. Raises
-    ``ValueError("Invalid certificate format: <reason>.")`` when the data holds no valid certificate.
+    ``ValueError("Invalid certificate format: <reason>.")`` when a block cannot be read.
     """
     return _load_data(data)
 
 
-def _certificate(cert: CertificateInput) -> x509.Certificate:
-    return cert if isinstance(cert, x509.Certificate) else load_certificate(cert)
+CertificateInput = str | bytes | x509.Certificate | ParsedCertificate
+"""Anything the helpers accept as a certificate: an object, or data ``load_certificate`` reads."""
+
+
+def as_parsed(cert: CertificateInput) -> ParsedCertificate:
+    """Return ``cert`` as a ``ParsedCertificate``.
+
+    Takes a parsed or ``cryptography`` certificate, or data ``load_certificate`` reads. Raises
+    ``ValueError`` for data that is not a certificate.
+    """
+    if isinstance(cert, ParsedCertificate):
+        return cert
+    if isinstance(cert, x509.Certificate):
+        return ParsedCertificate.from_x509(cert)
+    return load_certificate(cert)
 
 
 def format_certificate(cert_string: CertificateInput) -> str:
     r"""Return a certificate as canonical PEM.
 
     Takes a certificate or anything ``load_certificate`` accepts. Returns
-    ``-----BEGIN CERTIFICATE-----\n``, the DER in base64 wrapped at 64 columns, and
+    ``-----BEGIN CERTIFICATE-----\n``, the exact DER in base64 wrapped at 64 columns, and
     ``-----END CERTIFICATE-----\n`` (plain ASCII, safe inside a JSON message). Raises
     ``ValueError("Invalid certificate format: <reason>.")`` for data that is not a certificate.
     """
-    return _certificate(cert_string).public_bytes(serialization.Encoding.PEM).decode("ascii")
+    return as_parsed(cert_string).pem()
 
 
 def get_certificate_fingerprint(cert: CertificateInput) -> str:
@@ -160,20 +419,16 @@ def get_certificate_fingerprint(cert: CertificateInput) -> str:
     Takes a certificate or anything ``load_certificate`` accepts. Raises ``ValueError`` for data that
     is not a certificate.
     """
-    return _certificate(cert).fingerprint(hashes.SHA256()).hex()
+    return as_parsed(cert).fingerprint
 
 
 def get_cn(cert: CertificateInput) -> str | None:
-    """Return the certificate's subject common name, or None when the subject has none.
+    """Return the certificate's subject common name, or None when there is none or it is undecodable.
 
     Takes a certificate or anything ``load_certificate`` accepts. Raises ``ValueError`` for data that
     is not a certificate.
     """
-    attributes = _certificate(cert).subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-    if not attributes:
-        return None
-    value = attributes[0].value
-    return value.decode("utf-8", errors="replace") if isinstance(value, bytes) else value
+    return as_parsed(cert).subject_cn
 
 
 # Thing names ----------------------------------------------------------------------------------------
@@ -214,52 +469,88 @@ def validate_thing_name(name: str) -> None:
         raise ValueError(f"Thing name {name!r} {problem}.")
 
 
-def fallback_thing_name(fingerprint: str, prefix: str = "") -> str:
-    """Return the deterministic thing name for a certificate: ``<prefix>cert-<sha256 fingerprint>``.
-
-    Takes the certificate's SHA-256 fingerprint (hex, as from ``get_certificate_fingerprint``) and an
-    optional prefix. Returns the same name for the same fingerprint in every process. Raises
-    ``ValueError`` when the fingerprint is not hex of at least 40 digits.
-    """
-    if _HEX.fullmatch(fingerprint) is None:
-        raise ValueError(f"Certificate fingerprint {fingerprint!r} is not a hexadecimal SHA-256 digest.")
-    return f"{prefix}cert-{fingerprint.lower()}"
-
-
 THING_NAME_SOURCES = ("vendor", "cn", "fingerprint")
-"""The values of ``THINGPRESS_THING_NAME_SOURCE``."""
+"""The thing name sources: the vendor's device identifier, the subject CN, the fingerprint."""
+
+DEFAULT_NAME_SOURCES = ("vendor", "cn", "fingerprint")
+"""The default order in which sources are tried for a thing name."""
+
+_SOURCE_ORIGINS = {
+    "vendor": "the vendor's device identifier",
+    "cn": "the certificate's subject CN",
+    "fingerprint": "the certificate fingerprint",
+}
 
 
-def derive_thing_name(
-    *, source: str, vendor_name: str | None, cert: x509.Certificate, prefix: str = ""
-) -> str:
-    """Choose the thing name for a certificate; vendor names are validated, never silently rewritten.
+def parse_name_sources(raw: str) -> tuple[str, ...]:
+    """Parse a thing name source list such as ``vendor,cn,fingerprint``.
 
-    Takes ``source`` (``"vendor"``: the vendor's name, else the subject CN, else the fingerprint name;
-    ``"cn"``: the subject CN, else the fingerprint name; ``"fingerprint"``: ``fallback_thing_name``),
-    the vendor's name for the device, the certificate and a prefix prepended to the name. Returns the
-    thing name. Raises ``ValueError`` for an unknown source or when the resulting name is not a valid
-    thing name (the message names the bad name and where it came from).
+    Takes the comma-separated sources (case and spaces ignored). Returns them in order, each once.
+    Raises ``ValueError`` naming the list when it is empty, repeats a source or names an unknown one.
     """
-    if source not in THING_NAME_SOURCES:
-        raise ValueError(f"Unknown thing name source {source!r}: use one of {', '.join(THING_NAME_SOURCES)}.")
-    origin = "the certificate fingerprint"
-    base: str | None = None
-    if source == "vendor" and vendor_name:
-        base, origin = vendor_name, "the vendor's device name"
-    if base is None and source in {"vendor", "cn"}:
-        cn = get_cn(cert)
-        if cn:
-            base, origin = cn, "the certificate's subject CN"
-    name = (
-        prefix + base
-        if base is not None
-        else fallback_thing_name(cert.fingerprint(hashes.SHA256()).hex(), prefix)
-    )
-    problem = _thing_name_problem(name)
-    if problem is not None:
-        raise ValueError(f"Thing name {name!r} (from {origin}) {problem}.")
-    return name
+    sources = tuple(part.strip().lower() for part in raw.split(","))
+    unknown = [source for source in sources if source not in THING_NAME_SOURCES]
+    if not raw.strip() or unknown:
+        raise ValueError(
+            f"Thing name source {raw!r} is invalid: use one or more of {', '.join(THING_NAME_SOURCES)}, "
+            "comma-separated in the order to try them."
+        )
+    if len(set(sources)) != len(sources):
+        raise ValueError(f"Thing name source {raw!r} lists a source more than once.")
+    return sources
+
+
+@dataclass(frozen=True)
+class NameCandidate:
+    """A legal thing name and the source (``vendor``, ``cn`` or ``fingerprint``) it comes from."""
+
+    name: str
+    source: str
+
+
+def name_candidates(
+    sources: Sequence[str], *, vendor_name: str | None, cert: ParsedCertificate, prefix: str = ""
+) -> tuple[list[NameCandidate], list[str]]:
+    """List the legal thing names the sources give a certificate, in the order of ``sources``.
+
+    Takes the ordered sources, the vendor's identifier for the device (None when it has none), the
+    certificate and a prefix prepended to every name. Returns the candidates and, for each source
+    that gives no legal name, one sentence fragment saying why (for example "the certificate has no
+    subject CN"). Vendor names and CNs are validated, never rewritten.
+    """
+    candidates: list[NameCandidate] = []
+    problems: list[str] = []
+    for source in sources:
+        base = {
+            "fingerprint": f"cert-{cert.fingerprint}",
+            "vendor": vendor_name,
+            "cn": cert.subject_cn,
+        }.get(source)
+        if not base:
+            problems.append(
+                "the vendor gives no device identifier"
+                if source == "vendor"
+                else "the certificate has no readable subject CN"
+            )
+            continue
+        if source == "cn" and not any(char.isdigit() for char in base):
+            # Chip families share one product CN ("InfineonIoTNode"); a device identifier has digits.
+            problems.append(
+                f"the subject CN {_quote(base)} names a product, not one device (it has no digit)"
+            )
+            continue
+        name = prefix + base
+        problem = _thing_name_problem(name)
+        if problem is None:
+            candidates.append(NameCandidate(name, source))
+        else:
+            problems.append(f"thing name {_quote(name)} from {_SOURCE_ORIGINS[source]} {problem}")
+    return candidates, problems
+
+
+def _quote(name: str, width: int = 80) -> str:
+    flat = name if len(name) <= width else name[: width - 1] + "…"
+    return repr(flat)
 
 
 # ARNs -----------------------------------------------------------------------------------------------
@@ -321,7 +612,7 @@ def contains_private_key(data: bytes | str) -> bool:
     Takes manifest content. Detects any ``-----BEGIN ... PRIVATE KEY-----`` header (PKCS#8 plain or
     encrypted, RSA, EC, DSA, OpenSSH) and the same header inside unbroken base64 text.
     """
-    raw = _as_bytes(data) if isinstance(data, str) else bytes(data)
+    raw = data.encode("utf-8", errors="replace") if isinstance(data, str) else bytes(data)
     if _PRIVATE_KEY_PEM.search(raw) is not None:
         return True
     return any(form in raw for form in _PRIVATE_KEY_BASE64)
@@ -400,11 +691,13 @@ def _utc_iso(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _key_problem(cert: x509.Certificate) -> str | None:
-    try:
-        key = cert.public_key()
-    except (ValueError, TypeError) as error:
-        return f"Certificate has a public key of an unsupported algorithm ({error})."
+def _key_problem(cert: ParsedCertificate) -> str | None:
+    key = cert.public_key
+    if key is None:
+        return (
+            f"Certificate cannot be used: {cert.key_error}; "
+            "only RSA (2048 bits or more) and elliptic-curve P-256, P-384 and P-521 keys are accepted."
+        )
     if isinstance(key, rsa.RSAPublicKey):
         if key.key_size < _MIN_RSA_BITS:
             return (
@@ -425,50 +718,103 @@ def _key_problem(cert: x509.Certificate) -> str | None:
     )
 
 
-def _is_ca(cert: x509.Certificate) -> bool:
-    try:
-        return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
-    except x509.ExtensionNotFound:
-        return False
-
-
-def _chain_problem(
-    cert: x509.Certificate,
-    trusted_cas: Sequence[x509.Certificate],
-    intermediates: Sequence[x509.Certificate],
-    at: datetime,
+def _strict_chain(
+    cert: ParsedCertificate,
+    trusted_cas: Sequence[ParsedCertificate],
+    intermediates: Sequence[ParsedCertificate],
+    moment: datetime,
 ) -> str | None:
-    if not trusted_cas:
-        return "Certificate does not chain to a trusted CA: no trusted CA certificates are configured."
-    # Validity is reported on its own: check trust at a moment inside the leaf's validity window.
-    moment = min(max(at, cert.not_valid_before_utc), cert.not_valid_after_utc)
+    """Verify with ``x509.verification``; return None when trusted, else the detail of the refusal."""
+    anchors = [ca.strict for ca in trusted_cas if ca.strict is not None]
+    if cert.strict is None or not anchors:
+        return "the strict verifier cannot read the certificate or its trust anchors"
     verifier = (
         PolicyBuilder()
-        .store(Store(list(trusted_cas)))
+        .store(Store(anchors))
         .time(moment)
         .extension_policies(ca_policy=_CA_POLICY, ee_policy=_EE_POLICY)
         .build_client_verifier()
     )
     try:
-        verifier.verify(cert, list(intermediates))
+        verifier.verify(cert.strict, [item.strict for item in intermediates if item.strict is not None])
     except VerificationError as error:
-        return f"Certificate does not chain to a trusted CA: {_chain_detail(cert, error)}."
+        return _chain_detail(cert, error)
+    except ValueError:
+        return "the strict verifier cannot read a certificate of the chain"
     return None
 
 
-def _chain_detail(cert: x509.Certificate, error: VerificationError) -> str:
+def _openssl_chain(
+    cert: ParsedCertificate,
+    trusted_cas: Sequence[ParsedCertificate],
+    intermediates: Sequence[ParsedCertificate],
+    moment: datetime,
+) -> str | None:
+    """Verify with OpenSSL, which reads what the strict verifier refuses; None when trusted.
+
+    Trust anchors need not be self-signed (partial chains), and unknown critical extensions are
+    tolerated, as AWS IoT tolerates them in device certificates.
+    """
+    store = crypto.X509Store()
+    for ca in trusted_cas:
+        store.add_cert(ca.openssl)
+    store.set_flags(crypto.X509StoreFlags.PARTIAL_CHAIN | crypto.X509StoreFlags.IGNORE_CRITICAL)
+    store.set_time(moment.astimezone(UTC).replace(tzinfo=None))
+    context = crypto.X509StoreContext(store, cert.openssl, chain=[item.openssl for item in intermediates])
+    try:
+        context.verify_certificate()
+    except crypto.X509StoreContextError as error:
+        detail = str(error.args[0]) if error.args else str(error)
+        if "unable to get local issuer certificate" in detail or "unable to get issuer" in detail:
+            return f"no trusted CA or given intermediate issued it (issuer {cert.issuer})"
+        return detail
+    return None
+
+
+def _chain_problem(
+    cert: ParsedCertificate,
+    trusted_cas: Sequence[ParsedCertificate],
+    intermediates: Sequence[ParsedCertificate],
+    at: datetime,
+) -> str | None:
+    if not trusted_cas:
+        return "Certificate does not chain to a trusted CA: no trusted CA certificates are configured."
+    # Validity is reported on its own: check trust at a moment inside the leaf's validity window.
+    moment = min(max(at, cert.not_before), cert.not_after)
+    strict_detail = _strict_chain(cert, trusted_cas, intermediates, moment)
+    if strict_detail is None:
+        return None
+    # The strict verifier refuses what real device certificates do (non-DER encodings, unknown
+    # critical extensions): OpenSSL's verifier, which reads them, has the last word.
+    if cert.openssl_problem is not None:
+        return (
+            "Certificate's chain could not be checked: neither the strict verifier nor OpenSSL can read "
+            f"the certificate ({cert.strict_problem}; OpenSSL: {cert.openssl_problem})."
+        )
+    openssl_detail = _openssl_chain(cert, trusted_cas, intermediates, moment)
+    if openssl_detail is None:
+        return None
+    if cert.strict is None:
+        return (
+            f"Certificate does not chain to a trusted CA: {openssl_detail} (checked with OpenSSL, because "
+            f"{cert.strict_problem or 'the strict parser cannot read it'})."
+        )
+    return f"Certificate does not chain to a trusted CA: {strict_detail}."
+
+
+def _chain_detail(cert: ParsedCertificate, error: VerificationError) -> str:
     detail = _ENCOUNTERED.sub("", str(error)).removeprefix("validation failed: ")
     detail = detail.removeprefix("candidates exhausted: ").rstrip(".")
     if detail == "all candidates exhausted with no interior errors":
-        return f"no trusted CA or given intermediate issued it (issuer {cert.issuer.rfc4514_string()})"
+        return f"no trusted CA or given intermediate issued it (issuer {cert.issuer})"
     return detail
 
 
 def validate_certificate(
     cert: CertificateInput,
-    trusted_cas: Sequence[x509.Certificate] | None = None,
+    trusted_cas: Sequence[CertificateInput] | None = None,
     *,
-    intermediates: Iterable[x509.Certificate] = (),
+    intermediates: Iterable[CertificateInput] = (),
     at: datetime | None = None,
     allow_expired: bool = False,
 ) -> ValidationResult:
@@ -479,44 +825,42 @@ def validate_certificate(
     certificate is ``untrusted_chain``), issuers that may complete the chain (``intermediates``), the
     validation time ``at`` (timezone-aware, default now) and ``allow_expired`` to accept certificates
     past their ``notAfter``. Trust is checked at a moment inside the certificate's own validity
-    window, so an expired certificate is reported as ``expired`` and not also as untrusted.
-    Returns a ``ValidationResult`` with codes ``unparseable``, ``expired``, ``not_yet_valid``,
-    ``ca_certificate``, ``weak_key`` and ``untrusted_chain``.
+    window, so an expired certificate is reported as ``expired`` and not also as untrusted; the
+    strict verifier is tried first and OpenSSL's for what it cannot read. Returns a
+    ``ValidationResult`` with codes ``unparseable``, ``expired``, ``not_yet_valid``,
+    ``ca_certificate``, ``weak_key`` and ``untrusted_chain``. Raises ``ValueError`` when a trust
+    anchor or intermediate given as data cannot be read.
     """
-    if not isinstance(cert, x509.Certificate):
-        try:
-            cert = load_certificate(cert)
-        except ValueError as error:
-            return ValidationResult((CertificateProblem(ProblemCode.UNPARSEABLE, str(error)),))
+    try:
+        parsed = as_parsed(cert)
+    except ValueError as error:
+        return ValidationResult((CertificateProblem(ProblemCode.UNPARSEABLE, str(error)),))
     moment = at if at is not None else datetime.now(UTC)
     problems: list[CertificateProblem] = []
-    try:
-        not_before, not_after = cert.not_valid_before_utc, cert.not_valid_after_utc
-        if moment > not_after and not allow_expired:
-            problems.append(
-                CertificateProblem(ProblemCode.EXPIRED, f"Certificate expired on {_utc_iso(not_after)}.")
+    if moment > parsed.not_after and not allow_expired:
+        problems.append(
+            CertificateProblem(ProblemCode.EXPIRED, f"Certificate expired on {_utc_iso(parsed.not_after)}.")
+        )
+    if moment < parsed.not_before:
+        problems.append(
+            CertificateProblem(
+                ProblemCode.NOT_YET_VALID, f"Certificate is not valid before {_utc_iso(parsed.not_before)}."
             )
-        if moment < not_before:
-            problems.append(
-                CertificateProblem(
-                    ProblemCode.NOT_YET_VALID, f"Certificate is not valid before {_utc_iso(not_before)}."
-                )
+        )
+    if parsed.is_ca:
+        problems.append(
+            CertificateProblem(
+                ProblemCode.CA_CERTIFICATE,
+                "Certificate is a CA certificate (basic constraints CA=true), not a device certificate.",
             )
-        if _is_ca(cert):
-            problems.append(
-                CertificateProblem(
-                    ProblemCode.CA_CERTIFICATE,
-                    "Certificate is a CA certificate (basic constraints CA=true), not a device certificate.",
-                )
-            )
-        key_problem = _key_problem(cert)
-        if key_problem is not None:
-            problems.append(CertificateProblem(ProblemCode.WEAK_KEY, key_problem))
-        if trusted_cas is not None:
-            chain_problem = _chain_problem(cert, trusted_cas, tuple(intermediates), moment)
-            if chain_problem is not None:
-                problems.append(CertificateProblem(ProblemCode.UNTRUSTED_CHAIN, chain_problem))
-    except ValueError as error:
-        # cryptography parses extensions lazily: a malformed extension surfaces here.
-        problems.append(CertificateProblem(ProblemCode.UNPARSEABLE, f"Invalid certificate format: {error}."))
+        )
+    key_problem = _key_problem(parsed)
+    if key_problem is not None:
+        problems.append(CertificateProblem(ProblemCode.WEAK_KEY, key_problem))
+    if trusted_cas is not None:
+        anchors = [as_parsed(ca) for ca in trusted_cas]
+        issuers = [as_parsed(item) for item in intermediates]
+        chain_problem = _chain_problem(parsed, anchors, issuers, moment)
+        if chain_problem is not None:
+            problems.append(CertificateProblem(ProblemCode.UNTRUSTED_CHAIN, chain_problem))
     return ValidationResult(tuple(problems))

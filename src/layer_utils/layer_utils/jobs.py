@@ -58,6 +58,12 @@ MAX_RECORDS_PER_ITEM = 200
 MAX_REASON_CHARS = 600
 """Failure reasons longer than this are shortened before they are stored."""
 
+MAX_LOCATOR_CHARS = 200
+"""Locators longer than this are shortened before they are stored or reported."""
+
+MAX_WARNINGS = 50
+"""Most warnings (skipped trust files) a job records."""
+
 DEFAULT_TTL = timedelta(days=90)
 """How long job and chunk items are kept (the DynamoDB TTL attribute ``expires_at``)."""
 
@@ -112,21 +118,35 @@ def natural_key(text: str) -> tuple[tuple[int, int | str], ...]:
     return tuple((1, int(part)) if part.isdigit() else (0, part) for part in _NATURAL_RE.split(text))
 
 
-def _shorten(reason: str) -> str:
-    return reason if len(reason) <= MAX_REASON_CHARS else reason[: MAX_REASON_CHARS - 1] + "…"
+def shorten(text: str, limit: int = MAX_REASON_CHARS) -> str:
+    """Return ``text`` cut to ``limit`` characters (ending with an ellipsis when cut).
+
+    Bounds every string an uploader controls before it reaches a DynamoDB item or a report, and
+    replaces what UTF-8 cannot encode (lone surrogates) with ``?``.
+    """
+    text = text.encode("utf-8", errors="replace").decode("utf-8")
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 @dataclass(frozen=True)
 class ImportedRecord:
-    """One registered certificate in a chunk outcome."""
+    """One registered certificate in a chunk outcome, and the source that named its thing."""
 
     locator: str
     thing_name: str
     certificate_id: str
+    name_source: str | None = None
 
     def to_dict(self) -> dict[str, str]:
         """Return the stored and reported form."""
-        return {"locator": self.locator, "thing_name": self.thing_name, "certificate_id": self.certificate_id}
+        data = {
+            "locator": shorten(self.locator, MAX_LOCATOR_CHARS),
+            "thing_name": self.thing_name,
+            "certificate_id": self.certificate_id,
+        }
+        if self.name_source is not None:
+            data["name_source"] = self.name_source
+        return data
 
 
 @dataclass(frozen=True)
@@ -141,9 +161,9 @@ class FailureRecord:
     def to_dict(self) -> dict[str, str | None]:
         """Return the stored form (the reason is shortened to ``MAX_REASON_CHARS``)."""
         return {
-            "locator": self.locator,
+            "locator": shorten(self.locator, MAX_LOCATOR_CHARS),
             "certificate_id": self.certificate_id,
-            "reason": _shorten(self.reason),
+            "reason": shorten(self.reason),
             "error_class": self.error_class,
         }
 
@@ -173,6 +193,7 @@ class Job:
     reason: str | None = None
     lease_owner: str | None = None
     lease_until: int | None = None
+    warnings: tuple[str, ...] = ()
 
     @property
     def is_final(self) -> bool:
@@ -202,6 +223,7 @@ class Job:
             "vendor": self.vendor,
             "status": str(status or self.status),
             "reason": self.reason,
+            "warnings": list(self.warnings),
             "total": self.total,
             "succeeded": self.succeeded,
             "failed": self.failed,
@@ -237,6 +259,7 @@ class Job:
             reason=item.get("reason"),
             lease_owner=item.get("lease_owner"),
             lease_until=None if lease_until is None else int(lease_until),
+            warnings=tuple(str(warning) for warning in item.get("warnings") or ()),
         )
 
 
@@ -481,14 +504,16 @@ class JobStore:
         release: bool = False,
         vendor: str | None = None,
         settings: Mapping[str, Any] | None = None,
+        warnings: Sequence[str] | None = None,
     ) -> bool:
         """Store the parser's checkpoint while holding the lease.
 
         Takes the job id, the lease owner, the checkpoint (a JSON-like mapping the provider defines),
         optionally a new lease expiry, ``release=True`` to give the lease up (before a continuation),
-        and the vendor and settings to record. Returns False when ``owner`` no longer holds the lease
-        (another invocation took over: stop parsing). Raises ``AwsOperationError`` for a DynamoDB
-        failure.
+        and the vendor, settings and warnings (sentences for the report, e.g. a skipped trust file;
+        at most ``MAX_WARNINGS`` are kept, each shortened) to record. Returns False when ``owner``
+        no longer holds the lease (another invocation took over: stop parsing). Raises
+        ``AwsOperationError`` for a DynamoDB failure.
         """
         sets = ["checkpoint = :checkpoint", "updated_at = :now"]
         values: dict[str, Any] = {
@@ -503,6 +528,9 @@ class JobStore:
         if settings is not None:
             sets.append("settings = :settings")
             values[":settings"] = dict(settings)
+        if warnings:
+            sets.append("warnings = :warnings")
+            values[":warnings"] = [shorten(warning) for warning in warnings[:MAX_WARNINGS]]
         expression = "SET " + ", ".join(sets)
         if release:
             expression += " REMOVE lease_owner, lease_until"
@@ -548,7 +576,7 @@ class JobStore:
         extra = ""
         if reason:
             extra = ", reason = :reason"
-            values[":reason"] = _shorten(reason)
+            values[":reason"] = shorten(reason)
         return self._update(
             job_id,
             "SET #status = :importing, parsed = :true, #total = :total, checkpoint = :checkpoint,"
@@ -739,7 +767,7 @@ class JobStore:
             names={"#status": "status"},
             values={
                 ":failed": str(JobStatus.FAILED),
-                ":reason": _shorten(reason),
+                ":reason": shorten(reason),
                 ":now": now,
                 ":received": str(JobStatus.RECEIVED),
                 ":parsing": str(JobStatus.PARSING),

@@ -91,21 +91,28 @@ class MessageSettings:
 
 @dataclass(frozen=True)
 class ImportEntry:
-    """One certificate to register: where it came from, its thing name, id and PEM text."""
+    """One certificate to register: where it came from, its thing name, id and PEM text.
+
+    ``name_source`` is the source that named the thing (``vendor``, ``cn`` or ``fingerprint``).
+    """
 
     locator: str
     thing_name: str
     certificate_id: str
     certificate_pem: str
+    name_source: str | None = None
 
     def to_dict(self) -> dict[str, str]:
         """Return the JSON form."""
-        return {
+        data = {
             "locator": self.locator,
             "thing_name": self.thing_name,
             "certificate_id": self.certificate_id,
             "certificate_pem": self.certificate_pem,
         }
+        if self.name_source is not None:
+            data["name_source"] = self.name_source
+        return data
 
     @classmethod
     def from_dict(cls, data: Any, index: int) -> ImportEntry:
@@ -118,7 +125,8 @@ class ImportEntry:
             if not isinstance(value, str) or not value:
                 raise ValueError(f"Message entry {index} has no valid '{name}' (a non-empty string).")
             values[name] = value
-        return cls(**values)
+        source = data.get("name_source")
+        return cls(**values, name_source=source if isinstance(source, str) else None)
 
 
 def encoded_entry_size(entry: ImportEntry) -> int:

@@ -23,10 +23,8 @@ from layer_utils.aws_utils import (
     validate_thing_group_name,
     validate_thing_type_name,
 )
+from layer_utils.cert_utils import DEFAULT_NAME_SOURCES, parse_name_sources
 from layer_utils.messages import MessageSettings
-
-THING_NAME_SOURCES = ("vendor", "cn", "fingerprint")
-"""Where thing names come from: the vendor's device name, the subject CN, or the fingerprint."""
 
 BUNDLE_TYPES = ("E0E0", "E0E1", "E0E2")
 """The Infineon certificate bundles."""
@@ -161,11 +159,11 @@ def validate_attributes(data: Mapping[str, Any]) -> dict[str, str]:
 
 
 def parse_name_source(raw: str) -> str:
-    """Parse the thing-name source (blank means ``vendor``); raises ``ValueError`` for another value."""
-    value = raw.strip().lower() or "vendor"
-    if value not in THING_NAME_SOURCES:
-        raise ValueError(f"Thing name source {raw!r} is invalid: use one of {', '.join(THING_NAME_SOURCES)}.")
-    return value
+    """Parse the ordered thing-name sources, e.g. ``vendor,cn,fingerprint`` (blank: that default).
+
+    Returns the normalised comma-separated list. Raises ``ValueError`` for an invalid list.
+    """
+    return ",".join(parse_name_sources(raw) if raw.strip() else DEFAULT_NAME_SOURCES)
 
 
 def parse_name_prefix(raw: str) -> str:
@@ -199,17 +197,18 @@ def parse_vendor(raw: str) -> str | None:
 class ImportSettings:
     """The settings of one manifest import.
 
-    ``policies`` attached to every certificate, ``thing_groups`` every thing joins, its
-    ``thing_type`` and static ``attributes``, where thing names come from (``thing_name_source``)
-    and their ``thing_name_prefix``, an optional ``vendor`` override of format detection and the
-    Infineon ``bundle_type``.
+        ``policies`` attached to every certificate, ``thing_groups`` every thing joins, its
+        ``thing_type`` and static ``attributes``, where thing names come from (``thing_name_source``, the
+    ordered comma-separated sources)
+        and their ``thing_name_prefix``, an optional ``vendor`` override of format detection and the
+        Infineon ``bundle_type``.
     """
 
     policies: tuple[str, ...] = ()
     thing_groups: tuple[str, ...] = ()
     thing_type: str | None = None
     attributes: Mapping[str, str] = field(default_factory=dict)
-    thing_name_source: str = "vendor"
+    thing_name_source: str = ",".join(DEFAULT_NAME_SOURCES)
     thing_name_prefix: str = ""
     vendor: str | None = None
     bundle_type: str = "E0E0"
@@ -288,6 +287,11 @@ class ImportSettings:
             return replace(self, **changes)
         except ValueError as error:
             raise ValueError(f"S3 metadata: {error}") from None
+
+    @property
+    def name_sources(self) -> tuple[str, ...]:
+        """Return the thing-name sources in the order they are tried."""
+        return tuple(self.thing_name_source.split(","))
 
     def message_settings(self) -> MessageSettings:
         """Return the part of the settings that travels in every import message."""

@@ -4,30 +4,42 @@ This is the one place that decides, per entry, what the ManifestProvider queues 
 ``thingpress check`` reports; it is pure and offline (no AWS, no clock of its own beyond the
 validation time it is given). An ``EntryEvaluator`` sees the entries of one manifest in order:
 
-1. An entry the parser could not read (``error``, or no certificate) is rejected as ``invalid_input``.
-2. A certificate already met earlier in the manifest is rejected as ``duplicate`` of the first locator.
-3. The thing name is derived (``thing_name_source``, ``thing_name_prefix``); an invalid one is
-   ``invalid_input``, one already used by an earlier entry is a ``conflict``.
-4. The certificate is validated (expiry unless ``allow_expired``, key, CA flag and, when trust anchors
-   are given, the chain through the entry's intermediates); any problem is ``invalid_input``.
+Before the first entry is evaluated, ``survey`` reads the whole manifest once, so that names are
+decided with every entry in view:
 
-The first entry carrying a certificate claims its fingerprint, and the first with a valid name claims
-that name, whatever the entry's own validation outcome. ``replay`` claims them without validating, so
-a run resuming part-way through a manifest rebuilds exactly the same state from the entries before
-its start. Every reason is one English sentence that starts with the entry's locator.
+1. An entry the parser could not read (``error``, or no certificate) is rejected as ``invalid_input``.
+2. The certificate is validated (expiry unless ``allow_expired``, key, CA flag and, when trust anchors
+   are given, the chain through the entry's intermediates); any problem is ``invalid_input``.
+3. A certificate that an earlier valid entry carries is rejected as ``duplicate`` of that locator.
+4. The thing name comes from the first of the ordered ``name_sources`` (``vendor``, ``cn``,
+   ``fingerprint``) that gives a legal name of this certificate alone. A vendor identifier that two
+   different certificates claim is a ``conflict`` reported for both (each reason names the other);
+   a CN that several certificates share (chip families do) names none of them, and the next source
+   is tried; fingerprint names are unique. When no source gives a legal name the entry is rejected
+   with each source's reason: ``conflict`` when a shared CN was among them, else ``invalid_input``.
+
+Only valid entries claim certificates and names, so a rejected entry never blocks another. Every
+reason is one English sentence that starts with the entry's locator. Nothing an entry raises escapes
+``survey`` or ``evaluate``: an unexpected error becomes that entry's rejection.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from cryptography import x509
-
 from layer_utils.aws_utils import ErrorClass
-from layer_utils.cert_utils import derive_thing_name, get_certificate_fingerprint, validate_certificate
-from layer_utils.jobs import DUPLICATE_ERROR_CLASS
+from layer_utils.cert_utils import (
+    DEFAULT_NAME_SOURCES,
+    NameCandidate,
+    ParsedCertificate,
+    ValidationResult,
+    name_candidates,
+    validate_certificate,
+)
+from layer_utils.jobs import DUPLICATE_ERROR_CLASS, MAX_LOCATOR_CHARS, MAX_REASON_CHARS, shorten
+from layer_utils.telemetry import logger
 from manifest_provider.vendors import ManifestEntry
 
 _INVALID_INPUT = ErrorClass.INVALID_INPUT.value
@@ -36,12 +48,16 @@ _CONFLICT = ErrorClass.CONFLICT.value
 
 @dataclass(frozen=True)
 class Accepted:
-    """An entry to import: its locator, thing name, fingerprint (certificate id) and certificate."""
+    """An entry to import: its locator, thing name, fingerprint, certificate and name source.
+
+    ``name_source`` is the source that named the thing: ``vendor``, ``cn`` or ``fingerprint``.
+    """
 
     locator: str
     thing_name: str
     fingerprint: str
-    certificate: x509.Certificate
+    certificate: ParsedCertificate
+    name_source: str
 
 
 @dataclass(frozen=True)
@@ -66,89 +82,164 @@ Evaluation = Accepted | Rejected
 """The outcome of evaluating one entry."""
 
 
+@dataclass
+class _Claim:
+    """Who claims one thing name: the first claimer per certificate, and how (source)."""
+
+    by_certificate: dict[bytes, tuple[str, str]] = field(default_factory=dict)
+
+    def add(self, digest: bytes, locator: str, source: str) -> None:
+        # Two certificates are enough to know a name is shared; more would only cost memory.
+        if digest not in self.by_certificate and len(self.by_certificate) < 2:
+            self.by_certificate[digest] = (locator, source)
+
+    def other(self, digest: bytes, *, vendor_only: bool) -> str | None:
+        for other, (locator, source) in self.by_certificate.items():
+            if other != digest and (source == "vendor" or not vendor_only):
+                return locator
+        return None
+
+
 class EntryEvaluator:
-    """Evaluates the entries of one manifest, in manifest order, remembering what they claimed."""
+    """Evaluates the entries of one manifest: ``survey`` them all once, then ``evaluate`` each."""
 
     def __init__(
         self,
         *,
-        thing_name_source: str = "vendor",
+        name_sources: Sequence[str] = DEFAULT_NAME_SOURCES,
         thing_name_prefix: str = "",
-        trusted_cas: Sequence[x509.Certificate] | None = None,
+        trusted_cas: Sequence[ParsedCertificate] | None = None,
         allow_expired: bool = False,
         at: datetime | None = None,
     ) -> None:
         """Take the naming settings, the trust anchors and the validation time.
 
-        ``thing_name_source`` is ``vendor``, ``cn`` or ``fingerprint`` (an unknown source rejects
-        every entry with the reason); ``trusted_cas`` None means the chain is not checked, an empty
-        sequence that no certificate is trusted; ``at`` (timezone-aware) defaults to the moment of
-        construction, so every entry is validated at the same time.
+        ``name_sources`` are tried in order (see ``cert_utils.parse_name_sources``);
+        ``trusted_cas`` None means the chain is not checked, an empty sequence that no certificate is
+        trusted; ``at`` (timezone-aware) defaults to the moment of construction, so every entry is
+        validated at the same time.
         """
-        self.thing_name_source = thing_name_source
+        self.name_sources = tuple(name_sources)
         self.thing_name_prefix = thing_name_prefix
         self.trusted_cas = None if trusted_cas is None else tuple(trusted_cas)
         self.allow_expired = allow_expired
         self.at = at if at is not None else datetime.now(UTC)
         # Keyed by the 32-byte digest, not its hex form: a manifest may hold hundreds of thousands.
-        self.seen_certificates: dict[bytes, str] = {}
-        self.seen_names: dict[str, str] = {}
+        self.first_valid: dict[bytes, tuple[int, str]] = {}
+        self.claims: dict[str, _Claim] = {}
+
+    def survey(self, entries: Iterable[ManifestEntry]) -> None:
+        """Read every entry once: which certificates are valid, first where, and the names they claim.
+
+        Takes the manifest's entries in order. Stops quietly where the iteration raises (the
+        evaluation pass meets the same problem and reports it).
+        """
+        try:
+            for entry in entries:
+                self._survey_entry(entry)
+        except Exception:  # the evaluation pass reports what ends the manifest
+            logger.info("Survey stopped where the manifest breaks off")
+
+    def _survey_entry(self, entry: ManifestEntry) -> None:
+        certificate = entry.certificate
+        if entry.error is not None or certificate is None:
+            return
+        locator = shorten(entry.locator, MAX_LOCATOR_CHARS)
+        try:
+            if not self._validate(entry, certificate).ok:
+                return
+            candidates, _problems = self._candidates(entry, certificate)
+        except Exception:  # the evaluation pass turns it into this entry's rejection
+            return
+        digest = bytes.fromhex(certificate.fingerprint)
+        self.first_valid.setdefault(digest, (entry.ordinal, locator))
+        for candidate in candidates:
+            self.claims.setdefault(candidate.name, _Claim()).add(digest, locator, candidate.source)
 
     def evaluate(self, entry: ManifestEntry) -> Evaluation:
-        """Decide one entry's fate and claim its certificate and thing name for later entries.
+        """Decide one entry's fate (after ``survey``).
 
         Returns ``Accepted`` or ``Rejected`` (never raises for bad input).
         """
-        claimed = self._claim(entry)
-        if isinstance(claimed, Rejected):
-            return claimed
-        certificate, fingerprint, name = claimed
-        result = validate_certificate(
+        locator = shorten(entry.locator, MAX_LOCATOR_CHARS)
+        try:
+            return self._evaluate(entry, locator)
+        except Exception as error:  # whatever one entry raises stays with that entry
+            logger.warning(
+                "Unexpected error evaluating a manifest entry",
+                extra={"locator": locator, "error_type": type(error).__name__},
+            )
+            fingerprint = entry.certificate.fingerprint if entry.certificate is not None else None
+            return Rejected(
+                locator,
+                fingerprint,
+                f"{locator}: the entry could not be evaluated ({type(error).__name__}).",
+                _INVALID_INPUT,
+            )
+
+    def _validate(self, entry: ManifestEntry, certificate: ParsedCertificate) -> ValidationResult:
+        return validate_certificate(
             certificate,
             self.trusted_cas,
             intermediates=entry.intermediates,
             at=self.at,
             allow_expired=self.allow_expired,
         )
-        if not result.ok:
-            return Rejected(
-                entry.locator, fingerprint, f"{entry.locator}: {' '.join(result.reasons)}", _INVALID_INPUT
-            )
-        return Accepted(entry.locator, name, fingerprint, certificate)
 
-    def replay(self, entry: ManifestEntry) -> None:
-        """Claim an already-processed entry's certificate and thing name without validating it."""
-        self._claim(entry)
+    def _candidates(
+        self, entry: ManifestEntry, certificate: ParsedCertificate
+    ) -> tuple[list[NameCandidate], list[str]]:
+        return name_candidates(
+            self.name_sources,
+            vendor_name=entry.vendor_thing_name,
+            cert=certificate,
+            prefix=self.thing_name_prefix,
+        )
 
-    def _claim(self, entry: ManifestEntry) -> Rejected | tuple[x509.Certificate, str, str]:
-        """Return the certificate, fingerprint and claimed thing name, or why the entry is rejected."""
-        locator = entry.locator
+    def _evaluate(self, entry: ManifestEntry, locator: str) -> Evaluation:
         certificate = entry.certificate
         if entry.error is not None or certificate is None:
             reason = entry.error or f"{locator}: no certificate in manifest entry."
-            return Rejected(locator, None, reason, _INVALID_INPUT)
-        fingerprint = get_certificate_fingerprint(certificate)
+            return Rejected(locator, None, shorten(reason, MAX_REASON_CHARS), _INVALID_INPUT)
+        fingerprint = certificate.fingerprint
         digest = bytes.fromhex(fingerprint)
-        first = self.seen_certificates.get(digest)
-        if first is not None:
-            return Rejected(locator, fingerprint, f"{locator}: duplicate of {first}.", DUPLICATE_ERROR_CLASS)
-        self.seen_certificates[digest] = locator
-        try:
-            name = derive_thing_name(
-                source=self.thing_name_source,
-                vendor_name=entry.vendor_thing_name,
-                cert=certificate,
-                prefix=self.thing_name_prefix,
-            )
-        except ValueError as error:
-            return Rejected(locator, fingerprint, f"{locator}: {error}", _INVALID_INPUT)
-        other = self.seen_names.get(name)
-        if other is not None:
+        first = self.first_valid.get(digest)
+        if first is not None and first[0] != entry.ordinal:
             return Rejected(
-                locator,
-                fingerprint,
-                f"{locator}: thing name {name} is already used by {other} in this manifest.",
-                _CONFLICT,
+                locator, fingerprint, f"{locator}: duplicate of {first[1]}.", DUPLICATE_ERROR_CLASS
             )
-        self.seen_names[name] = locator
-        return certificate, fingerprint, name
+        result = self._validate(entry, certificate)
+        if not result.ok:
+            return Rejected(locator, fingerprint, f"{locator}: {' '.join(result.reasons)}", _INVALID_INPUT)
+        candidates, problems = self._candidates(entry, certificate)
+        shared = False
+        for candidate in candidates:
+            claim = self.claims.get(candidate.name)
+            if candidate.source == "vendor":
+                other = claim.other(digest, vendor_only=True) if claim is not None else None
+                if other is not None:
+                    return Rejected(
+                        locator,
+                        fingerprint,
+                        f"{locator}: thing name {candidate.name} from the vendor's device identifier is "
+                        f"also claimed by {other} with a different certificate; neither is imported.",
+                        _CONFLICT,
+                    )
+            elif candidate.source == "cn":
+                other = claim.other(digest, vendor_only=False) if claim is not None else None
+                if other is not None:
+                    problems.append(
+                        f"the subject CN {candidate.name} is shared with {other}, so it names neither"
+                    )
+                    shared = True
+                    continue
+            return Accepted(locator, candidate.name, fingerprint, certificate, candidate.source)
+        sources = ",".join(self.name_sources)
+        return Rejected(
+            locator,
+            fingerprint,
+            f"{locator}: no thing name source ({sources}) gives a legal name of its own: "
+            f"{'; '.join(problems)}.",
+            # A legal name that another certificate also claims is a conflict, not bad input.
+            _CONFLICT if shared else _INVALID_INPUT,
+        )

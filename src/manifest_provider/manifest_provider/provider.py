@@ -39,10 +39,9 @@ from datetime import UTC, datetime, timedelta
 from typing import IO, TYPE_CHECKING, Any, BinaryIO, cast
 
 from botocore.exceptions import BotoCoreError, ClientError
-from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding
 
 from layer_utils.aws_utils import handle_aws_error
+from layer_utils.cert_utils import ParsedCertificate
 from layer_utils.env import env_positive_int, env_required
 from layer_utils.jobs import (
     DUPLICATE_ERROR_CLASS,
@@ -470,18 +469,23 @@ class ManifestRun:
             if problems:
                 raise _JobFailure(" ".join(problems))
         bucket = self.config.trust_bucket or self.job.bucket
-        verifiers: tuple[x509.Certificate, ...] = ()
+        verifiers: tuple[ParsedCertificate, ...] = ()
+        warnings: list[str] = []
         if parser.name == "microchip" and self.config.microchip_verifier_prefix:
-            verifiers = load_trust_certificates(
+            material = load_trust_certificates(
                 self.services.s3, bucket, self.config.microchip_verifier_prefix
             )
-        trusted: tuple[x509.Certificate, ...] | None = None
+            verifiers = material.certificates
+            warnings.extend(material.warnings)
+        trusted: tuple[ParsedCertificate, ...] | None = None
         if self.config.trusted_ca_prefix:
-            trusted = load_trust_certificates(
+            material = load_trust_certificates(
                 self.services.s3, bucket, f"{self.config.trusted_ca_prefix}{parser.name}/"
             )
+            trusted = material.certificates
+            warnings.extend(material.warnings)
         self.evaluator = EntryEvaluator(
-            thing_name_source=settings.thing_name_source,
+            name_sources=settings.name_sources,
             thing_name_prefix=settings.thing_name_prefix,
             trusted_cas=trusted,
             allow_expired=self.config.allow_expired,
@@ -495,7 +499,12 @@ class ManifestRun:
             first_chunk=self.clean_chunk,
         )
         if not self.resuming:
-            self._save(self._checkpoint_state(), vendor=parser.name, settings=settings.to_dict())
+            self._save(
+                self._checkpoint_state(),
+                vendor=parser.name,
+                settings=settings.to_dict(),
+                warnings=warnings,
+            )
         options = vendors.ParseOptions(
             bundle_type=settings.bundle_type,
             microchip_verifiers=verifiers,
@@ -516,10 +525,10 @@ class ManifestRun:
         reason: str | None = None
         if self.evaluator is None:
             raise RuntimeError("The entry evaluator is not set up before entries are streamed.")
+        self.evaluator.survey(vendors.guarded_entries(parser, source, options))
         try:
-            for entry in parser.entries(source, options):
+            for entry in vendors.guarded_entries(parser, source, options):
                 if position < start:
-                    self.evaluator.replay(entry)
                     position += 1
                     continue
                 self._handle(self._classify(entry))
@@ -565,8 +574,13 @@ class ManifestRun:
         outcome = self.evaluator.evaluate(entry)
         if isinstance(outcome, Rejected):
             return FailureRecord(outcome.locator, outcome.fingerprint, outcome.reason, outcome.error_class)
-        pem = outcome.certificate.public_bytes(Encoding.PEM).decode("ascii")
-        item = ImportEntry(outcome.locator, outcome.thing_name, outcome.fingerprint, pem)
+        item = ImportEntry(
+            outcome.locator,
+            outcome.thing_name,
+            outcome.fingerprint,
+            outcome.certificate.pem(),
+            outcome.name_source,
+        )
         if not self.packer.fits(item):
             return FailureRecord(
                 outcome.locator,

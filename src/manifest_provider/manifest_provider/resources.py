@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from botocore.exceptions import BotoCoreError, ClientError
-from cryptography import x509
 
 from layer_utils.aws_utils import ErrorClass, classify_error, handle_aws_error
-from layer_utils.cert_utils import load_certificates
+from layer_utils.cert_utils import ParsedCertificate, load_certificates
+from layer_utils.jobs import MAX_LOCATOR_CHARS, shorten
 from layer_utils.telemetry import logger
 
 if TYPE_CHECKING:
@@ -63,14 +64,24 @@ def missing_targets(iot: IoTClient, settings: ImportSettings) -> list[str]:
     return problems
 
 
-def load_trust_certificates(s3: S3Client, bucket: str, prefix: str) -> tuple[x509.Certificate, ...]:
+@dataclass(frozen=True)
+class TrustMaterial:
+    """Certificates loaded from a trust prefix, and a warning for each object that was skipped."""
+
+    certificates: tuple[ParsedCertificate, ...]
+    warnings: tuple[str, ...]
+
+
+def load_trust_certificates(s3: S3Client, bucket: str, prefix: str) -> TrustMaterial:
     """Load every certificate (PEM or DER, several per file allowed) stored under ``prefix``.
 
-    Takes the S3 client, the bucket and the key prefix. Objects that hold no certificate, or are
-    larger than ``MAX_TRUST_OBJECT_BYTES``, are skipped with a warning. Returns the certificates in
-    key order. Raises ``AwsOperationError`` for an AWS failure.
+    Takes the S3 client, the bucket and the key prefix. An object that holds no readable
+    certificate, or is larger than ``MAX_TRUST_OBJECT_BYTES``, is skipped with a warning (one English
+    sentence naming the key), never fatal. Returns the certificates in key order and the warnings.
+    Raises ``AwsOperationError`` for an AWS failure.
     """
-    certificates: list[x509.Certificate] = []
+    certificates: list[ParsedCertificate] = []
+    warnings: list[str] = []
     paginator = s3.get_paginator("list_objects_v2")
     try:
         for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
@@ -79,15 +90,20 @@ def load_trust_certificates(s3: S3Client, bucket: str, prefix: str) -> tuple[x50
                 if key.endswith("/"):
                     continue
                 if obj.get("Size", 0) > MAX_TRUST_OBJECT_BYTES:
-                    logger.warning("Trust object too large; skipped", extra={"key": key})
+                    warnings.append(
+                        f"Trust file {shorten(key, MAX_LOCATOR_CHARS)} is larger than "
+                        f"{MAX_TRUST_OBJECT_BYTES} bytes; it was skipped."
+                    )
                     continue
                 data = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
                 try:
                     certificates.extend(load_certificates(data))
                 except ValueError as error:
-                    logger.warning(
-                        "Trust object holds no certificate; skipped", extra={"key": key, "error": str(error)}
+                    warnings.append(
+                        f"Trust file {shorten(key, MAX_LOCATOR_CHARS)} was skipped: {str(error).rstrip('.')}."
                     )
     except (ClientError, BotoCoreError) as error:
         handle_aws_error(error, "s3:GetObject", {"bucket": bucket, "prefix": prefix})
-    return tuple(certificates)
+    for warning in warnings:
+        logger.warning("Trust object skipped", extra={"warning": warning})
+    return TrustMaterial(tuple(certificates), tuple(warnings))

@@ -14,6 +14,7 @@ from manifest_provider.vendors.base import (
     ManifestFormatError,
     ParseOptions,
     VendorParser,
+    guarded_entries,
 )
 from manifest_provider.vendors.espressif import EspressifParser
 from manifest_provider.vendors.generated import GeneratedParser
@@ -28,6 +29,7 @@ __all__ = [
     "VendorParser",
     "detect",
     "get_parser",
+    "guarded_entries",
 ]
 
 PARSERS: tuple[VendorParser, ...] = (

@@ -21,14 +21,12 @@ from __future__ import annotations
 
 import codecs
 import io
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import BinaryIO, Protocol
 
-from cryptography import x509
-
-from layer_utils.cert_utils import contains_private_key
+from layer_utils.cert_utils import ParsedCertificate, contains_private_key, load_certificate
 from layer_utils.limits import Limits
 
 
@@ -45,10 +43,10 @@ class ManifestEntry:
 
     ordinal: int
     locator: str
-    certificate: x509.Certificate | None
+    certificate: ParsedCertificate | None
     vendor_thing_name: str | None
     error: str | None = None
-    intermediates: tuple[x509.Certificate, ...] = ()
+    intermediates: tuple[ParsedCertificate, ...] = ()
 
 
 class ManifestFormatError(Exception):
@@ -67,7 +65,7 @@ class ParseOptions:
     """
 
     bundle_type: str = "E0E0"
-    microchip_verifiers: tuple[x509.Certificate, ...] = ()
+    microchip_verifiers: tuple[ParsedCertificate, ...] = ()
     limits: Limits = field(default_factory=Limits)
     now: datetime | None = None
     microchip_algorithms: tuple[str, ...] = ("ES256",)
@@ -98,6 +96,53 @@ def failed(ordinal: int, locator: str, reason: str) -> ManifestEntry:
     Takes the entry's ordinal, its locator and the reason (a sentence fragment ending with a period).
     """
     return ManifestEntry(ordinal, locator, None, None, error=f"{locator}: {reason}")
+
+
+def certificate_entry(
+    ordinal: int, locator: str, data: bytes | str, vendor_thing_name: str | None
+) -> ManifestEntry:
+    """Read one certificate into an entry, or a failed entry naming the reason.
+
+    Takes the entry's ordinal, locator, the certificate data (PEM, DER or base64 of either) and the
+    vendor's identifier for the device. Returns the entry; never raises for bad data.
+    """
+    try:
+        certificate = load_certificate(data)
+    except ValueError as error:
+        return failed(ordinal, locator, f"{str(error).rstrip('.')}.")
+    return ManifestEntry(ordinal, locator, certificate, vendor_thing_name)
+
+
+def isolated(ordinal: int, locator: str, build: Callable[[], ManifestEntry]) -> ManifestEntry:
+    """Build one entry so that nothing it raises escapes: an unexpected error fails that entry only.
+
+    Takes the entry's ordinal and locator and the function that builds it. Returns the built entry,
+    or a failed entry whose reason names the kind of error (never a parser dump).
+    """
+    try:
+        return build()
+    except Exception as error:  # one entry's problem must never end the manifest
+        return failed(ordinal, locator, f"the entry cannot be read ({type(error).__name__}).")
+
+
+def guarded_entries(parser: VendorParser, source: BinaryIO, options: ParseOptions) -> Iterator[ManifestEntry]:
+    """Yield a parser's entries; an unexpected error of the parser itself ends them as a format error.
+
+    Takes the parser, the manifest and the options. Raises ``ManifestFormatError`` for the parser's
+    own format errors and, in place of any other exception, with a sentence naming how many entries
+    were read: a parser bug ends that manifest with a reason, never the function.
+    """
+    count = 0
+    try:
+        for entry in parser.entries(source, options):
+            count += 1
+            yield entry
+    except ManifestFormatError:
+        raise
+    except Exception as error:  # a parser bug must end this manifest, never crash every retry
+        raise ManifestFormatError(
+            f"The manifest could not be read after entry {count} (an unexpected {type(error).__name__})."
+        ) from None
 
 
 def check_manifest_size(source: BinaryIO, limits: Limits, vendor: str) -> int:

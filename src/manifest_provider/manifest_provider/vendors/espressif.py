@@ -1,13 +1,14 @@
 """Espressif manifests: a CSV file with the header ``MAC,cn,cert``.
 
-Each record holds the device's MAC address (the thing name), the certificate's subject CN and the
+Each record holds the device's MAC address (the vendor's device identifier, so the default thing
+name), the certificate's subject CN (checked against the certificate when both are present) and the
 certificate as a quoted multi-line PEM. Records are located as ``row N`` the way a spreadsheet shows
 them: the header is row 1 and the first device is row 2.
 
 The file may be UTF-8 (with or without a byte order mark) or UTF-16 with a byte order mark, as
 spreadsheet programs export it; anything else is refused as a whole. Espressif also ships single
-certificates as PEM files: a file that starts with ``-----BEGIN`` is read as a PEM bundle whose thing
-names are the certificates' CNs (see :mod:`manifest_provider.vendors.generated`).
+certificates as PEM files: a file that starts with ``-----BEGIN`` is read as a PEM bundle with no
+vendor identifier (see :mod:`manifest_provider.vendors.generated`).
 """
 
 from __future__ import annotations
@@ -16,17 +17,19 @@ import codecs
 import csv
 import io
 from collections.abc import Iterator
+from functools import partial
 from typing import BinaryIO
 
-from layer_utils.cert_utils import get_cn, load_certificate
 from layer_utils.limits import Limits
 from manifest_provider.vendors.base import (
     ManifestEntry,
     ManifestFormatError,
     ParseOptions,
+    certificate_entry,
     check_manifest_size,
     describe,
     failed,
+    isolated,
     refuse_private_keys,
 )
 from manifest_provider.vendors.generated import read_certificates
@@ -73,20 +76,17 @@ def _row_entry(ordinal: int, row_number: int, row: list[str]) -> ManifestEntry:
         return failed(ordinal, locator, "the MAC column is empty.")
     if not pem:
         return failed(ordinal, locator, "the cert column is empty.")
-    try:
-        certificate = load_certificate(pem.encode("utf-8"))
-    except ValueError as error:
-        return failed(ordinal, locator, f"{str(error).rstrip('.')}.")
-    subject_cn = get_cn(certificate)
-    if subject_cn is None:
-        return failed(ordinal, locator, f"the certificate has no subject CN to compare with cn '{cn}'.")
-    if cn != subject_cn:
+    entry = certificate_entry(ordinal, locator, pem.encode("utf-8"), mac)
+    subject_cn = entry.certificate.subject_cn if entry.certificate is not None else None
+    # The cn column is a cross-check: compared only when both it and the certificate's CN exist.
+    if cn and subject_cn is not None and cn != subject_cn:
         return failed(
             ordinal,
             locator,
-            f"the cn column '{describe(cn)}' does not match the certificate subject CN '{subject_cn}'.",
+            f"the cn column '{describe(cn)}' does not match the certificate subject CN "
+            f"'{describe(subject_cn)}'.",
         )
-    return ManifestEntry(ordinal, locator, certificate, mac)
+    return entry
 
 
 def _csv_entries(source: BinaryIO, limits: Limits) -> Iterator[ManifestEntry]:
@@ -111,7 +111,7 @@ def _csv_entries(source: BinaryIO, limits: Limits) -> Iterator[ManifestEntry]:
                 continue
             if not any(value.strip() for value in row):
                 continue
-            yield _row_entry(ordinal, row_number, row)
+            yield isolated(ordinal, f"row {row_number}", partial(_row_entry, ordinal, row_number, row))
             ordinal += 1
     except csv.Error as error:
         raise ManifestFormatError(

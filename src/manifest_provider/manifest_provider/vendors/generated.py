@@ -2,14 +2,15 @@
 
 Three layouts are accepted, chosen from the first non-blank line (base64 text or not):
 
-- a PEM bundle: concatenated ``CERTIFICATE`` blocks, text around blocks is ignored; locator
-  ``line N`` of each block's BEGIN line;
+- a PEM bundle: concatenated ``CERTIFICATE`` (or legacy ``X509 CERTIFICATE``) blocks, text around
+  blocks is ignored; locator ``line N`` of each block's BEGIN line;
 - one base64-encoded PEM certificate per line (the format of ``thingpress generate`` and of the
   peer project's ``certificates_test.txt``); locator ``line N``;
 - one base64-encoded DER certificate per line; locator ``line N``.
 
-The thing name is the certificate's subject CN (None without a CN: the provider then names the thing
-after the fingerprint). A private key anywhere in the file refuses the whole manifest: whoever built
+These files carry no vendor device identifier: with the default name sources the thing is named
+after the certificate's subject CN when it is a legal name of that certificate alone, else after
+its fingerprint. A private key anywhere in the file refuses the whole manifest: whoever built
 it leaked key material, and nothing in it should be trusted.
 """
 
@@ -19,17 +20,20 @@ import base64
 import binascii
 import re
 from collections.abc import Generator, Iterator
+from functools import partial
 from typing import BinaryIO
 
-from layer_utils.cert_utils import get_cn, load_certificate
+from layer_utils.cert_utils import CERTIFICATE_LABELS
 from layer_utils.limits import Limits
 from manifest_provider.vendors.base import (
     Line,
     ManifestEntry,
     ManifestFormatError,
     ParseOptions,
+    certificate_entry,
     check_manifest_size,
     failed,
+    isolated,
     read_lines,
     refuse_private_keys,
 )
@@ -39,15 +43,6 @@ _BEGIN = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----")
 _END = re.compile(rb"-----END ([A-Z0-9 ]+)-----")
 _BASE64_PEM_PREFIX = b"LS0tLS1CRUdJTi"  # base64 of "-----BEGIN"
 _BASE64_DER_PREFIX = b"MII"  # base64 of a DER SEQUENCE with a two-byte length
-
-
-def _certificate_entry(ordinal: int, locator: str, data: bytes) -> ManifestEntry:
-    """Load one certificate (PEM or DER bytes) into an entry, or a failed entry naming the reason."""
-    try:
-        certificate = load_certificate(data)
-    except ValueError as error:
-        return failed(ordinal, locator, f"{str(error).rstrip('.')}.")
-    return ManifestEntry(ordinal, locator, certificate, get_cn(certificate))
 
 
 def _base64_entries(first: Line, rest: Iterator[Line], limits: Limits) -> Iterator[ManifestEntry]:
@@ -72,7 +67,9 @@ def _base64_entries(first: Line, rest: Iterator[Line], limits: Limits) -> Iterat
                 if decoded is None:
                     yield failed(ordinal, locator, "the line is not valid base64.")
                 else:
-                    yield _certificate_entry(ordinal, locator, decoded)
+                    yield isolated(
+                        ordinal, locator, partial(certificate_entry, ordinal, locator, decoded, None)
+                    )
             ordinal += 1
         line = next(rest, None)
 
@@ -107,7 +104,9 @@ def _pem_entries(first: Line, rest: Iterator[Line], limits: Limits) -> Generator
                 block.append(text)
                 block_bytes += len(text) + 1
                 if _END.match(text):
-                    yield _pem_block_entry(ordinal, block_line, block)
+                    yield isolated(
+                        ordinal, f"line {block_line}", partial(_pem_block_entry, ordinal, block_line, block)
+                    )
                     ordinal += 1
                     block = None
                 elif block_bytes > limits.max_entry_bytes:
@@ -129,9 +128,9 @@ def _pem_block_entry(ordinal: int, begin_line: int, block: list[bytes]) -> Manif
     locator = f"line {begin_line}"
     begin = _BEGIN.match(block[0])
     label = begin.group(1).decode("ascii") if begin is not None else ""
-    if label != "CERTIFICATE":
+    if label not in CERTIFICATE_LABELS:
         return failed(ordinal, locator, f"a '{label}' PEM block is not a certificate.")
-    return _certificate_entry(ordinal, locator, b"\n".join(block) + b"\n")
+    return certificate_entry(ordinal, locator, b"\n".join(block) + b"\n", None)
 
 
 def read_certificates(source: BinaryIO, options: ParseOptions, vendor: str) -> Iterator[ManifestEntry]:
@@ -159,7 +158,7 @@ def read_certificates(source: BinaryIO, options: ParseOptions, vendor: str) -> I
 def sniff_certificates(head: bytes) -> bool:
     """Return True when ``head`` starts with a PEM certificate or a base64 certificate line."""
     text = head.removeprefix(b"\xef\xbb\xbf").lstrip()
-    if text.startswith(b"-----BEGIN CERTIFICATE"):
+    if text.startswith((b"-----BEGIN CERTIFICATE", b"-----BEGIN X509 CERTIFICATE")):
         return True
     first = text.split(b"\n", 1)[0].strip()
     return first.startswith((_BASE64_PEM_PREFIX, _BASE64_DER_PREFIX)) and bool(_BASE64_LINE.fullmatch(first))

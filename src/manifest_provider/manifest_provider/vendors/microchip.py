@@ -24,15 +24,16 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, BinaryIO
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
-from layer_utils.cert_utils import get_cn, load_certificate
+from layer_utils.cert_utils import ParsedCertificate, load_certificate
 from layer_utils.limits import Limits
 from manifest_provider.vendors.base import (
     ManifestEntry,
@@ -41,6 +42,7 @@ from manifest_provider.vendors.base import (
     check_manifest_size,
     describe,
     failed,
+    isolated,
     refuse_private_keys,
 )
 
@@ -221,7 +223,7 @@ class _ArrayReader:
 
 @dataclass(frozen=True)
 class _Signer:
-    certificate: x509.Certificate
+    certificate: ParsedCertificate
     kid: str
     thumbprint: str
     name: str
@@ -240,31 +242,35 @@ def _b64url_decode(text: str) -> bytes:
     return base64.urlsafe_b64decode(stripped + "=" * (-len(stripped) % 4))
 
 
-def signer_kid(certificate: x509.Certificate) -> str:
+def signer_kid(certificate: ParsedCertificate) -> str:
     """Return the JWS ``kid`` of a signer: base64url of its Subject Key Identifier.
 
     Takes the signer certificate; without a SubjectKeyIdentifier extension, the identifier is derived
-    from the public key (RFC 5280 method 1).
+    from the public key (RFC 5280 method 1). Raises ``ValueError`` when neither is available.
     """
-    try:
-        digest = certificate.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest
-    except x509.ExtensionNotFound:
-        digest = x509.SubjectKeyIdentifier.from_public_key(certificate.public_key()).digest
+    digest = certificate.subject_key_id
+    if digest is None:
+        key = certificate.public_key
+        if not isinstance(key, ec.EllipticCurvePublicKey | rsa.RSAPublicKey):
+            raise ValueError("the signer has neither a Subject Key Identifier nor a usable public key")
+        digest = x509.SubjectKeyIdentifier.from_public_key(key).digest
     return b64url_encode(digest)
 
 
-def signer_thumbprint(certificate: x509.Certificate) -> str:
+def signer_thumbprint(certificate: ParsedCertificate) -> str:
     """Return the JWS ``x5t#S256`` of a signer: base64url of the SHA-256 of its DER encoding."""
-    return b64url_encode(hashlib.sha256(certificate.public_bytes(serialization.Encoding.DER)).digest())
+    return b64url_encode(hashlib.sha256(certificate.der).digest())
 
 
-def _signers(verifiers: tuple[x509.Certificate, ...]) -> list[_Signer]:
-    return [
-        _Signer(
-            cert, signer_kid(cert), signer_thumbprint(cert), get_cn(cert) or cert.subject.rfc4514_string()
-        )
-        for cert in verifiers
-    ]
+def _signers(verifiers: tuple[ParsedCertificate, ...]) -> list[_Signer]:
+    signers = []
+    for cert in verifiers:
+        try:
+            kid = signer_kid(cert)
+        except ValueError:
+            continue  # such a signer can never match an entry's kid
+        signers.append(_Signer(cert, kid, signer_thumbprint(cert), cert.subject_cn or cert.subject))
+    return signers
 
 
 class _EntryError(Exception):
@@ -308,13 +314,13 @@ def _verify(
             f"no trusted signer matches kid {describe(str(kid))} and x5t#S256 {describe(str(thumbprint))}."
         )
     certificate = signer.certificate
-    if not certificate.not_valid_before_utc <= now <= certificate.not_valid_after_utc:
+    if not certificate.not_before <= now <= certificate.not_after:
         raise _EntryError(
             f"the signer '{signer.name}' is not valid at {now:%Y-%m-%d %H:%M} UTC (valid from "
-            f"{certificate.not_valid_before_utc:%Y-%m-%d} to {certificate.not_valid_after_utc:%Y-%m-%d})."
+            f"{certificate.not_before:%Y-%m-%d} to {certificate.not_after:%Y-%m-%d})."
         )
     algorithm = _ALGORITHMS[alg]
-    public_key = certificate.public_key()
+    public_key = certificate.public_key
     if not isinstance(public_key, ec.EllipticCurvePublicKey) or not isinstance(
         public_key.curve, algorithm.curve
     ):
@@ -339,7 +345,9 @@ def _verify(
     return _decode_json_part(payload_text, "payload", options.limits)
 
 
-def _certificates(payload: dict[str, Any]) -> tuple[x509.Certificate, tuple[x509.Certificate, ...]]:
+def _certificates(
+    payload: dict[str, Any],
+) -> tuple[ParsedCertificate, tuple[ParsedCertificate, ...]]:
     """Return the device certificate and its issuers from the slot "0" key's ``x5c``."""
     key_set = payload.get("publicKeySet")
     keys = key_set.get("keys") if isinstance(key_set, dict) else None
@@ -356,23 +364,26 @@ def _certificates(payload: dict[str, Any]) -> tuple[x509.Certificate, tuple[x509
         raise _EntryError("no certificate in manifest entry.")
     if not isinstance(chain, list) or not all(isinstance(item, str) for item in chain):
         raise _EntryError("the x5c of slot 0 is not a list of base64 strings.")
-    certificates: list[x509.Certificate] = []
+    certificates: list[ParsedCertificate] = []
     for index, item in enumerate(chain):
         try:
             der = base64.b64decode(item, validate=True)
+        except (ValueError, binascii.Error):
+            raise _EntryError(f"x5c[{index}] is not base64 text.") from None
+        try:
             certificates.append(load_certificate(der))
-        except (ValueError, binascii.Error) as error:
-            raise _EntryError(f"x5c[{index}] is not a base64 DER certificate: {error}") from None
+        except ValueError as error:
+            raise _EntryError(f"x5c[{index}] is not a readable certificate: {error}") from None
     _check_slot_key(slot or {}, certificates[0])
     return certificates[0], tuple(certificates[1:])
 
 
-def _check_slot_key(jwk: dict[str, Any], certificate: x509.Certificate) -> None:
+def _check_slot_key(jwk: dict[str, Any], certificate: ParsedCertificate) -> None:
     """Check that the signed slot "0" key, when it carries coordinates, is the certificate's key."""
     x_text, y_text = jwk.get("x"), jwk.get("y")
     if not isinstance(x_text, str) or not isinstance(y_text, str):
         return
-    public_key = certificate.public_key()
+    public_key = certificate.public_key
     try:
         x, y = (int.from_bytes(_b64url_decode(value), "big") for value in (x_text, y_text))
     except (ValueError, binascii.Error):
@@ -426,7 +437,11 @@ def _entries(source: BinaryIO, options: ParseOptions) -> Iterator[ManifestEntry]
     reader = _ArrayReader(text, options.limits)
     try:
         for ordinal, (element, depth) in enumerate(reader.elements()):
-            yield _entry(ordinal, element, depth, signers=signers, options=options, now=now)
+            yield isolated(
+                ordinal,
+                f"entry {ordinal + 1}",
+                partial(_entry, ordinal, element, depth, signers=signers, options=options, now=now),
+            )
     except UnicodeError:
         raise ManifestFormatError(
             f"The {_VENDOR} manifest is not UTF-8 text (after entry {reader.count})."
