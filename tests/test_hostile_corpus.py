@@ -510,7 +510,7 @@ def build_corpus(material: Material) -> list[Case]:
             }
         ),
         WITH_ERRORS,
-        good=("in1-ok0", "in1-ok1"),
+        good=("A1", "C3"),
         bad={"file B2_E0E0.pem": ("Invalid certificate format",)},
     )
     add(

@@ -107,8 +107,8 @@ def test_real_infineon_bundles(shared_manifests: Path, bundle: str, key_type: An
     )
     assert len(entries) == 200
     assert errors(entries) == {}
-    assert all(re.fullmatch(r"[0-9a-f]{64}", e.vendor_thing_name or "") for e in entries)
-    assert all(re.fullmatch(rf"file [0-9A-F]+_{bundle}\.pem", e.locator) for e in entries)
+    assert all(re.fullmatch(r"[0-9A-F]{20}", e.vendor_thing_name or "") for e in entries)
+    assert all(e.locator == f"file {e.vendor_thing_name}_{bundle}.pem" for e in entries)
     public_type = ec.EllipticCurvePublicKey if key_type is ec else rsa.RSAPublicKey
     assert all(isinstance(e.certificate.public_key(), public_type) for e in entries if e.certificate)
     assert len({e.vendor_thing_name for e in entries}) == 200
@@ -468,7 +468,7 @@ def test_infineon_bad_files_and_private_keys(devices: list[Issued]) -> None:
     )
     entries = parse("infineon", data)
     assert [e.locator for e in entries] == ["file A_E0E0.pem", "file B_E0E0.pem"]
-    assert entries[0].vendor_thing_name == "dev-0"
+    assert entries[0].vendor_thing_name == "A"
     assert (entries[1].error or "").startswith("file B_E0E0.pem: Invalid certificate format")
     keyed = _infineon(
         [("A_E0E0.pem", devices[0].pem().encode()), ("B_E0E0.pem", devices[1].key_pem().encode())]
@@ -477,6 +477,27 @@ def test_infineon_bad_files_and_private_keys(devices: list[Issued]) -> None:
         ManifestFormatError, match=r"File B_E0E0\.pem of the Infineon manifest contains private key"
     ):
         parse("infineon", keyed)
+
+
+@pytest.mark.parametrize(
+    ("name", "bundle", "chip"),
+    [
+        ("ABCDEF0123_E0E0.pem", "E0E0", "ABCDEF0123"),
+        ("abcdef0123_e0e1.PEM", "E0E1", "abcdef0123"),
+        ("batch/0A1B_E0E2.pem", "E0E2", "0A1B"),
+        ("A_B_E0E0.pem", "E0E0", "A_B"),
+        ("_E0E0.pem", "E0E0", None),
+        ("ABC_E0E1.pem", "E0E0", None),
+        ("ABC.pem", "E0E0", None),
+        ("ABC_E0E0.pem.pem", "E0E0", None),
+    ],
+)
+def test_infineon_thing_name_is_the_chip_id(
+    devices: list[Issued], name: str, bundle: str, chip: str | None
+) -> None:
+    data = _infineon([(name, devices[0].pem().encode())], bundle=bundle)
+    (entry,) = parse("infineon", data, ParseOptions(bundle_type=bundle))
+    assert (entry.error, entry.vendor_thing_name) == (None, chip)
 
 
 def test_infineon_not_an_archive() -> None:

@@ -38,9 +38,9 @@ class ManifestEntry:
 
     ``ordinal`` is the 0-based position in manifest order; ``locator`` names the entry for people;
     ``certificate`` is the device certificate (None when ``error`` is set); ``vendor_thing_name`` is
-    the vendor's default thing name (MAC, uniqueId or CN; None when the vendor has none and the
-    provider falls back to the fingerprint); ``error`` is the per-entry failure; ``intermediates``
-    are issuer certificates the entry carries (Microchip ``x5c[1:]``).
+    the vendor's default thing name (MAC, uniqueId, chip ID or CN; None when the vendor has none and
+    the provider falls back to the CN or the fingerprint); ``error`` is the per-entry failure;
+    ``intermediates`` are issuer certificates the entry carries (Microchip ``x5c[1:]``).
     """
 
     ordinal: int

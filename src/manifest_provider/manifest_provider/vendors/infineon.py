@@ -2,8 +2,9 @@
 
 The uploaded archive holds one ``<reel>_<GUID>_<BUNDLE>_Certs.7z`` per certificate slot (``E0E0``,
 ``E0E1``, ``E0E2``), an encrypted ``<reel>_<GUID>_keys.7z`` and a README. The selected bundle's inner
-archive holds one ``<chipID>_<BUNDLE>.pem`` per device; the thing name is the certificate's subject
-CN and the locator is ``file <member name>``.
+archive holds one ``<chipID>_<BUNDLE>.pem`` per device; the default thing name is the chip ID from
+the file name (OPTIGA Trust M V1 chips all share the subject CN ``Infineon IoT Node``; a file name
+of another shape gives none) and the locator is ``file <member name>``.
 
 Archives are hostile input. Before anything is decompressed, the parser checks the metadata of each
 level against :class:`~layer_utils.limits.Limits`: member count and declared uncompressed size (both
@@ -28,7 +29,7 @@ from typing import Any, BinaryIO
 
 import py7zr
 
-from layer_utils.cert_utils import contains_private_key, get_cn, load_certificate
+from layer_utils.cert_utils import contains_private_key, load_certificate
 from layer_utils.limits import Limits
 from manifest_provider.vendors.base import (
     ManifestEntry,
@@ -152,7 +153,7 @@ def _select_bundles(members: list[Any], bundle: str) -> list[str]:
 
 
 def _inner_entries(
-    archive_path: Path, archive: str, workdir: Path, budget: _Budget, first_ordinal: int
+    archive_path: Path, archive: str, workdir: Path, budget: _Budget, *, first_ordinal: int, bundle: str
 ) -> Iterator[ManifestEntry]:
     """Yield the entries of one inner certificate archive."""
     limits = budget.limits
@@ -171,10 +172,16 @@ def _inner_entries(
             if contains_private_key(data):
                 raise private_key_error(f"File {member.filename} of the {_VENDOR} manifest")
     for offset, member in enumerate(pems):
-        yield _pem_entry(first_ordinal + offset, member, workdir, limits)
+        yield _pem_entry(first_ordinal + offset, member, workdir, limits, bundle)
 
 
-def _pem_entry(ordinal: int, member: Any, workdir: Path, limits: Limits) -> ManifestEntry:
+def _chip_id(name: str, bundle: str) -> str | None:
+    """Return the chip ID of a ``<chipID>_<bundle>.pem`` member path, or None for another name."""
+    match = re.fullmatch(rf"(?P<chip>.+)_{bundle}\.pem", PurePosixPath(name).name, re.IGNORECASE)
+    return None if match is None else match.group("chip")
+
+
+def _pem_entry(ordinal: int, member: Any, workdir: Path, limits: Limits, bundle: str) -> ManifestEntry:
     locator = f"file {PurePosixPath(member.filename).name}"
     if member.is_symlink:
         return failed(ordinal, locator, "the member is a link, not a certificate file.")
@@ -184,7 +191,7 @@ def _pem_entry(ordinal: int, member: Any, workdir: Path, limits: Limits) -> Mani
         certificate = load_certificate((workdir / member.filename).read_bytes())
     except ValueError as error:
         return failed(ordinal, locator, f"{str(error).rstrip('.')}.")
-    return ManifestEntry(ordinal, locator, certificate, get_cn(certificate))
+    return ManifestEntry(ordinal, locator, certificate, _chip_id(member.filename, bundle))
 
 
 def _entries(source: BinaryIO, options: ParseOptions) -> Iterator[ManifestEntry]:
@@ -214,7 +221,9 @@ def _entries(source: BinaryIO, options: ParseOptions) -> Iterator[ManifestEntry]
         ordinal = 0
         for index, name in enumerate(selected):
             inner_dir = workdir / f"inner-{index}"
-            for entry in _inner_entries(workdir / "outer" / name, name, inner_dir, budget, ordinal):
+            for entry in _inner_entries(
+                workdir / "outer" / name, name, inner_dir, budget, first_ordinal=ordinal, bundle=bundle
+            ):
                 ordinal += 1
                 yield entry
 
