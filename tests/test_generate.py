@@ -7,6 +7,7 @@ import csv
 import hashlib
 import io
 import json
+import re
 from pathlib import Path
 
 import py7zr
@@ -107,7 +108,8 @@ def test_infineon_archive_layout(tmp_path: Path) -> None:
         py7zr.SevenZipFile(io.BytesIO(contents[keys].getvalue()))
     assert set(summary.bundles) == {"E0E0", "E0E1", "E0E2"}
     assert summary.thing_names == summary.bundles["E0E0"].thing_names
-    assert all(len(name) == 64 for name in summary.thing_names)
+    assert all(re.fullmatch(r"[0-9A-F]{20}", name) for name in summary.thing_names)
+    assert summary.bundles["E0E2"].thing_names == summary.thing_names  # the same chips in every slot
     e0e2 = list(get_parser("infineon").entries(path.open("rb"), ParseOptions(bundle_type="E0E2")))
     assert all(isinstance(e.certificate.public_key, rsa.RSAPublicKey) for e in e0e2 if e.certificate)
     assert [e.vendor_thing_name for e in e0e2] == list(summary.bundles["E0E2"].thing_names)

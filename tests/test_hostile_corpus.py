@@ -515,8 +515,33 @@ def build_corpus(material: Material) -> list[Case]:
             }
         ),
         WITH_ERRORS,
-        good=("in1-ok0", "in1-ok1"),
-        bad={"file B2_E0E0.pem": ("Invalid certificate format",)},
+        good=("A1", "C3"),
+        bad={"file B2_E0E0.pem": ("the file is not a readable PEM certificate",)},
+    )
+    ok = good_certs("in6", 4)
+    long_name = "L" * 300 + "_E0E0.pem"
+    add(
+        "infineon-repeated-and-long-member-names",
+        "infineon/repeated-and-long-names.7z",
+        infineon(
+            {
+                "E0E0": [
+                    ("RN1_E0E0.pem", ok[0].pem().encode()),
+                    (long_name, ok[1].pem().encode()),
+                    ("f1/RN3_E0E0.pem", ok[2].pem().encode()),
+                    ("f2/RN3_E0E0.pem", ok[2].pem().encode()),
+                    ("RN5_E0E0.pem", ok[3].pem().encode()),
+                    ("RN5_E0E0.pem", ok[3].pem().encode()),
+                ]
+            }
+        ),
+        WITH_ERRORS,
+        good=("RN1", "RN3", "RN5"),
+        bad={f"file #2 …{long_name[-191:]}": ("the member name is longer than 255 bytes",)},
+        duplicates={
+            "file f2/RN3_E0E0.pem": ("duplicate of file f1/RN3_E0E0.pem",),
+            "file #6 RN5_E0E0.pem": ("duplicate of file RN5_E0E0.pem",),
+        },
     )
     add(
         "seven-zip-bomb",
@@ -656,6 +681,7 @@ def corpus_names() -> list[str]:
         "zero-byte-file",
         "unknown-vendor-override",
         "infineon-garbage-member",
+        "infineon-repeated-and-long-member-names",
         "seven-zip-bomb",
         "seven-zip-nested-too-deep",
         "wrong-bundle-type",

@@ -235,15 +235,19 @@ def infineon_manifest(tmp_path: Path, count: int = 3) -> tuple[bytes, tuple[str,
 
 @pytest.fixture
 def extracted(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Record every archive member py7zr is asked to extract (a spy; extraction still happens)."""
+    """Record every archive member py7zr is asked to extract (a spy; extraction still happens).
+
+    The parser hands py7zr's worker one writer per member to extract (None for the others).
+    """
     calls: list[str] = []
-    original = py7zr.SevenZipFile.extract
+    original = py7zr.py7zr.Worker.register_filelike
 
-    def extract(self: py7zr.SevenZipFile, path: Any = None, targets: Any = None, **kwargs: Any) -> Any:
-        calls.extend(targets or ["<everything>"])
-        return original(self, path=path, targets=targets, **kwargs)
+    def register(self: py7zr.py7zr.Worker, index: int, fileish: Any) -> None:
+        if fileish is not None:
+            calls.append(self.files[index].filename)
+        original(self, index, fileish)
 
-    monkeypatch.setattr(py7zr.SevenZipFile, "extract", extract)
+    monkeypatch.setattr(py7zr.py7zr.Worker, "register_filelike", register)
     return calls
 
 

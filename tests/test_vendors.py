@@ -122,37 +122,44 @@ def test_real_infineon_bundles(shared_manifests: Path, bundle: str, key_type: An
     )
     assert len(entries) == 200
     assert errors(entries) == {}
-    assert all(re.fullmatch(r"[0-9a-f]{64}", e.vendor_thing_name or "") for e in entries)
-    assert all(re.fullmatch(rf"file [0-9A-F]+_{bundle}\.pem", e.locator) for e in entries)
+    assert all(re.fullmatch(r"[0-9A-F]{20}", e.vendor_thing_name or "") for e in entries)
+    assert all(e.locator == f"file {e.vendor_thing_name}_{bundle}.pem" for e in entries)
     public_type = ec.EllipticCurvePublicKey if key_type is ec else rsa.RSAPublicKey
     assert all(isinstance(e.certificate.public_key, public_type) for e in entries if e.certificate)
     assert len({e.vendor_thing_name for e in entries}) == 200
 
 
 def test_infineon_never_opens_keys_archive(shared_manifests: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    opened: list[str] = []
+    opened: list[py7zr.py7zr.Worker] = []
     extracted: list[str] = []
+    runs: list[py7zr.py7zr.Worker] = []
     original_init = py7zr.SevenZipFile.__init__
-    original_extract = py7zr.SevenZipFile.extract
+    original_register = py7zr.py7zr.Worker.register_filelike
+    original_extract = py7zr.py7zr.Worker.extract
 
-    def spy_init(self: py7zr.SevenZipFile, file: Any, *args: Any, **kwargs: Any) -> None:
-        opened.append(str(getattr(file, "name", file)))
-        original_init(self, file, *args, **kwargs)
+    def spy_init(self: py7zr.SevenZipFile, *args: Any, **kwargs: Any) -> None:
+        original_init(self, *args, **kwargs)
+        opened.append(self.worker)
 
-    def spy_extract(self: py7zr.SevenZipFile, *args: Any, **kwargs: Any) -> None:
-        extracted.extend(kwargs.get("targets") or ["<everything>"])
+    def spy_register(self: py7zr.py7zr.Worker, index: int, fileish: Any) -> None:
+        if fileish is not None:
+            extracted.append(self.files[index].filename)
+        original_register(self, index, fileish)
+
+    def spy_extract(self: py7zr.py7zr.Worker, *args: Any, **kwargs: Any) -> None:
+        runs.append(self)
         original_extract(self, *args, **kwargs)
 
     monkeypatch.setattr(py7zr.SevenZipFile, "__init__", spy_init)
-    monkeypatch.setattr(py7zr.SevenZipFile, "extract", spy_extract)
+    monkeypatch.setattr(py7zr.py7zr.Worker, "register_filelike", spy_register)
+    monkeypatch.setattr(py7zr.py7zr.Worker, "extract", spy_extract)
     entries = parse_file("infineon", shared_manifests / "infineon" / "manifest-infineon.7z")
     assert len(entries) == 200
     assert len(opened) == 2
-    assert opened[1].endswith("_E0E0_Certs.7z")
-    assert not any("keys" in name for name in opened + extracted)
-    assert "<everything>" not in extracted
+    assert runs == opened  # each archive is decompressed in one pass
+    assert not any("keys" in name for name in extracted)
     assert extracted[0].endswith("_E0E0_Certs.7z")
-    assert all(name.endswith("_E0E0.pem") for name in extracted[1:])
+    assert sorted(extracted[1:]) == sorted(entry.locator.removeprefix("file ") for entry in entries)
 
 
 def test_real_microchip_has_no_certificates(
@@ -486,8 +493,8 @@ def test_infineon_bad_files_and_private_keys(devices: list[Issued]) -> None:
     )
     entries = parse("infineon", data)
     assert [e.locator for e in entries] == ["file A_E0E0.pem", "file B_E0E0.pem"]
-    assert entries[0].vendor_thing_name == "dev-0"
-    assert (entries[1].error or "").startswith("file B_E0E0.pem: Invalid certificate format")
+    assert entries[0].vendor_thing_name == "A"
+    assert entries[1].error == "file B_E0E0.pem: the file is not a readable PEM certificate."
     keyed = _infineon(
         [("A_E0E0.pem", devices[0].pem().encode()), ("B_E0E0.pem", devices[1].key_pem().encode())]
     )
@@ -495,6 +502,27 @@ def test_infineon_bad_files_and_private_keys(devices: list[Issued]) -> None:
         ManifestFormatError, match=r"File B_E0E0\.pem of the Infineon manifest contains private key"
     ):
         parse("infineon", keyed)
+
+
+@pytest.mark.parametrize(
+    ("name", "bundle", "chip"),
+    [
+        ("ABCDEF0123_E0E0.pem", "E0E0", "ABCDEF0123"),
+        ("abcdef0123_e0e1.PEM", "E0E1", "abcdef0123"),
+        ("batch/0A1B_E0E2.pem", "E0E2", "0A1B"),
+        ("A_B_E0E0.pem", "E0E0", "A_B"),
+        ("_E0E0.pem", "E0E0", None),
+        ("ABC_E0E1.pem", "E0E0", None),
+        ("ABC.pem", "E0E0", None),
+        ("ABC_E0E0.pem.pem", "E0E0", None),
+    ],
+)
+def test_infineon_thing_name_is_the_chip_id(
+    devices: list[Issued], name: str, bundle: str, chip: str | None
+) -> None:
+    data = _infineon([(name, devices[0].pem().encode())], bundle=bundle)
+    (entry,) = parse("infineon", data, ParseOptions(bundle_type=bundle))
+    assert (entry.error, entry.vendor_thing_name) == (None, chip)
 
 
 def test_infineon_not_an_archive() -> None:

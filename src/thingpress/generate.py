@@ -254,7 +254,8 @@ def write_infineon(
     certificates; E0E2 with RSA device keys), whether to add the encrypted ``_keys.7z`` (its
     password is thrown away: nothing may ever open it), the fraction of PEM files to damage and the
     seed. Every archive also gets a README.txt. Returns the summary of the first bundle with all
-    bundles in ``bundles`` (thing names are the 64-hex-digit CNs; locators ``file <name>``). Raises
+    bundles in ``bundles`` (thing names are the 20-hex-digit chip IDs of the file names
+    ``<chipID>_<BUNDLE>.pem``, the same chips in every bundle; locators ``file <name>``). Raises
     ``ValueError`` for an unknown bundle type or a bad fraction.
     """
     unknown = [bundle for bundle in bundle_types if bundle not in INFINEON_BUNDLES]
@@ -264,6 +265,7 @@ def write_infineon(
     guid = str(_uuid(rng))
     root, issuer = _demo_chain("OPTIGA Trust M")
     chain = (issuer.certificate, root.certificate)
+    chip_prefix = hashlib.sha256(f"{seed}-{guid}".encode()).hexdigest()[:12].upper()
     summaries: dict[str, Summary] = {}
     members: list[tuple[str, bytes]] = []
     for bundle in bundle_types:
@@ -276,13 +278,13 @@ def write_infineon(
         names: list[str] = []
         bad: dict[str, str] = {}
         for index, issued in enumerate(certs):
-            cn = _cn(issued.certificate)
-            name = f"{cn[-16:].upper()}_{bundle}.pem"
+            chip = f"{chip_prefix}{index:08X}"
+            name = f"{chip}_{bundle}.pem"
             if index in bad_files:
                 bad[f"file {name}"] = "garbage certificate"
                 files.append((name, _GARBAGE_PEM.encode("ascii")))
             else:
-                names.append(cn)
+                names.append(chip)
                 files.append((name, issued.pem().encode("ascii")))
         members.append((f"{INFINEON_REEL}_{guid}_{bundle}_Certs.7z", _seven_zip(files)))
         summaries[bundle] = Summary("infineon", count, tuple(names), bad, chain)

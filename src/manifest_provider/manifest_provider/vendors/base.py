@@ -10,7 +10,10 @@ Locators name an entry the way a person looking at the file would:
 - ``"row 2"``: a CSV record, counted like a spreadsheet does, so the header is row 1 and the first
   device is row 2;
 - ``"line 17"``: a text line, 1-based;
-- ``"file 0A1B_E0E0.pem"``: an archive member;
+- ``"file 0A1B_E0E0.pem"``, ``"file batch-2/0A1B_E0E0.pem"``: an archive member, by its path inside
+  its archive; a path that repeats an earlier entry's, or is too long to quote whole, follows the
+  entry's 1-based number: ``"file #2 0A1B_E0E0.pem"``, ``"file #17 …<end of the path>"`` (see
+  :mod:`manifest_provider.vendors.infineon`);
 - ``"entry 4 (uniqueId 0123…)"``: an element of a JSON array, 1-based, with the unsigned uniqueId.
 
 Every ``error`` is one English sentence that starts with the locator, for example
@@ -36,9 +39,9 @@ class ManifestEntry:
 
     ``ordinal`` is the 0-based position in manifest order; ``locator`` names the entry for people;
     ``certificate`` is the device certificate (None when ``error`` is set); ``vendor_thing_name`` is
-    the vendor's default thing name (MAC, uniqueId or CN; None when the vendor has none and the
-    provider falls back to the fingerprint); ``error`` is the per-entry failure; ``intermediates``
-    are issuer certificates the entry carries (Microchip ``x5c[1:]``).
+    the vendor's default thing name (MAC, uniqueId, chip ID or CN; None when the vendor has none and
+    the provider falls back to the CN or the fingerprint); ``error`` is the per-entry failure;
+    ``intermediates`` are issuer certificates the entry carries (Microchip ``x5c[1:]``).
     """
 
     ordinal: int
