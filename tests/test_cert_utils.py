@@ -20,14 +20,14 @@ from cryptography.x509.oid import NameOID
 
 from layer_utils import cert_utils
 from layer_utils.cert_utils import (
+    DEFAULT_NAME_SOURCES,
     THING_NAME_PATTERN,
     CertificateProblem,
+    NameCandidate,
+    ParsedCertificate,
     ValidationResult,
     certificate_arn,
     contains_private_key,
-    DEFAULT_NAME_SOURCES,
-    NameCandidate,
-    ParsedCertificate,
     format_certificate,
     get_certificate_fingerprint,
     get_cn,

@@ -516,7 +516,7 @@ def build_corpus(material: Material) -> list[Case]:
         ),
         WITH_ERRORS,
         good=("A1", "C3"),
-        bad={"file B2_E0E0.pem": ("the file is not a readable PEM certificate",)},
+        bad={"file B2_E0E0.pem": ("Invalid certificate format",)},
     )
     ok = good_certs("in6", 4)
     long_name = "L" * 300 + "_E0E0.pem"

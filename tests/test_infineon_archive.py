@@ -11,6 +11,7 @@ import pytest
 
 from layer_utils.limits import Limits
 from manifest_provider.evaluate import Accepted, EntryEvaluator, Rejected
+from manifest_provider.vendors import base as base_module
 from manifest_provider.vendors import get_parser
 from manifest_provider.vendors import infineon as infineon_module
 from manifest_provider.vendors.base import ManifestEntry, ManifestFormatError, ParseOptions
@@ -43,6 +44,11 @@ def parse(data: bytes, options: ParseOptions | None = None) -> list[ManifestEntr
     return list(get_parser("infineon").entries(io.BytesIO(data), options or ParseOptions()))
 
 
+def evaluate_all(evaluator: EntryEvaluator, entries: list[ManifestEntry]) -> list[Accepted | Rejected]:
+    evaluator.survey(entries)
+    return [evaluator.evaluate(e) for e in entries]
+
+
 def pem(issued: Issued) -> bytes:
     return issued.pem().encode()
 
@@ -50,26 +56,26 @@ def pem(issued: Issued) -> bytes:
 def test_repeated_member_names_are_separate_entries(certs: list[Issued]) -> None:
     entries = parse(one_bundle([("A_E0E0.pem", pem(certs[0])), ("A_E0E0.pem", pem(certs[1]))]))
     assert [e.locator for e in entries] == ["file A_E0E0.pem", "file #2 A_E0E0.pem"]
-    assert [e.certificate for e in entries] == [certs[0].certificate, certs[1].certificate]
+    assert [e.certificate.der for e in entries if e.certificate] == [certs[0].der(), certs[1].der()]
     assert [e.vendor_thing_name for e in entries] == ["A", "A"]
-    # Named by fingerprint both are imported; named by chip ID the second claims a taken name.
+    # Named by fingerprint both are imported; two certificates claiming one chip ID is a conflict
+    # reported for both.
     assert all(
-        isinstance(EntryEvaluator(thing_name_source="fingerprint").evaluate(e), Accepted) for e in entries
+        isinstance(o, Accepted) for o in evaluate_all(EntryEvaluator(name_sources=("fingerprint",)), entries)
     )
-    evaluator = EntryEvaluator()
-    first, second = (evaluator.evaluate(e) for e in entries)
-    assert isinstance(first, Accepted) and isinstance(second, Rejected)
-    assert (
-        second.reason
-        == "file #2 A_E0E0.pem: thing name A is already used by file A_E0E0.pem in this manifest."
+    first, second = evaluate_all(EntryEvaluator(), entries)
+    assert isinstance(first, Rejected) and isinstance(second, Rejected)
+    assert (first.error_class, second.error_class) == ("conflict", "conflict")
+    assert second.reason == (
+        "file #2 A_E0E0.pem: thing name A from the vendor's device identifier is also claimed by "
+        "file A_E0E0.pem with a different certificate; neither is imported."
     )
 
 
 def test_a_repeated_certificate_is_a_duplicate_of_the_first_locator(certs: list[Issued]) -> None:
     entries = parse(one_bundle([("f1/A_E0E0.pem", pem(certs[0])), ("f2/A_E0E0.pem", pem(certs[0]))]))
     assert [e.locator for e in entries] == ["file f1/A_E0E0.pem", "file f2/A_E0E0.pem"]
-    evaluator = EntryEvaluator()
-    outcomes = [evaluator.evaluate(e) for e in entries]
+    outcomes = evaluate_all(EntryEvaluator(), entries)
     assert isinstance(outcomes[0], Accepted)
     assert isinstance(outcomes[1], Rejected) and outcomes[1].duplicate
     assert outcomes[1].reason == "file f2/A_E0E0.pem: duplicate of file f1/A_E0E0.pem."
@@ -108,7 +114,7 @@ def test_several_bundle_archives_prefix_their_name(certs: list[Issued]) -> None:
         "file R2_E0E0_Certs.7z/A_E0E0.pem",
         "file #3 R1_E0E0_Certs.7z/A_E0E0.pem",
     ]
-    assert [e.certificate for e in entries] == [c.certificate for c in certs[:3]]
+    assert [e.certificate.der for e in entries if e.certificate] == [c.der() for c in certs[:3]]
 
 
 def test_an_over_long_member_name_fails_only_that_member(certs: list[Issued]) -> None:
@@ -173,7 +179,7 @@ def test_links_and_large_members_are_not_extracted(certs: list[Issued], tmp_path
 def test_whatever_the_loader_raises_stays_in_the_entry(
     certs: list[Issued], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_load = infineon_module.load_certificate
+    real_load = base_module.load_certificate
     broken = pem(certs[1])
 
     def load(data: bytes) -> Any:
@@ -181,14 +187,14 @@ def test_whatever_the_loader_raises_stays_in_the_entry(
             raise RuntimeError("parser internals: ASN.1 tag 0x30 at offset 4")
         return real_load(data)
 
-    monkeypatch.setattr(infineon_module, "load_certificate", load)
+    monkeypatch.setattr(base_module, "load_certificate", load)
     files = [("A_E0E0.pem", pem(certs[0])), ("B_E0E0.pem", broken), ("C_E0E0.pem", b"\xff\xfe not text")]
     entries = parse(one_bundle(files))
-    assert [e.error for e in entries] == [
-        None,
-        "file B_E0E0.pem: the file is not a readable PEM certificate.",
-        "file C_E0E0.pem: the file is not a readable PEM certificate.",
-    ]
+    assert entries[0].error is None
+    # An unexpected error names its kind only; a refusal of the reader says why in English.
+    assert entries[1].error == "file B_E0E0.pem: the entry cannot be read (RuntimeError)."
+    assert (entries[2].error or "").startswith("file C_E0E0.pem: Invalid certificate format: ")
+    assert "ASN.1" not in " ".join(e.error or "" for e in entries)
 
 
 def test_temporary_storage_failures_stay_in_the_entry(

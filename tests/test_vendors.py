@@ -494,7 +494,7 @@ def test_infineon_bad_files_and_private_keys(devices: list[Issued]) -> None:
     entries = parse("infineon", data)
     assert [e.locator for e in entries] == ["file A_E0E0.pem", "file B_E0E0.pem"]
     assert entries[0].vendor_thing_name == "A"
-    assert entries[1].error == "file B_E0E0.pem: the file is not a readable PEM certificate."
+    assert (entries[1].error or "").startswith("file B_E0E0.pem: Invalid certificate format: ")
     keyed = _infineon(
         [("A_E0E0.pem", devices[0].pem().encode()), ("B_E0E0.pem", devices[1].key_pem().encode())]
     )

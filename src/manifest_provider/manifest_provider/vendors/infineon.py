@@ -42,20 +42,23 @@ import struct
 import tempfile
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
 import py7zr
 from py7zr.io import MemIO, Py7zIO, WriterFactory
 
-from layer_utils.cert_utils import contains_private_key, load_certificate
+from layer_utils.cert_utils import contains_private_key
 from layer_utils.limits import Limits
 from manifest_provider.vendors.base import (
     ManifestEntry,
     ManifestFormatError,
     ParseOptions,
+    certificate_entry,
     check_manifest_size,
     failed,
+    isolated,
     private_key_error,
 )
 
@@ -404,7 +407,8 @@ def _inner_entries(archive: _Certificates, workdir: Path, run: _Run, first: int)
         if problem is not None:
             yield failed(first + offset, locator, problem)
         else:
-            yield _pem_entry(first + offset, locator, member, files, run)
+            ordinal = first + offset
+            yield isolated(ordinal, locator, partial(_pem_entry, ordinal, locator, member, files, run))
 
 
 def _pem_entry(ordinal: int, locator: str, member: _Member, files: _IndexedFiles, run: _Run) -> ManifestEntry:
@@ -417,11 +421,7 @@ def _pem_entry(ordinal: int, locator: str, member: _Member, files: _IndexedFiles
             data = file.read(run.budget.limits.max_entry_bytes)
     except OSError:
         return failed(ordinal, locator, "the extracted file could not be read back.")
-    try:
-        certificate = load_certificate(data)
-    except Exception:  # whatever the loader raises, only this member fails
-        return failed(ordinal, locator, "the file is not a readable PEM certificate.")
-    return ManifestEntry(ordinal, locator, certificate, _chip_id(member.name, run.bundle))
+    return certificate_entry(ordinal, locator, data, _chip_id(member.name, run.bundle))
 
 
 def _entries(source: BinaryIO, options: ParseOptions) -> Iterator[ManifestEntry]:
