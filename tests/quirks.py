@@ -63,7 +63,9 @@ an extension without its OCTET STRING, an OCTET STRING serial, a non-minimal INT
 
 OpenSSL surprises, recorded rather than faked: OpenSSL 4.0 refuses at ``d2i_X509`` a UTCTime
 without seconds ("utctime is too short"; the OpenSSL 3.0.19 CLI reads it, then ``verify`` fails
-with "format error in certificate's notBefore field"), so ``utctime_without_seconds`` is broken.
+with "format error in certificate's notBefore field"). Real device certificates carry it and AWS
+IoT registers them, so ``utctime_without_seconds`` is to be accepted (``openssl_reads`` False): its
+chain, which only OpenSSL could check, cannot be checked.
 Invalid UTF-8 in a UTF8String ("invalid utf8string") and a CN as VideotexString, GraphicString or
 INTEGER ("mstring wrong tag": X509_NAME values are limited to DirectoryString-like types; T61String
 and BMPString are fine) are refused by both versions, so they are broken too (cryptography only
@@ -341,6 +343,7 @@ class Quirk:
     broken: bool = False  # OpenSSL cannot read it either: the reason should be a plain sentence
     strict_refuses: str | None = None  # where cryptography fails although OpenSSL reads it
     openssl_chain_ok: bool = True  # OpenSSL's chain check (partial chain, ignore critical) passes
+    openssl_reads: bool = True  # OpenSSL 4 reads it (False: only a UTCTime without seconds, see above)
 
 
 @dataclass(frozen=True)
@@ -877,15 +880,26 @@ def build_corpus(now: datetime) -> QuirkCorpus:
         ca.certificate("serial_non_minimal", serial=tlv(0x02, b"\x00\x01")),
     )
     broken("empty_data", "no bytes at all", b"")
-    # Expected to be accepted, but OpenSSL refuses them too (see the module docstring).
-    broken(
+    # OpenSSL 4 refuses it, older OpenSSL and AWS IoT read it: accepted, its chain uncheckable.
+    no_seconds = ca.certificate(
         "utctime_without_seconds",
-        "notBefore and notAfter are UTCTime YYMMDDHHMMZ, without seconds (OpenSSL 4: too short)",
-        ca.certificate(
-            "utctime_without_seconds",
-            validity=seq(utc_time(before.strftime("%y%m%d%H%MZ")), utc_time(after.strftime("%y%m%d%H%MZ"))),
-        ),
+        validity=seq(utc_time(before.strftime("%y%m%d%H%MZ")), utc_time(after.strftime("%y%m%d%H%MZ"))),
     )
+    quirks.append(
+        Quirk(
+            name="utctime_without_seconds",
+            description="notBefore and notAfter are UTCTime YYMMDDHHMMZ, without seconds "
+            "(OpenSSL 4: too short)",
+            data=no_seconds,
+            der=no_seconds,
+            expected="accept",
+            cn=_cn("utctime_without_seconds"),
+            strict_refuses="load",
+            openssl_chain_ok=False,
+            openssl_reads=False,
+        )
+    )
+    # Expected to be accepted, but OpenSSL refuses them too (see the module docstring).
     broken(
         "utf8_invalid_subject",
         "subject O is a UTF8String with invalid UTF-8 (\\xff\\xfe)",

@@ -42,9 +42,10 @@ import moto.core.config
 import moto.iot.models
 import moto.s3.notifications
 from botocore.config import Config
-from moto.iot.exceptions import ResourceAlreadyExistsException
+from moto.iot.exceptions import InvalidRequestException, ResourceAlreadyExistsException
 from moto.moto_server.threaded_moto_server import ThreadedMotoServer
 
+from layer_utils.cert_utils import load_certificate
 from thingpress.cfn import Resolver, TemplateError, function_properties, load_template
 from thingpress.local.context import FakeLambdaContext, function_arn
 
@@ -148,6 +149,18 @@ def _strict_create_thing(original: Callable[..., Any]) -> Callable[..., Any]:
     return create_thing
 
 
+def _tolerant_certificate_id(_original: Callable[..., Any]) -> Callable[..., Any]:
+    """Compute moto's certificate id as AWS IoT does, from certificates a strict parser refuses."""
+
+    def compute_der_cert_id(_self: Any, certificate_pem: str) -> str:
+        try:
+            return load_certificate(certificate_pem).fingerprint
+        except ValueError:
+            raise InvalidRequestException("The certificate is not valid.") from None
+
+    return compute_der_cert_id
+
+
 def _aws_key_encoding(original: Callable[..., Any]) -> Callable[..., Any]:
     """Make moto's S3 event keys URL-encoded as AWS does: form encoding that keeps "/" as is."""
 
@@ -187,6 +200,14 @@ FIDELITY_PATCHES: Final = (
         "CreateThing on an existing name: AWS returns the thing when type, attributes and billing group"
         " match and raises ResourceAlreadyExistsException otherwise; moto silently overwrites it (losing"
         " the thing id and hiding conflicts the importer must report).",
+    ),
+    _FidelityPatch(
+        moto.iot.models.FakeCertificate,
+        "compute_der_cert_id",
+        _tolerant_certificate_id,
+        "RegisterCertificateWithoutCA: AWS IoT registers real device certificates that bend DER (a '_' in"
+        " a PrintableString, explicit defaults, ...) and answers InvalidRequestException for garbage;"
+        " moto parses them with a strict parser and fails with an internal error.",
     ),
     _FidelityPatch(
         moto.s3.notifications,
@@ -557,7 +578,9 @@ class LocalStack:
     ) -> FunctionSpec:
         """Change a function's timeout, memory size or add/override environment variables.
 
-        Returns the new spec. Raises `LocalStackError` for an unknown function.
+        As on Lambda, where a configuration update gets new execution environments, the function's
+        next invocation is a cold start (its handler modules are imported again). Returns the new
+        spec. Raises `LocalStackError` for an unknown function.
         """
         spec = self._function(logical_id)
         changes: dict[str, Any] = {}
@@ -568,6 +591,9 @@ class LocalStack:
         if environment is not None:
             changes["environment"] = {**spec.environment, **environment}
         self.functions[logical_id] = replace(spec, **changes)
+        package = spec.handler.split(".", 1)[0]
+        for name in [name for name in sys.modules if name.split(".", 1)[0] == package]:
+            del sys.modules[name]
         return self.functions[logical_id]
 
     def _function(self, logical_id: str) -> FunctionSpec:
