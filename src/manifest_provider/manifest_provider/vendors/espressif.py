@@ -6,7 +6,7 @@ certificate as a quoted multi-line PEM. Records are located as ``row N`` the way
 them: the header is row 1 and the first device is row 2.
 
 The file may be UTF-8 (with or without a byte order mark) or UTF-16 with a byte order mark, as
-spreadsheet programs export it; anything else is refused as a whole. Espressif also ships single
+spreadsheet programs export it; a row with bytes that do not decode fails alone. Espressif also ships single
 certificates as PEM files: a file that starts with ``-----BEGIN`` is read as a PEM bundle with no
 vendor identifier (see :mod:`manifest_provider.vendors.generated`).
 """
@@ -16,6 +16,7 @@ from __future__ import annotations
 import codecs
 import csv
 import io
+import re
 from collections.abc import Iterator
 from functools import partial
 from typing import BinaryIO
@@ -37,6 +38,7 @@ from manifest_provider.vendors.generated import read_certificates
 HEADER = ("mac", "cn", "cert")
 
 _VENDOR = "Espressif"
+_UNDECODABLE = re.compile("[\udc80-\udcff]")
 
 
 def _encoding(head: bytes) -> str:
@@ -69,6 +71,8 @@ def _bounded_lines(text: io.TextIOWrapper, limits: Limits) -> Iterator[str]:
 def _row_entry(ordinal: int, row_number: int, row: list[str]) -> ManifestEntry:
     """Turn one CSV record into an entry or a failed entry naming the reason."""
     locator = f"row {row_number}"
+    if any(_UNDECODABLE.search(value) for value in row):
+        return failed(ordinal, locator, "the row is not valid UTF-8 or UTF-16 text.")
     if len(row) != len(HEADER):
         return failed(ordinal, locator, f"expected 3 columns (MAC, cn, cert), found {len(row)}.")
     mac, cn, pem = (value.strip() for value in row)
@@ -93,7 +97,8 @@ def _csv_entries(source: BinaryIO, limits: Limits) -> Iterator[ManifestEntry]:
     head = source.read(4)
     encoding = _encoding(head)
     refuse_private_keys(source, _VENDOR, encoding)
-    text = io.TextIOWrapper(source, encoding=encoding, errors="strict", newline="")
+    # Undecodable bytes are kept as surrogate escapes, so they fail only the row that holds them.
+    text = io.TextIOWrapper(source, encoding=encoding, errors="surrogateescape", newline="")
     # The csv module's field limit is process-wide; every parse sets the configured value.
     csv.field_size_limit(limits.max_csv_field_bytes)
     row_number = 0
@@ -117,10 +122,6 @@ def _csv_entries(source: BinaryIO, limits: Limits) -> Iterator[ManifestEntry]:
         raise ManifestFormatError(
             f"Row {row_number + 1} of the {_VENDOR} manifest is not valid CSV: {error}."
         ) from None
-    except UnicodeError:
-        raise ManifestFormatError(
-            f"The {_VENDOR} manifest is not UTF-8 or UTF-16 text (row {row_number + 1} cannot be decoded)."
-        ) from None
     finally:
         text.detach()
 
@@ -139,8 +140,8 @@ class EspressifParser:
     def entries(self, source: BinaryIO, options: ParseOptions) -> Iterator[ManifestEntry]:
         """Yield one entry per CSV record (or per certificate of a PEM file).
 
-        Raises ``ManifestFormatError`` for an empty or over-sized file, a wrong header, text that
-        is not UTF-8/UTF-16, a line or field over the limits, or private key material.
+        Raises ``ManifestFormatError`` for an empty or over-sized file, a wrong header, a line or
+        field over the limits, or private key material.
         """
         check_manifest_size(source, options.limits, _VENDOR)
         head = source.read(64)
