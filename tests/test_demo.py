@@ -218,3 +218,39 @@ def test_make_demo() -> None:
         assert key in out
     assert "Traceback" not in completed.stderr
     assert dashboard.stat().st_size > 0
+
+
+def test_every_import_setting_of_the_stack(
+    capsys: pytest.CaptureFixture[str], shared_manifests: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    realworld = shared_manifests / "realworld"
+    devices = str(realworld / "infineon-optiga-trust-m-devices.pem")
+    anchors = str(realworld / "infineon-optiga-trust-anchors.pem")
+    code, report = local_import(
+        capsys,
+        devices,
+        "--trusted-ca",
+        anchors,
+        "--thing-name-source",
+        "fingerprint",
+        "--thing-name-prefix",
+        "ifx-",
+    )
+    assert code == 0
+    assert report["succeeded"] == 3
+    assert {thing["thing_name"] for thing in report["things"]} == {
+        f"ifx-cert-{entry['certificate_id']}" for entry in report["imported"]
+    }
+    assert report["settings"]["thing_name_source"] == "fingerprint"
+    # The same THINGPRESS_* variables the deployed functions read are the defaults of check and import.
+    unrelated = REPO_ROOT / "tests" / "pipeline.py"  # not a certificate: skipped with a warning
+    monkeypatch.setenv("THINGPRESS_THING_NAME_SOURCE", "vendor,cn")
+    code, report = local_import(capsys, devices, "--trusted-ca", str(unrelated))
+    assert code == 1
+    assert report["settings"]["thing_name_source"] == "vendor,cn"
+    assert report["succeeded"] == 0
+    assert all("does not chain to a trusted CA" in failure["reason"] for failure in report["failures"])
+    capsys.readouterr()
+    assert cli.main(["check", devices, "--json"]) == 1
+    checked = json.loads(capsys.readouterr().out)
+    assert all("no thing name source (vendor,cn)" in problem["reason"] for problem in checked["problems"])

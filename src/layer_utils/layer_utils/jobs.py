@@ -221,6 +221,7 @@ class Job:
             "job_id": self.job_id,
             "manifest": {"bucket": self.bucket, "key": self.key, "version": self.version},
             "vendor": self.vendor,
+            "settings": dict(self.settings),
             "status": str(status or self.status),
             "reason": self.reason,
             "warnings": list(self.warnings),

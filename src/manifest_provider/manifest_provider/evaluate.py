@@ -208,9 +208,11 @@ class EntryEvaluator:
             return Rejected(
                 locator, fingerprint, f"{locator}: duplicate of {first[1]}.", DUPLICATE_ERROR_CLASS
             )
-        result = self._validate(entry, certificate)
-        if not result.ok:
-            return Rejected(locator, fingerprint, f"{locator}: {' '.join(result.reasons)}", _INVALID_INPUT)
+        if first is None:  # the survey found this entry valid already, or never saw it
+            result = self._validate(entry, certificate)
+            if not result.ok:
+                reasons = " ".join(result.reasons)
+                return Rejected(locator, fingerprint, f"{locator}: {reasons}", _INVALID_INPUT)
         candidates, problems = self._candidates(entry, certificate)
         shared = False
         for candidate in candidates:

@@ -8,7 +8,8 @@ For each manifest version (docs/ARCHITECTURE.md, "Flow" and "Jobs"):
 2. One GetObject reads the body (spooled to a bounded-memory temporary file) and the user metadata
    (per-upload setting overrides). The vendor is the override or ``vendors.detect``.
 3. Before anything is sent, every referenced policy, thing group and thing type must exist.
-4. Entries stream through validation, thing naming and duplicate detection; valid ones are packed
+4. Entries stream through validation, thing naming and duplicate detection (after a survey of the
+   whole manifest); valid ones are packed
    into import messages and sent with ``SendMessageBatch``; failures and duplicates are recorded in
    bounded ``PARSE#<n>`` items.
 5. When the invocation runs short of time the provider checkpoints and sends itself a continuation
@@ -21,10 +22,12 @@ is saved in two phases: first the intent (the previous clean point plus the ``bo
 partial message and parse item are cut), then the partial items are sent, then the clean point. A run
 resuming from an intent regenerates everything from the previous clean point with the same cut.
 
-Duplicate detection across continuations re-reads the already-processed entries without validating
-or sending them (fingerprint and thing name only), so it is exact without persisting the seen-sets;
-the first entry carrying a certificate claims its fingerprint and its thing name, whatever its own
-validation outcome.
+Every run first surveys the whole manifest (``EntryEvaluator.survey``: which certificates are valid,
+where each first appears, which names they claim), then streams from its checkpoint. Duplicates and
+thing-name conflicts are therefore decided with every entry in view, identically in every
+continuation, without persisting anything; a conflict is reported for both entries. The vendor
+parser's own iteration is guarded: an unexpected error ends the manifest with a reason (entries
+before it are kept), never the function.
 """
 
 from __future__ import annotations
