@@ -15,7 +15,9 @@ caller that finds ``REPORTING`` (the winner crashed) writes the same report agai
 
 Parsing is protected by a lease (``lease_owner``, ``lease_until`` in epoch seconds): one provider
 invocation parses at a time; a duplicate S3 event while the lease is live does nothing, one after the
-lease expired (the parser crashed) resumes from the saved ``checkpoint``.
+lease expired (the parser crashed) resumes from the saved ``checkpoint`` and counts one more
+``lease_expiries``. Every write sets ``updated_at``, the job's progress clock: the sweep fails a job
+that stops making progress (``abandon_job``).
 """
 
 from __future__ import annotations
