@@ -866,7 +866,11 @@ class FlakyClaims(j.JobStore):
 def flaky_claims(env: Env, failures: int) -> p.Services:
     services = env.services()
     services.jobs = FlakyClaims(
-        TABLE, dynamodb=env.aws["ddb"], s3=env.aws["s3"], clock=env.clock, emit=lambda _name: None
+        TABLE,
+        dynamodb=env.aws["ddb"],
+        s3=env.aws["s3"],
+        clock=env.clock,
+        emit=lambda name: env.emitted.append((name, 1, None)),
     )
     services.jobs.failures = failures
     return services
@@ -887,6 +891,7 @@ def test_last_delivery_failing_before_the_run_still_fails_the_job(env: Env) -> N
         "The AWS call dynamodb:UpdateItem failed with InternalServerError: try again."
     )
     assert env.report("generated/ddb.txt")["status"] == "FAILED"
+    assert (metric_total(env, "ManifestsReceived"), metric_total(env, "ManifestsFailed")) == (1, 1)
 
 
 def test_last_delivery_without_a_job_to_fail_still_raises(env: Env) -> None:

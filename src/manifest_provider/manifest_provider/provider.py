@@ -308,7 +308,9 @@ def fail_after_attempts(
     )
     try:
         if isinstance(subject, ManifestRef):
-            _, job = services.jobs.create_job(subject.bucket, subject.key, subject.version)
+            created, job = services.jobs.create_job(subject.bucket, subject.key, subject.version)
+            if created:
+                services.emit(MANIFESTS_RECEIVED, 1, None)
             version_id, etag = subject.version_id, subject.etag
         else:
             found = services.jobs.get_job(subject.job_id)
