@@ -48,6 +48,8 @@ def test_the_template_has_the_expected_alarms(alarms: list[AlarmSpec]) -> None:
         "BulkImporterErrorsAlarm",
         "ImportQueueAgeAlarm",
         "StuckImportAlarm",
+        "JobSweeperErrorsAlarm",
+        "JobsSweptAlarm",
     }
 
 

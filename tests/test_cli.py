@@ -51,6 +51,8 @@ def assert_one_line_error(err: str) -> None:
         ["status", "--stack", "s", "--bucket", "b", "--table", "t"],
         ["report", "job", "--bucket", "b"],
         ["redrive", "--queue", "q"],
+        ["sweep"],
+        ["sweep", "--stack", "s", "--table", "t"],
     ],
 )
 def test_usage_error_is_one_line_and_exit_2(capsys: pytest.CaptureFixture[str], argv: list[str]) -> None:
@@ -84,7 +86,7 @@ def test_help_exits_zero(capsys: pytest.CaptureFixture[str]) -> None:
         cli.main(["--help"])
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
-    for command in ("local", "check", "invoke", "status", "report", "generate", "redrive", "demo"):
+    for command in ("local", "check", "invoke", "status", "report", "generate", "sweep", "redrive", "demo"):
         assert command in out
 
 
@@ -537,3 +539,118 @@ def test_redrive_moves_messages_with_attributes(
     )
     assert code == 0
     assert "moved 0" in out
+
+
+# --- sweep, and redrive that leaves every job final -------------------------------------------------------
+
+
+def stuck_jobs(hours: float = 2) -> dict[str, str]:
+    """Create, on the deployed fixture's table, jobs whose last progress was ``hours`` ago.
+
+    ``dlq``: IMPORTING with one of two entries settled, its other import message in the ImportDLQ;
+    ``lost``: RECEIVED, its intake message lost. Returns their job ids.
+    """
+    import boto3
+
+    from layer_utils.jobs import ImportedRecord, JobStore
+    from layer_utils.messages import ImportEntry, ImportMessage, MessageSettings, encode_import_message
+
+    then = datetime.now(UTC) - timedelta(hours=hours)
+    store = JobStore(
+        "deployed-jobs",
+        dynamodb=boto3.client("dynamodb"),
+        s3=boto3.client("s3"),
+        clock=lambda: then,
+        emit=lambda _name: None,
+    )
+    _, dlq = store.create_job("deployed-manifests", "generated/dlq.txt", "v1", vendor="generated")
+    assert store.claim_parse(dlq.job_id, "parser", then + timedelta(minutes=15))
+    assert store.mark_parsed(dlq.job_id, "parser", 2, {"entries_done": 2, "next_chunk": 2})
+    assert store.record_outcome(dlq.job_id, "000000", [ImportedRecord("line 1", "t-1", "a" * 64)], [])
+    message = ImportMessage(
+        job_id=dlq.job_id,
+        chunk="000001",
+        attempt=0,
+        settings=MessageSettings(),
+        entries=(ImportEntry("line 2", "t-2", "b" * 64, "-----BEGIN CERTIFICATE-----\n"),),
+    )
+    sqs = boto3.client("sqs")
+    dlq_url = sqs.get_queue_url(QueueName="deployed-import-dlq")["QueueUrl"]
+    sqs.send_message(QueueUrl=dlq_url, MessageBody=encode_import_message(message))
+    _, lost = store.create_job("deployed-manifests", "generated/lost.txt", "v1")
+    return {"dlq": dlq.job_id, "lost": lost.job_id}
+
+
+def job_status(job_id: str) -> tuple[str, str | None]:
+    import boto3
+
+    from layer_utils.jobs import JobStore
+
+    job = JobStore("deployed-jobs", dynamodb=boto3.client("dynamodb"), s3=boto3.client("s3")).get_job(job_id)
+    assert job is not None
+    return str(job.status), job.reason
+
+
+def test_sweep_finishes_stuck_jobs_and_leaves_the_rest(
+    capsys: pytest.CaptureFixture[str], deployed: dict[str, Any]
+) -> None:
+    import boto3
+
+    stuck = stuck_jobs()
+    code, out, _ = run_cli(capsys, "sweep", "--stack", "deployed", "--json")
+    assert code == 1
+    document = json.loads(out)
+    assert document["examined"] == 3  # the two stuck jobs and the fixture's fresh one
+    assert {job["job_id"]: job["status"] for job in document["swept"]} == {
+        stuck["dlq"]: "FAILED",
+        stuck["lost"]: "FAILED",
+    }
+    status, reason = job_status(stuck["dlq"])
+    assert status == "FAILED"
+    assert reason is not None
+    assert reason.startswith("The job was stopped because no progress since ")
+    assert reason.endswith("; 1 entry that had not settled is counted as failed.")
+    report = json.loads(
+        boto3.client("s3")
+        .get_object(Bucket="deployed-manifests", Key="reports/generated/dlq.txt.json")["Body"]
+        .read()
+    )
+    assert (report["status"], report["succeeded"], report["failed"], report["unsettled"]) == (
+        "FAILED",
+        1,
+        1,
+        1,
+    )
+    assert job_status(deployed["busy"]) == ("RECEIVED", None)
+    code, out, _ = run_cli(capsys, "sweep", "--bucket", "deployed-manifests", "--table", "deployed-jobs")
+    assert code == 0
+    assert "Jobs finished by the sweep: 0 of 1 unfinished" in out
+
+
+def test_redrive_gives_redriven_jobs_a_fresh_start_and_sweeps_the_rest(
+    capsys: pytest.CaptureFixture[str], deployed: dict[str, Any]
+) -> None:
+    stuck = stuck_jobs()
+    code, out, _ = run_cli(capsys, "redrive", "--stack", "deployed", "--json")
+    assert code == 0
+    document = json.loads(out)
+    assert (document["moved"], document["failed"]) == (1, 0)
+    # The job whose import message went back to the ImportQueue waits for it...
+    assert document["restarted"] == [stuck["dlq"]]
+    assert job_status(stuck["dlq"]) == ("IMPORTING", None)
+    # ...the one with nothing left to redrive is finished now.
+    assert [(job["job_id"], job["status"]) for job in document["swept"]] == [(stuck["lost"], "FAILED")]
+
+
+def test_redrive_of_a_swept_job_leaves_it_final(
+    capsys: pytest.CaptureFixture[str], deployed: dict[str, Any]
+) -> None:
+    stuck = stuck_jobs()
+    assert run_cli(capsys, "sweep", "--stack", "deployed")[0] == 1
+    swept = job_status(stuck["dlq"])
+    code, out, _ = run_cli(capsys, "redrive", "--stack", "deployed")
+    assert code == 0
+    assert "moved 1, failed 0" in out
+    assert "Unfinished jobs given a fresh start: 0" in out
+    assert job_status(stuck["dlq"]) == swept
+    assert swept[0] == "FAILED"

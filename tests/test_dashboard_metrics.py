@@ -19,6 +19,7 @@ import threading
 from collections.abc import Iterable
 from contextlib import redirect_stdout
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from layer_utils import telemetry
 from layer_utils.aws_utils import ErrorClass
 from layer_utils.circuit_state import CircuitRegistry, use_registry
+from layer_utils.jobs import JobStore
 from thingpress.certfactory import make_ca, make_device_cert, make_device_certs
 from thingpress.dashboard import MetricSpec, load_dashboard
 from thingpress.generate import write_generated
@@ -62,6 +64,7 @@ CONTRACT: dict[str, tuple[str, ...]] = {
     "CircuitState": ("Operation",),
     "CircuitOpened": ("Operation",),
     "CircuitClosed": ("Operation",),
+    "JobsSwept": (),
 }
 
 
@@ -234,6 +237,7 @@ THROTTLED_API = "RegisterCertificateWithoutCA"
 THROTTLED_CIRCUIT = f"iot:{THROTTLED_API}"
 PROVIDER = "ManifestProviderFunction"
 IMPORTER = "BulkImporterFunction"
+SWEEPER = "JobSweeperFunction"
 GOOD_DEVICES = 6
 PARAMETERS = {
     "PolicyNames": POLICY,
@@ -348,8 +352,21 @@ def run_scenario() -> Scenario:
                 stack, after_invoke=after_invoke, on_progress=capture.sampler(stack)
             )
             stats = emulator.run_until_idle(max_seconds=120)
+            # A job whose parser vanished two hours ago: the scheduled sweep finishes it.
+            keys["stuck"] = "generated/dashboard-stuck.txt"
+            two_hours_ago = datetime.now(UTC) - timedelta(hours=2)
+            old_store = JobStore(
+                stack.physical_id("JobsTable"),
+                dynamodb=stack.client("dynamodb"),
+                s3=stack.client("s3"),
+                clock=lambda: two_hours_ago,
+            )
+            old_store.create_job(stack.bucket, keys["stuck"], "v1")
+            (schedule,) = stack.schedules
+            sweep = emulator.invoke_scheduled(schedule)
             circuits = registry.status()
         assert stats.idle, stats
+        assert sweep.error is None, sweep.error
         jobs = {}
         for name, key in keys.items():
             report = s3.get_object(Bucket=stack.bucket, Key=f"reports/{key}.json")["Body"].read()
@@ -384,6 +401,9 @@ def test_scenario_really_happened(scenario: Scenario) -> None:
     assert (mixed["succeeded"], mixed["duplicates"]) == (GOOD_DEVICES - 1, 1)
     assert mixed["failed"] == 3  # the two certificates of the name conflict and the garbage line
     assert unreadable["status"] == "FAILED"
+    stuck = scenario.jobs["stuck"]
+    assert stuck["status"] == "FAILED"
+    assert stuck["reason"].startswith("The job was stopped because no progress since ")
     assert scenario.throttled_calls >= 2  # a call and its retry
     assert scenario.circuits[THROTTLED_CIRCUIT]["state"] == "closed"
 
@@ -436,6 +456,7 @@ EXERCISED = [
         )
     ],
     ("CircuitState", {"Operation": "sqs:SendMessageBatch"}),
+    ("JobsSwept", {}),
 ]
 
 
@@ -474,7 +495,8 @@ def test_counts_match_the_reports(scenario: Scenario) -> None:
 
     assert total("ManifestsReceived") == 2
     assert total("ManifestsCompleted") == 1
-    assert total("ManifestsFailed") == 1
+    assert total("ManifestsFailed") == 2  # the unreadable manifest and the swept job
+    assert total("JobsSwept") == 1
     assert total("CertificatesImported") == GOOD_DEVICES - 1
     assert total("CertificatesQueued") == GOOD_DEVICES - 1
     assert total("DuplicatesSkipped") == 1

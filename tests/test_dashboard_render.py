@@ -17,7 +17,15 @@ import numpy as np
 import pytest
 from matplotlib.image import imread
 
-from test_dashboard_metrics import IMPORTER, PROVIDER, TEMPLATE, THROTTLED_CIRCUIT, Scenario, run_scenario
+from test_dashboard_metrics import (
+    IMPORTER,
+    PROVIDER,
+    SWEEPER,
+    TEMPLATE,
+    THROTTLED_CIRCUIT,
+    Scenario,
+    run_scenario,
+)
 from thingpress.dashboard import (
     STATUS_AWS_ONLY,
     STATUS_DATA,
@@ -114,7 +122,7 @@ def test_local_samples_cover_the_stacks_queues_and_functions(scenario: Scenario)
     functions = {dict(dims)["FunctionName"] for (namespace, _, dims) in samples if namespace == "AWS/Lambda"}
     assert functions == scenario.function_names
     names = scenario.capture.stack.physical_ids
-    assert {names[PROVIDER]["Ref"], names[IMPORTER]["Ref"]} == functions
+    assert {names[PROVIDER]["Ref"], names[IMPORTER]["Ref"], names[SWEEPER]["Ref"]} == functions
 
 
 def _datum(name: str, value: float, at: float, **dimensions: str) -> MetricDatum:

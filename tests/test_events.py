@@ -32,6 +32,7 @@ BUILD_DIR = REPO_ROOT / ".aws-sam" / "build"
 THINGPRESS = REPO_ROOT / ".venv" / "bin" / "thingpress"
 PROVIDER = "ManifestProviderFunction"
 IMPORTER = "BulkImporterFunction"
+SWEEPER = "JobSweeperFunction"
 NO_FAILURES: dict[str, Any] = {"batchItemFailures": []}
 
 COVERED = {
@@ -43,6 +44,7 @@ COVERED = {
     "provider-s3-test-event.json",
     "provider-continuation.json",
     "importer-batch.json",
+    "sweeper-schedule.json",
 }
 
 
@@ -111,7 +113,7 @@ def test_every_event_file_is_covered() -> None:
 
 
 def test_events_use_the_bucket_placeholder() -> None:
-    for name in COVERED - {"importer-batch.json"}:
+    for name in COVERED - {"importer-batch.json", "sweeper-schedule.json"}:
         assert invoke.EXAMPLE_BUCKET in (EVENTS / name).read_text(), name
 
 
@@ -214,6 +216,40 @@ def test_importer_batch(stack: Any, store: JobStore) -> None:
         assert [policy["policyName"] for policy in policies] == settings["policies"]
         groups = iot.list_thing_groups_for_thing(thingName=entry["thing_name"])["thingGroups"]
         assert [group["groupName"] for group in groups] == settings["thing_groups"]
+
+
+# --- JobSweeper -----------------------------------------------------------------------------------------
+
+
+def test_sweeper_schedule(stack: Any, store: JobStore) -> None:
+    # The handler runs on the real clock: a job whose parser vanished two hours ago, and a fresh one.
+    ages = {"generated/vanished.txt": timedelta(hours=2), "generated/just-now.txt": timedelta()}
+    for key, age in ages.items():
+        JobStore(
+            store.table_name,
+            dynamodb=stack.client("dynamodb"),
+            s3=stack.client("s3"),
+            clock=lambda age=age: datetime.now(UTC) - age,
+        ).create_job(stack.bucket, key, "v1")
+    stuck, fresh = (job_id_for(stack.bucket, key, "v1") for key in ages)
+
+    outcome = run(stack, SWEEPER, load_event("sweeper-schedule.json"))
+
+    assert outcome.error is None, outcome.error
+    assert stuck in {swept["job_id"] for swept in outcome.response["swept"]}
+    swept = store.get_job(stuck)
+    assert swept is not None
+    assert swept.status == JobStatus.FAILED
+    assert (swept.reason or "").startswith("The job was stopped because no progress since ")
+    report = json.loads(
+        stack.client("s3")
+        .get_object(Bucket=stack.bucket, Key="reports/generated/vanished.txt.json")["Body"]
+        .read()
+    )
+    assert (report["status"], report["reason"]) == ("FAILED", swept.reason)
+    left = store.get_job(fresh)
+    assert left is not None
+    assert left.status == JobStatus.RECEIVED
 
 
 # --- how the code is located ----------------------------------------------------------------------------

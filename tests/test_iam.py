@@ -9,7 +9,8 @@ import pytest
 
 from helpers import TEMPLATE_PATH, as_list, branches
 
-FUNCTIONS = ("ManifestProviderFunction", "BulkImporterFunction")
+FUNCTIONS = ("ManifestProviderFunction", "BulkImporterFunction", "JobSweeperFunction")
+SQS_CONSUMERS = ("ManifestProviderFunction", "BulkImporterFunction")
 
 # The only actions AWS offers no resource-level permission for that Thingpress uses: they alone may
 # be granted on Resource "*" (Service Authorization Reference, "Resource types" column empty).
@@ -166,8 +167,8 @@ def test_resource_star_only_for_actions_without_resource_level_permissions(
             assert "no resource-level" in comment, (
                 f"{role} {statement['Sid']}: say in a comment why Resource '*' is needed"
             )
-    # X-Ray in both roles and RegisterCertificateWithoutCA in the importer's.
-    assert star_statements == 3
+    # X-Ray in every role and RegisterCertificateWithoutCA in the importer's.
+    assert star_statements == 4
 
 
 def test_importer_registers_creates_and_attaches_only(template: dict[str, Any]) -> None:
@@ -195,7 +196,7 @@ def test_no_function_deletes_s3_objects_or_writes_outside_reports(template: dict
                 assert statement["Resource"] == {"Fn::Sub": "${ManifestBucket.Arn}/reports/*"}, function
 
 
-@pytest.mark.parametrize("function", FUNCTIONS)
+@pytest.mark.parametrize("function", SQS_CONSUMERS)
 def test_queue_consumption_is_scoped_to_the_functions_own_source_queue(
     template: dict[str, Any], function: str
 ) -> None:
@@ -209,6 +210,22 @@ def test_queue_consumption_is_scoped_to_the_functions_own_source_queue(
             )
             granted |= consumer
     assert granted >= RECEIVE_ACTIONS
+
+
+def test_sweeper_only_reads_and_finishes_jobs_and_writes_reports(template: dict[str, Any]) -> None:
+    statements = function_statements(template, "JobSweeperFunction")
+    actions = actions_of(statements)
+    assert {a for a in actions if a.startswith(("sqs:", "iot:", "s3:"))} == {"s3:PutObject"}
+    (jobs,) = [s for s in statements if s["Sid"] == "JobsTable"]
+    assert set(as_list(jobs["Action"])) == {
+        "dynamodb:Scan",
+        "dynamodb:GetItem",
+        "dynamodb:UpdateItem",
+        "dynamodb:Query",
+    }
+    assert jobs["Resource"] == {"Fn::GetAtt": ["JobsTable", "Arn"]}
+    events = template["Resources"]["JobSweeperFunction"]["Properties"]["Events"].values()
+    assert [event["Type"] for event in events] == ["Schedule"]
 
 
 @pytest.mark.parametrize("function", FUNCTIONS)

@@ -357,6 +357,126 @@ def test_list_jobs(store: j.JobStore) -> None:
     assert [job.job_id for job in store.list_jobs()] == [second.job_id, first.job_id]
 
 
+def test_lease_takeovers_are_counted(store: j.JobStore) -> None:
+    clock = store._clock
+    assert isinstance(clock, Clock)
+    _, job = store.create_job(BUCKET, "k", "v")
+    until = clock.now + timedelta(minutes=16)
+    assert store.claim_parse(job.job_id, "a", until) is not None
+    # Its own redelivery while the lease is live and a released lease's continuation: no expiry.
+    assert store.claim_parse(job.job_id, "a", until) is not None
+    assert store.save_checkpoint(job.job_id, "a", {"entries_done": 1}, release=True)
+    claimed = store.claim_parse(job.job_id, "b", until)
+    assert claimed is not None
+    assert claimed.lease_expiries == 0
+    # The holder died: whoever claims after the expiry, itself included, counts one expiry.
+    clock.now = until + timedelta(seconds=1)
+    again = store.claim_parse(job.job_id, "b", clock.now + timedelta(minutes=16))
+    assert again is not None
+    assert again.lease_expiries == 1
+    clock.now += timedelta(minutes=17)
+    other = store.claim_parse(job.job_id, "c", clock.now + timedelta(minutes=16))
+    assert other is not None
+    assert (other.lease_owner, other.lease_expiries) == ("c", 2)
+    assert store.claim_parse(job.job_id, "d", clock.now) is None  # c's lease is live: not counted
+    current = store.get_job(job.job_id)
+    assert current is not None
+    assert current.lease_expiries == 2
+
+
+def test_list_unfinished_jobs(store: j.JobStore) -> None:
+    done = parse_to_importing(store, 0, key="a")
+    assert store.try_complete(done.job_id) is not None
+    importing = parse_to_importing(store, 2, key="b")
+    _, received = store.create_job(BUCKET, "c", "1")
+    _, failed = store.create_job(BUCKET, "d", "1")
+    store.fail_job(failed.job_id, "Bad.")
+    assert {job.job_id for job in store.list_unfinished_jobs()} == {importing.job_id, received.job_id}
+
+
+def test_abandon_job_counts_unsettled_entries_and_writes_the_report(
+    store: j.JobStore, aws: dict[str, Any], emitted: list[str]
+) -> None:
+    job = parse_to_importing(store, 5)
+    assert store.record_outcome(job.job_id, "000000", [ok(1), ok(2)], [bad(3)])
+    snapshot = store.get_job(job.job_id)
+    assert snapshot is not None
+    assert snapshot.entries_known - snapshot.settled == 2
+
+    failed = store.abandon_job(snapshot, "The job was stopped because no progress since then.")
+
+    assert failed is not None
+    assert (failed.status, failed.total, failed.settled) == (j.JobStatus.FAILED, 5, 5)
+    assert (failed.succeeded, failed.failed, failed.unsettled) == (2, 3, 2)
+    assert failed.report_key == "reports/espressif/m.csv.json"
+    assert emitted == ["ManifestsFailed"]
+    report = read_report(aws, "reports/espressif/m.csv.json")
+    assert (report["status"], report["reason"]) == (
+        "FAILED",
+        "The job was stopped because no progress since then.",
+    )
+    assert (report["total"], report["succeeded"], report["failed"], report["unsettled"]) == (5, 2, 3, 2)
+    assert [r["locator"] for r in report["imported"]] == ["row 1", "row 2"]
+    assert [r["locator"] for r in report["failures"]] == ["row 3"]
+    assert store.abandon_job(snapshot, "again") is None  # final now
+    assert store.try_complete(job.job_id) is None
+
+
+def test_abandon_job_leaves_a_job_that_moved_alone(store: j.JobStore) -> None:
+    clock = store._clock
+    assert isinstance(clock, Clock)
+    job = parse_to_importing(store, 2)
+    clock.now += timedelta(seconds=1)
+    assert store.record_outcome(job.job_id, "000000", [ok(1)], [])
+    assert store.abandon_job(job, "stale snapshot") is None
+    _, parsing = store.create_job(BUCKET, "p", "1")
+    live = store.claim_parse(parsing.job_id, "a", clock.now + timedelta(minutes=5))
+    assert live is not None
+    assert store.abandon_job(live, "the lease is live") is None
+    clock.now += timedelta(minutes=6)
+    expired = store.abandon_job(live, "The job was stopped.")
+    assert expired is not None
+    assert (expired.status, expired.total, expired.unsettled, expired.lease_owner) == (
+        j.JobStatus.FAILED,
+        0,
+        0,
+        None,
+    )
+    with pytest.raises(ValueError, match="not FAILED"):
+        store.abandon_job(expired, "twice")
+
+
+def test_abandon_job_of_a_parsing_job_counts_the_entries_read(store: j.JobStore) -> None:
+    clock = store._clock
+    assert isinstance(clock, Clock)
+    _, job = store.create_job(BUCKET, "p", "1")
+    assert store.claim_parse(job.job_id, "a", clock.now)
+    assert store.save_checkpoint(job.job_id, "a", {"entries_done": 4, "next_chunk": 2})
+    assert store.record_outcome(job.job_id, "000000", [ok(1), ok(2)], [])
+    clock.now += timedelta(seconds=1)
+    snapshot = store.get_job(job.job_id)
+    assert snapshot is not None
+    failed = store.abandon_job(snapshot, "The job was stopped.")
+    assert failed is not None
+    assert (failed.total, failed.succeeded, failed.failed, failed.unsettled) == (4, 2, 2, 2)
+
+
+def test_restart_progress_clock(store: j.JobStore) -> None:
+    clock = store._clock
+    assert isinstance(clock, Clock)
+    _, job = store.create_job(BUCKET, "k", "v")
+    assert store.claim_parse(job.job_id, "a", clock.now)
+    clock.now += timedelta(hours=1)
+    assert store.claim_parse(job.job_id, "b", clock.now)
+    clock.now += timedelta(hours=1)
+    restarted = store.restart_progress_clock(job.job_id)
+    assert restarted is not None
+    assert (restarted.updated_at, restarted.lease_expiries) == ("2025-01-02T05:04:05.000Z", 0)
+    assert store.restart_progress_clock("0" * 32) is None
+    store.fail_job(job.job_id, "Bad.")
+    assert store.restart_progress_clock(job.job_id) is None
+
+
 def test_natural_key() -> None:
     assert sorted(["row 10", "row 9", "line 2"], key=j.natural_key) == ["line 2", "row 9", "row 10"]
 

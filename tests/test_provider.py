@@ -3,7 +3,7 @@ import hashlib
 import io
 import json
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -769,6 +769,174 @@ def test_crash_between_cut_intent_and_clean_checkpoint(env: Env) -> None:
     final = env.importer(list(unique.values()))
     assert final is not None
     assert final.settled == final.total == 42
+
+
+# ------------------------------------------------------------------------------------ last delivery
+
+
+class ExplodingParser:
+    """A vendor parser that yields ``good`` entries of the real parser, then raises on every run."""
+
+    def __init__(self, real: Any, good: int) -> None:
+        self.real = real
+        self.good = good
+        self.name = real.name
+        self.prefix = real.prefix
+
+    def sniff(self, head: bytes) -> bool:
+        return bool(self.real.sniff(head))
+
+    def entries(self, source: Any, options: Any) -> Iterator[Any]:
+        for index, entry in enumerate(self.real.entries(source, options)):
+            if index == self.good:
+                raise RuntimeError('parser exploded\n  File "parser.py", line 1, in <module>')
+            yield entry
+
+
+@pytest.fixture
+def exploding(monkeypatch: pytest.MonkeyPatch) -> Callable[[int], None]:
+    """Make the generated parser raise RuntimeError after a number of good entries."""
+
+    def install(good: int) -> None:
+        parser = ExplodingParser(p.vendors.get_parser("generated"), good)
+        monkeypatch.setattr(p.vendors, "detect", lambda key, head: parser)
+
+    return install
+
+
+def deliver(env: Env, body: str, attempt: int, *, message_id: str = "intake-msg") -> list[p.RunResult]:
+    return p.handle_intake_body(
+        body, env.services(), env.config, owner=message_id, remaining_ms=Budget(), attempt=attempt
+    )
+
+
+def test_attempts_reason_is_one_short_sentence() -> None:
+    assert (
+        p.attempts_reason(5, RuntimeError("parser exploded\nTraceback (most recent call last):"))
+        == "The manifest could not be processed after 5 attempts: parser exploded."
+    )
+    assert p.attempts_reason(3, KeyError()) == (
+        "The manifest could not be processed after 3 attempts: an unexpected KeyError."
+    )
+    long = p.attempts_reason(5, ValueError("x" * 500))
+    assert len(long) < 300
+    assert long.endswith("….")
+
+
+def test_earlier_deliveries_raise_and_the_last_one_fails_the_job(
+    env: Env, exploding: Callable[[int], None]
+) -> None:
+    exploding(0)
+    data, _ = generated_manifest(3)
+    body = env.put("generated/boom.txt", data)
+    for attempt in range(1, env.config.max_receive_count):
+        with pytest.raises(RuntimeError, match="parser exploded"):
+            deliver(env, body, attempt)
+        assert env.job("generated/boom.txt").status == j.JobStatus.PARSING
+
+    (result,) = deliver(env, body, env.config.max_receive_count)
+
+    assert result.outcome == "failed"
+    job = env.job("generated/boom.txt")
+    reason = "The manifest could not be processed after 5 attempts: parser exploded."
+    assert (job.status, job.reason, job.total) == (j.JobStatus.FAILED, reason, 0)
+    report = env.report("generated/boom.txt")
+    assert (report["status"], report["reason"], report["total"]) == ("FAILED", reason, 0)
+    assert env.messages() == []
+    assert metric_total(env, "ManifestsFailed") == 1
+
+
+def test_last_delivery_keeps_the_entries_fanned_out_before_the_failure(
+    env: Env, exploding: Callable[[int], None]
+) -> None:
+    exploding(5)
+    env.config = replace(env.config, certs_per_message=2)
+    data, summary = generated_manifest(8)
+    body = env.put("generated/half.txt", data)
+
+    (result,) = deliver(env, body, 5)
+
+    assert result.outcome == "failed"
+    messages = env.messages()
+    assert [e.thing_name for m in messages for e in m.entries] == list(summary.thing_names[:5])
+    job = env.job("generated/half.txt")
+    assert (job.status, job.total, job.parsed) == (j.JobStatus.IMPORTING, 5, True)
+    final = env.importer(messages)
+    assert final is not None
+    assert final.status == j.JobStatus.FAILED
+    report = env.report("generated/half.txt")
+    assert report["reason"] == "The manifest could not be processed after 5 attempts: parser exploded."
+    assert (report["total"], report["succeeded"]) == (5, 5)
+
+
+class FlakyClaims(j.JobStore):
+    """A job store whose first ``failures`` claims raise a DynamoDB error."""
+
+    failures = 1
+
+    def claim_parse(self, job_id: str, owner: str, lease_until: datetime) -> j.Job | None:
+        if self.failures:
+            self.failures -= 1
+            raise AwsOperationError("dynamodb:UpdateItem", "InternalServerError", "try again")
+        return super().claim_parse(job_id, owner, lease_until)
+
+
+def flaky_claims(env: Env, failures: int) -> p.Services:
+    services = env.services()
+    services.jobs = FlakyClaims(
+        TABLE,
+        dynamodb=env.aws["ddb"],
+        s3=env.aws["s3"],
+        clock=env.clock,
+        emit=lambda name: env.emitted.append((name, 1, None)),
+    )
+    services.jobs.failures = failures
+    return services
+
+
+def test_last_delivery_failing_before_the_run_still_fails_the_job(env: Env) -> None:
+    data, _ = generated_manifest(2)
+    body = env.put("generated/ddb.txt", data)
+    services = flaky_claims(env, 1)
+
+    (result,) = p.handle_intake_body(body, services, env.config, owner="m", remaining_ms=Budget(), attempt=7)
+
+    assert result.outcome == "failed"
+    job = env.job("generated/ddb.txt")
+    assert job.status == j.JobStatus.FAILED
+    assert job.reason == (
+        "The manifest could not be processed after 7 attempts: "
+        "The AWS call dynamodb:UpdateItem failed with InternalServerError: try again."
+    )
+    assert env.report("generated/ddb.txt")["status"] == "FAILED"
+    assert (metric_total(env, "ManifestsReceived"), metric_total(env, "ManifestsFailed")) == (1, 1)
+
+
+def test_last_delivery_without_a_job_to_fail_still_raises(env: Env) -> None:
+    continuation = json.dumps(
+        {
+            "schema": "thingpress.continue/1",
+            "job_id": "f" * 32,
+            "bucket": BUCKET,
+            "key": "generated/gone.txt",
+            "version_id": None,
+            "etag": "e",
+            "checkpoint": {"entries_done": 0, "next_chunk": 0},
+        }
+    )
+    services = flaky_claims(env, 1)
+    with pytest.raises(AwsOperationError, match="try again"):
+        p.handle_intake_body(continuation, services, env.config, owner="m", remaining_ms=Budget(), attempt=5)
+    with pytest.raises(ValueError, match="not valid JSON"):
+        deliver(env, "garbage", 5)
+    # A job that cannot be failed either (the store keeps failing): the record goes to the DLQ.
+    data, _ = generated_manifest(1)
+    body = env.put("generated/down.txt", data)
+    with pytest.raises(AwsOperationError, match="try again"):
+        p.handle_intake_body(
+            body, flaky_claims(env, 2), env.config, owner="m", remaining_ms=Budget(), attempt=5
+        )
+    assert env.job("generated/down.txt").status == j.JobStatus.RECEIVED
 
 
 # ------------------------------------------------------------------------------------------ handler

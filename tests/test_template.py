@@ -66,6 +66,7 @@ PROVIDER_ENV = {
     "THINGPRESS_TRUSTED_CA_PREFIX",
     "THINGPRESS_ALLOW_EXPIRED",
     "THINGPRESS_CERTS_PER_MESSAGE",
+    "THINGPRESS_MAX_RECEIVE_COUNT",
     "THINGPRESS_MAX_MANIFEST_BYTES",
     "THINGPRESS_MAX_ARCHIVE_UNCOMPRESSED_BYTES",
     "THINGPRESS_MAX_ARCHIVE_ENTRIES",
@@ -76,6 +77,7 @@ PROVIDER_ENV = {
     "THINGPRESS_MAX_LINE_BYTES",
     "THINGPRESS_MAX_ENTRY_BYTES",
 }
+SWEEPER_ENV = {"THINGPRESS_STALLED_JOB_MINUTES", "THINGPRESS_MAX_LEASE_EXPIRIES"}
 IMPORTER_ENV = {
     "THINGPRESS_IOT_TPS",
     "THINGPRESS_MAX_CONCURRENCY",
@@ -349,6 +351,7 @@ def test_layer_and_runtime(template: dict[str, Any]) -> None:
     expected = {
         "ManifestProviderFunction": ("src/manifest_provider", "manifest_provider.app.lambda_handler"),
         "BulkImporterFunction": ("src/bulk_importer", "bulk_importer.app.lambda_handler"),
+        "JobSweeperFunction": ("src/job_sweeper", "job_sweeper.app.lambda_handler"),
     }
     for name, (code_uri, handler) in expected.items():
         props = template["Resources"][name]["Properties"]
@@ -361,6 +364,7 @@ def test_environment_matches_the_architecture_contract(template: dict[str, Any])
     assert set(template["Globals"]["Function"]["Environment"]["Variables"]) == COMMON_ENV
     assert set(function_env(template, "ManifestProviderFunction")) == COMMON_ENV | PROVIDER_ENV
     assert set(function_env(template, "BulkImporterFunction")) == COMMON_ENV | IMPORTER_ENV
+    assert set(function_env(template, "JobSweeperFunction")) == COMMON_ENV | SWEEPER_ENV
     globals_env = template["Globals"]["Function"]["Environment"]["Variables"]
     assert globals_env["THINGPRESS_CIRCUIT_TABLE"] == {
         "Fn::If": ["UseFleetWideCircuits", {"Ref": "CircuitStateTable"}, {"Ref": "AWS::NoValue"}]
@@ -392,7 +396,7 @@ def _resolve_default(template: dict[str, Any], value: Any) -> str:
 
 
 def test_environment_fits_lambdas_4_kb_limit_with_defaults(template: dict[str, Any]) -> None:
-    for name in ("ManifestProviderFunction", "BulkImporterFunction"):
+    for name in ("ManifestProviderFunction", "BulkImporterFunction", "JobSweeperFunction"):
         env = function_env(template, name)
         size = sum(len(k) + len(_resolve_default(template, v)) for k, v in env.items())
         # Leave room for operators' longer policy/group lists and TPS overrides.
@@ -478,7 +482,11 @@ def test_dashboard_lists_every_circuit_error_class_and_queue(dashboard: dict[str
             dimensions(r)["QueueName"] for _, r in metric_rows(dashboard) if r[:2] == ["AWS/SQS", metric]
         }
         assert shown == queues, metric
-    functions = {"dummy-ManifestProviderFunction", "dummy-BulkImporterFunction"}
+    functions = {
+        "dummy-ManifestProviderFunction",
+        "dummy-BulkImporterFunction",
+        "dummy-JobSweeperFunction",
+    }
     for metric in ("Errors", "Duration", "ConcurrentExecutions", "Throttles"):
         shown = {
             dimensions(r)["FunctionName"]
@@ -528,3 +536,26 @@ def test_stuck_import_alarm_combines_queue_depth_and_progress(template: dict[str
     assert "FILL(imported, 0)" in expression
     names = {m["MetricStat"]["Metric"]["MetricName"] for m in metrics if "MetricStat" in m}
     assert names == {"ApproximateNumberOfMessagesVisible", "CertificatesImported"}
+
+
+def test_unfinished_jobs_are_failed_by_the_provider_and_swept_on_a_schedule(template: dict[str, Any]) -> None:
+    provider_env = function_env(template, "ManifestProviderFunction")
+    # The provider knows which delivery is the IntakeQueue's last.
+    assert provider_env["THINGPRESS_MAX_RECEIVE_COUNT"] == {"Ref": "MaxReceiveCount"}
+    assert template["Resources"]["IntakeQueue"]["Properties"]["RedrivePolicy"]["maxReceiveCount"] == {
+        "Ref": "MaxReceiveCount"
+    }
+    sweeper = template["Resources"]["JobSweeperFunction"]["Properties"]
+    (event,) = sweeper["Events"].values()
+    assert event["Type"] == "Schedule"
+    assert event["Properties"]["Schedule"] == {"Ref": "SweepSchedule"}
+    assert re.fullmatch(
+        template["Parameters"]["SweepSchedule"]["AllowedPattern"],
+        template["Parameters"]["SweepSchedule"]["Default"],
+    )
+    env = function_env(template, "JobSweeperFunction")
+    assert env["THINGPRESS_STALLED_JOB_MINUTES"] == {"Ref": "StalledJobMinutes"}
+    assert env["THINGPRESS_MAX_LEASE_EXPIRIES"] == {"Ref": "MaxParseLeaseExpiries"}
+    alarm = template["Resources"]["JobsSweptAlarm"]["Properties"]
+    assert (alarm["MetricName"], alarm["Namespace"]) == ("JobsSwept", {"Ref": "MetricsNamespace"})
+    assert alarm["Dimensions"] == [{"Name": "service", "Value": {"Ref": "ServiceName"}}]

@@ -180,6 +180,13 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--seed", type=int, default=0)
     generate.set_defaults(handler=_cmd_generate)
 
+    sweep = commands.add_parser(
+        "sweep",
+        help="finish the jobs of a deployed stack that stopped making progress (as the JobSweeper does)",
+    )
+    _add_remote_target(sweep)
+    sweep.set_defaults(handler=_cmd_sweep)
+
     redrive = commands.add_parser("redrive", help="move dead-letter messages back to their source queue")
     redrive.add_argument("--stack", help="CloudFormation stack name (redrives both DLQs)")
     redrive.add_argument("--queue", metavar="DLQ_URL")
@@ -270,6 +277,13 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     return demo.generate_command(
         args.vendor, args.count, args.out, bad_fraction=args.bad_fraction, signer=args.signer, seed=args.seed
     )
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from thingpress import remote  # noqa: PLC0415
+
+    stack, bucket, table = _remote_target(args)
+    return remote.sweep_command(stack=stack, bucket=bucket, table=table, as_json=args.json)
 
 
 def _cmd_redrive(args: argparse.Namespace) -> int:

@@ -1,4 +1,4 @@
-"""Inspect and repair a deployed Thingpress stack: job status, job reports, IoT read-back, DLQ redrive.
+"""Inspect and repair a deployed Thingpress stack: job status, reports, IoT read-back, DLQ redrive, sweep.
 
 Everything takes boto3 clients, so it works against AWS, LocalStack or the embedded local stack
 (set ``AWS_ENDPOINT_URL``). The report document is the same for a local run and a deployed stack:
@@ -8,14 +8,17 @@ outcome items) plus ``things``, read back from the IoT registry.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import boto3
 from botocore.exceptions import ClientError
 
+from job_sweeper.sweeper import SweepConfig, SweepResult, sweep_jobs
 from layer_utils.jobs import Job, JobStore
+from layer_utils.messages import decode_message
+from manifest_provider.intake import parse_intake_body
 from thingpress.console import (
     CliError,
     failures_table,
@@ -52,7 +55,7 @@ _RESOURCES = {
 
 @dataclass(frozen=True)
 class Deployment:
-    """The physical names of a Thingpress stack's bucket, jobs table and queues (URLs)."""
+    """The physical names of a Thingpress stack's bucket, jobs table and queues (URLs), and its parameters."""
 
     bucket: str
     table: str
@@ -60,6 +63,7 @@ class Deployment:
     intake_dlq: str | None = None
     import_queue: str | None = None
     import_dlq: str | None = None
+    parameters: Mapping[str, str] = field(default_factory=dict)
 
 
 def resolve_stack(cloudformation: CloudFormationClient, stack: str) -> Deployment:
@@ -74,6 +78,10 @@ def resolve_stack(cloudformation: CloudFormationClient, stack: str) -> Deploymen
             f"Stack {stack} not found: {error.response['Error'].get('Message', error)}."
         ) from error
     names: dict[str, str] = {}
+    parameters = {
+        str(parameter.get("ParameterKey")): str(parameter.get("ParameterValue", ""))
+        for parameter in (described[0].get("Parameters", []) if described else [])
+    }
     for output in described[0].get("Outputs", []) if described else []:
         field = _OUTPUTS.get(output.get("OutputKey", ""))
         if field and output.get("OutputValue"):
@@ -87,12 +95,58 @@ def resolve_stack(cloudformation: CloudFormationClient, stack: str) -> Deploymen
                     names[field] = resource["PhysicalResourceId"]
     if not {"bucket", "table"} <= names.keys():
         raise CliError(f"Stack {stack} has no ManifestBucket or JobsTable; is it a Thingpress stack?")
-    return Deployment(**names)
+    return Deployment(**names, parameters=parameters)
 
 
 def job_store(deployment: Deployment, *, dynamodb: DynamoDBClient, s3: S3Client) -> JobStore:
-    """Return the ``layer_utils.jobs.JobStore`` of a deployment's jobs table."""
-    return JobStore(deployment.table, dynamodb=dynamodb, s3=s3)
+    """Return the ``layer_utils.jobs.JobStore`` of a deployment's jobs table (it emits no metrics)."""
+    return JobStore(deployment.table, dynamodb=dynamodb, s3=s3, emit=lambda _name: None)
+
+
+def sweep_config(deployment: Deployment) -> SweepConfig:
+    """Return the sweep settings of a deployment, from its stack's parameters.
+
+    They are ``StalledJobMinutes`` and ``MaxParseLeaseExpiries``; a parameter the stack does not
+    have takes the JobSweeper's default. Raises ``ValueError`` for a value that is not a positive
+    integer.
+    """
+    return SweepConfig.from_env(
+        {
+            "THINGPRESS_JOBS_TABLE": deployment.table,
+            "THINGPRESS_STALLED_JOB_MINUTES": deployment.parameters.get("StalledJobMinutes", ""),
+            "THINGPRESS_MAX_LEASE_EXPIRIES": deployment.parameters.get("MaxParseLeaseExpiries", ""),
+        }
+    )
+
+
+def _no_metrics(_name: str, _value: float, _dimensions: Mapping[str, str] | None) -> None:
+    """Drop a metric: the CLI publishes none (alarms watch the scheduled JobSweeper's ``JobsSwept``)."""
+
+
+def run_sweep(store: JobStore, deployment: Deployment) -> SweepResult:
+    """Run one sweep of a deployment's jobs now, as the scheduled JobSweeper does (no metric is emitted).
+
+    Returns what was examined and finished. Raises ``AwsOperationError`` for an AWS failure.
+    """
+    return sweep_jobs(store, sweep_config(deployment), emit=_no_metrics)
+
+
+def message_job_ids(body: str) -> list[str]:
+    """Return the ids of the jobs a queue message concerns (none for a body that is no Thingpress message).
+
+    An S3 event names one job per manifest version, a continuation or import message its ``job_id``.
+    """
+    try:
+        batch = parse_intake_body(body)
+    except ValueError:
+        try:
+            return [decode_message(body).job_id]
+        except ValueError:
+            return []
+    ids = [ref.job_id for ref in batch.manifests]
+    if batch.continuation is not None:
+        ids.append(batch.continuation.job_id)
+    return ids
 
 
 def find_job(store: JobStore, job_or_key: str) -> Job:
@@ -193,11 +247,18 @@ class RedriveResult:
     failed: int
 
 
-def redrive(sqs: SQSClient, dlq_url: str, source_url: str) -> RedriveResult:
+def redrive(
+    sqs: SQSClient,
+    dlq_url: str,
+    source_url: str,
+    *,
+    before_send: Callable[[Sequence[str]], None] | None = None,
+) -> RedriveResult:
     """Move every message of ``dlq_url`` back to ``source_url``: receive, send, then delete, 10 at a time.
 
-    Bodies and message attributes are kept. A message whose send fails stays in the DLQ (it becomes
-    visible again after its visibility timeout) and is counted in ``failed``. Returns the counts.
+    Bodies and message attributes are kept; ``before_send`` (optional) sees the bodies of each batch
+    before it is sent. A message whose send fails stays in the DLQ (it becomes visible again after
+    its visibility timeout) and is counted in ``failed``. Returns the counts.
     """
     # SQS StartMessageMoveTask would do this server-side, but moto does not implement it.
     moved = failed = 0
@@ -207,6 +268,8 @@ def redrive(sqs: SQSClient, dlq_url: str, source_url: str) -> RedriveResult:
         ).get("Messages", [])
         if not messages:
             return RedriveResult(dlq_url, source_url, moved, failed)
+        if before_send is not None:
+            before_send([message["Body"] for message in messages])
         entries: list[Any] = []
         for index, message in enumerate(messages):
             entry: dict[str, Any] = {"Id": str(index), "MessageBody": message["Body"]}
@@ -293,11 +356,15 @@ def report_command(
 def redrive_command(*, stack: str | None, queue: str | None, to: str | None, as_json: bool) -> int:
     """Run ``thingpress redrive``: move DLQ messages back to their source queues and report the counts.
 
-    With ``stack`` both DLQs are redriven. Returns 0 when every message moved, 1 when some could
-    not be sent. Raises ``CliError`` for an unknown stack.
+    With ``stack`` both DLQs are redriven; before a message is sent back, the unfinished jobs it
+    concerns get a fresh progress clock (``JobStore.restart_progress_clock``), so the sweep waits a
+    full ``StalledJobMinutes`` for it; then one sweep runs (``run_sweep``), so every job that cannot
+    finish is final. Returns 0 when every message moved, 1 when some could not be sent. Raises
+    ``CliError`` for an unknown stack.
     """
     sqs = boto3.client("sqs")
     pairs: list[tuple[str, str]] = []
+    deployment: Deployment | None = None
     if stack:
         deployment = resolve_stack(boto3.client("cloudformation"), stack)
         for dlq, source in (
@@ -312,13 +379,34 @@ def redrive_command(*, stack: str | None, queue: str | None, to: str | None, as_
         if queue is None or to is None:
             raise CliError("Name the queues with --stack, or with both --queue and --to.")
         pairs.append((queue, to))
-    results = [redrive(sqs, dlq, source) for dlq, source in pairs]
+    store = (
+        job_store(deployment, dynamodb=boto3.client("dynamodb"), s3=boto3.client("s3"))
+        if deployment is not None
+        else None
+    )
+    seen: set[str] = set()
+    restarted: list[str] = []
+
+    def restart_jobs(bodies: Sequence[str]) -> None:
+        if store is None:
+            return
+        for body in bodies:
+            for job_id in message_job_ids(body):
+                if job_id not in seen:
+                    seen.add(job_id)
+                    if store.restart_progress_clock(job_id) is not None:
+                        restarted.append(job_id)
+
+    results = [redrive(sqs, dlq, source, before_send=restart_jobs) for dlq, source in pairs]
+    swept = run_sweep(store, deployment) if store is not None and deployment is not None else SweepResult()
     if as_json:
         print_json(
             {
                 "moved": sum(result.moved for result in results),
                 "failed": sum(result.failed for result in results),
                 "queues": [result.__dict__ for result in results],
+                "restarted": sorted(restarted),
+                "swept": swept.to_dict()["swept"],
             }
         )
     else:
@@ -327,4 +415,32 @@ def redrive_command(*, stack: str | None, queue: str | None, to: str | None, as_
             console.print(
                 f"{result.source} -> {result.destination}: moved {result.moved}, failed {result.failed}"
             )
+        if store is not None:
+            console.print(f"Unfinished jobs given a fresh start: {len(restarted)}")
+            print_swept(swept)
     return 1 if any(result.failed for result in results) else 0
+
+
+def print_swept(result: SweepResult) -> None:
+    """Print, for people, the jobs a sweep finished with their new status and reason."""
+    console = out_console()
+    console.print(f"Jobs finished by the sweep: {len(result.swept)} of {result.examined} unfinished")
+    for job in result.swept:
+        console.print(f"  {job.key} ({job.job_id}): {job.was} -> {job.status}. {job.reason or ''}".rstrip())
+
+
+def sweep_command(*, stack: str | None, bucket: str | None, table: str | None, as_json: bool) -> int:
+    """Run ``thingpress sweep``: finish the jobs that stopped making progress now, as the JobSweeper does.
+
+    The limits are the stack's ``StalledJobMinutes`` and ``MaxParseLeaseExpiries`` (the defaults
+    with ``--bucket`` and ``--table``). Returns 0 when no job was stuck, 1 when the sweep finished
+    some. Raises ``CliError`` for an unknown stack.
+    """
+    deployment = _deployment(stack, bucket, table)
+    store = job_store(deployment, dynamodb=boto3.client("dynamodb"), s3=boto3.client("s3"))
+    result = run_sweep(store, deployment)
+    if as_json:
+        print_json(result.to_dict())
+    else:
+        print_swept(result)
+    return 1 if result.swept else 0

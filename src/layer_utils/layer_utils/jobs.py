@@ -15,7 +15,9 @@ caller that finds ``REPORTING`` (the winner crashed) writes the same report agai
 
 Parsing is protected by a lease (``lease_owner``, ``lease_until`` in epoch seconds): one provider
 invocation parses at a time; a duplicate S3 event while the lease is live does nothing, one after the
-lease expired (the parser crashed) resumes from the saved ``checkpoint``.
+lease expired (the parser crashed) resumes from the saved ``checkpoint`` and counts one more
+``lease_expiries``. Every write sets ``updated_at``, the job's progress clock: the sweep fails a job
+that stops making progress (``abandon_job``).
 """
 
 from __future__ import annotations
@@ -194,11 +196,25 @@ class Job:
     lease_owner: str | None = None
     lease_until: int | None = None
     warnings: tuple[str, ...] = ()
+    lease_expiries: int = 0
+    unsettled: int = 0
 
     @property
     def is_final(self) -> bool:
         """Whether the job reached COMPLETED, COMPLETED_WITH_ERRORS or FAILED."""
         return self.status in FINAL_STATUSES
+
+    @property
+    def entries_known(self) -> int:
+        """How many entries the job is known to have, never fewer than it settled.
+
+        ``total`` once the manifest is parsed, else the entries its checkpoint says were read.
+        """
+        if self.parsed and self.total is not None:
+            known = self.total
+        else:
+            known = int((self.checkpoint or {}).get("entries_done", 0))
+        return max(known, self.settled)
 
     @property
     def outcome_status(self) -> JobStatus:
@@ -229,6 +245,7 @@ class Job:
             "succeeded": self.succeeded,
             "failed": self.failed,
             "duplicates": self.duplicates,
+            "unsettled": self.unsettled,
             "created_at": self.created_at,
             "completed_at": self.completed_at,
         }
@@ -261,6 +278,8 @@ class Job:
             lease_owner=item.get("lease_owner"),
             lease_until=None if lease_until is None else int(lease_until),
             warnings=tuple(str(warning) for warning in item.get("warnings") or ()),
+            lease_expiries=int(item.get("lease_expiries", 0)),
+            unsettled=int(item.get("unsettled", 0)),
         )
 
 
@@ -391,6 +410,32 @@ class JobStore:
             handle_aws_error(error, "dynamodb:Scan")
         return sorted(jobs, key=lambda job: (job.created_at or "", job.job_id), reverse=True)
 
+    def list_unfinished_jobs(self) -> list[Job]:
+        """Return every job that is not final (a paginated Scan filtered on the job items' status).
+
+        Raises ``AwsOperationError`` for a DynamoDB failure.
+        """
+        jobs: list[Job] = []
+        paginator = self._ddb.get_paginator("scan")
+        try:
+            for page in paginator.paginate(
+                TableName=self.table_name,
+                FilterExpression="sk = :job AND NOT (#status IN (:completed, :with_errors, :failed))",
+                ExpressionAttributeNames={"#status": "status"},
+                ExpressionAttributeValues=self._ser(
+                    {
+                        ":job": JOB_SK,
+                        ":completed": str(JobStatus.COMPLETED),
+                        ":with_errors": str(JobStatus.COMPLETED_WITH_ERRORS),
+                        ":failed": str(JobStatus.FAILED),
+                    }
+                ),
+            ):
+                jobs.extend(Job.from_item(self._deser(item)) for item in page.get("Items", []))
+        except (ClientError, BotoCoreError) as error:
+            handle_aws_error(error, "dynamodb:Scan")
+        return sorted(jobs, key=lambda job: (job.created_at or "", job.job_id))
+
     def iter_outcome_items(self, job_id: str) -> Iterator[dict[str, Any]]:
         """Yield every chunk and parse outcome item of a job (a paginated, consistent Query).
 
@@ -471,28 +516,42 @@ class JobStore:
     def claim_parse(self, job_id: str, owner: str, lease_until: datetime) -> Job | None:
         """Take the parsing lease of a job.
 
-        Succeeds when the job is RECEIVED or PARSING and the lease is free, expired or already held
-        by ``owner``. Takes the job id, the owner id and when the lease expires. Returns the job
-        (status PARSING, with its checkpoint), or None when another live invocation holds the lease
-        or the job is past parsing. Raises ``AwsOperationError`` for a DynamoDB failure.
+        Succeeds when the job is RECEIVED or PARSING and the lease is free, expired or held live by
+        ``owner``. Taking over an expired lease (its holder died without finishing or releasing it)
+        adds one to ``lease_expiries``, which the sweep compares with its maximum; that path costs a
+        second UpdateItem, as does finding another invocation's live lease. Takes the job id, the
+        owner id and when the lease expires. Returns the job (status PARSING, with its checkpoint),
+        or None when another live invocation holds the lease or the job is past parsing. Raises
+        ``AwsOperationError`` for a DynamoDB failure.
         """
         now = self._now()
-        return self._update(
+        values = {
+            ":parsing": str(JobStatus.PARSING),
+            ":received": str(JobStatus.RECEIVED),
+            ":owner": owner,
+            ":until": int(lease_until.timestamp()),
+            ":epoch": int(now.timestamp()),
+            ":now": isoformat(now),
+        }
+        claim = "SET #status = :parsing, lease_owner = :owner, lease_until = :until, updated_at = :now"
+        claimed = self._update(
             job_id,
-            "SET #status = :parsing, lease_owner = :owner, lease_until = :until, updated_at = :now",
+            claim,
             condition=(
                 "#status IN (:received, :parsing) AND (attribute_not_exists(lease_owner)"
-                " OR lease_owner = :owner OR lease_until < :epoch)"
+                " OR (lease_owner = :owner AND lease_until >= :epoch))"
             ),
             names={"#status": "status"},
-            values={
-                ":parsing": str(JobStatus.PARSING),
-                ":received": str(JobStatus.RECEIVED),
-                ":owner": owner,
-                ":until": int(lease_until.timestamp()),
-                ":epoch": int(now.timestamp()),
-                ":now": isoformat(now),
-            },
+            values=values,
+        )
+        if claimed is not None:
+            return claimed
+        return self._update(
+            job_id,
+            f"{claim} ADD lease_expiries :one",
+            condition="#status IN (:received, :parsing) AND lease_until < :epoch",
+            names={"#status": "status"},
+            values={**values, ":one": 1},
         )
 
     def save_checkpoint(
@@ -780,6 +839,79 @@ class JobStore:
         self._emit(MANIFESTS_FAILED)
         logger.warning("Job failed", extra={"job_id": job_id, "reason": reason})
         return self.ensure_report(job)
+
+    def abandon_job(self, job: Job, reason: str) -> Job | None:
+        """Fail a stuck job exactly as ``job`` (a snapshot) shows it, and write its report.
+
+        The job's entries that have not settled (``entries_known - settled``) are counted as failed
+        and recorded in ``unsettled``, so the counters add up to ``total``; the outcome items already
+        recorded stay in the report. The update is conditional on the snapshot's status,
+        ``updated_at`` and ``settled`` and on no live parsing lease, so a job that moved since the
+        snapshot is left alone. Takes the snapshot and the reason (one English sentence). Returns
+        the failed job when this call failed it (it emitted ``ManifestsFailed``), else None. Raises
+        ``ValueError`` for a job that is REPORTING or final, ``AwsOperationError`` for an AWS failure.
+        """
+        if job.status not in (JobStatus.RECEIVED, JobStatus.PARSING, JobStatus.IMPORTING):
+            raise ValueError(f"Only a RECEIVED, PARSING or IMPORTING job can be abandoned, not {job.status}.")
+        now = self._now()
+        total = job.entries_known
+        unsettled = total - job.settled
+        reason = f"{job.reason} {reason}" if job.reason else reason
+        seen = "updated_at = :seen" if job.updated_at else "attribute_not_exists(updated_at)"
+        values: dict[str, Any] = {
+            ":failed": str(JobStatus.FAILED),
+            ":reason": shorten(reason),
+            ":now": isoformat(now),
+            ":total": total,
+            ":unsettled": unsettled,
+            ":status": str(job.status),
+            ":settled": job.settled,
+            ":epoch": int(now.timestamp()),
+        }
+        if job.updated_at:
+            values[":seen"] = job.updated_at
+        failed = self._update(
+            job.job_id,
+            "SET #status = :failed, reason = :reason, completed_at = :now, updated_at = :now,"
+            " #total = :total, settled = :total, unsettled = :unsettled"
+            " REMOVE lease_owner, lease_until ADD failed :unsettled",
+            condition=(
+                f"#status = :status AND {seen} AND settled = :settled"
+                " AND (attribute_not_exists(lease_until) OR lease_until < :epoch)"
+            ),
+            names={"#status": "status", "#total": "total"},
+            values=values,
+        )
+        if failed is None:
+            return None
+        self._emit(MANIFESTS_FAILED)
+        logger.warning(
+            "Stuck job failed",
+            extra={"job_id": job.job_id, "reason": failed.reason, "unsettled": unsettled},
+        )
+        return self.ensure_report(failed)
+
+    def restart_progress_clock(self, job_id: str) -> Job | None:
+        """Give an unfinished job a fresh start before its dead-lettered messages are redriven.
+
+        Sets ``updated_at`` to now and ``lease_expiries`` to 0, so the sweep waits a full stall time
+        for the redriven messages to make progress. Returns the job, or None when it does not exist
+        or is final. Raises ``AwsOperationError`` for a DynamoDB failure.
+        """
+        return self._update(
+            job_id,
+            "SET updated_at = :now, lease_expiries = :zero",
+            condition="#status IN (:received, :parsing, :importing, :reporting)",
+            names={"#status": "status"},
+            values={
+                ":now": isoformat(self._now()),
+                ":zero": 0,
+                ":received": str(JobStatus.RECEIVED),
+                ":parsing": str(JobStatus.PARSING),
+                ":importing": str(JobStatus.IMPORTING),
+                ":reporting": str(JobStatus.REPORTING),
+            },
+        )
 
     def ensure_report(self, job: Job) -> Job:
         """Write the report of a final job that has none yet (``report_key`` unset); return the job.

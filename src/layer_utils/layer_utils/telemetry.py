@@ -52,6 +52,7 @@ RETRIES = "Retries"
 CIRCUIT_STATE = "CircuitState"
 CIRCUIT_OPENED = "CircuitOpened"
 CIRCUIT_CLOSED = "CircuitClosed"
+JOBS_SWEPT = "JobsSwept"
 
 # Dimension names.
 DIM_SERVICE = "service"

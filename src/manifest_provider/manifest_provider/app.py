@@ -3,7 +3,8 @@
 A thin shell around :mod:`manifest_provider.provider`: Powertools' ``BatchProcessor`` reports each
 failed record (transient AWS errors) back to SQS for redelivery, the logger carries the job id as
 correlation id, metrics are flushed once per invocation and the circuit states are emitted at the end
-of every invocation.
+of every invocation. The record's ``ApproximateReceiveCount`` tells the provider when a delivery is
+the last one before the IntakeDLQ (``THINGPRESS_MAX_RECEIVE_COUNT``), so that it fails the job instead.
 """
 
 from __future__ import annotations
@@ -49,7 +50,11 @@ def runtime() -> tuple[ProviderConfig, Services]:
 
 @tracer.capture_method
 def record_handler(record: SQSRecord, lambda_context: LambdaContext) -> None:
-    """Process one intake record; an exception marks it failed so SQS delivers it again."""
+    """Process one intake record; an exception marks it failed so SQS delivers it again.
+
+    On the record's last delivery the provider fails the job instead of raising, so the record is
+    acknowledged rather than moved to the IntakeDLQ.
+    """
     config, services = runtime()
     results = handle_intake_body(
         record.body,
@@ -59,6 +64,7 @@ def record_handler(record: SQSRecord, lambda_context: LambdaContext) -> None:
         # at once, while another message for the same manifest (a duplicate S3 event) finds it busy.
         owner=record.message_id,
         remaining_ms=lambda_context.get_remaining_time_in_millis,
+        attempt=int(record.attributes.get("ApproximateReceiveCount") or 1),
     )
     for result in results:
         logger.info("Intake record processed", extra=dict(result.__dict__))

@@ -120,6 +120,8 @@ class ProviderConfig:
     bad default fails that manifest's job with a clear reason instead of crashing the function.
     ``time_margin_ms`` is the remaining time below which the provider hands over to a continuation;
     ``checkpoint_every`` is the number of import messages between checkpoints.
+    ``max_receive_count`` is the IntakeQueue's ``maxReceiveCount``: a record on that delivery that
+    fails fails its job instead of going to the IntakeDLQ.
     """
 
     jobs_table: str
@@ -139,6 +141,7 @@ class ProviderConfig:
     send_attempts: int = 5
     spool_memory_bytes: int = 8 * 1024 * 1024
     lease_slack_seconds: int = 60
+    max_receive_count: int = 5
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ProviderConfig:
@@ -158,6 +161,7 @@ class ProviderConfig:
             certs_per_message=env_positive_int(env, "THINGPRESS_CERTS_PER_MESSAGE", 50),
             limits=Limits.from_env(env),
             environ=env,
+            max_receive_count=env_positive_int(env, "THINGPRESS_MAX_RECEIVE_COUNT", 5),
         )
 
     def default_settings(self) -> ImportSettings:
@@ -213,26 +217,131 @@ def handle_intake_body(
     *,
     owner: str,
     remaining_ms: Callable[[], int],
+    attempt: int = 1,
 ) -> list[RunResult]:
     """Process one intake queue message: start the manifests an S3 event names, or continue one.
 
     Takes the message body, the services, the configuration, a unique owner id for the parsing
-    lease (the request id and message id) and a function returning the invocation's remaining
-    milliseconds. Returns one result per manifest. Raises ``ValueError`` for a body that is none of
-    the intake message kinds and ``AwsOperationError`` for AWS failures worth retrying.
+    lease (the SQS message id), a function returning the invocation's remaining milliseconds and
+    the delivery number of the message (SQS ``ApproximateReceiveCount``). On the last delivery
+    (``attempt >= config.max_receive_count``) any exception fails the job concerned with a reason
+    (``fail_after_attempts``) instead of propagating. Returns one result per manifest. Raises
+    ``ValueError`` for a body that is none of the intake message kinds, and on earlier deliveries
+    ``AwsOperationError`` for AWS failures worth retrying and whatever else processing raised.
     """
     batch = parse_intake_body(body)
     for reason in batch.ignored:
         logger.info("Intake event ignored", extra={"reason": reason})
-    results = [
-        start_manifest(ref, services, config, owner=owner, remaining_ms=remaining_ms)
-        for ref in batch.manifests
-    ]
+    final_attempt = attempt if attempt >= config.max_receive_count else None
+    subjects: list[ManifestRef | ContinuationMessage] = list(batch.manifests)
     if batch.continuation is not None:
-        results.append(
-            continue_manifest(batch.continuation, services, config, owner=owner, remaining_ms=remaining_ms)
-        )
+        subjects.append(batch.continuation)
+    results: list[RunResult] = []
+    for subject in subjects:
+        try:
+            if isinstance(subject, ManifestRef):
+                result = start_manifest(
+                    subject,
+                    services,
+                    config,
+                    owner=owner,
+                    remaining_ms=remaining_ms,
+                    final_attempt=final_attempt,
+                )
+            else:
+                result = continue_manifest(
+                    subject,
+                    services,
+                    config,
+                    owner=owner,
+                    remaining_ms=remaining_ms,
+                    final_attempt=final_attempt,
+                )
+        except Exception as error:
+            if final_attempt is None:
+                raise
+            result = fail_after_attempts(
+                subject, error, services, config, owner=owner, remaining_ms=remaining_ms, attempt=attempt
+            )
+        results.append(result)
     return results
+
+
+def attempts_reason(attempts: int, error: BaseException) -> str:
+    """Return the reason a job fails with after ``attempts`` failed deliveries ending in ``error``.
+
+    One sentence with the first line of the error's message (at most 200 characters), never a
+    traceback.
+    """
+    lines = str(error).strip().splitlines()
+    detail = " ".join(lines[0].split()).rstrip(".") if lines else ""
+    if len(detail) > 200:
+        detail = detail[:199] + "…"
+    return (
+        f"The manifest could not be processed after {attempts} attempts: "
+        f"{detail or f'an unexpected {type(error).__name__}'}."
+    )
+
+
+def fail_after_attempts(
+    subject: ManifestRef | ContinuationMessage,
+    error: Exception,
+    services: Services,
+    config: ProviderConfig,
+    *,
+    owner: str,
+    remaining_ms: Callable[[], int],
+    attempt: int,
+) -> RunResult:
+    """End the job of an intake record whose last delivery failed with ``error`` outside a parse run.
+
+    Takes the manifest or continuation the record names, the error, the services, configuration,
+    the lease owner, the remaining-time function and the delivery number. A job that does not exist
+    yet is created so that it can carry the reason. A final job gets its report if it has none; a
+    parsed job tries completion; a job still parsing is claimed and failed like a run that breaks off
+    (``ManifestRun.fail``: the entries fanned out before the checkpoint still settle), unless another
+    invocation holds its lease live. Returns the result. Raises ``error`` when the job cannot be
+    ended either (the record then goes to the IntakeDLQ and the sweep finishes the job).
+    """
+    reason = attempts_reason(attempt, error)
+    logger.error(
+        "Intake record failed on its last delivery; failing its job",
+        extra={"error": reason, "error_type": type(error).__name__, "attempt": attempt},
+    )
+    try:
+        if isinstance(subject, ManifestRef):
+            created, job = services.jobs.create_job(subject.bucket, subject.key, subject.version)
+            if created:
+                services.emit(MANIFESTS_RECEIVED, 1, None)
+            version_id, etag = subject.version_id, subject.etag
+        else:
+            found = services.jobs.get_job(subject.job_id)
+            if found is None:
+                raise error
+            job, version_id, etag = found, subject.version_id, subject.etag
+        logger.set_correlation_id(job.job_id)
+        if job.is_final:
+            services.jobs.ensure_report(job)
+            return RunResult(job.job_id, "duplicate")
+        if job.status in (JobStatus.IMPORTING, JobStatus.REPORTING):
+            services.jobs.try_complete(job.job_id)
+            return RunResult(job.job_id, "duplicate")
+        claimed = services.jobs.claim_parse(job.job_id, owner, _lease_until(services, config, remaining_ms))
+        if claimed is None:
+            return RunResult(job.job_id, "busy")
+        return ManifestRun(
+            claimed,
+            version_id=version_id,
+            etag=etag,
+            services=services,
+            config=config,
+            owner=owner,
+            remaining_ms=remaining_ms,
+        ).fail(reason)
+    except Exception as second:
+        if second is not error:
+            logger.exception("The job could not be failed; the record goes to the dead-letter queue")
+        raise error from None
 
 
 def _lease_until(services: Services, config: ProviderConfig, remaining_ms: Callable[[], int]) -> datetime:
@@ -246,9 +355,11 @@ def start_manifest(
     *,
     owner: str,
     remaining_ms: Callable[[], int],
+    final_attempt: int | None = None,
 ) -> RunResult:
     """Handle the S3 event of one manifest version; duplicates of a started job change nothing.
 
+    ``final_attempt`` is the delivery number on the record's last delivery (see ``ManifestRun``).
     Returns the run result. Raises ``AwsOperationError`` for AWS failures worth retrying.
     """
     created, job = services.jobs.create_job(ref.bucket, ref.key, ref.version)
@@ -273,6 +384,7 @@ def start_manifest(
         owner=owner,
         remaining_ms=remaining_ms,
         busy_message="Manifest is being parsed by another invocation",
+        final_attempt=final_attempt,
     )
 
 
@@ -283,9 +395,11 @@ def continue_manifest(
     *,
     owner: str,
     remaining_ms: Callable[[], int],
+    final_attempt: int | None = None,
 ) -> RunResult:
     """Handle a continuation message: resume parsing from the job's checkpoint.
 
+    ``final_attempt`` is the delivery number on the record's last delivery (see ``ManifestRun``).
     Returns the run result. Raises ``AwsOperationError`` for AWS failures worth retrying.
     """
     logger.set_correlation_id(message.job_id)
@@ -298,6 +412,7 @@ def continue_manifest(
         owner=owner,
         remaining_ms=remaining_ms,
         busy_message="Continuation needs nothing: the job is past parsing or leased",
+        final_attempt=final_attempt,
     )
 
 
@@ -311,6 +426,7 @@ def _claim_and_run(
     owner: str,
     remaining_ms: Callable[[], int],
     busy_message: str,
+    final_attempt: int | None,
 ) -> RunResult:
     """Take the parsing lease and parse; ``busy`` (logging ``busy_message``) when it cannot be taken."""
     claimed = services.jobs.claim_parse(job_id, owner, _lease_until(services, config, remaining_ms))
@@ -325,6 +441,7 @@ def _claim_and_run(
         config=config,
         owner=owner,
         remaining_ms=remaining_ms,
+        final_attempt=final_attempt,
     ).run()
 
 
@@ -349,9 +466,16 @@ class ManifestRun:
         config: ProviderConfig,
         owner: str,
         remaining_ms: Callable[[], int],
+        final_attempt: int | None = None,
     ) -> None:
-        """Take the claimed job, the object version to read, the services, configuration and lease owner."""
+        """Take the claimed job, the object version to read, the services, configuration and lease owner.
+
+        ``final_attempt``, the delivery number on the intake record's last delivery (None before),
+        makes ``run`` fail the job on any exception instead of raising it, keeping the entries
+        handled so far.
+        """
         self.job = job
+        self.final_attempt = final_attempt
         self.services = services
         self.config = config
         self.owner = owner
@@ -394,19 +518,29 @@ class ManifestRun:
         """Parse (or continue parsing) the manifest; return what happened.
 
         Raises ``AwsOperationError`` for AWS failures worth retrying (the SQS record then fails and
-        is redelivered; the next attempt resumes from the checkpoint).
+        is redelivered; the next attempt resumes from the checkpoint), and whatever else parsing
+        raised; on the record's last delivery it fails the job instead (``fail``) and raises only
+        what ending the job raises.
         """
         try:
             with self._open() as (source, metadata):
                 parser, options = self._prepare(source, metadata)
                 return self._stream(parser, source, options)
         except _JobFailure as failure:
-            return self._fail(str(failure))
+            return self.fail(str(failure))
         except _LostLease:
             logger.warning(
                 "Parsing lease lost to another invocation; stopping", extra={"job_id": self.job.job_id}
             )
             return self._result("lost_lease")
+        except Exception as error:
+            if self.final_attempt is None:
+                raise
+            logger.error(
+                "Manifest run failed on the record's last delivery; failing the job",
+                extra={"job_id": self.job.job_id, "error_type": type(error).__name__},
+            )
+            return self.fail(attempts_reason(self.final_attempt, error))
         finally:
             self._emit_counters()
 
@@ -745,11 +879,12 @@ class ManifestRun:
 
     # --------------------------------------------------------------------------- endings
 
-    def _fail(self, reason: str) -> RunResult:
-        """Fail the job: before any fan-out outright, after some with the entries so far kept.
+    def fail(self, reason: str) -> RunResult:
+        """Fail the job with ``reason``: before any fan-out outright, after some keeping the entries so far.
 
-        After a fan-out started the job is marked parsed with the entries so far (they still
-        settle) and the reason, so it ends FAILED with a report listing them. A run resuming from a
+        Returns the ``failed`` result. After a fan-out started the job is marked parsed with the
+        entries so far (they still settle) and the reason, so it ends FAILED with a report listing
+        them. A run resuming from a
         cut intent cannot know which of its messages went out, so that job fails outright.
         """
         started = self.resuming or self.entries_done > 0 or self.counters.messages > 0

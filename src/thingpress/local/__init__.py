@@ -1,12 +1,13 @@
 """The embedded local AWS stack (moto, in-process) and the SQS event-source-mapping emulator.
 
 `LocalStack` creates the resources of template.yaml on an in-process moto server and runs the
-functions' real handlers; `EventSourceMappingEmulator` feeds them from their SQS queues.
+functions' real handlers; `EventSourceMappingEmulator` feeds them from their SQS queues and runs the
+scheduled ones on request.
 """
 
 from thingpress.local.context import FakeLambdaContext
 from thingpress.local.esm import EventSourceMappingEmulator, Invocation, RunStats
-from thingpress.local.stack import EventSourceSpec, FunctionSpec, LocalStack, LocalStackError
+from thingpress.local.stack import EventSourceSpec, FunctionSpec, LocalStack, LocalStackError, ScheduleSpec
 
 __all__ = [
     "EventSourceMappingEmulator",
@@ -17,4 +18,5 @@ __all__ = [
     "LocalStack",
     "LocalStackError",
     "RunStats",
+    "ScheduleSpec",
 ]

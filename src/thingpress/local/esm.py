@@ -8,6 +8,9 @@ made visible again after `retry_visibility_seconds` (instead of the queue's visi
 retries are immediate); moto itself moves a record whose receive count reached the redrive policy's
 maxReceiveCount to the dead-letter queue on the next receive, as SQS does.
 
+Scheduled functions (SAM `Schedule` events, `LocalStack.schedules`) never fire on their own;
+`invoke_scheduled` runs one once with the event EventBridge sends, recorded like the other invocations.
+
 Differences from Lambda, on purpose: MaximumBatchingWindowInSeconds is not waited for (a batch is
 whatever the queue holds, up to BatchSize); invocations of one function run one at a time unless
 `max_concurrency` allows more (ScalingConfig.MaximumConcurrency still caps it).
@@ -18,14 +21,16 @@ from __future__ import annotations
 import base64
 import threading
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Final
 
-from thingpress.local.stack import EventSourceSpec, LocalStack
+from thingpress.local.stack import EventSourceSpec, LocalStack, ScheduleSpec
 
-__all__ = ["EventSourceMappingEmulator", "Invocation", "RunStats"]
+__all__ = ["EventSourceMappingEmulator", "Invocation", "RunStats", "scheduled_event"]
 
 SQS_BATCH_LIMIT: Final = 10  # ReceiveMessage, DeleteMessageBatch and ChangeMessageVisibilityBatch cap
 DEFAULT_MAXIMUM_CONCURRENCY: Final = 2  # AWS's lowest ScalingConfig.MaximumConcurrency
@@ -44,7 +49,8 @@ class Invocation:
     """One handler invocation by the emulator.
 
     `failed_records` counts the records that stay on the queue for this delivery (all of them on an
-    `error`); `delivery` is 1, or 2 for the duplicate of a batch delivered twice.
+    `error`); `delivery` is 1, or 2 for the duplicate of a batch delivered twice. A scheduled
+    invocation has no `queue` (empty) and no records.
     """
 
     function: str
@@ -74,6 +80,22 @@ class RunStats:
     def total_invocations(self) -> int:
         """Return the number of handler invocations of every function."""
         return sum(self.invocations.values())
+
+
+def scheduled_event(stack: LocalStack, schedule: ScheduleSpec, at: datetime) -> dict[str, Any]:
+    """Return the event EventBridge sends a function for ``schedule`` at ``at`` (a "Scheduled Event")."""
+    rule = f"{stack.stack_name}-{schedule.function}{schedule.name}"
+    return {
+        "version": "0",
+        "id": str(uuid.uuid4()),
+        "detail-type": "Scheduled Event",
+        "source": "aws.events",
+        "account": stack.account_id,
+        "time": at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "region": stack.region,
+        "resources": [f"arn:aws:events:{stack.region}:{stack.account_id}:rule/{rule}"],
+        "detail": {},
+    }
 
 
 def _lambda_message_attributes(attributes: dict[str, Any]) -> dict[str, Any]:
@@ -257,6 +279,42 @@ class EventSourceMappingEmulator:
         if self.on_progress:
             self.on_progress(invocation)
         return invocation, failed_ids
+
+    def invoke_scheduled(self, schedule: ScheduleSpec, *, at: datetime | None = None) -> Invocation:
+        """Invoke a schedule's function once with the event EventBridge sends (`scheduled_event`).
+
+        Takes one of the stack's `schedules` and the event time (default now). The invocation is
+        recorded and reported to `on_progress` like the mappings' ones; an exception of the handler
+        or a timeout is its `error` (the SQS hooks `before_invoke`/`after_invoke` do not apply).
+        Returns the invocation. Raises `LocalStackError` when the handler cannot be loaded.
+        """
+        event = scheduled_event(self.stack, schedule, at or datetime.now(UTC))
+        handler = self.stack.handler(schedule.function)
+        context = self.stack.make_context(schedule.function, clock=self.clock)
+        response: Any = None
+        error: BaseException | None = None
+        try:
+            with self.stack.function_environment(schedule.function):
+                response = handler(event, context)
+        except Exception as exception:  # an asynchronous invocation's error is Lambda's, not ours
+            error = exception
+        if error is None and context.timed_out():
+            error = TimeoutError(f"Task timed out after {context.timeout_seconds:.2f} seconds")
+        invocation = Invocation(
+            function=schedule.function,
+            queue="",
+            records=0,
+            failed_records=0,
+            response=response,
+            error=error,
+            started=context.started,
+            duration=self.clock() - context.started,
+        )
+        with self._lock:
+            self.invocations.append(invocation)
+        if self.on_progress:
+            self.on_progress(invocation)
+        return invocation
 
     @staticmethod
     def _failed_ids(

@@ -12,7 +12,9 @@ and starting or stopping one resets all of moto's in-process state.
 
 Emulated: SQS queues (all attributes, RedrivePolicy), S3 buckets (name, versioning, queue
 notifications), DynamoDB tables (keys, indexes, billing, streams, SSE, TTL), layers and functions
-(code, environment with Globals, SQS events). Other resources and properties (IAM, policies, log
+(code, environment with Globals, SQS events). Schedule events are recorded (`LocalStack.schedules`)
+but never fire on their own: `EventSourceMappingEmulator.invoke_scheduled` or `thingpress invoke`
+runs the function with the event EventBridge would send. Other resources and properties (IAM, policies, log
 groups, alarms, KMS, bucket encryption/lifecycle/public-access settings) are not enforced locally:
 such a resource gets a placeholder name and ARN so that references to it still resolve.
 """
@@ -57,6 +59,7 @@ __all__ = [
     "FunctionSpec",
     "LocalStack",
     "LocalStackError",
+    "ScheduleSpec",
 ]
 
 DEFAULT_ACCOUNT: Final = "123456789012"  # moto's default account
@@ -115,6 +118,19 @@ class EventSourceSpec:
     def report_batch_item_failures(self) -> bool:
         """Return whether the handler reports partial batch failures (ReportBatchItemFailures)."""
         return "ReportBatchItemFailures" in self.function_response_types
+
+
+@dataclass(frozen=True)
+class ScheduleSpec:
+    """A scheduled invocation of a function (a SAM `Schedule` event), recorded but never fired locally.
+
+    `expression` is the resolved schedule expression, e.g. ``rate(15 minutes)``.
+    """
+
+    function: str
+    name: str
+    expression: str
+    enabled: bool = True
 
 
 # --- fidelity patches -------------------------------------------------------------------------------
@@ -329,6 +345,7 @@ class LocalStack:
         self.physical_ids: dict[str, dict[str, Any]] = {}
         self.functions: dict[str, FunctionSpec] = {}
         self.event_sources: list[EventSourceSpec] = []
+        self.schedules: list[ScheduleSpec] = []
         self.skipped_resources: dict[str, str] = {}
         self.resolver = Resolver(
             self.template,
@@ -901,10 +918,20 @@ class LocalStack:
         self.functions[logical_id] = spec
         self.physical_ids[logical_id] = {"Ref": name, "Arn": spec.arn}
         for event_name, event in (properties.get("Events") or {}).items():
+            where = f"Resources.{logical_id}.Properties.Events.{event_name}.Properties"
             if event.get("Type") == "SQS":
-                where = f"Resources.{logical_id}.Properties.Events.{event_name}.Properties"
                 values = self.resolver.resolve(event.get("Properties") or {}, where=where)
                 self._add_event_source(logical_id, event_name, values)
+            elif event.get("Type") == "Schedule":
+                values = self.resolver.resolve(event.get("Properties") or {}, where=where)
+                self.schedules.append(
+                    ScheduleSpec(
+                        function=logical_id,
+                        name=event_name,
+                        expression=str(values.get("Schedule", "")),
+                        enabled=str(values.get("Enabled", True)).lower() == "true",
+                    )
+                )
 
     def _add_event_source(self, function: str, name: str, values: Mapping[str, Any]) -> None:
         queue_arn = values.get("Queue")

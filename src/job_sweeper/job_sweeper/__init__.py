@@ -1,0 +1,1 @@
+"""JobSweeper function: finishes jobs that stopped making progress."""
