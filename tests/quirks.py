@@ -314,6 +314,11 @@ def _key(kind: str, label: str) -> PrivateKey:
     raise ValueError(f"unknown key kind {kind!r}")
 
 
+def leaf_key(quirk_name: str, kind: str = "p256") -> PrivateKey:
+    """Return the private key of a quirk certificate (one key per label and kind, per process)."""
+    return _key(kind, quirk_name)
+
+
 def _spki(key: PrivateKey) -> bytes:
     return key.public_key().public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo

@@ -16,13 +16,13 @@ from datetime import UTC, datetime
 
 import py7zr
 import pytest
-from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
+from layer_utils.cert_utils import load_certificate
 from pipeline import Result, pipeline
-from quirks import build_corpus
+from quirks import build_corpus, leaf_key
 from thingpress.certfactory import Issued, make_ca, make_device_cert
 from thingpress.generate import make_microchip_signer
 
@@ -106,39 +106,45 @@ def _b64url(data: bytes) -> str:
 
 
 def jws_entry(
-    signer: Issued, unique_id: str, chain: list[bytes], header_id: str | None = None
+    signer: tuple[ec.EllipticCurvePrivateKey, bytes],
+    unique_id: str,
+    chain: list[bytes],
+    header_id: str | None = None,
 ) -> dict[str, object]:
-    """Build one signed Microchip manifest entry for the DER certificates ``chain`` (x5c)."""
-    ski = signer.certificate.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest
-    protected = _b64url(
-        json.dumps(
-            {
-                "alg": "ES256",
-                "kid": _b64url(ski),
-                "typ": "JWT",
-                "x5t#S256": _b64url(hashlib.sha256(signer.der()).digest()),
-            }
-        ).encode()
-    )
-    keys = [
-        {"kid": "0", "kty": "EC", "crv": "P-256", "x5c": [base64.b64encode(der).decode() for der in chain]}
-    ]
+    """Build one Microchip manifest entry for the DER certificates ``chain`` (x5c), signed by ``signer``.
+
+    ``signer`` is the signer's key and the DER of its certificate (its kid is the certificate's SKI).
+    """
+    key, der = signer
+    ski = load_certificate(der).subject_key_id
+    assert ski is not None
+    header = {
+        "alg": "ES256",
+        "kid": _b64url(ski),
+        "typ": "JWT",
+        "x5t#S256": _b64url(hashlib.sha256(der).digest()),
+    }
+    protected = _b64url(json.dumps(header).encode())
+    keys = [{"kid": "0", "kty": "EC", "crv": "P-256", "x5c": [base64.b64encode(d).decode() for d in chain]}]
     payload = _b64url(json.dumps({"uniqueId": unique_id, "publicKeySet": {"keys": keys}}).encode())
-    key = signer.key
-    assert isinstance(key, ec.EllipticCurvePrivateKey)
     r, s = decode_dss_signature(key.sign(f"{protected}.{payload}".encode(), ec.ECDSA(hashes.SHA256())))
     signature = _b64url(r.to_bytes(32, "big") + s.to_bytes(32, "big"))
-    header = unique_id if header_id is None else header_id
+    unsigned = unique_id if header_id is None else header_id
     return {
         "payload": payload,
         "protected": protected,
-        "header": {"uniqueId": header},
+        "header": {"uniqueId": unsigned},
         "signature": signature,
     }
 
 
+def issued_signer(issued: Issued) -> tuple[ec.EllipticCurvePrivateKey, bytes]:
+    assert isinstance(issued.key, ec.EllipticCurvePrivateKey)
+    return issued.key, issued.der()
+
+
 def test_microchip_manifest_with_poison_entries_and_a_bad_verifier_file() -> None:
-    signer = make_microchip_signer("Poison Signer")
+    signer = issued_signer(make_microchip_signer("Poison Signer"))
     ok = good(2, "mchp")
     san_quirk = CORPUS.get("printable_underscore_san_dirname").der
     entries = [
@@ -151,7 +157,7 @@ def test_microchip_manifest_with_poison_entries_and_a_bad_verifier_file() -> Non
     ]
     text = json.dumps(entries)  # lone surrogates travel as \ud800 escapes, as JSON allows
     with pipeline() as run:
-        run.put("verifiers/microchip/signer.crt", signer.pem().encode())
+        run.put("verifiers/microchip/signer.crt", pem_of(signer[1]).encode())
         run.put("verifiers/microchip/notes.crt", b"not a certificate at all")
         result = run.run("microchip/poison.json", text.encode())
     assert_exactly(
@@ -203,3 +209,20 @@ def test_infineon_archive_with_poison_members() -> None:
             "file 0A05_E0E0.pem": "RSA key",
         },
     )
+
+
+def test_a_signer_certificate_that_bends_der_still_verifies_its_entries() -> None:
+    # The signer's certificate carries the Trust&GO SAN shape that the strict parser refuses.
+    quirky = CORPUS.get("printable_underscore_san_dirname")
+    key = leaf_key(quirky.name)
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    ok = good(2, "sgn")
+    entries = [
+        jws_entry((key, quirky.der), f"0123bbbbbbbbbbbb0{i}", [cert.der()]) for i, cert in enumerate(ok)
+    ]
+    with pipeline() as run:
+        run.put("verifiers/microchip/quirky-signer.der", quirky.der)
+        result = run.run("microchip/quirky-signer.json", json.dumps(entries).encode())
+    assert result.job.status == "COMPLETED", result.failures
+    assert sorted(result.imported.values()) == ["0123bbbbbbbbbbbb00", "0123bbbbbbbbbbbb01"]
+    assert result.report["warnings"] == []

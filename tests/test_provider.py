@@ -775,7 +775,7 @@ def test_crash_between_cut_intent_and_clean_checkpoint(env: Env) -> None:
 
 
 class ExplodingParser:
-    """A vendor parser that yields ``good`` entries of the real parser, then raises on every run."""
+    """A vendor parser that yields ``good`` entries of the real parser, then raises, on every run."""
 
     def __init__(self, real: Any, good: int) -> None:
         self.real = real
@@ -795,13 +795,43 @@ class ExplodingParser:
 
 @pytest.fixture
 def exploding(monkeypatch: pytest.MonkeyPatch) -> Callable[[int], None]:
-    """Make the generated parser raise RuntimeError after a number of good entries."""
+    """Make the provider itself raise RuntimeError when it handles entry ``good`` (0-based), every run.
+
+    The vendor parsers' own errors end a manifest at once (``guarded_entries``); this is a fault of
+    the provider around them, which only the last delivery may turn into the job's failure.
+    """
 
     def install(good: int) -> None:
-        parser = ExplodingParser(p.vendors.get_parser("generated"), good)
-        monkeypatch.setattr(p.vendors, "detect", lambda key, head: parser)
+        real = p.ManifestRun._handle
+
+        def handle(self: p.ManifestRun, outcome: Any) -> None:
+            if self.entries_done == good:
+                raise RuntimeError('provider exploded\n  File "provider.py", line 1, in <module>')
+            real(self, outcome)
+
+        monkeypatch.setattr(p.ManifestRun, "_handle", handle)
 
     return install
+
+
+def test_a_parser_error_ends_the_manifest_at_once_keeping_the_entries_before_it(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    parser = ExplodingParser(p.vendors.get_parser("generated"), 3)
+    monkeypatch.setattr(p.vendors, "detect", lambda key, head: parser)
+    data, summary = generated_manifest(6)
+    body = env.put("generated/parser-bug.txt", data)
+
+    (result,) = deliver(env, body, 1)
+
+    assert result.outcome == "finished"
+    messages = env.messages()
+    assert [e.thing_name for m in messages for e in m.entries] == list(summary.thing_names[:3])
+    final = env.importer(messages)
+    assert final is not None
+    assert final.status == j.JobStatus.FAILED
+    assert final.reason == "The manifest could not be read after entry 3 (an unexpected RuntimeError)."
+    assert "Traceback" not in env.report("generated/parser-bug.txt")["reason"]
 
 
 def deliver(env: Env, body: str, attempt: int, *, message_id: str = "intake-msg") -> list[p.RunResult]:
@@ -830,7 +860,7 @@ def test_earlier_deliveries_raise_and_the_last_one_fails_the_job(
     data, _ = generated_manifest(3)
     body = env.put("generated/boom.txt", data)
     for attempt in range(1, env.config.max_receive_count):
-        with pytest.raises(RuntimeError, match="parser exploded"):
+        with pytest.raises(RuntimeError, match="provider exploded"):
             deliver(env, body, attempt)
         assert env.job("generated/boom.txt").status == j.JobStatus.PARSING
 
@@ -838,7 +868,7 @@ def test_earlier_deliveries_raise_and_the_last_one_fails_the_job(
 
     assert result.outcome == "failed"
     job = env.job("generated/boom.txt")
-    reason = "The manifest could not be processed after 5 attempts: parser exploded."
+    reason = "The manifest could not be processed after 5 attempts: provider exploded."
     assert (job.status, job.reason, job.total) == (j.JobStatus.FAILED, reason, 0)
     report = env.report("generated/boom.txt")
     assert (report["status"], report["reason"], report["total"]) == ("FAILED", reason, 0)
@@ -865,7 +895,7 @@ def test_last_delivery_keeps_the_entries_fanned_out_before_the_failure(
     assert final is not None
     assert final.status == j.JobStatus.FAILED
     report = env.report("generated/half.txt")
-    assert report["reason"] == "The manifest could not be processed after 5 attempts: parser exploded."
+    assert report["reason"] == "The manifest could not be processed after 5 attempts: provider exploded."
     assert (report["total"], report["succeeded"]) == (5, 5)
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import importlib
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -30,23 +29,6 @@ TEMPLATE = Path(__file__).resolve().parents[1] / "template.yaml"
 PROVIDER = "ManifestProviderFunction"
 IMPORTER = "BulkImporterFunction"
 PARAMETERS = {"IotApiTps": json.dumps(LOCAL_IOT_TPS), "CertsPerMessage": "2", "ImportBatchSize": "1"}
-
-
-class ExplodingParser:
-    """Yields the real parser's first ``good`` entries, then raises, on every run."""
-
-    def __init__(self, real: Any, good: int) -> None:
-        self.real, self.good = real, good
-        self.name, self.prefix = real.name, real.prefix
-
-    def sniff(self, head: bytes) -> bool:
-        return bool(self.real.sniff(head))
-
-    def entries(self, source: Any, options: Any) -> Iterator[Any]:
-        for index, entry in enumerate(self.real.entries(source, options)):
-            if index == self.good:
-                raise RuntimeError("parser exploded")
-            yield entry
 
 
 def dlq_depths(stack: LocalStack) -> dict[str, int]:
@@ -82,10 +64,17 @@ def test_a_manifest_the_provider_always_fails_on_ends_failed_on_the_last_deliver
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     with LocalStack(TEMPLATE, parameters=PARAMETERS, stack_name="lastattempt") as stack:
-        stack.handler(PROVIDER)  # import the provider as its cold start does, then break its parser
-        vendors = importlib.import_module("manifest_provider.vendors")
-        parser = ExplodingParser(vendors.get_parser("generated"), good=3)
-        monkeypatch.setattr(vendors, "detect", lambda key, head: parser)
+        stack.handler(PROVIDER)  # import the provider as its cold start does, then break it
+        provider = importlib.import_module("manifest_provider.provider")
+        real = provider.ManifestRun._handle
+
+        def handle(self: Any, outcome: Any) -> None:
+            # A fault of the provider itself (a parser's own error ends the manifest at once).
+            if self.entries_done == 3:
+                raise RuntimeError("provider exploded")
+            real(self, outcome)
+
+        monkeypatch.setattr(provider.ManifestRun, "_handle", handle)
         job_id, names = upload(stack, tmp_path, "generated/exploding.txt", 6, seed=51)
         emulator = EventSourceMappingEmulator(stack)
 
@@ -96,7 +85,7 @@ def test_a_manifest_the_provider_always_fails_on_ends_failed_on_the_last_deliver
         # The bucket's s3:TestEvent, then the manifest's MaxReceiveCount (5) deliveries.
         assert [i.failed_records for i in provider_runs] == [0, 1, 1, 1, 1, 0]
         report = read_report(stack, "generated/exploding.txt")
-        reason = "The manifest could not be processed after 5 attempts: parser exploded."
+        reason = "The manifest could not be processed after 5 attempts: provider exploded."
         assert (report["job_id"], report["status"], report["reason"]) == (job_id, "FAILED", reason)
         assert (report["total"], report["succeeded"], report["failed"]) == (3, 3, 0)
         assert things(stack) == set(names[:3])
