@@ -21,10 +21,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from functools import cached_property
+from typing import TYPE_CHECKING, Any
 
 from asn1crypto import parser as asn1_parser
 from asn1crypto import pem as asn1_pem
-from asn1crypto import x509 as asn1_x509
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
@@ -38,7 +38,9 @@ from cryptography.x509.verification import (
     Store,
     VerificationError,
 )
-from OpenSSL import crypto
+
+if TYPE_CHECKING:
+    from OpenSSL import crypto
 
 __all__ = [
     "CERTIFICATE_LABELS",
@@ -124,6 +126,8 @@ class ParsedCertificate:
     @cached_property
     def openssl(self) -> crypto.X509:
         """Return OpenSSL's reading of the certificate (for chain validation)."""
+        from OpenSSL import crypto  # noqa: PLC0415 - loaded on the tolerant path only (cold start)
+
         return crypto.load_certificate(crypto.FILETYPE_ASN1, self.der)
 
     @classmethod
@@ -187,7 +191,7 @@ def _strict_read(der: bytes, fingerprint: str) -> ParsedCertificate:
     )
 
 
-def _asn1_cn(name: asn1_x509.Name) -> str | None:
+def _asn1_cn(name: Any) -> str | None:
     for rdn in name.chosen:
         for attribute in rdn:
             if attribute["type"].dotted == NameOID.COMMON_NAME.dotted_string:
@@ -196,14 +200,14 @@ def _asn1_cn(name: asn1_x509.Name) -> str | None:
     return None
 
 
-def _asn1_readable(name: asn1_x509.Name) -> str:
+def _asn1_readable(name: Any) -> str:
     try:
         return str(name.human_friendly)
     except (ValueError, TypeError, UnicodeError):
         return "(a name that cannot be decoded)"
 
 
-def _asn1_extensions(tbs: asn1_x509.TbsCertificate) -> tuple[bool, bytes | None]:
+def _asn1_extensions(tbs: Any) -> tuple[bool, bytes | None]:
     """Return (is a CA, subject key identifier) from the extensions; raise ``ValueError`` if unreadable."""
     is_ca = False
     ski: bytes | None = None
@@ -218,6 +222,8 @@ def _asn1_extensions(tbs: asn1_x509.TbsCertificate) -> tuple[bool, bytes | None]
 
 def _openssl_refusal(der: bytes) -> str | None:
     """Return OpenSSL's first reason for refusing to read the certificate, or None when it reads it."""
+    from OpenSSL import crypto  # noqa: PLC0415 - loaded on the tolerant path only (cold start)
+
     try:
         crypto.load_certificate(crypto.FILETYPE_ASN1, der)
     except crypto.Error as error:
@@ -241,6 +247,8 @@ def _tolerant_read(der: bytes, fingerprint: str, strict_problem: str) -> ParsedC
         )
     # OpenSSL read it; asn1crypto supplies the fields. Any failure of its lazy decoding is reported
     # as the part of the certificate that cannot be read.
+    from asn1crypto import x509 as asn1_x509  # noqa: PLC0415 - the tolerant path only (cold start)
+
     certificate = asn1_x509.Certificate.load(der)
     tbs = certificate["tbs_certificate"]
     try:
@@ -755,6 +763,8 @@ def _openssl_chain(
     Trust anchors need not be self-signed (partial chains), and unknown critical extensions are
     tolerated, as AWS IoT tolerates them in device certificates.
     """
+    from OpenSSL import crypto  # noqa: PLC0415 - loaded on the tolerant path only (cold start)
+
     store = crypto.X509Store()
     for ca in trusted_cas:
         store.add_cert(ca.openssl)
