@@ -497,3 +497,20 @@ def test_manifest_broken_part_way_ends_failed_after_imports(
     report = read_report(aws, final.report_key or "")
     assert report["reason"] == "line 3: the file is truncated."
     assert report["succeeded"] == 2
+
+
+def test_a_full_parse_item_stays_far_below_dynamodb_item_size_whatever_the_text() -> None:
+    # Four-byte characters in every locator and reason: the bound is on UTF-8 bytes, not characters.
+    wide = "\U0001f600" * 5000
+    failures = [
+        j.FailureRecord(f"file {i} {wide}", "ab" * 32, f"{wide} reason", "invalid_input") for i in range(200)
+    ]
+    duplicates = [j.FailureRecord(f"file {i} {wide}", "ab" * 32, wide, "duplicate") for i in range(199)]
+    item = {"failures": [f.to_dict() for f in failures], "duplicates": [d.to_dict() for d in duplicates]}
+    size = len(json.dumps(item, ensure_ascii=False).encode("utf-8"))
+    assert size < 400 * 1024 * 0.95
+    first = failures[0].to_dict()
+    assert len(first["locator"].encode()) <= j.MAX_LOCATOR_BYTES
+    assert len(first["reason"].encode()) <= j.MAX_REASON_BYTES
+    assert first["reason"].endswith("…")
+    assert j.shorten("lone \ud800 surrogate") == "lone ? surrogate"

@@ -57,11 +57,11 @@ REPORT_PREFIX = "reports/"
 MAX_RECORDS_PER_ITEM = 200
 """Most failure or duplicate records one ``PARSE#`` item may hold (keeps items far below 400 KB)."""
 
-MAX_REASON_CHARS = 600
-"""Failure reasons longer than this are shortened before they are stored."""
+MAX_REASON_BYTES = 600
+"""Failure reasons longer than this (in UTF-8 bytes) are shortened before they are stored."""
 
-MAX_LOCATOR_CHARS = 200
-"""Locators longer than this are shortened before they are stored or reported."""
+MAX_LOCATOR_BYTES = 200
+"""Locators longer than this (in UTF-8 bytes) are shortened before they are stored or reported."""
 
 MAX_WARNINGS = 50
 """Most warnings (skipped trust files) a job records."""
@@ -120,14 +120,18 @@ def natural_key(text: str) -> tuple[tuple[int, int | str], ...]:
     return tuple((1, int(part)) if part.isdigit() else (0, part) for part in _NATURAL_RE.split(text))
 
 
-def shorten(text: str, limit: int = MAX_REASON_CHARS) -> str:
-    """Return ``text`` cut to ``limit`` characters (ending with an ellipsis when cut).
+def shorten(text: str, limit: int = MAX_REASON_BYTES) -> str:
+    """Return ``text`` cut to at most ``limit`` UTF-8 bytes (ending with an ellipsis when cut).
 
-    Bounds every string an uploader controls before it reaches a DynamoDB item or a report, and
-    replaces what UTF-8 cannot encode (lone surrogates) with ``?``.
+    Bounds every string an uploader controls before it reaches a DynamoDB item (whose size counts
+    bytes) or a report, and replaces what UTF-8 cannot encode (lone surrogates) with ``?``.
     """
-    text = text.encode("utf-8", errors="replace").decode("utf-8")
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    encoded = text.encode("utf-8", errors="replace")
+    if len(encoded) <= limit:
+        return encoded.decode("utf-8")
+    ellipsis = "…"
+    room = limit - len(ellipsis.encode("utf-8"))
+    return encoded[:room].decode("utf-8", errors="ignore") + ellipsis
 
 
 @dataclass(frozen=True)
@@ -142,7 +146,7 @@ class ImportedRecord:
     def to_dict(self) -> dict[str, str]:
         """Return the stored and reported form."""
         data = {
-            "locator": shorten(self.locator, MAX_LOCATOR_CHARS),
+            "locator": shorten(self.locator, MAX_LOCATOR_BYTES),
             "thing_name": self.thing_name,
             "certificate_id": self.certificate_id,
         }
@@ -161,9 +165,9 @@ class FailureRecord:
     error_class: str
 
     def to_dict(self) -> dict[str, str | None]:
-        """Return the stored form (the reason is shortened to ``MAX_REASON_CHARS``)."""
+        """Return the stored form (the reason is shortened to ``MAX_REASON_BYTES``)."""
         return {
-            "locator": shorten(self.locator, MAX_LOCATOR_CHARS),
+            "locator": shorten(self.locator, MAX_LOCATOR_BYTES),
             "certificate_id": self.certificate_id,
             "reason": shorten(self.reason),
             "error_class": self.error_class,

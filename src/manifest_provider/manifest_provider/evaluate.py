@@ -38,7 +38,7 @@ from layer_utils.cert_utils import (
     name_candidates,
     validate_certificate,
 )
-from layer_utils.jobs import DUPLICATE_ERROR_CLASS, MAX_LOCATOR_CHARS, MAX_REASON_CHARS, shorten
+from layer_utils.jobs import DUPLICATE_ERROR_CLASS, MAX_LOCATOR_BYTES, MAX_REASON_BYTES, shorten
 from layer_utils.telemetry import logger
 from manifest_provider.vendors import ManifestEntry
 
@@ -144,7 +144,7 @@ class EntryEvaluator:
         certificate = entry.certificate
         if entry.error is not None or certificate is None:
             return
-        locator = shorten(entry.locator, MAX_LOCATOR_CHARS)
+        locator = shorten(entry.locator, MAX_LOCATOR_BYTES)
         try:
             if not self._validate(entry, certificate).ok:
                 return
@@ -161,7 +161,7 @@ class EntryEvaluator:
 
         Returns ``Accepted`` or ``Rejected`` (never raises for bad input).
         """
-        locator = shorten(entry.locator, MAX_LOCATOR_CHARS)
+        locator = shorten(entry.locator, MAX_LOCATOR_BYTES)
         try:
             return self._evaluate(entry, locator)
         except Exception as error:  # whatever one entry raises stays with that entry
@@ -200,7 +200,7 @@ class EntryEvaluator:
         certificate = entry.certificate
         if entry.error is not None or certificate is None:
             reason = entry.error or f"{locator}: no certificate in manifest entry."
-            return Rejected(locator, None, shorten(reason, MAX_REASON_CHARS), _INVALID_INPUT)
+            return Rejected(locator, None, shorten(reason, MAX_REASON_BYTES), _INVALID_INPUT)
         fingerprint = certificate.fingerprint
         digest = bytes.fromhex(fingerprint)
         first = self.first_valid.get(digest)

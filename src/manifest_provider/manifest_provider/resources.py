@@ -9,7 +9,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from layer_utils.aws_utils import ErrorClass, classify_error, handle_aws_error
 from layer_utils.cert_utils import ParsedCertificate, load_certificates
-from layer_utils.jobs import MAX_LOCATOR_CHARS, shorten
+from layer_utils.jobs import MAX_LOCATOR_BYTES, shorten
 from layer_utils.telemetry import logger
 
 if TYPE_CHECKING:
@@ -91,7 +91,7 @@ def load_trust_certificates(s3: S3Client, bucket: str, prefix: str) -> TrustMate
                     continue
                 if obj.get("Size", 0) > MAX_TRUST_OBJECT_BYTES:
                     warnings.append(
-                        f"Trust file {shorten(key, MAX_LOCATOR_CHARS)} is larger than "
+                        f"Trust file {shorten(key, MAX_LOCATOR_BYTES)} is larger than "
                         f"{MAX_TRUST_OBJECT_BYTES} bytes; it was skipped."
                     )
                     continue
@@ -100,7 +100,7 @@ def load_trust_certificates(s3: S3Client, bucket: str, prefix: str) -> TrustMate
                     certificates.extend(load_certificates(data))
                 except ValueError as error:
                     warnings.append(
-                        f"Trust file {shorten(key, MAX_LOCATOR_CHARS)} was skipped: {str(error).rstrip('.')}."
+                        f"Trust file {shorten(key, MAX_LOCATOR_BYTES)} was skipped: {str(error).rstrip('.')}."
                     )
     except (ClientError, BotoCoreError) as error:
         handle_aws_error(error, "s3:GetObject", {"bucket": bucket, "prefix": prefix})
