@@ -483,6 +483,11 @@ def _pem(der: bytes, label: str = "CERTIFICATE") -> bytes:
     return "\n".join([f"-----BEGIN {label}-----", *lines, f"-----END {label}-----", ""]).encode("ascii")
 
 
+def make_issuer(now: datetime) -> _Issuer:
+    """Return the corpus's test CA, to sign further hand-made certificates in tests."""
+    return _Issuer(now)
+
+
 def build_corpus(now: datetime) -> QuirkCorpus:
     """Build the CA and every quirk, with validity windows around ``now`` unless a quirk sets them."""
     ca = _Issuer(now)

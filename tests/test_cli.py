@@ -544,7 +544,7 @@ def test_redrive_moves_messages_with_attributes(
 # --- sweep, and redrive that leaves every job final -------------------------------------------------------
 
 
-def stuck_jobs(hours: float = 2) -> dict[str, str]:
+def stuck_jobs(hours: float = 9) -> dict[str, str]:
     """Create, on the deployed fixture's table, jobs whose last progress was ``hours`` ago.
 
     ``dlq``: IMPORTING with one of two entries settled, its other import message in the ImportDLQ;

@@ -352,14 +352,14 @@ def run_scenario() -> Scenario:
                 stack, after_invoke=after_invoke, on_progress=capture.sampler(stack)
             )
             stats = emulator.run_until_idle(max_seconds=120)
-            # A job whose parser vanished two hours ago: the scheduled sweep finishes it.
+            # A job whose parser vanished nine hours ago: the scheduled sweep finishes it.
             keys["stuck"] = "generated/dashboard-stuck.txt"
-            two_hours_ago = datetime.now(UTC) - timedelta(hours=2)
+            long_ago = datetime.now(UTC) - timedelta(hours=9)
             old_store = JobStore(
                 stack.physical_id("JobsTable"),
                 dynamodb=stack.client("dynamodb"),
                 s3=stack.client("s3"),
-                clock=lambda: two_hours_ago,
+                clock=lambda: long_ago,
             )
             old_store.create_job(stack.bucket, keys["stuck"], "v1")
             (schedule,) = stack.schedules

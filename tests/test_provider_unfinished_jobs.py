@@ -114,8 +114,8 @@ def test_a_job_stuck_behind_the_import_dlq_is_swept_and_stays_final_after_redriv
         assert stuck is not None
         assert (stuck.status, stuck.total, stuck.settled) == (JobStatus.IMPORTING, 4, 2)
 
-        # The scheduled sweep, an hour and a minute later: the job made no progress since.
-        later = datetime.now(UTC) + timedelta(minutes=61)
+        # The scheduled sweep, StalledJobMinutes and a minute later: the job made no progress since.
+        later = datetime.now(UTC) + SweepConfig(store.table_name).stall_after + timedelta(minutes=1)
         swept_metrics: list[tuple[str, float]] = []
         result = sweep_jobs(
             store,

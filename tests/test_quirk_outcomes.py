@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from layer_utils.cert_utils import load_certificate
+from layer_utils.cert_utils import load_certificate, validate_certificate
 from pipeline import pipeline
-from quirks import Quirk, build_corpus
+from quirks import Quirk, build_corpus, explicit, generalized_time, integer, make_issuer, seq, utc_time
 from thingpress import cli
 from thingpress.check import CheckResult, check_manifest
 
@@ -139,3 +139,41 @@ def test_every_quirk_through_the_pipeline() -> None:
         else:
             assert_rejection(quirk, result.failures[where], where)
     assert len(result.things) == len(accepted)
+
+
+def test_odd_certificates_are_read_or_refused_but_never_raise_anything_else() -> None:
+    issuer = make_issuer(NOW)
+    version_4 = issuer.certificate("version-4", version=explicit(0, integer(3)))
+    year_zero = issuer.certificate(
+        "year-0", validity=seq(generalized_time("00000101000000Z"), generalized_time("99991231235959Z"))
+    )
+    assert load_certificate(version_4).subject_cn == "quirk-version-4"  # OpenSSL reads it
+    with pytest.raises(ValueError, match=r"^Invalid certificate format: its validity dates are out of range"):
+        load_certificate(year_zero)
+    # A readable certificate followed by an unreadable PEM block: the first one is the certificate.
+    good = CORPUS.get("baseline")
+    bundle = pem_block(good.der) + pem_block(b"\x30\x03\x02\x01\x00")
+    assert load_certificate(bundle).der == good.der
+    # The reason of unreadable DER is the DER reader's, not a generic one.
+    with pytest.raises(ValueError, match="OpenSSL cannot read it either"):
+        load_certificate(CORPUS.get("serial_non_minimal").der)
+
+
+def test_an_anchor_openssl_cannot_read_does_not_break_other_chains() -> None:
+    issuer = make_issuer(NOW)
+    unreadable_anchor = load_certificate(
+        issuer.certificate(
+            "anchor-no-seconds", validity=seq(utc_time("2001010000Z"), utc_time("4001010000Z"))
+        )
+    )
+    assert unreadable_anchor.openssl_problem is not None
+    ca = load_certificate(CORPUS.ca_der)
+    tolerant = load_certificate(CORPUS.get("printable_underscore_san_dirname").der)
+    assert tolerant.strict is None
+    assert validate_certificate(tolerant, [unreadable_anchor, ca], at=NOW).ok
+    result = validate_certificate(tolerant, [unreadable_anchor], at=NOW)
+    assert result.codes == ("untrusted_chain",)
+
+
+def pem_block(der: bytes) -> bytes:
+    return b"-----BEGIN CERTIFICATE-----\n" + base64.encodebytes(der) + b"-----END CERTIFICATE-----\n"

@@ -14,6 +14,7 @@ from moto import mock_aws
 from helpers import create_jobs_table, emf_records
 from job_sweeper import sweeper as sw
 from layer_utils import jobs as j
+from layer_utils.aws_utils import AwsOperationError
 
 TABLE = "JobsTable"
 BUCKET = "intake"
@@ -234,8 +235,8 @@ def test_lambda_handler_sweeps_and_emits_the_metric(
 
     monkeypatch.setenv("THINGPRESS_JOBS_TABLE", TABLE)
     monkeypatch.setattr(app, "_runtime", None)
-    # The handler runs on the real clock: one job two hours old, one created just now.
-    for key, age in (("generated/old.txt", timedelta(hours=2)), ("generated/fresh.txt", timedelta())):
+    # The handler runs on the real clock: one job nine hours old, one created just now.
+    for key, age in (("generated/old.txt", timedelta(hours=9)), ("generated/fresh.txt", timedelta())):
         store = j.JobStore(
             TABLE, dynamodb=world.ddb, s3=world.s3, clock=lambda age=age: datetime.now(UTC) - age
         )
@@ -255,3 +256,25 @@ def test_lambda_handler_sweeps_and_emits_the_metric(
         if name in document
     }
     assert metrics == {"JobsSwept": [1.0], "ManifestsFailed": [1.0]}
+
+
+def test_one_job_that_cannot_be_finished_does_not_stop_the_sweep(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = importing_job(world, "generated/poison-job.txt", 2)
+    second = importing_job(world, "generated/next-job.txt", 2)
+    real = world.store.abandon_job
+
+    def abandon(job: j.Job, reason: str) -> j.Job | None:
+        if job.job_id == first.job_id:
+            raise AwsOperationError("dynamodb:UpdateItem", "InternalServerError", "boom")
+        return real(job, reason)
+
+    monkeypatch.setattr(world.store, "abandon_job", abandon)
+    result = world.sweep(timedelta(hours=2))
+    assert result.failed == [first.job_id]
+    assert [swept.job_id for swept in result.swept] == [second.job_id]
+    assert world.job(second.job_id).status == j.JobStatus.FAILED
+    assert world.job(first.job_id).status == j.JobStatus.IMPORTING
+    monkeypatch.setattr(world.store, "abandon_job", real)
+    assert [swept.job_id for swept in world.sweep().swept] == [first.job_id]

@@ -559,3 +559,12 @@ def test_unfinished_jobs_are_failed_by_the_provider_and_swept_on_a_schedule(temp
     alarm = template["Resources"]["JobsSweptAlarm"]["Properties"]
     assert (alarm["MetricName"], alarm["Namespace"]) == ("JobsSwept", {"Ref": "MetricsNamespace"})
     assert alarm["Dimensions"] == [{"Name": "service", "Value": {"Ref": "ServiceName"}}]
+
+
+def test_the_sweep_waits_for_every_retry_of_a_manifest(template: dict[str, Any]) -> None:
+    """With the defaults, a job is only swept once SQS has made every delivery of its intake record."""
+    parameters = template["Parameters"]
+    visibility = template["Resources"]["IntakeQueue"]["Properties"]["VisibilityTimeout"]
+    retries_seconds = int(parameters["MaxReceiveCount"]["Default"]) * int(visibility)
+    assert int(parameters["StalledJobMinutes"]["Default"]) * 60 > retries_seconds
+    assert int(parameters["MaxParseLeaseExpiries"]["Default"]) > int(parameters["MaxReceiveCount"]["Default"])

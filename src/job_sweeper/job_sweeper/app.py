@@ -45,6 +45,9 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         config, store = runtime()
         result = sweep_jobs(store, config, emit=count_in_invocation)
         logger.info("Sweep done", extra={"examined": result.examined, "swept": len(result.swept)})
+        if result.failed:
+            # The invocation fails, so the function's error alarm tells the operator.
+            raise RuntimeError(f"{len(result.failed)} stuck jobs could not be finished: {result.failed[:10]}")
         return result.to_dict()
     finally:
         end_invocation()

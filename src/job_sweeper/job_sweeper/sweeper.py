@@ -22,6 +22,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+from layer_utils.aws_utils import AwsOperationError
 from layer_utils.env import env_positive_int, env_required
 from layer_utils.jobs import Job, JobStatus, JobStore
 from layer_utils.telemetry import JOBS_SWEPT, logger
@@ -35,21 +36,21 @@ class SweepConfig:
     """When the sweep gives up on a job: after ``stall_after`` without progress, or ``max_lease_expiries``."""
 
     jobs_table: str
-    stall_after: timedelta = timedelta(minutes=60)
+    stall_after: timedelta = timedelta(minutes=480)
     max_lease_expiries: int = 10
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> SweepConfig:
         """Read the configuration from the function's environment.
 
-        The variables are ``THINGPRESS_JOBS_TABLE``, ``THINGPRESS_STALLED_JOB_MINUTES`` (default 60)
+        The variables are ``THINGPRESS_JOBS_TABLE``, ``THINGPRESS_STALLED_JOB_MINUTES`` (default 480)
         and ``THINGPRESS_MAX_LEASE_EXPIRIES`` (default 10). Takes the environment (``os.environ``
         when None). Raises ``ValueError`` naming the variable when one is missing or invalid.
         """
         env = os.environ if environ is None else environ
         return cls(
             jobs_table=env_required(env, "THINGPRESS_JOBS_TABLE"),
-            stall_after=timedelta(minutes=env_positive_int(env, "THINGPRESS_STALLED_JOB_MINUTES", 60)),
+            stall_after=timedelta(minutes=env_positive_int(env, "THINGPRESS_STALLED_JOB_MINUTES", 480)),
             max_lease_expiries=env_positive_int(env, "THINGPRESS_MAX_LEASE_EXPIRIES", 10),
         )
 
@@ -71,10 +72,15 @@ class SweepResult:
 
     examined: int = 0
     swept: list[SweptJob] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)  # ids of stuck jobs an AWS error kept unfinished
 
     def to_dict(self) -> dict[str, object]:
         """Return the JSON form (the handler's response and the CLI's output)."""
-        return {"examined": self.examined, "swept": [job.__dict__ for job in self.swept]}
+        return {
+            "examined": self.examined,
+            "swept": [job.__dict__ for job in self.swept],
+            "failed": list(self.failed),
+        }
 
 
 def stuck_because(job: Job, config: SweepConfig, now: datetime) -> str | None:
@@ -131,8 +137,9 @@ def sweep_jobs(
     """Find the stuck jobs of the table and finish them; emit ``JobsSwept`` when any was finished.
 
     Takes the job store, the configuration, the clock and the metric emitter. Returns what was
-    examined and finished. Raises ``AwsOperationError`` for an
-    AWS failure (jobs finished before it stay finished; the next sweep carries on).
+    examined and finished; a stuck job that an AWS error kept from finishing is listed in
+    ``failed`` and the sweep goes on with the others (the next sweep tries it again). Raises
+    ``AwsOperationError`` when the jobs cannot be listed.
     """
     now = clock()
     result = SweepResult()
@@ -141,7 +148,15 @@ def sweep_jobs(
         cause = stuck_because(job, config, now)
         if cause is None:
             continue
-        finished = finish_stuck_job(store, job, cause)
+        try:
+            finished = finish_stuck_job(store, job, cause)
+        except AwsOperationError as error:
+            # One job's failure must not keep every later job unfinished, sweep after sweep.
+            logger.error(
+                "A stuck job could not be finished", extra={"job_id": job.job_id, "error": str(error)}
+            )
+            result.failed.append(job.job_id)
+            continue
         if finished is None:
             logger.info("Stuck job moved before the sweep could finish it", extra={"job_id": job.job_id})
             continue

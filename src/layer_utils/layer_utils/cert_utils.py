@@ -233,29 +233,57 @@ def _openssl_refusal(der: bytes) -> str | None:
     return None
 
 
+def _readable_with_seconds(der: bytes) -> bool:
+    """Return whether OpenSSL reads the certificate once its validity times carry seconds."""
+    from asn1crypto import x509 as asn1_x509  # noqa: PLC0415 - the tolerant path only (cold start)
+
+    try:
+        certificate = asn1_x509.Certificate.load(der)
+        validity = certificate["tbs_certificate"]["validity"]
+        for field in ("not_before", "not_after"):
+            moment = validity[field].native
+            if not isinstance(moment, datetime):
+                return False
+            kind = "utc_time" if 1950 <= moment.year < 2050 else "general_time"
+            validity[field] = asn1_x509.Time(name=kind, value=moment)
+        return _openssl_refusal(certificate.dump()) is None
+    except Exception:  # whatever asn1crypto cannot re-encode is not readable
+        return False
+
+
 def _tolerant_read(der: bytes, fingerprint: str, strict_problem: str) -> ParsedCertificate:
     """Read what the strict parser refused, if OpenSSL reads it; raise ``ValueError`` otherwise.
 
     One exception: OpenSSL 4 refuses a UTCTime without seconds, which real device certificates carry
-    and older OpenSSL releases and AWS IoT read. Such a certificate is read here, and marked so that
-    its chain check, which needs OpenSSL, says it could not be made.
+    and older OpenSSL releases and AWS IoT read. Such a certificate is accepted when OpenSSL reads
+    it with seconds added, and marked so that its chain check, which needs OpenSSL, says it could
+    not be made.
     """
     refusal = _openssl_refusal(der)
-    if refusal is not None and "time" not in refusal:
+    if refusal is not None and ("time" not in refusal or not _readable_with_seconds(der)):
         raise _invalid(
             f"the data is not a readable X.509 certificate (OpenSSL cannot read it either: {refusal})"
         )
-    # OpenSSL read it; asn1crypto supplies the fields. Any failure of its lazy decoding is reported
-    # as the part of the certificate that cannot be read.
+    try:
+        return _asn1_read(der, fingerprint, strict_problem, refusal)
+    except ValueError:
+        raise
+    except Exception:  # OpenSSL read it; a field asn1crypto cannot decode is reported plainly
+        raise _invalid("a field of the certificate cannot be decoded") from None
+
+
+def _asn1_read(der: bytes, fingerprint: str, strict_problem: str, refusal: str | None) -> ParsedCertificate:
+    """Read the fields with asn1crypto (OpenSSL has read the certificate); raise on what it cannot."""
     from asn1crypto import x509 as asn1_x509  # noqa: PLC0415 - the tolerant path only (cold start)
 
-    certificate = asn1_x509.Certificate.load(der)
-    tbs = certificate["tbs_certificate"]
+    tbs = asn1_x509.Certificate.load(der)["tbs_certificate"]
     try:
         not_before = tbs["validity"]["not_before"].native
         not_after = tbs["validity"]["not_after"].native
     except (ValueError, TypeError, KeyError):
         raise _invalid("its validity dates cannot be read") from None
+    if not isinstance(not_before, datetime) or not isinstance(not_after, datetime):
+        raise _invalid("its validity dates are out of range (year 0)")
     try:
         is_ca, ski = _asn1_extensions(tbs)
     except (ValueError, TypeError, KeyError):
@@ -287,7 +315,7 @@ def _strict_problem(der: bytes) -> str:
     """Say, in English, which part of the certificate cryptography's strict parser refuses."""
     try:
         cert = x509.load_der_x509_certificate(der)
-    except ValueError:
+    except Exception:  # ValueError, or InvalidVersion for an unknown version number
         return "the strict DER parser refuses its structure"
     for part, read in (
         ("subject", lambda: cert.subject),
@@ -333,28 +361,38 @@ def _pem_blocks(raw: bytes) -> list[bytes]:
     return ders
 
 
-def _load_all(raw: bytes, *, allow_base64: bool) -> list[ParsedCertificate]:
+def _load_all(raw: bytes, *, allow_base64: bool, first_only: bool) -> list[ParsedCertificate]:
     """Read every certificate in PEM data, or the one in DER data, or either one base64-encoded.
 
     DER is read as given: stripping "whitespace" would corrupt DER whose last bytes happen to be
-    0x09-0x0d or 0x20.
+    0x09-0x0d or 0x20. When DER cannot be read and base64 does not help either, the DER reason is
+    the one given.
     """
     if _PEM_ANY in raw:
-        return [_read_der(der) for der in _pem_blocks(raw)]
+        blocks = _pem_blocks(raw)
+        return [_read_der(der) for der in (blocks[:1] if first_only else blocks)]
+    der_error: ValueError | None = None
     if raw[:1] == _DER_SEQUENCE:
         try:
             return [_read_der(raw)]
-        except ValueError:
+        except ValueError as error:
             if not allow_base64:
                 raise
+            der_error = error
     if allow_base64:
         decoded = _decode_base64(raw)
         if decoded:
-            return _load_all(decoded, allow_base64=False)
+            try:
+                return _load_all(decoded, allow_base64=False, first_only=first_only)
+            except ValueError:
+                if der_error is None:
+                    raise
+    if der_error is not None:
+        raise der_error
     raise _invalid("the data is neither PEM, DER nor base64 of either")
 
 
-def _load_data(data: str | bytes) -> list[ParsedCertificate]:
+def _load_data(data: str | bytes, *, first_only: bool) -> list[ParsedCertificate]:
     if isinstance(data, str):
         raw = data.encode("utf-8", errors="replace")
     elif isinstance(data, bytes | bytearray | memoryview):
@@ -367,9 +405,12 @@ def _load_data(data: str | bytes) -> list[ParsedCertificate]:
     if raw[:1] == _DER_SEQUENCE:
         try:
             return [_read_der(raw)]
-        except ValueError:
-            pass  # not DER after all: base64 text may start with "0"
-    return _load_all(stripped, allow_base64=True)
+        except ValueError as error:
+            try:  # not DER after all? Base64 text may start with "0".
+                return _load_all(stripped, allow_base64=True, first_only=first_only)
+            except ValueError:
+                raise error from None
+    return _load_all(stripped, allow_base64=True, first_only=first_only)
 
 
 def load_certificate(data: str | bytes) -> ParsedCertificate:
@@ -381,7 +422,7 @@ def load_certificate(data: str | bytes) -> ParsedCertificate:
     Raises ``ValueError("Invalid certificate format: <reason>.")`` when neither the strict parser nor
     OpenSSL can read it.
     """
-    return _load_data(data)[0]
+    return _load_data(data, first_only=True)[0]
 
 
 def load_certificates(data: str | bytes) -> list[ParsedCertificate]:
@@ -390,7 +431,7 @@ def load_certificates(data: str | bytes) -> list[ParsedCertificate]:
     Takes the bundle as text or bytes. Returns the certificates in order. Raises
     ``ValueError("Invalid certificate format: <reason>.")`` when a block cannot be read.
     """
-    return _load_data(data)
+    return _load_data(data, first_only=False)
 
 
 CertificateInput = str | bytes | x509.Certificate | ParsedCertificate
@@ -448,7 +489,6 @@ THING_NAME_PATTERN = re.compile(r"^[a-zA-Z0-9:_-]{1,128}$")
 """The thing names AWS IoT accepts (use ``fullmatch``)."""
 
 _THING_NAME_CHARS = re.compile(r"[a-zA-Z0-9:_-]*")
-_HEX = re.compile(r"[0-9a-fA-F]{40,}")
 
 
 def _thing_name_problem(name: str) -> str | None:
@@ -482,6 +522,8 @@ THING_NAME_SOURCES = ("vendor", "cn", "fingerprint")
 
 DEFAULT_NAME_SOURCES = ("vendor", "cn", "fingerprint")
 """The default order in which sources are tried for a thing name."""
+
+_FINGERPRINT_NAME = re.compile(r"cert-[0-9a-fA-F]{64}")
 
 _SOURCE_ORIGINS = {
     "vendor": "the vendor's device identifier",
@@ -539,6 +581,11 @@ def name_candidates(
                 "the vendor gives no device identifier"
                 if source == "vendor"
                 else "the certificate has no readable subject CN"
+            )
+            continue
+        if source != "fingerprint" and _FINGERPRINT_NAME.fullmatch(base):
+            problems.append(
+                f"{_quote(base)} from {_SOURCE_ORIGINS[source]} is reserved for fingerprint names"
             )
             continue
         if source == "cn" and not any(char.isdigit() for char in base):
@@ -767,10 +814,12 @@ def _openssl_chain(
 
     store = crypto.X509Store()
     for ca in trusted_cas:
-        store.add_cert(ca.openssl)
+        if ca.openssl_problem is None:  # an anchor OpenSSL cannot read cannot anchor its chains
+            store.add_cert(ca.openssl)
     store.set_flags(crypto.X509StoreFlags.PARTIAL_CHAIN | crypto.X509StoreFlags.IGNORE_CRITICAL)
     store.set_time(moment.astimezone(UTC).replace(tzinfo=None))
-    context = crypto.X509StoreContext(store, cert.openssl, chain=[item.openssl for item in intermediates])
+    chain = [item.openssl for item in intermediates if item.openssl_problem is None]
+    context = crypto.X509StoreContext(store, cert.openssl, chain=chain)
     try:
         context.verify_certificate()
     except crypto.X509StoreContextError as error:

@@ -20,13 +20,14 @@ decided with every entry in view:
 
 Only valid entries claim certificates and names, so a rejected entry never blocks another. Every
 reason is one English sentence that starts with the entry's locator. Nothing an entry raises escapes
-``survey`` or ``evaluate``: an unexpected error becomes that entry's rejection.
+``survey`` or ``evaluate``: an unexpected error becomes that entry's rejection. Only the first valid
+copy of a certificate claims names; a later copy is a duplicate of it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from layer_utils.aws_utils import ErrorClass
@@ -40,7 +41,7 @@ from layer_utils.cert_utils import (
 )
 from layer_utils.jobs import DUPLICATE_ERROR_CLASS, MAX_LOCATOR_BYTES, MAX_REASON_BYTES, shorten
 from layer_utils.telemetry import logger
-from manifest_provider.vendors import ManifestEntry
+from manifest_provider.vendors import ManifestEntry, ManifestFormatError
 
 _INVALID_INPUT = ErrorClass.INVALID_INPUT.value
 _CONFLICT = ErrorClass.CONFLICT.value
@@ -82,22 +83,18 @@ Evaluation = Accepted | Rejected
 """The outcome of evaluating one entry."""
 
 
-@dataclass
-class _Claim:
-    """Who claims one thing name: the first claimer per certificate, and how (source)."""
+_Claimers = list[tuple[bytes, str]]
+"""Up to two certificates (digest, locator) claiming one name: two are enough to know it is shared."""
 
-    by_certificate: dict[bytes, tuple[str, str]] = field(default_factory=dict)
 
-    def add(self, digest: bytes, locator: str, source: str) -> None:
-        # Two certificates are enough to know a name is shared; more would only cost memory.
-        if digest not in self.by_certificate and len(self.by_certificate) < 2:
-            self.by_certificate[digest] = (locator, source)
+def _add_claim(claims: dict[str, _Claimers], name: str, digest: bytes, locator: str) -> None:
+    claimers = claims.setdefault(name, [])
+    if len(claimers) < 2 and all(other != digest for other, _ in claimers):
+        claimers.append((digest, locator))
 
-    def other(self, digest: bytes, *, vendor_only: bool) -> str | None:
-        for other, (locator, source) in self.by_certificate.items():
-            if other != digest and (source == "vendor" or not vendor_only):
-                return locator
-        return None
+
+def _other_claimer(claims: dict[str, _Claimers], name: str, digest: bytes) -> str | None:
+    return next((locator for other, locator in claims.get(name, ()) if other != digest), None)
 
 
 class EntryEvaluator:
@@ -126,18 +123,22 @@ class EntryEvaluator:
         self.at = at if at is not None else datetime.now(UTC)
         # Keyed by the 32-byte digest, not its hex form: a manifest may hold hundreds of thousands.
         self.first_valid: dict[bytes, tuple[int, str]] = {}
-        self.claims: dict[str, _Claim] = {}
+        # Names claimed through a vendor identifier, and through any source but the fingerprint
+        # (fingerprint names are unique by construction and are not stored).
+        self.vendor_claims: dict[str, _Claimers] = {}
+        self.any_claims: dict[str, _Claimers] = {}
 
     def survey(self, entries: Iterable[ManifestEntry]) -> None:
         """Read every entry once: which certificates are valid, first where, and the names they claim.
 
-        Takes the manifest's entries in order. Stops quietly where the iteration raises (the
-        evaluation pass meets the same problem and reports it).
+        Takes the manifest's entries in order. Stops where the manifest breaks off with a
+        ``ManifestFormatError`` (the evaluation pass meets the same error and reports it); anything
+        else is raised, since an incomplete survey would hide duplicates and conflicts.
         """
         try:
             for entry in entries:
                 self._survey_entry(entry)
-        except Exception:  # the evaluation pass reports what ends the manifest
+        except ManifestFormatError:
             logger.info("Survey stopped where the manifest breaks off")
 
     def _survey_entry(self, entry: ManifestEntry) -> None:
@@ -152,9 +153,15 @@ class EntryEvaluator:
         except Exception:  # the evaluation pass turns it into this entry's rejection
             return
         digest = bytes.fromhex(certificate.fingerprint)
-        self.first_valid.setdefault(digest, (entry.ordinal, locator))
+        if digest in self.first_valid:
+            return  # a later copy is a duplicate: it claims no name
+        self.first_valid[digest] = (entry.ordinal, locator)
         for candidate in candidates:
-            self.claims.setdefault(candidate.name, _Claim()).add(digest, locator, candidate.source)
+            if candidate.source == "fingerprint":
+                continue
+            if candidate.source == "vendor":
+                _add_claim(self.vendor_claims, candidate.name, digest, locator)
+            _add_claim(self.any_claims, candidate.name, digest, locator)
 
     def evaluate(self, entry: ManifestEntry) -> Evaluation:
         """Decide one entry's fate (after ``survey``).
@@ -208,7 +215,7 @@ class EntryEvaluator:
             return Rejected(
                 locator, fingerprint, f"{locator}: duplicate of {first[1]}.", DUPLICATE_ERROR_CLASS
             )
-        if first is None:  # the survey found this entry valid already, or never saw it
+        if first is None:  # else the survey found this very entry valid already
             result = self._validate(entry, certificate)
             if not result.ok:
                 reasons = " ".join(result.reasons)
@@ -216,9 +223,8 @@ class EntryEvaluator:
         candidates, problems = self._candidates(entry, certificate)
         shared = False
         for candidate in candidates:
-            claim = self.claims.get(candidate.name)
             if candidate.source == "vendor":
-                other = claim.other(digest, vendor_only=True) if claim is not None else None
+                other = _other_claimer(self.vendor_claims, candidate.name, digest)
                 if other is not None:
                     return Rejected(
                         locator,
@@ -228,7 +234,7 @@ class EntryEvaluator:
                         _CONFLICT,
                     )
             elif candidate.source == "cn":
-                other = claim.other(digest, vendor_only=False) if claim is not None else None
+                other = _other_claimer(self.any_claims, candidate.name, digest)
                 if other is not None:
                     problems.append(
                         f"the subject CN {candidate.name} is shared with {other}, so it names neither"
