@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import textwrap
 from collections.abc import Iterator, Mapping
@@ -10,6 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import py7zr
 from moto import mock_aws
 from moto.core.config import default_user_config
 
@@ -120,3 +122,12 @@ def write_sam_project(
         (root / relative).parent.mkdir(parents=True, exist_ok=True)
         (root / relative).write_text(text)
     return root
+
+
+def seven_zip(files: list[tuple[str, bytes]]) -> bytes:
+    """Return a 7z archive (in memory) holding ``files``: (member name, bytes), in order."""
+    buffer = io.BytesIO()
+    with py7zr.SevenZipFile(buffer, "w") as archive:
+        for name, data in files:
+            archive.writestr(data, name)
+    return buffer.getvalue()

@@ -222,8 +222,8 @@ def test_importer_batch(stack: Any, store: JobStore) -> None:
 
 
 def test_sweeper_schedule(stack: Any, store: JobStore) -> None:
-    # The handler runs on the real clock: a job whose parser vanished two hours ago, and a fresh one.
-    ages = {"generated/vanished.txt": timedelta(hours=2), "generated/just-now.txt": timedelta()}
+    # The handler runs on the real clock: a job whose parser vanished nine hours ago, and a fresh one.
+    ages = {"generated/vanished.txt": timedelta(hours=9), "generated/just-now.txt": timedelta()}
     for key, age in ages.items():
         JobStore(
             store.table_name,

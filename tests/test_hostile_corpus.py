@@ -537,7 +537,7 @@ def build_corpus(material: Material) -> list[Case]:
         ),
         WITH_ERRORS,
         good=("RN1", "RN3", "RN5"),
-        bad={f"file #2 …{long_name[-191:]}": ("the member name is longer than 255 bytes",)},
+        bad={f"file #2 …{long_name[-189:]}": ("the member name is longer than 255 bytes",)},
         duplicates={
             "file f2/RN3_E0E0.pem": ("duplicate of file f1/RN3_E0E0.pem",),
             "file #6 RN5_E0E0.pem": ("duplicate of file RN5_E0E0.pem",),

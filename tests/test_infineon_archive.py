@@ -9,27 +9,20 @@ from typing import Any
 import py7zr
 import pytest
 
+from helpers import seven_zip
+from layer_utils.jobs import MAX_LOCATOR_BYTES
 from layer_utils.limits import Limits
 from manifest_provider.evaluate import Accepted, EntryEvaluator, Rejected
 from manifest_provider.vendors import base as base_module
 from manifest_provider.vendors import get_parser
 from manifest_provider.vendors import infineon as infineon_module
 from manifest_provider.vendors.base import ManifestEntry, ManifestFormatError, ParseOptions
-from manifest_provider.vendors.infineon import MAX_LOCATOR_CHARS
 from thingpress.certfactory import Issued, make_ca, make_device_certs
 
 
 @pytest.fixture(scope="module")
 def certs() -> list[Issued]:
     return list(make_device_certs(200, make_ca("Infineon Archive Test CA"), cn_format="Infineon IoT Node"))
-
-
-def seven_zip(files: list[tuple[str, bytes]]) -> bytes:
-    buffer = io.BytesIO()
-    with py7zr.SevenZipFile(buffer, "w") as archive:
-        for name, data in files:
-            archive.writestr(data, name)
-    return buffer.getvalue()
 
 
 def manifest(*bundles: tuple[str, list[tuple[str, bytes]]]) -> bytes:
@@ -130,13 +123,15 @@ def test_an_over_long_member_name_fails_only_that_member(certs: list[Issued]) ->
     ]
     entries = parse(one_bundle(files))
     assert [e.vendor_thing_name for e in entries if e.error is None] == ["A", "B"]
-    long_locator = "file #2 …" + long_name[-(MAX_LOCATOR_CHARS - 9) :]
+    long_locator = "file #2 …" + long_name[-(MAX_LOCATOR_BYTES - 11) :]
+    # 11 bytes of "file #3 …", then the end of the name, cut in whole characters.
+    wide_tail = wide_name.encode()[-(MAX_LOCATOR_BYTES - 11) :].decode(errors="ignore")
     assert [e.error for e in entries if e.error is not None] == [
         f"{long_locator}: the member name is longer than 255 bytes.",
-        f"file {wide_name}: the member name is longer than 255 bytes.",
-        f"file #4 …{deep_name[-(MAX_LOCATOR_CHARS - 9) :]}: the member path is longer than 1024 bytes.",
+        f"file #3 …{wide_tail}: the member name is longer than 255 bytes.",
+        f"file #4 …{deep_name[-(MAX_LOCATOR_BYTES - 11) :]}: the member path is longer than 1024 bytes.",
     ]
-    assert len(long_locator) == MAX_LOCATOR_CHARS
+    assert len(long_locator.encode()) == MAX_LOCATOR_BYTES
     shortest = parse(one_bundle([("A_E0E0.pem", pem(certs[0])), ("L" * 246 + "_E0E0.pem", pem(certs[1]))]))
     assert [e.error for e in shortest] == [None, None]
 
@@ -145,9 +140,9 @@ def test_two_hundred_long_names_give_bounded_distinct_locators(certs: list[Issue
     names = [f"{'n' * 230}{index:04d}_E0E0.pem" for index in range(200)]
     entries = parse(one_bundle([(name, pem(issued)) for name, issued in zip(names, certs, strict=True)]))
     assert [e.error for e in entries] == [None] * 200
-    assert all(len(e.locator) <= MAX_LOCATOR_CHARS for e in entries)
+    assert all(len(e.locator.encode()) <= MAX_LOCATOR_BYTES for e in entries)
     assert len({e.locator for e in entries}) == 200
-    assert entries[16].locator == f"file #17 …{names[16][-(MAX_LOCATOR_CHARS - 10) :]}"
+    assert entries[16].locator == f"file #17 …{names[16][-(MAX_LOCATOR_BYTES - 12) :]}"
     assert [e.vendor_thing_name for e in entries] == [name.removesuffix("_E0E0.pem") for name in names]
 
 

@@ -14,12 +14,12 @@ import io
 import json
 from datetime import UTC, datetime
 
-import py7zr
 import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
+from helpers import seven_zip
 from layer_utils.cert_utils import load_certificate
 from pipeline import Result, pipeline
 from quirks import build_corpus, leaf_key
@@ -174,14 +174,6 @@ def test_microchip_manifest_with_poison_entries_and_a_bad_verifier_file() -> Non
     assert warning.startswith(
         "Trust file verifiers/microchip/notes.crt was skipped: Invalid certificate format"
     )
-
-
-def seven_zip(files: list[tuple[str, bytes]]) -> bytes:
-    buffer = io.BytesIO()
-    with py7zr.SevenZipFile(buffer, "w") as archive:
-        for name, data in files:
-            archive.writestr(data, name)
-    return buffer.getvalue()
 
 
 def test_infineon_archive_with_poison_members() -> None:

@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
+from helpers import seven_zip
 from layer_utils.cert_utils import ParsedCertificate, get_cn, load_certificate
 from layer_utils.limits import Limits
 from manifest_provider.vendors import PARSERS, detect, get_parser
@@ -425,19 +426,11 @@ def test_microchip_empty_array() -> None:
 # Infineon: hostile archives -------------------------------------------------------------------------
 
 
-def _seven_zip(files: list[tuple[str, bytes]]) -> bytes:
-    buffer = io.BytesIO()
-    with py7zr.SevenZipFile(buffer, "w") as archive:
-        for name, data in files:
-            archive.writestr(data, name)
-    return buffer.getvalue()
-
-
 def _infineon(
     inner_files: list[tuple[str, bytes]], bundle: str = "E0E0", extra: list[tuple[str, bytes]] | None = None
 ) -> bytes:
-    inner = _seven_zip(inner_files)
-    return _seven_zip([(f"REEL_guid_{bundle}_Certs.7z", inner), *(extra or [])])
+    inner = seven_zip(inner_files)
+    return seven_zip([(f"REEL_guid_{bundle}_Certs.7z", inner), *(extra or [])])
 
 
 def test_infineon_inner_bomb_is_refused_before_extraction(devices: list[Issued]) -> None:
@@ -456,7 +449,7 @@ def test_infineon_outer_bomb_is_refused(devices: list[Issued]) -> None:
 
 
 def test_infineon_too_deep(devices: list[Issued]) -> None:
-    nested = _seven_zip([("x.pem", devices[0].pem().encode())])
+    nested = seven_zip([("x.pem", devices[0].pem().encode())])
     data = _infineon([("A_E0E0.pem", devices[0].pem().encode()), ("deeper.7z", nested)])
     with pytest.raises(
         ManifestFormatError, match=r"nests archives 3 levels deep at deeper\.7z; the limit is 2"

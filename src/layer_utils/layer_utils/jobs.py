@@ -401,44 +401,44 @@ class JobStore:
 
         Raises ``AwsOperationError`` for a DynamoDB failure.
         """
-        jobs: list[Job] = []
-        paginator = self._ddb.get_paginator("scan")
-        try:
-            for page in paginator.paginate(
-                TableName=self.table_name,
-                FilterExpression="sk = :job",
-                ExpressionAttributeValues={":job": {"S": JOB_SK}},
-            ):
-                jobs.extend(Job.from_item(self._deser(item)) for item in page.get("Items", []))
-        except (ClientError, BotoCoreError) as error:
-            handle_aws_error(error, "dynamodb:Scan")
+        jobs = self._scan_jobs("sk = :job", {":job": JOB_SK})
         return sorted(jobs, key=lambda job: (job.created_at or "", job.job_id), reverse=True)
 
     def list_unfinished_jobs(self) -> list[Job]:
-        """Return every job that is not final (a paginated Scan filtered on the job items' status).
+        """Return every job that is not final, oldest first (a Scan filtered on the job's status).
 
         Raises ``AwsOperationError`` for a DynamoDB failure.
         """
+        jobs = self._scan_jobs(
+            "sk = :job AND NOT (#status IN (:completed, :with_errors, :failed))",
+            {
+                ":job": JOB_SK,
+                ":completed": str(JobStatus.COMPLETED),
+                ":with_errors": str(JobStatus.COMPLETED_WITH_ERRORS),
+                ":failed": str(JobStatus.FAILED),
+            },
+            names={"#status": "status"},
+        )
+        return sorted(jobs, key=lambda job: (job.created_at or "", job.job_id))
+
+    def _scan_jobs(
+        self, condition: str, values: Mapping[str, Any], names: Mapping[str, str] | None = None
+    ) -> list[Job]:
+        """Return the job items a paginated Scan with this filter finds."""
+        request: dict[str, Any] = {
+            "TableName": self.table_name,
+            "FilterExpression": condition,
+            "ExpressionAttributeValues": self._ser(values),
+        }
+        if names:
+            request["ExpressionAttributeNames"] = dict(names)
         jobs: list[Job] = []
-        paginator = self._ddb.get_paginator("scan")
         try:
-            for page in paginator.paginate(
-                TableName=self.table_name,
-                FilterExpression="sk = :job AND NOT (#status IN (:completed, :with_errors, :failed))",
-                ExpressionAttributeNames={"#status": "status"},
-                ExpressionAttributeValues=self._ser(
-                    {
-                        ":job": JOB_SK,
-                        ":completed": str(JobStatus.COMPLETED),
-                        ":with_errors": str(JobStatus.COMPLETED_WITH_ERRORS),
-                        ":failed": str(JobStatus.FAILED),
-                    }
-                ),
-            ):
+            for page in self._ddb.get_paginator("scan").paginate(**request):
                 jobs.extend(Job.from_item(self._deser(item)) for item in page.get("Items", []))
         except (ClientError, BotoCoreError) as error:
             handle_aws_error(error, "dynamodb:Scan")
-        return sorted(jobs, key=lambda job: (job.created_at or "", job.job_id))
+        return jobs
 
     def iter_outcome_items(self, job_id: str) -> Iterator[dict[str, Any]]:
         """Yield every chunk and parse outcome item of a job (a paginated, consistent Query).

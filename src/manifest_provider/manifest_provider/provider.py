@@ -326,18 +326,10 @@ def fail_after_attempts(
         if job.status in (JobStatus.IMPORTING, JobStatus.REPORTING):
             services.jobs.try_complete(job.job_id)
             return RunResult(job.job_id, "duplicate")
-        claimed = services.jobs.claim_parse(job.job_id, owner, _lease_until(services, config, remaining_ms))
-        if claimed is None:
+        run = _claim(job.job_id, version_id, etag, services, config, owner=owner, remaining_ms=remaining_ms)
+        if run is None:
             return RunResult(job.job_id, "busy")
-        return ManifestRun(
-            claimed,
-            version_id=version_id,
-            etag=etag,
-            services=services,
-            config=config,
-            owner=owner,
-            remaining_ms=remaining_ms,
-        ).fail(reason)
+        return run.fail(reason)
     except Exception as second:
         if second is not error:
             logger.exception("The job could not be failed; the record goes to the dead-letter queue")
@@ -429,10 +421,37 @@ def _claim_and_run(
     final_attempt: int | None,
 ) -> RunResult:
     """Take the parsing lease and parse; ``busy`` (logging ``busy_message``) when it cannot be taken."""
-    claimed = services.jobs.claim_parse(job_id, owner, _lease_until(services, config, remaining_ms))
-    if claimed is None:
+    run = _claim(
+        job_id,
+        version_id,
+        etag,
+        services,
+        config,
+        owner=owner,
+        remaining_ms=remaining_ms,
+        final_attempt=final_attempt,
+    )
+    if run is None:
         logger.info(busy_message, extra={"job_id": job_id})
         return RunResult(job_id, "busy")
+    return run.run()
+
+
+def _claim(
+    job_id: str,
+    version_id: str | None,
+    etag: str | None,
+    services: Services,
+    config: ProviderConfig,
+    *,
+    owner: str,
+    remaining_ms: Callable[[], int],
+    final_attempt: int | None = None,
+) -> ManifestRun | None:
+    """Take the parsing lease; return the run on the claimed job, or None when another holds it."""
+    claimed = services.jobs.claim_parse(job_id, owner, _lease_until(services, config, remaining_ms))
+    if claimed is None:
+        return None
     return ManifestRun(
         claimed,
         version_id=version_id,
@@ -442,7 +461,7 @@ def _claim_and_run(
         owner=owner,
         remaining_ms=remaining_ms,
         final_attempt=final_attempt,
-    ).run()
+    )
 
 
 @dataclass

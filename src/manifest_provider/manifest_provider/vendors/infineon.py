@@ -9,10 +9,10 @@ V1 chips all share the subject CN ``Infineon IoT Node``); a file name of another
 Locators quote the member's path inside its certificate archive, ``file 0A1B_E0E0.pem`` or
 ``file batch-2/0A1B_E0E0.pem``, prefixed with the certificate archive's name when the upload holds
 several for the bundle. A path that repeats an earlier entry's, starts with ``#`` or would make the
-locator longer than :data:`MAX_LOCATOR_CHARS` follows the entry's 1-based number among the bundle's
-certificate files, shortened to its end if need be: ``file #2 0A1B_E0E0.pem``,
-``file #17 …<end of the path>``. Numbered locators never repeat and never equal a plain one, and a
-plain one is only given once, so no two entries share a locator.
+locator longer than :data:`~layer_utils.jobs.MAX_LOCATOR_BYTES` (UTF-8 bytes) follows the entry's
+1-based number among the bundle's certificate files, shortened to its end if need be:
+``file #2 0A1B_E0E0.pem``, ``file #17 …<end of the path>``. Numbered locators never repeat and
+never equal a plain one, and a plain one is only given once, so no two entries share a locator.
 
 Archives are hostile input. Before anything is decompressed, the parser checks the metadata of each
 level against :class:`~layer_utils.limits.Limits`: member count and declared uncompressed size (both
@@ -50,6 +50,7 @@ import py7zr
 from py7zr.io import MemIO, Py7zIO, WriterFactory
 
 from layer_utils.cert_utils import contains_private_key
+from layer_utils.jobs import MAX_LOCATOR_BYTES
 from layer_utils.limits import Limits
 from manifest_provider.vendors.base import (
     ManifestEntry,
@@ -75,7 +76,6 @@ name limit of common file systems, so any tool that unpacks the archive can extr
 MAX_MEMBER_PATH_BYTES = 1024
 """The longest certificate member path, in UTF-8 bytes."""
 
-MAX_LOCATOR_CHARS = 200
 """The longest locator; longer member paths are quoted by their end."""
 
 _VENDOR = "Infineon"
@@ -333,13 +333,20 @@ def _locator(path: str, number: int, seen: set[bytes]) -> str:
     text = _printable(path)
     plain = f"file {text}"
     digest = hashlib.blake2b(plain.encode("utf-8"), digest_size=16).digest()
-    if len(plain) <= MAX_LOCATOR_CHARS and not text.startswith("#") and digest not in seen:
+    if _size(plain) <= MAX_LOCATOR_BYTES and not text.startswith("#") and digest not in seen:
         seen.add(digest)
         return plain
     numbered = f"file #{number} "
-    if len(numbered) + len(text) <= MAX_LOCATOR_CHARS:
+    if _size(numbered + text) <= MAX_LOCATOR_BYTES:
         return numbered + text
-    return numbered + "…" + text[-(MAX_LOCATOR_CHARS - len(numbered) - 1) :]
+    # Keep the tail (the file name) within the bound, in whole characters.
+    room = MAX_LOCATOR_BYTES - _size(numbered + "…")
+    tail = text.encode("utf-8")[-room:].decode("utf-8", errors="ignore")
+    return numbered + "…" + tail
+
+
+def _size(text: str) -> int:
+    return len(text.encode("utf-8"))
 
 
 def _member_problem(member: _Member, limits: Limits) -> str | None:
