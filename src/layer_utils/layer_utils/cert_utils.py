@@ -87,27 +87,57 @@ class ParsedCertificate:
 
     ``der`` is the certificate's exact DER (trailing padding removed), ``fingerprint`` its SHA-256 in
     lowercase hex (the AWS IoT certificate id), ``subject_cn`` the subject CN (None when there is none
-    or it cannot be decoded), ``subject`` and ``issuer`` readable names for messages,
-    ``subject_key_id`` the Subject Key Identifier, ``public_key`` the key (None with ``key_error``
-    saying why it cannot be used), ``strict`` cryptography's object when its strict parser reads every
-    part (None otherwise) and ``strict_problem`` what that parser refused.
+    or it cannot be decoded), ``subject_key_id`` the Subject Key Identifier, ``strict``
+    cryptography's object when its strict parser reads every part (None otherwise),
+    ``strict_problem`` what that parser refused and ``openssl_problem`` what OpenSSL refused (only a
+    time encoding is tolerated; such a certificate's chain cannot be checked). ``tolerant_names``
+    and ``tolerant_spki`` carry the readable subject and issuer and the key of a certificate read on
+    the tolerant path. The readable ``subject`` and ``issuer``, the ``public_key`` and its
+    ``key_error`` are worked out when first asked for: most entries never need them twice.
     Two instances are equal when their DER is.
     """
 
     der: bytes
     fingerprint: str
     subject_cn: str | None
-    subject: str
-    issuer: str
     not_before: datetime
     not_after: datetime
     is_ca: bool
     subject_key_id: bytes | None
-    public_key: PublicKeyTypes | None
-    key_error: str | None
     strict: x509.Certificate | None
     strict_problem: str | None = None
     openssl_problem: str | None = None
+    tolerant_names: tuple[str, str] = ("", "")
+    tolerant_spki: bytes = b""
+
+    @cached_property
+    def subject(self) -> str:
+        """Return the subject as readable text, for messages."""
+        return self.strict.subject.rfc4514_string() if self.strict is not None else self.tolerant_names[0]
+
+    @cached_property
+    def issuer(self) -> str:
+        """Return the issuer as readable text, for messages."""
+        return self.strict.issuer.rfc4514_string() if self.strict is not None else self.tolerant_names[1]
+
+    @cached_property
+    def _key_and_error(self) -> tuple[PublicKeyTypes | None, str | None]:
+        if self.strict is None:
+            return _key(self.tolerant_spki)
+        try:
+            return self.strict.public_key(), None
+        except UnsupportedAlgorithm:
+            return None, "its public key uses an algorithm or curve that is not supported"
+
+    @property
+    def public_key(self) -> PublicKeyTypes | None:
+        """Return the public key, or None when it cannot be used (see ``key_error``)."""
+        return self._key_and_error[0]
+
+    @property
+    def key_error(self) -> str | None:
+        """Return why the public key cannot be used, or None."""
+        return self._key_and_error[1]
 
     def __eq__(self, other: object) -> bool:
         """Return whether ``other`` is a parsed certificate with the same DER."""
@@ -160,6 +190,7 @@ def _strict_read(der: bytes, fingerprint: str) -> ParsedCertificate:
     """Read with cryptography's strict parser; raises whatever it raises on anything it refuses."""
     cert = x509.load_der_x509_certificate(der)
     extensions = cert.extensions
+    cert.issuer  # noqa: B018 - parsed now, so that a malformed issuer takes the tolerant path
     cn_attributes = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
     cn_value = cn_attributes[0].value if cn_attributes else None
     try:
@@ -170,23 +201,14 @@ def _strict_read(der: bytes, fingerprint: str) -> ParsedCertificate:
         ski: bytes | None = extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest
     except x509.ExtensionNotFound:
         ski = None
-    try:
-        key: PublicKeyTypes | None = cert.public_key()
-        key_error = None
-    except UnsupportedAlgorithm:
-        key, key_error = None, "its public key uses an algorithm or curve that is not supported"
     return ParsedCertificate(
         der=der,
         fingerprint=fingerprint,
         subject_cn=cn_value if isinstance(cn_value, str) else None,
-        subject=cert.subject.rfc4514_string(),
-        issuer=cert.issuer.rfc4514_string(),
         not_before=cert.not_valid_before_utc,
         not_after=cert.not_valid_after_utc,
         is_ca=is_ca,
         subject_key_id=ski,
-        public_key=key,
-        key_error=key_error,
         strict=cert,
     )
 
@@ -292,22 +314,19 @@ def _asn1_read(der: bytes, fingerprint: str, strict_problem: str, refusal: str |
         cn = _asn1_cn(tbs["subject"])
     except (ValueError, TypeError, KeyError, UnicodeError):
         cn = None
-    key, key_error = _key(tbs["subject_public_key_info"].dump())
     return ParsedCertificate(
         der=der,
         fingerprint=fingerprint,
         subject_cn=cn,
-        subject=_asn1_readable(tbs["subject"]),
-        issuer=_asn1_readable(tbs["issuer"]),
         not_before=not_before.astimezone(UTC),
         not_after=not_after.astimezone(UTC),
         is_ca=is_ca,
         subject_key_id=ski,
-        public_key=key,
-        key_error=key_error,
         strict=None,
         strict_problem=strict_problem,
         openssl_problem=refusal,
+        tolerant_names=(_asn1_readable(tbs["subject"]), _asn1_readable(tbs["issuer"])),
+        tolerant_spki=tbs["subject_public_key_info"].dump(),
     )
 
 
