@@ -26,11 +26,9 @@ from layer_utils.cert_utils import (
     NameCandidate,
     ParsedCertificate,
     ValidationResult,
+    as_parsed,
     certificate_arn,
     contains_private_key,
-    format_certificate,
-    get_certificate_fingerprint,
-    get_cn,
     is_valid_thing_name,
     load_certificate,
     load_certificates,
@@ -97,9 +95,9 @@ def test_espressif_csv_certificates_parse_and_fingerprint(shared_manifests: Path
     assert len(rows) == 7
     for row in rows:
         cert = load_certificate(row["cert"])
-        assert get_cn(cert) == row["cn"]
-        assert get_certificate_fingerprint(cert) == sha256_der(cert)
-        assert get_certificate_fingerprint(row["cert"]) == sha256_der(cert)
+        assert as_parsed(cert).subject_cn == row["cn"]
+        assert as_parsed(cert).fingerprint == sha256_der(cert)
+        assert as_parsed(row["cert"]).fingerprint == sha256_der(cert)
         assert validate_certificate(cert, at=NOW).ok
         assert is_valid_thing_name(row["MAC"])
         assert first_name("vendor", cert, row["MAC"]) == row["MAC"]
@@ -110,8 +108,8 @@ def test_espressif_single_pem(shared_manifests: Path) -> None:
     data = (shared_manifests / "espressif" / "single.pem").read_bytes()
     cert = load_certificate(data)
     assert load_certificates(data) == [cert]
-    assert get_certificate_fingerprint(data) == sha256_der(cert)
-    assert load_certificate(format_certificate(data)) == cert
+    assert as_parsed(data).fingerprint == sha256_der(cert)
+    assert load_certificate(as_parsed(data).pem()) == cert
 
 
 @pytest.fixture(scope="module")
@@ -134,10 +132,10 @@ def test_infineon_e0e0_bundle(infineon_e0e0: list[Path]) -> None:
         data = path.read_bytes()
         assert b"\r\n" in data  # the vendor ships CRLF PEM
         cert = load_certificate(data)
-        fingerprint = get_certificate_fingerprint(cert)
+        fingerprint = as_parsed(cert).fingerprint
         assert fingerprint == sha256_der(cert)
         fingerprints.add(fingerprint)
-        cn = get_cn(cert)
+        cn = as_parsed(cert).subject_cn
         assert cn is not None
         assert len(cn) == 64
         assert first_name("cn", cert) == cn
@@ -160,10 +158,10 @@ def test_generated_base64_of_pem_lines(shared_manifests: Path) -> None:
     assert len(lines) == 100
     for index, line in enumerate(lines):
         cert = load_certificate(line)
-        assert get_cn(cert) == f"Device-{index}"
-        assert get_certificate_fingerprint(line) == sha256_der(cert)
+        assert as_parsed(cert).subject_cn == f"Device-{index}"
+        assert as_parsed(line).fingerprint == sha256_der(cert)
         pem = base64.b64decode(line)
-        assert format_certificate(line) == format_certificate(pem)
+        assert as_parsed(line).pem() == as_parsed(pem).pem()
     # Its intermediate CA is not in the manifest; the sample certificates expired in September 2025.
     first = load_certificate(lines[0])
     assert validate_certificate(first, at=datetime(2026, 1, 1, tzinfo=UTC)).codes == ("expired",)
@@ -173,7 +171,7 @@ def test_generated_base64_of_pem_lines(shared_manifests: Path) -> None:
 def test_microchip_signer_certificates_load(shared_manifests: Path) -> None:
     paths = sorted((shared_manifests / "microchip" / "verifiers").glob("*.crt"))
     assert len(paths) == 5
-    names = {get_cn(load_certificate(path.read_bytes())) for path in paths}
+    names = {as_parsed(load_certificate(path.read_bytes())).subject_cn for path in paths}
     assert "Manifest Signer 005" in names
 
 
@@ -225,7 +223,7 @@ def test_der_ending_in_whitespace_bytes_is_not_stripped(intermediate: Issued) ->
     ],
 )
 def test_garbage_is_a_clear_value_error(garbage: str | bytes) -> None:
-    for function in (load_certificate, load_certificates, format_certificate, get_certificate_fingerprint):
+    for function in (load_certificate, load_certificates, as_parsed):
         with pytest.raises(ValueError, match=r"^Invalid certificate format: .+\.$"):
             function(garbage)
 
@@ -246,8 +244,8 @@ def test_load_certificates_bundle(root: Issued, intermediate: Issued, device: Is
     assert load_certificate(bundle) == parsed(device)
 
 
-def test_format_certificate_is_canonical_pem(device: Issued) -> None:
-    canonical = format_certificate(device.der())
+def test_pem_is_canonical(device: Issued) -> None:
+    canonical = as_parsed(device.der()).pem()
     lines = canonical.split("\n")
     assert lines[0] == "-----BEGIN CERTIFICATE-----"
     assert lines[-2] == "-----END CERTIFICATE-----"
@@ -262,16 +260,16 @@ def test_format_certificate_is_canonical_pem(device: Issued) -> None:
         device.pem().replace("\n", "\r\n"),
         base64.b64encode(device.pem().encode()),
     ):
-        assert format_certificate(form) == canonical
+        assert as_parsed(form).pem() == canonical
 
 
 def test_fingerprint_and_cn(device: Issued, intermediate: Issued) -> None:
     expected = hashlib.sha256(device.der()).hexdigest()
-    assert get_certificate_fingerprint(device.certificate) == expected
-    assert get_certificate_fingerprint(device.pem()) == expected
-    assert get_certificate_fingerprint(device.der()) == expected
-    assert get_cn(device.certificate) == "Device-1"
-    assert get_cn(make_device_cert(None, intermediate).certificate) is None
+    assert as_parsed(device.certificate).fingerprint == expected
+    assert as_parsed(device.pem()).fingerprint == expected
+    assert as_parsed(device.der()).fingerprint == expected
+    assert as_parsed(device.certificate).subject_cn == "Device-1"
+    assert as_parsed(make_device_cert(None, intermediate).certificate).subject_cn is None
 
 
 # Private keys ---------------------------------------------------------------------------------------
@@ -577,7 +575,7 @@ def test_parse_name_sources() -> None:
 
 
 def test_fingerprint_name_is_identical_across_processes(device: Issued) -> None:
-    fingerprint = get_certificate_fingerprint(device.certificate)
+    fingerprint = as_parsed(device.certificate).fingerprint
     script = (
         "import sys; from layer_utils.cert_utils import load_certificate, name_candidates; "
         "cert = load_certificate(sys.stdin.buffer.read()); "

@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID, NameOID
 
-from layer_utils.cert_utils import get_certificate_fingerprint, validate_certificate
+from layer_utils.cert_utils import as_parsed, validate_certificate
 from thingpress.certfactory import Issued, make_ca, make_device_cert, make_device_certs, new_key
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
@@ -145,7 +145,7 @@ def test_bulk_certificates_are_distinct_and_chain(root: Issued, intermediate: Is
     issued = list(make_device_certs(50, intermediate, not_before=NOW - timedelta(days=1)))
     assert [get_cn_value(item) for item in issued] == [f"Device-{i}" for i in range(50)]
     assert len({item.certificate.serial_number for item in issued}) == 50
-    assert len({get_certificate_fingerprint(item.certificate) for item in issued}) == 50
+    assert len({as_parsed(item.certificate).fingerprint for item in issued}) == 50
     assert len({item.key.public_key().public_bytes(*_SPKI) for item in issued}) == 1
     for item in issued:
         result = validate_certificate(

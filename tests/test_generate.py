@@ -15,7 +15,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from layer_utils.cert_utils import ParsedCertificate, get_cn, load_certificate
+from layer_utils.cert_utils import ParsedCertificate, as_parsed, load_certificate
 from manifest_provider.vendors import detect, get_parser
 from manifest_provider.vendors.base import ParseOptions
 from thingpress.certfactory import Issued, make_ca, make_device_certs
@@ -47,10 +47,10 @@ def test_espressif_layout_and_thing_names() -> None:
     assert [row[0] for row in rows[1:]] == list(summary.thing_names)
     assert summary.thing_names[0] == "4BA2BB000000"
     for row in rows[1:]:
-        assert get_cn(load_certificate(row[2])) == row[1]
+        assert as_parsed(load_certificate(row[2])).subject_cn == row[1]
     assert summary.count == 5
     assert summary.bad == {}
-    assert [get_cn(cert) for cert in summary.ca_certificates] == [
+    assert [as_parsed(cert).subject_cn for cert in summary.ca_certificates] == [
         "Thingpress Demo Espressif Intermediate CA",
         "Thingpress Demo Espressif Root CA",
     ]
@@ -172,7 +172,7 @@ def test_microchip_entry_structure(signer: Issued) -> None:
         slot = payload["publicKeySet"]["keys"][0]
         assert slot["kid"] == "0"
         device, issuer = (load_certificate(base64.b64decode(item, validate=True)) for item in slot["x5c"])
-        assert get_cn(device) == f"sn{unique_id.upper()}"
+        assert as_parsed(device).subject_cn == f"sn{unique_id.upper()}"
         assert device.issuer == issuer.subject
         assert ParsedCertificate.from_x509(summary.ca_certificates[0]) == issuer
 
@@ -185,7 +185,7 @@ def test_microchip_with_given_certificates(signer: Issued) -> None:
     buffer.seek(0)
     options = ParseOptions(microchip_verifiers=(ParsedCertificate.from_x509(signer.certificate),))
     entries = list(get_parser("microchip").entries(buffer, options))
-    assert [get_cn(e.certificate) for e in entries if e.certificate] == ["given-0", "given-1"]
+    assert [as_parsed(e.certificate).subject_cn for e in entries if e.certificate] == ["given-0", "given-1"]
     expected = ParsedCertificate.from_x509(issuer.certificate)
     assert [e.intermediates for e in entries] == [(expected,), (expected,)]
 

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from helpers import seven_zip
-from layer_utils.cert_utils import ParsedCertificate, get_cn, load_certificate
+from layer_utils.cert_utils import ParsedCertificate, as_parsed, load_certificate
 from layer_utils.limits import Limits
 from manifest_provider.vendors import PARSERS, detect, get_parser
 from manifest_provider.vendors.base import ManifestEntry, ManifestFormatError, ParseOptions
@@ -258,7 +258,7 @@ def test_microchip_round_trip_with_every_kind_of_damage(signer: Issued) -> None:
         for e in good(entries)
     )
     assert all(
-        get_cn(e.certificate) == "sn" + (e.vendor_thing_name or "").upper()
+        as_parsed(e.certificate).subject_cn == "sn" + (e.vendor_thing_name or "").upper()
         for e in good(entries)
         if e.certificate
     )
@@ -530,7 +530,7 @@ def test_infineon_not_an_archive() -> None:
 
 def _csv_row(mac: str, issued: Issued, cn: str | None = None) -> str:
     pem = issued.pem().strip()
-    return f'{mac},{cn if cn is not None else get_cn(issued.certificate)},"{pem}"\n'
+    return f'{mac},{cn if cn is not None else as_parsed(issued.certificate).subject_cn},"{pem}"\n'
 
 
 def test_espressif_per_row_errors(devices: list[Issued]) -> None:

@@ -55,9 +55,6 @@ __all__ = [
     "as_parsed",
     "certificate_arn",
     "contains_private_key",
-    "format_certificate",
-    "get_certificate_fingerprint",
-    "get_cn",
     "is_valid_thing_name",
     "load_certificate",
     "load_certificates",
@@ -468,35 +465,6 @@ def as_parsed(cert: CertificateInput) -> ParsedCertificate:
     if isinstance(cert, x509.Certificate):
         return ParsedCertificate.from_x509(cert)
     return load_certificate(cert)
-
-
-def format_certificate(cert_string: CertificateInput) -> str:
-    r"""Return a certificate as canonical PEM.
-
-    Takes a certificate or anything ``load_certificate`` accepts. Returns
-    ``-----BEGIN CERTIFICATE-----\n``, the exact DER in base64 wrapped at 64 columns, and
-    ``-----END CERTIFICATE-----\n`` (plain ASCII, safe inside a JSON message). Raises
-    ``ValueError("Invalid certificate format: <reason>.")`` for data that is not a certificate.
-    """
-    return as_parsed(cert_string).pem()
-
-
-def get_certificate_fingerprint(cert: CertificateInput) -> str:
-    """Return the lowercase hex SHA-256 of the certificate's DER, which is its AWS IoT certificate ID.
-
-    Takes a certificate or anything ``load_certificate`` accepts. Raises ``ValueError`` for data that
-    is not a certificate.
-    """
-    return as_parsed(cert).fingerprint
-
-
-def get_cn(cert: CertificateInput) -> str | None:
-    """Return the certificate's subject common name, or None when there is none or it is undecodable.
-
-    Takes a certificate or anything ``load_certificate`` accepts. Raises ``ValueError`` for data that
-    is not a certificate.
-    """
-    return as_parsed(cert).subject_cn
 
 
 # Thing names ----------------------------------------------------------------------------------------
