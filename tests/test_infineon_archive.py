@@ -15,7 +15,7 @@ from layer_utils.limits import Limits
 from manifest_provider.evaluate import Accepted, EntryEvaluator, Rejected
 from manifest_provider.vendors import base as base_module
 from manifest_provider.vendors import get_parser
-from manifest_provider.vendors import infineon as infineon_module
+from manifest_provider.vendors import infineon_archive as archive_module
 from manifest_provider.vendors.base import ManifestEntry, ManifestFormatError, ParseOptions
 from thingpress.certfactory import Issued, make_ca, make_device_certs
 
@@ -231,7 +231,7 @@ def test_a_bundle_archive_that_cannot_be_stored_refuses_the_manifest(
 
 
 def test_a_private_key_split_between_writes_is_found(tmp_path: Path) -> None:
-    written = infineon_module._MemberFile(tmp_path / "0.bin", scan_keys=True)
+    written = archive_module.MemberFile(tmp_path / "0.bin", scan_keys=True)
     written.write(b"x" * 10_000 + b"-----BEGIN EC PRIV")
     assert not written.private_key
     written.write(b"ATE KEY-----\n")
