@@ -23,7 +23,7 @@ from layer_utils.cert_utils import ParsedCertificate, as_parsed, load_certificat
 from layer_utils.limits import Limits
 from manifest_provider.vendors import PARSERS, detect, get_parser
 from manifest_provider.vendors.base import ManifestEntry, ManifestFormatError, ParseOptions
-from manifest_provider.vendors.microchip import json_depth
+from manifest_provider.vendors.microchip_json import json_depth
 from thingpress.certfactory import Issued, make_ca, make_device_certs
 from thingpress.generate import (
     GENERATED_STYLES,
