@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from functools import partial
+from typing import TYPE_CHECKING, TypeVar
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -18,49 +20,70 @@ if TYPE_CHECKING:
 
     from layer_utils.settings import ImportSettings
 
+_Response = TypeVar("_Response")
+
 MAX_TRUST_OBJECT_BYTES = 1024 * 1024
 """Certificate files larger than this under a trust prefix are ignored."""
 
 
-def _missing(error: ClientError | BotoCoreError) -> bool:
-    return isinstance(error, ClientError) and classify_error(error) == ErrorClass.NOT_FOUND
+def _read(call: Callable[[], _Response], operation: str, context: dict[str, str]) -> _Response | None:
+    """Make one read call.
+
+    Args:
+        call: The call, with its arguments bound.
+        operation: The operation's name for the error log, for example ``iot:GetPolicy``.
+        context: What the call was about, for the error log.
+
+    Returns:
+        The response, or None when the resource does not exist.
+
+    Raises:
+        AwsOperationError: Any other AWS failure.
+
+    """
+    try:
+        return call()
+    except (ClientError, BotoCoreError) as error:
+        if isinstance(error, ClientError) and classify_error(error) == ErrorClass.NOT_FOUND:
+            return None
+        handle_aws_error(error, operation, context)
 
 
 def missing_targets(iot: IoTClient, settings: ImportSettings) -> list[str]:
     """Check that every policy, thing group and thing type the settings name exists and is usable.
 
-    Makes one read call per resource (GetPolicy, DescribeThingGroup, DescribeThingType). Returns one
-    English sentence per problem ("Policy 'x' does not exist.", "Thing type 't' is deprecated."); an
-    empty list means everything is there. Raises ``AwsOperationError`` for other AWS failures
-    (throttling, access denied), so the message is retried rather than the job failed.
+    Makes one read call per resource (GetPolicy, DescribeThingGroup, DescribeThingType).
+
+    Args:
+        iot: The IoT client.
+        settings: The import settings naming the resources.
+
+    Returns:
+        One English sentence per problem ("Policy 'x' does not exist.", "Thing type 't' is
+        deprecated."); an empty list means everything is there.
+
+    Raises:
+        AwsOperationError: Other AWS failures (throttling, access denied), so the message is retried
+            rather than the job failed.
+
     """
     problems: list[str] = []
     for policy in settings.policies:
-        try:
-            iot.get_policy(policyName=policy)
-        except (ClientError, BotoCoreError) as error:
-            if not _missing(error):
-                handle_aws_error(error, "iot:GetPolicy", {"policy": policy})
+        if _read(partial(iot.get_policy, policyName=policy), "iot:GetPolicy", {"policy": policy}) is None:
             problems.append(f"Policy '{policy}' does not exist.")
     for group in settings.thing_groups:
-        try:
-            iot.describe_thing_group(thingGroupName=group)
-        except (ClientError, BotoCoreError) as error:
-            if not _missing(error):
-                handle_aws_error(error, "iot:DescribeThingGroup", {"thing_group": group})
+        call = partial(iot.describe_thing_group, thingGroupName=group)
+        if _read(call, "iot:DescribeThingGroup", {"thing_group": group}) is None:
             problems.append(f"Thing group '{group}' does not exist.")
     if settings.thing_type:
-        try:
-            described = iot.describe_thing_type(thingTypeName=settings.thing_type)
-        except (ClientError, BotoCoreError) as error:
-            if not _missing(error):
-                handle_aws_error(error, "iot:DescribeThingType", {"thing_type": settings.thing_type})
+        call_type = partial(iot.describe_thing_type, thingTypeName=settings.thing_type)
+        described = _read(call_type, "iot:DescribeThingType", {"thing_type": settings.thing_type})
+        if described is None:
             problems.append(f"Thing type '{settings.thing_type}' does not exist.")
-        else:
-            if described.get("thingTypeMetadata", {}).get("deprecated"):
-                problems.append(
-                    f"Thing type '{settings.thing_type}' is deprecated; new things cannot be given it."
-                )
+        elif described.get("thingTypeMetadata", {}).get("deprecated"):
+            problems.append(
+                f"Thing type '{settings.thing_type}' is deprecated; new things cannot be given it."
+            )
     return problems
 
 
@@ -75,10 +98,20 @@ class TrustMaterial:
 def load_trust_certificates(s3: S3Client, bucket: str, prefix: str) -> TrustMaterial:
     """Load every certificate (PEM or DER, several per file allowed) stored under ``prefix``.
 
-    Takes the S3 client, the bucket and the key prefix. An object that holds no readable
-    certificate, or is larger than ``MAX_TRUST_OBJECT_BYTES``, is skipped with a warning (one English
-    sentence naming the key), never fatal. Returns the certificates in key order and the warnings.
-    Raises ``AwsOperationError`` for an AWS failure.
+    An object that holds no readable certificate, or is larger than ``MAX_TRUST_OBJECT_BYTES``, is
+    skipped with a warning (one English sentence naming the key), never fatal.
+
+    Args:
+        s3: The S3 client.
+        bucket: The bucket.
+        prefix: The key prefix.
+
+    Returns:
+        The certificates in key order and the warnings.
+
+    Raises:
+        AwsOperationError: An AWS failure.
+
     """
     certificates: list[ParsedCertificate] = []
     warnings: list[str] = []
