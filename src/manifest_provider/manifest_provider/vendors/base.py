@@ -25,6 +25,7 @@ from __future__ import annotations
 import codecs
 import io
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import BinaryIO, Protocol
@@ -170,6 +171,29 @@ def describe(text: str, width: int = 60) -> str:
     """Return ``text`` shortened to ``width`` characters for quoting in an error message."""
     flat = text.replace("\r", "\\r").replace("\n", "\\n")
     return flat if len(flat) <= width else flat[: width - 1] + "…"
+
+
+@contextmanager
+def text_view(
+    source: BinaryIO, encoding: str, errors: str, newline: str | None = None
+) -> Iterator[io.TextIOWrapper]:
+    """Read ``source`` as text for the ``with`` block, then detach it: the binary file stays open.
+
+    Args:
+        source: The binary file.
+        encoding: The text encoding.
+        errors: How decoding errors are handled, as for :class:`io.TextIOWrapper`.
+        newline: How line ends are translated, as for :class:`io.TextIOWrapper`.
+
+    Yields:
+        The text file over ``source``.
+
+    """
+    text = io.TextIOWrapper(source, encoding=encoding, errors=errors, newline=newline)
+    try:
+        yield text
+    finally:
+        text.detach()
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ from manifest_provider.vendors.base import (
     failed,
     isolated,
     refuse_private_keys,
+    text_view,
 )
 from manifest_provider.vendors.generated import read_certificates
 
@@ -98,32 +99,31 @@ def _csv_entries(source: BinaryIO, limits: Limits) -> Iterator[ManifestEntry]:
     encoding = _encoding(head)
     refuse_private_keys(source, _VENDOR, encoding)
     # Undecodable bytes are kept as surrogate escapes, so they fail only the row that holds them.
-    text = io.TextIOWrapper(source, encoding=encoding, errors="surrogateescape", newline="")
-    # The csv module's field limit is process-wide; every parse sets the configured value.
-    csv.field_size_limit(limits.max_csv_field_bytes)
-    row_number = 0
-    ordinal = 0
-    try:
-        reader = csv.reader(_bounded_lines(text, limits), strict=True)
-        for row in reader:
-            row_number += 1
-            if row_number == 1:
-                found = [value.strip().casefold() for value in row]
-                if tuple(found) != HEADER:
-                    raise ManifestFormatError(
-                        f"{_VENDOR} manifest header must be 'MAC,cn,cert', found '{describe(','.join(row))}'."
-                    )
-                continue
-            if not any(value.strip() for value in row):
-                continue
-            yield isolated(ordinal, f"row {row_number}", partial(_row_entry, ordinal, row_number, row))
-            ordinal += 1
-    except csv.Error as error:
-        raise ManifestFormatError(
-            f"Row {row_number + 1} of the {_VENDOR} manifest is not valid CSV: {error}."
-        ) from None
-    finally:
-        text.detach()
+    with text_view(source, encoding, "surrogateescape", newline="") as text:
+        # The csv module's field limit is process-wide; every parse sets the configured value.
+        csv.field_size_limit(limits.max_csv_field_bytes)
+        row_number = 0
+        ordinal = 0
+        try:
+            reader = csv.reader(_bounded_lines(text, limits), strict=True)
+            for row in reader:
+                row_number += 1
+                if row_number == 1:
+                    found = [value.strip().casefold() for value in row]
+                    if tuple(found) != HEADER:
+                        raise ManifestFormatError(
+                            f"{_VENDOR} manifest header must be 'MAC,cn,cert', "
+                            f"found '{describe(','.join(row))}'."
+                        )
+                    continue
+                if not any(value.strip() for value in row):
+                    continue
+                yield isolated(ordinal, f"row {row_number}", partial(_row_entry, ordinal, row_number, row))
+                ordinal += 1
+        except csv.Error as error:
+            raise ManifestFormatError(
+                f"Row {row_number + 1} of the {_VENDOR} manifest is not valid CSV: {error}."
+            ) from None
 
 
 class EspressifParser:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import io
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -35,6 +34,7 @@ from manifest_provider.vendors.base import (
     failed,
     isolated,
     refuse_private_keys,
+    text_view,
 )
 from manifest_provider.vendors.microchip_json import VENDOR, ArrayReader
 from manifest_provider.vendors.microchip_jws import (
@@ -134,21 +134,19 @@ def _entries(source: BinaryIO, options: ParseOptions) -> Iterator[ManifestEntry]
     refuse_private_keys(source, VENDOR)
     now = options.now if options.now is not None else datetime.now(UTC)
     signers = trusted_signers(options.microchip_verifiers)
-    text = io.TextIOWrapper(source, encoding="utf-8-sig", errors="strict")
-    reader = ArrayReader(text, options.limits)
-    try:
-        for ordinal, (element, depth) in enumerate(reader.elements()):
-            yield isolated(
-                ordinal,
-                f"entry {ordinal + 1}",
-                partial(_entry, ordinal, element, depth, signers=signers, options=options, now=now),
-            )
-    except UnicodeError:
-        raise ManifestFormatError(
-            f"The {VENDOR} manifest is not UTF-8 text (after entry {reader.count})."
-        ) from None
-    finally:
-        text.detach()
+    with text_view(source, "utf-8-sig", "strict") as text:
+        reader = ArrayReader(text, options.limits)
+        try:
+            for ordinal, (element, depth) in enumerate(reader.elements()):
+                yield isolated(
+                    ordinal,
+                    f"entry {ordinal + 1}",
+                    partial(_entry, ordinal, element, depth, signers=signers, options=options, now=now),
+                )
+        except UnicodeError:
+            raise ManifestFormatError(
+                f"The {VENDOR} manifest is not UTF-8 text (after entry {reader.count})."
+            ) from None
 
 
 class MicrochipParser:
