@@ -21,7 +21,7 @@ _runtime: tuple[SweepConfig, JobStore] | None = None
 def runtime() -> tuple[SweepConfig, JobStore]:
     """Return the configuration and the job store, built once per execution environment.
 
-    Raises ``ValueError`` naming the environment variable when the configuration is invalid.
+    A ``ValueError`` naming the environment variable is raised when the configuration is invalid.
     """
     global _runtime  # noqa: PLW0603 - one set of clients per execution environment
     if _runtime is None:

@@ -75,7 +75,7 @@ class Rejected:
 
     @property
     def duplicate(self) -> bool:
-        """Return whether the entry repeats an earlier certificate of the manifest."""
+        """Whether the entry repeats an earlier certificate of the manifest."""
         return self.error_class == DUPLICATE_ERROR_CLASS
 
 
@@ -111,10 +111,15 @@ class EntryEvaluator:
     ) -> None:
         """Take the naming settings, the trust anchors and the validation time.
 
-        ``name_sources`` are tried in order (see ``cert_utils.parse_name_sources``);
-        ``trusted_cas`` None means the chain is not checked, an empty sequence that no certificate is
-        trusted; ``at`` (timezone-aware) defaults to the moment of construction, so every entry is
-        validated at the same time.
+        Args:
+            name_sources: The name sources, tried in order (see ``cert_utils.parse_name_sources``).
+            thing_name_prefix: The prefix of every thing name.
+            trusted_cas: The trust anchors; None means the chain is not checked, an empty sequence
+                that no certificate is trusted.
+            allow_expired: Whether expired certificates are accepted.
+            at: The validation time (timezone-aware); the moment of construction by default, so every
+                entry is validated at the same time.
+
         """
         self.name_sources = tuple(name_sources)
         self.thing_name_prefix = thing_name_prefix
@@ -131,9 +136,13 @@ class EntryEvaluator:
     def survey(self, entries: Iterable[ManifestEntry]) -> None:
         """Read every entry once: which certificates are valid, first where, and the names they claim.
 
-        Takes the manifest's entries in order. Stops where the manifest breaks off with a
-        ``ManifestFormatError`` (the evaluation pass meets the same error and reports it); anything
-        else is raised, since an incomplete survey would hide duplicates and conflicts.
+        Stops where the manifest breaks off with a ``ManifestFormatError`` (the evaluation pass meets
+        the same error and reports it); anything else is raised, since an incomplete survey would hide
+        duplicates and conflicts.
+
+        Args:
+            entries: The manifest's entries, in order.
+
         """
         try:
             for entry in entries:
@@ -164,9 +173,11 @@ class EntryEvaluator:
             _add_claim(self.any_claims, candidate.name, digest, locator)
 
     def evaluate(self, entry: ManifestEntry) -> Evaluation:
-        """Decide one entry's fate (after ``survey``).
+        """Decide one entry's fate (after ``survey``); never raises for bad input.
 
-        Returns ``Accepted`` or ``Rejected`` (never raises for bad input).
+        Returns:
+            ``Accepted`` or ``Rejected``.
+
         """
         locator = shorten(entry.locator, MAX_LOCATOR_BYTES)
         try:

@@ -34,11 +34,10 @@ def _read(call: Callable[[], _Response], operation: str, context: dict[str, str]
         operation: The operation's name for the error log, for example ``iot:GetPolicy``.
         context: What the call was about, for the error log.
 
+    Any other AWS failure is raised as ``AwsOperationError`` by ``handle_aws_error``.
+
     Returns:
         The response, or None when the resource does not exist.
-
-    Raises:
-        AwsOperationError: Any other AWS failure.
 
     """
     try:
@@ -52,7 +51,9 @@ def _read(call: Callable[[], _Response], operation: str, context: dict[str, str]
 def missing_targets(iot: IoTClient, settings: ImportSettings) -> list[str]:
     """Check that every policy, thing group and thing type the settings name exists and is usable.
 
-    Makes one read call per resource (GetPolicy, DescribeThingGroup, DescribeThingType).
+    Makes one read call per resource (GetPolicy, DescribeThingGroup, DescribeThingType). Other AWS
+    failures (throttling, access denied) are raised as ``AwsOperationError``, so the message is
+    retried rather than the job failed.
 
     Args:
         iot: The IoT client.
@@ -61,10 +62,6 @@ def missing_targets(iot: IoTClient, settings: ImportSettings) -> list[str]:
     Returns:
         One English sentence per problem ("Policy 'x' does not exist.", "Thing type 't' is
         deprecated."); an empty list means everything is there.
-
-    Raises:
-        AwsOperationError: Other AWS failures (throttling, access denied), so the message is retried
-            rather than the job failed.
 
     """
     problems: list[str] = []
@@ -99,7 +96,8 @@ def load_trust_certificates(s3: S3Client, bucket: str, prefix: str) -> TrustMate
     """Load every certificate (PEM or DER, several per file allowed) stored under ``prefix``.
 
     An object that holds no readable certificate, or is larger than ``MAX_TRUST_OBJECT_BYTES``, is
-    skipped with a warning (one English sentence naming the key), never fatal.
+    skipped with a warning (one English sentence naming the key), never fatal. An AWS failure is
+    raised as ``AwsOperationError``.
 
     Args:
         s3: The S3 client.
@@ -108,9 +106,6 @@ def load_trust_certificates(s3: S3Client, bucket: str, prefix: str) -> TrustMate
 
     Returns:
         The certificates in key order and the warnings.
-
-    Raises:
-        AwsOperationError: An AWS failure.
 
     """
     certificates: list[ParsedCertificate] = []

@@ -46,7 +46,9 @@ _BY_NAME = {parser.name: parser for parser in PARSERS}
 def get_parser(name: str) -> VendorParser:
     """Return the parser called ``name`` (case-insensitive, surrounding spaces ignored).
 
-    Raises ``ValueError`` naming the known vendors when there is no such parser.
+    Raises:
+        ValueError: There is no such parser; the message names the known vendors.
+
     """
     parser = _BY_NAME.get(name.strip().lower())
     if parser is None:
@@ -58,10 +60,19 @@ def get_parser(name: str) -> VendorParser:
 def detect(key: str, head: bytes) -> VendorParser:
     """Pick the parser for an uploaded manifest.
 
-    Takes the object key (not URL-encoded) and the object's first bytes (a few KiB). The first path
-    segment of the key decides when it is a vendor prefix; otherwise the content is sniffed.
-    Returns the parser. Raises ``ManifestFormatError`` for an empty object or a format no parser
-    recognises.
+    The first path segment of the key decides when it is a vendor prefix; otherwise the content is
+    sniffed.
+
+    Args:
+        key: The object key, not URL-encoded.
+        head: The object's first bytes (a few KiB).
+
+    Returns:
+        The parser.
+
+    Raises:
+        ManifestFormatError: The object is empty or no parser recognises its format.
+
     """
     if not head:
         raise ManifestFormatError("The manifest is empty.")

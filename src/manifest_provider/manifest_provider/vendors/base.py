@@ -88,27 +88,39 @@ class VendorParser(Protocol):
     def entries(self, source: BinaryIO, options: ParseOptions) -> Iterator[ManifestEntry]:
         """Yield the manifest's entries one at a time, in order.
 
-        Takes a seekable binary file positioned anywhere (parsers rewind it) and the options.
-        Raises ``ManifestFormatError`` when the manifest as a whole cannot be used.
+        Args:
+            source: A seekable binary file positioned anywhere (parsers rewind it).
+            options: The settings for this parse.
+
+        Yields:
+            The entries, in manifest order.
+
+        Raises:
+            ManifestFormatError: The manifest as a whole cannot be used.
+
         """
         ...
 
 
 def failed(ordinal: int, locator: str, reason: str) -> ManifestEntry:
-    """Return a failed entry whose error is ``"<locator>: <reason>"``.
-
-    Takes the entry's ordinal, its locator and the reason (a sentence fragment ending with a period).
-    """
+    """Return a failed entry whose error is ``"<locator>: <reason>"`` (``reason`` ends with a period)."""
     return ManifestEntry(ordinal, locator, None, None, error=f"{locator}: {reason}")
 
 
 def certificate_entry(
     ordinal: int, locator: str, data: bytes | str, vendor_thing_name: str | None
 ) -> ManifestEntry:
-    """Read one certificate into an entry, or a failed entry naming the reason.
+    """Read one certificate into an entry, or a failed entry naming the reason; never raises for bad data.
 
-    Takes the entry's ordinal, locator, the certificate data (PEM, DER or base64 of either) and the
-    vendor's identifier for the device. Returns the entry; never raises for bad data.
+    Args:
+        ordinal: The entry's 0-based position.
+        locator: The entry's locator.
+        data: The certificate: PEM, DER or base64 of either.
+        vendor_thing_name: The vendor's identifier for the device, if any.
+
+    Returns:
+        The entry.
+
     """
     try:
         certificate = load_certificate(data)
@@ -120,8 +132,14 @@ def certificate_entry(
 def isolated(ordinal: int, locator: str, build: Callable[[], ManifestEntry]) -> ManifestEntry:
     """Build one entry so that nothing it raises escapes: an unexpected error fails that entry only.
 
-    Takes the entry's ordinal and locator and the function that builds it. Returns the built entry,
-    or a failed entry whose reason names the kind of error (never a parser dump).
+    Args:
+        ordinal: The entry's 0-based position.
+        locator: The entry's locator.
+        build: The function that builds it.
+
+    Returns:
+        The built entry, or a failed entry whose reason names the kind of error (never a parser dump).
+
     """
     try:
         return build()
@@ -132,9 +150,18 @@ def isolated(ordinal: int, locator: str, build: Callable[[], ManifestEntry]) -> 
 def guarded_entries(parser: VendorParser, source: BinaryIO, options: ParseOptions) -> Iterator[ManifestEntry]:
     """Yield a parser's entries; an unexpected error of the parser itself ends them as a format error.
 
-    Takes the parser, the manifest and the options. Raises ``ManifestFormatError`` for the parser's
-    own format errors and, in place of any other exception, with a sentence naming how many entries
-    were read: a parser bug ends that manifest with a reason, never the function.
+    Args:
+        parser: The parser.
+        source: The manifest.
+        options: The settings for this parse.
+
+    Yields:
+        The parser's entries.
+
+    Raises:
+        ManifestFormatError: The parser's own format errors and, in place of any other exception, one
+            naming how many entries were read: a parser bug ends that manifest, never the function.
+
     """
     count = 0
     try:
@@ -152,8 +179,17 @@ def guarded_entries(parser: VendorParser, source: BinaryIO, options: ParseOption
 def check_manifest_size(source: BinaryIO, limits: Limits, vendor: str) -> int:
     """Rewind ``source`` and check its size against ``limits.max_manifest_bytes``.
 
-    Takes the manifest file, the limits and the vendor's display name. Returns the size in bytes.
-    Raises ``ManifestFormatError`` when the manifest is empty or larger than the limit.
+    Args:
+        source: The manifest file.
+        limits: The limits.
+        vendor: The vendor's display name.
+
+    Returns:
+        The size in bytes.
+
+    Raises:
+        ManifestFormatError: The manifest is empty or larger than the limit.
+
     """
     size = source.seek(0, io.SEEK_END)
     source.seek(0)
@@ -214,9 +250,16 @@ _SKIP_CHUNK = 64 * 1024
 def read_lines(source: BinaryIO, max_line_bytes: int) -> Iterator[Line]:
     """Yield the lines of ``source`` from its current position, holding at most one line in memory.
 
-    Takes the binary file and the longest line accepted (without its end of line). Over-long lines
-    are yielded with ``data`` None after their bytes are skipped, so a 10 GB single line costs no
-    memory. A UTF-8 byte order mark at the start of the file is dropped.
+    A UTF-8 byte order mark at the start of the file is dropped.
+
+    Args:
+        source: The binary file.
+        max_line_bytes: The longest line accepted, without its end of line.
+
+    Yields:
+        The lines. An over-long line has ``data`` None and its bytes are skipped, so a 10 GB single
+        line costs no memory.
+
     """
     number = 0
     while True:
@@ -241,9 +284,9 @@ _SCAN_CHUNK = 1024 * 1024
 _SCAN_OVERLAP = 512
 
 
-def private_key_error(where: str) -> ManifestFormatError:
-    """Return the error refusing a manifest whose ``where`` (e.g. "The Espressif manifest") holds a key."""
-    return ManifestFormatError(
+def private_key_reason(where: str) -> str:
+    """Return the reason refusing a manifest whose ``where`` (e.g. "The Espressif manifest") holds a key."""
+    return (
         f"{where} contains private key material; the whole manifest is refused, "
         "and the key should be treated as compromised."
     )
@@ -252,9 +295,15 @@ def private_key_error(where: str) -> ManifestFormatError:
 def refuse_private_keys(source: BinaryIO, vendor: str, encoding: str = "utf-8") -> None:
     """Scan the whole manifest for private keys before any entry is yielded, then rewind it.
 
-    Takes the seekable manifest, the vendor's display name and the text encoding (the scan decodes
-    with replacement, so undecodable bytes cannot hide a key). Raises ``ManifestFormatError`` when a
-    PEM private key, plain or base64-encoded, appears anywhere.
+    Args:
+        source: The seekable manifest.
+        vendor: The vendor's display name.
+        encoding: The text encoding; the scan decodes with replacement, so undecodable bytes cannot
+            hide a key.
+
+    Raises:
+        ManifestFormatError: A PEM private key, plain or base64-encoded, appears anywhere.
+
     """
     decoder = codecs.getincrementaldecoder(encoding)(errors="replace")
     source.seek(0)
@@ -262,6 +311,6 @@ def refuse_private_keys(source: BinaryIO, vendor: str, encoding: str = "utf-8") 
     while chunk := source.read(_SCAN_CHUNK):
         window = tail + decoder.decode(chunk).encode("utf-8")
         if contains_private_key(window):
-            raise private_key_error(f"The {vendor} manifest")
+            raise ManifestFormatError(private_key_reason(f"The {vendor} manifest"))
         tail = window[-_SCAN_OVERLAP:]
     source.seek(0)

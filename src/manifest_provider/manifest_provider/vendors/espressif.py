@@ -140,8 +140,8 @@ class EspressifParser:
     def entries(self, source: BinaryIO, options: ParseOptions) -> Iterator[ManifestEntry]:
         """Yield one entry per CSV record (or per certificate of a PEM file).
 
-        Raises ``ManifestFormatError`` for an empty or over-sized file, a wrong header, a line or
-        field over the limits, or private key material.
+        A ``ManifestFormatError`` ends the entries for an empty or over-sized file, a wrong header, a
+        line or field over the limits, or private key material.
         """
         check_manifest_size(source, options.limits, _VENDOR)
         head = source.read(64)

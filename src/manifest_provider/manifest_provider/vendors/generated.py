@@ -136,9 +136,18 @@ def _pem_block_entry(ordinal: int, begin_line: int, block: list[bytes]) -> Manif
 def read_certificates(source: BinaryIO, options: ParseOptions, vendor: str) -> Iterator[ManifestEntry]:
     """Yield one entry per certificate of a PEM bundle or a file of base64 lines.
 
-    Takes the seekable manifest file, the options (for limits) and the vendor's display name for
-    messages. Raises ``ManifestFormatError`` for an empty or over-sized file, a file with no
-    certificate text, or any private key material.
+    Args:
+        source: The seekable manifest file.
+        options: The options (for limits).
+        vendor: The vendor's display name for messages.
+
+    Yields:
+        The entries, in file order.
+
+    Raises:
+        ManifestFormatError: The file is empty or over-sized, has no certificate text, or holds
+            private key material.
+
     """
     limits = options.limits
     check_manifest_size(source, limits, vendor)
@@ -177,7 +186,7 @@ class GeneratedParser:
     def entries(self, source: BinaryIO, options: ParseOptions) -> Iterator[ManifestEntry]:
         """Yield one entry per certificate; see the module docstring for layouts and locators.
 
-        Raises ``ManifestFormatError`` for an empty or over-sized file, blank-only content or private
-        key material.
+        A ``ManifestFormatError`` ends the entries for an empty or over-sized file, blank-only content
+        or private key material (see :func:`read_certificates`).
         """
         yield from read_certificates(source, options, "generated")

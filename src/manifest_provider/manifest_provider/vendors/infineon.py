@@ -47,7 +47,7 @@ from manifest_provider.vendors.base import (
     check_manifest_size,
     failed,
     isolated,
-    private_key_error,
+    private_key_reason,
 )
 from manifest_provider.vendors.infineon_archive import (
     SEVEN_ZIP_MAGIC,
@@ -158,7 +158,12 @@ class _Run:
 
 
 def _inner_entries(archive: _Certificates, workdir: Path, run: _Run, first: int) -> Iterator[ManifestEntry]:
-    """Yield the entries of one certificate archive; ``first`` is the ordinal of its first entry."""
+    """Yield the entries of one certificate archive; ``first`` is the ordinal of its first entry.
+
+    Raises:
+        ManifestFormatError: The archive breaks a limit or holds private key material.
+
+    """
     budget = run.budget
     limits = budget.limits
     with archive.path.open("rb") as file, open_archive(file, archive.name) as inner:
@@ -179,7 +184,7 @@ def _inner_entries(archive: _Certificates, workdir: Path, run: _Run, first: int)
     for member, locator in zip(pems, locators, strict=True):
         written = files.files.get(member.index)
         if written is not None and written.private_key:
-            raise private_key_error(f"F{locator[1:]} of the {VENDOR} manifest")
+            raise ManifestFormatError(private_key_reason(f"F{locator[1:]} of the {VENDOR} manifest"))
     for offset, (member, locator, problem) in enumerate(zip(pems, locators, problems, strict=True)):
         if problem is not None:
             yield failed(first + offset, locator, problem)
@@ -255,16 +260,15 @@ class InfineonParser:
     def entries(self, source: BinaryIO, options: ParseOptions) -> Iterator[ManifestEntry]:
         """Yield one entry per certificate file of the selected bundle (``options.bundle_type``).
 
+        A ``ManifestFormatError`` ends the entries when the file is not a readable 7z archive, breaks
+        a limit, lacks the bundle, nests too deep or holds private key material.
+
         Args:
             source: A seekable binary file object (``io.IOBase``).
             options: The bundle type and limits.
 
         Yields:
             The entries, in archive order.
-
-        Raises:
-            ManifestFormatError: The file is not a readable 7z archive, breaks a limit, lacks the
-                bundle, nests too deep or holds private key material.
 
         """
         yield from _entries(source, options)

@@ -153,12 +153,15 @@ def _check_name(name: str, archive: str) -> None:
         )
 
 
-def _unreadable(archive: str, error: Exception) -> ManifestFormatError:
-    return ManifestFormatError(f"The {VENDOR} archive {quote(archive)} cannot be read: {error}.")
+def _unreadable(archive: str, error: Exception) -> str:
+    return f"The {VENDOR} archive {quote(archive)} cannot be read: {error}."
 
 
 def open_archive(file: BinaryIO, archive: str) -> py7zr.SevenZipFile:
     """Open the 7z archive in ``file``, named ``archive`` in messages.
+
+    Returns:
+        The opened archive.
 
     Raises:
         ManifestFormatError: The archive's headers cannot be read.
@@ -167,7 +170,7 @@ def open_archive(file: BinaryIO, archive: str) -> py7zr.SevenZipFile:
     try:
         return py7zr.SevenZipFile(file, mode="r")
     except _ARCHIVE_ERRORS as error:
-        raise _unreadable(archive, error) from None
+        raise ManifestFormatError(_unreadable(archive, error)) from None
 
 
 def list_members(zipfile: py7zr.SevenZipFile, archive: str) -> list[Member]:
@@ -183,7 +186,7 @@ def list_members(zipfile: py7zr.SevenZipFile, archive: str) -> list[Member]:
             for file in zipfile.files
         ]
     except _ARCHIVE_ERRORS as error:
-        raise _unreadable(archive, error) from None
+        raise ManifestFormatError(_unreadable(archive, error)) from None
     if not all(isinstance(member.name, str) for member in members):
         raise ManifestFormatError(f"The {VENDOR} archive {quote(archive)} has a member without a name.")
     return members

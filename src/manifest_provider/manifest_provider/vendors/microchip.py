@@ -165,7 +165,7 @@ class MicrochipParser:
     def entries(self, source: BinaryIO, options: ParseOptions) -> Iterator[ManifestEntry]:
         """Yield one entry per JWS element; see the module docstring for the checks made.
 
-        Raises ``ManifestFormatError`` when the file is empty, over-sized, not UTF-8, not a JSON
-        array, truncated, or holds an entry larger than ``Limits.max_entry_bytes``.
+        A ``ManifestFormatError`` ends the entries when the file is empty, over-sized, not UTF-8, not
+        a JSON array, truncated, or holds an entry larger than ``Limits.max_entry_bytes``.
         """
         yield from _entries(source, options)

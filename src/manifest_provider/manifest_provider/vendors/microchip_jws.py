@@ -68,8 +68,12 @@ def b64url_decode(text: str) -> bytes:
 def signer_kid(certificate: ParsedCertificate) -> str:
     """Return the JWS ``kid`` of a signer: base64url of its Subject Key Identifier.
 
-    Takes the signer certificate; without a SubjectKeyIdentifier extension, the identifier is derived
-    from the public key (RFC 5280 method 1). Raises ``ValueError`` when neither is available.
+    Without a SubjectKeyIdentifier extension, the identifier is derived from the public key (RFC 5280
+    method 1).
+
+    Raises:
+        ValueError: The signer has neither a Subject Key Identifier nor a usable public key.
+
     """
     digest = certificate.subject_key_id
     if digest is None:
