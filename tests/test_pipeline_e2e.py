@@ -38,7 +38,8 @@ from thingpress.demo import LOCAL_IOT_TPS, ensure_iot_resources
 from thingpress.generate import Summary, generate, make_microchip_signer
 from thingpress.local import EventSourceMappingEmulator, LocalStack, RunStats
 from thingpress.local.faults import function_client
-from thingpress.local.quota import MotoLock, QuotaEmulator, mark_harness_client
+from thingpress.local.layers import MotoLock, mark_harness_client
+from thingpress.local.quota import QuotaEmulator
 
 TEMPLATE = Path(__file__).resolve().parents[1] / "template.yaml"
 PROVIDER = "ManifestProviderFunction"

@@ -28,7 +28,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from thingpress.local.stack import EventSourceSpec, LocalStack, ScheduleSpec
+from thingpress.local.provision import EventSourceSpec, ScheduleSpec
+from thingpress.local.stack import LocalStack
 
 __all__ = ["EventSourceMappingEmulator", "Invocation", "RunStats", "scheduled_event"]
 

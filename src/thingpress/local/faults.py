@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from thingpress.local.esm import EventSourceMappingEmulator, Invocation, RunStats
-from thingpress.local.quota import (
+from thingpress.local.layers import (
     ApiCall,
     ServerLayer,
     StartResponse,
@@ -47,7 +47,8 @@ from thingpress.local.quota import (
     json_error_response,
     mark_harness_client,
 )
-from thingpress.local.stack import EventSourceSpec, LocalStack
+from thingpress.local.provision import EventSourceSpec
+from thingpress.local.stack import LocalStack
 
 __all__ = [
     "DEFAULT_FAULT_SERVICES",

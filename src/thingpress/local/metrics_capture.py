@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, TextIO
 
-from thingpress.local.quota import mark_harness_client
+from thingpress.local.layers import mark_harness_client
 
 if TYPE_CHECKING:
     from thingpress.local.esm import Invocation
