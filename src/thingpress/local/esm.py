@@ -238,6 +238,13 @@ class EventSourceMappingEmulator:
         self._settle(source, messages, failed)
         return invocations
 
+    def _record(self, invocation: Invocation) -> None:
+        """Add an invocation to `invocations` and report it to `on_progress`."""
+        with self._lock:
+            self.invocations.append(invocation)
+        if self.on_progress:
+            self.on_progress(invocation)
+
     def _invoke(
         self, source: EventSourceSpec, event: dict[str, Any], delivery: int
     ) -> tuple[Invocation, set[str]]:
@@ -275,10 +282,7 @@ class EventSourceMappingEmulator:
             duration=self.clock() - context.started,
             delivery=delivery,
         )
-        with self._lock:
-            self.invocations.append(invocation)
-        if self.on_progress:
-            self.on_progress(invocation)
+        self._record(invocation)
         return invocation, failed_ids
 
     def invoke_scheduled(self, schedule: ScheduleSpec, *, at: datetime | None = None) -> Invocation:
@@ -311,10 +315,7 @@ class EventSourceMappingEmulator:
             started=context.started,
             duration=self.clock() - context.started,
         )
-        with self._lock:
-            self.invocations.append(invocation)
-        if self.on_progress:
-            self.on_progress(invocation)
+        self._record(invocation)
         return invocation
 
     @staticmethod
