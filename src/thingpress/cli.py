@@ -309,10 +309,14 @@ def _describe(error: BaseException) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the ``thingpress`` command with ``argv`` (default: ``sys.argv[1:]``).
+    """Run the ``thingpress`` command; every error is reported as one line on stderr.
 
-    Returns the exit code (0 all good, 1 some entries failed, 2 usage or environment error); every
-    error is reported as one line on stderr.
+    Args:
+        argv: The arguments (default: ``sys.argv[1:]``).
+
+    Returns:
+        The exit code: 0 all good, 1 some entries failed, 2 usage or environment error.
+
     """
     try:
         args = build_parser().parse_args(argv)

@@ -69,10 +69,13 @@ def local_import_command(
     """Run ``thingpress local import``: import one manifest through the local stack and print the report.
 
     The import settings (expiry, trust anchors, thing-name sources and prefix) configure the local
-    ManifestProvider exactly as the stack's parameters configure the deployed one. With
-    ``dashboard`` the template's CloudWatch dashboard is drawn from the run's metrics into that HTML
-    file. Returns 0 when every entry was imported, 1 when some failed (or the job
-    failed). Raises ``CliError`` when the stack cannot start or the pipeline does not finish.
+    ManifestProvider exactly as the stack's parameters configure the deployed one. With ``dashboard``
+    the template's CloudWatch dashboard is drawn from the run's metrics into that HTML file. A stack
+    that cannot start or a pipeline that does not finish raises ``CliError``.
+
+    Returns:
+        0 when every entry was imported, 1 when some failed (or the job failed).
+
     """
     body = manifest.read_bytes()
     key = f"{vendor or 'incoming'}/{manifest.name}"
@@ -121,8 +124,15 @@ def local_import_command(
 def load_or_make_signer(prefix: Path) -> tuple[Issued, bool]:
     """Return the Microchip signer stored at ``<prefix>.crt`` and ``.key``, or a new one written there.
 
-    Returns the signer and whether it was created. Raises ``CliError`` when only one of the files
-    exists or they cannot be read.
+    Args:
+        prefix: The path of both files without their suffix.
+
+    Returns:
+        The signer and whether it was created.
+
+    Raises:
+        CliError: Only one of the files exists, or they cannot be read.
+
     """
     cert_path, key_path = prefix.with_name(prefix.name + ".crt"), prefix.with_name(prefix.name + ".key")
     if cert_path.exists() != key_path.exists():
@@ -151,9 +161,15 @@ def generate_command(
 ) -> int:
     """Run ``thingpress generate``: write a synthetic manifest (and, for Microchip, its signer).
 
-    For Microchip the signer is read from, or created at, ``<signer>.crt``/``<signer>.key``
-    (default ``<out without suffix>-signer``); pass the certificate's directory to ``--verifiers``.
-    Returns 0. Raises ``CliError`` for ``--signer`` with another vendor.
+    For Microchip the signer is read from, or created at, ``<signer>.crt``/``<signer>.key`` (default
+    ``<out without suffix>-signer``); pass the certificate's directory to ``--verifiers``.
+
+    Returns:
+        0.
+
+    Raises:
+        CliError: ``--signer`` with another vendor.
+
     """
     if signer is not None and vendor != "microchip":
         raise CliError("--signer applies to --vendor microchip only.")
@@ -225,7 +241,9 @@ class DemoManifest:
 def build_demo_manifests(workdir: Path, count: int, signer: Issued) -> list[DemoManifest]:
     """Generate the demo manifests in ``workdir``: one per vendor format and one with bad entries.
 
-    Returns them with their upload keys and metadata (demo policy, group and type).
+    Returns:
+        The manifests with their upload keys and metadata (demo policy, group and type).
+
     """
     metadata = upload_settings(policies=[DEMO_POLICY], thing_groups=[DEMO_GROUP], thing_type=DEMO_TYPE)
     plan = (
@@ -248,11 +266,17 @@ def run_demo(
 ) -> tuple[list[dict[str, Any]], list[str]]:
     """Run the demo on a fresh local stack and print its summary.
 
-    Takes the certificates per manifest, the template (default: found from the current
-    directory) and where to draw the dashboard from the run's metrics (None: not drawn). Returns
-    the job reports and the list of problems (empty when every job ended with exactly the expected
-    counts and things). Raises ``CliError`` when the stack cannot start or the pipeline does not
-    finish.
+    A stack that cannot start or a pipeline that does not finish raises ``CliError``.
+
+    Args:
+        count: The certificates per manifest.
+        template: The template (default: found from the current directory).
+        dashboard: Where to draw the dashboard from the run's metrics; None: not drawn.
+
+    Returns:
+        The job reports and the list of problems (empty when every job ended with exactly the
+        expected counts and things).
+
     """
     console = out_console()
     template = template or find_template()

@@ -127,11 +127,20 @@ def write_espressif(
 ) -> Summary:
     """Write an Espressif ``MAC,cn,cert`` CSV manifest.
 
-    Takes the output, the device certificates (or a count to make with a demo CA, CNs like
-    Espressif's UUIDs), the fraction of rows to damage (a garbage certificate, a cn column that does
-    not match the certificate, or an empty MAC) and the seed. MACs are 12 upper-case hex digits
-    derived from the row number. Returns the summary (thing names are the MACs; locators ``row N``,
-    the header being row 1). Raises ``ValueError`` for a bad fraction.
+    MACs are 12 upper-case hex digits derived from the row number. A bad fraction raises
+    ``ValueError``.
+
+    Args:
+        out: The output.
+        certs_or_count: The device certificates, or a count to make with a demo CA (CNs like
+            Espressif's UUIDs).
+        bad_fraction: The fraction of rows to damage (a garbage certificate, a cn column that does not
+            match the certificate, or an empty MAC).
+        seed: The seed.
+
+    Returns:
+        The summary (thing names are the MACs; locators ``row N``, the header being row 1).
+
     """
     rng = _rng(seed)
     certs, count, chain = _certificates(certs_or_count, "Espressif", "esp-device-{i:08d}")
@@ -176,13 +185,25 @@ def write_generated(
     bad_fraction: float = 0.0,
     seed: int = 0,
 ) -> Summary:
-    """Write generated certificates in one of :data:`GENERATED_STYLES`.
+    """Write generated certificates in one of `GENERATED_STYLES`.
 
-    Takes the output, the device certificates (or a count to make with a demo CA, CNs
-    ``Device-0``, ``Device-1``, …), the layout, the fraction of entries to damage (a garbage
-    certificate in the same layout) and the seed. Returns the summary (thing names are the CNs;
-    locators ``line N``, for a PEM bundle the BEGIN line of the block). Raises ``ValueError`` for an
-    unknown style or a bad fraction.
+    A bad fraction raises ``ValueError``.
+
+    Args:
+        out: The output.
+        certs_or_count: The device certificates, or a count to make with a demo CA (CNs
+            ``Device-0``, ``Device-1``, …).
+        style: The layout.
+        bad_fraction: The fraction of entries to damage (a garbage certificate in the same layout).
+        seed: The seed.
+
+    Returns:
+        The summary (thing names are the CNs; locators ``line N``, for a PEM bundle the BEGIN line of
+        the block).
+
+    Raises:
+        ValueError: An unknown style.
+
     """
     if style not in GENERATED_STYLES:
         raise ValueError(f"Unknown style {style!r}: use one of {', '.join(GENERATED_STYLES)}.")
@@ -250,13 +271,26 @@ def write_infineon(
 ) -> Summary:
     """Write an Infineon 7z-of-7z manifest like the vendor's.
 
-    Takes the output, the number of devices, the bundle types to include (each with its own
-    certificates; E0E2 with RSA device keys), whether to add the encrypted ``_keys.7z`` (its
-    password is thrown away: nothing may ever open it), the fraction of PEM files to damage and the
-    seed. Every archive also gets a README.txt. Returns the summary of the first bundle with all
-    bundles in ``bundles`` (thing names are the 20-hex-digit chip IDs of the file names
-    ``<chipID>_<BUNDLE>.pem``, the same chips in every bundle; locators ``file <name>``). Raises
-    ``ValueError`` for an unknown bundle type or a bad fraction.
+    Every archive also gets a README.txt. A bad fraction raises ``ValueError``.
+
+    Args:
+        out: The output.
+        count: The number of devices.
+        bundle_types: The bundle types to include, each with its own certificates (E0E2 with RSA
+            device keys).
+        include_keys: Add the encrypted ``_keys.7z`` (its password is thrown away: nothing may ever
+            open it).
+        bad_fraction: The fraction of PEM files to damage.
+        seed: The seed.
+
+    Returns:
+        The summary of the first bundle with all bundles in ``bundles`` (thing names are the
+        20-hex-digit chip IDs of the file names ``<chipID>_<BUNDLE>.pem``, the same chips in every
+        bundle; locators ``file <name>``).
+
+    Raises:
+        ValueError: An unknown bundle type.
+
     """
     unknown = [bundle for bundle in bundle_types if bundle not in INFINEON_BUNDLES]
     if unknown or not bundle_types:
@@ -315,9 +349,13 @@ def _b64url(data: bytes) -> str:
 def make_microchip_signer(cn: str = "Thingpress Demo Manifest Signer") -> Issued:
     """Create a P-256 manifest signer like Microchip's.
 
-    Takes the subject CN. Returns the self-signed signer certificate (with a Subject Key Identifier,
-    the JWS ``kid``) and its key; the certificate is what an operator uploads under
-    ``verifiers/microchip/``.
+    Args:
+        cn: The subject CN.
+
+    Returns:
+        The self-signed signer certificate (with a Subject Key Identifier, the JWS ``kid``) and its
+        key; the certificate is what an operator uploads under ``verifiers/microchip/``.
+
     """
     return make_ca(cn)
 
@@ -401,13 +439,21 @@ def write_microchip(
 ) -> Summary:
     """Write a Microchip manifest: a JSON array of ES256 JWS entries signed by ``signer``.
 
-    Takes the output, the device certificates (EC P-256; or a count to make with a demo
-    "Crypto Authentication Signer" CA, CN ``sn<uniqueId>``), the manifest signer (see
-    :func:`make_microchip_signer`), the CA that issued the given certificates (its certificate is
-    ``x5c[1]``), the fraction of entries to damage (one of :data:`MICROCHIP_BAD_KINDS`) and the seed.
-    Each payload carries ``publicKeySet`` with slot "0" holding ``x5c`` = [device DER, issuer DER]
-    in standard base64. Returns the summary (thing names are the uniqueIds; locators
-    ``entry N (uniqueId X)``). Raises ``ValueError`` for a bad fraction or a non-EC signer.
+    Each payload carries ``publicKeySet`` with slot "0" holding ``x5c`` = [device DER, issuer DER] in
+    standard base64. A bad fraction or a non-EC signer raises ``ValueError``.
+
+    Args:
+        out: The output.
+        certs_or_count: The device certificates (EC P-256), or a count to make with a demo "Crypto
+            Authentication Signer" CA (CN ``sn<uniqueId>``).
+        signer: The manifest signer (see `make_microchip_signer`).
+        issuer: The CA that issued the given certificates (its certificate is ``x5c[1]``).
+        bad_fraction: The fraction of entries to damage (one of `MICROCHIP_BAD_KINDS`).
+        seed: The seed.
+
+    Returns:
+        The summary (thing names are the uniqueIds; locators ``entry N (uniqueId X)``).
+
     """
     rng = _rng(seed)
     id_base = rng.getrandbits(40)
@@ -474,12 +520,26 @@ def generate(
     seed: int = 0,
     style: str = "b64pem",
 ) -> Summary:
-    """Write a synthetic manifest of ``count`` devices for ``vendor`` (one of :data:`VENDORS`).
+    """Write a synthetic manifest of ``count`` devices for ``vendor`` (one of `VENDORS`).
 
-    Takes the vendor, the count, the output, the fraction of damaged entries, the Microchip signer
-    (a new one from :func:`make_microchip_signer` when None; its certificate is not returned, so
-    pass one to verify the result), the seed and the generated-format style. Returns the writer's
-    summary. Raises ``ValueError`` for an unknown vendor, a negative count or a bad fraction.
+    A bad fraction raises ``ValueError``.
+
+    Args:
+        vendor: The vendor.
+        count: The number of devices.
+        out: The output.
+        bad_fraction: The fraction of damaged entries.
+        signer: The Microchip signer; None for a new one from `make_microchip_signer` (its certificate
+            is not returned, so pass one to verify the result).
+        seed: The seed.
+        style: The generated-format style.
+
+    Returns:
+        The writer's summary.
+
+    Raises:
+        ValueError: An unknown vendor or a negative count.
+
     """
     if count < 0:
         raise ValueError(f"Count must not be negative, got {count}.")

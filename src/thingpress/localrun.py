@@ -61,7 +61,15 @@ _REFRESH_SECONDS = 0.2
 def find_template(start: Path | None = None) -> Path:
     """Return ``template.yaml`` of the current directory, else of the source checkout this module is in.
 
-    Raises ``CliError`` when neither exists.
+    Args:
+        start: The directory to look in first (default the current one).
+
+    Returns:
+        The template path.
+
+    Raises:
+        CliError: Neither exists.
+
     """
     candidates = [
         (start or Path.cwd()) / "template.yaml",
@@ -75,9 +83,18 @@ def find_template(start: Path | None = None) -> Path:
 
 @contextmanager
 def local_stack(template: Path | None = None, *, quiet: bool = False) -> Iterator[Any]:
-    """Start the local stack from the template with local IoT quotas; yield it, stop it afterwards.
+    """Start the local stack from the template with local IoT quotas; stop it afterwards.
 
-    Raises ``CliError`` when the stack cannot start.
+    Args:
+        template: The template (default: `find_template`).
+        quiet: Show no spinner.
+
+    Yields:
+        The started stack.
+
+    Raises:
+        CliError: The stack cannot start.
+
     """
     from thingpress.cfn import TemplateError  # noqa: PLC0415
     from thingpress.local import LocalStack, LocalStackError  # noqa: PLC0415 - loads moto
@@ -126,7 +143,9 @@ def ensure_iot_resources(
 def upload_verifiers(stack: Any, directory: Path) -> list[str]:
     """Upload every certificate file in ``directory`` under the provider's Microchip verifier prefix.
 
-    Returns the keys written.
+    Returns:
+        The keys written.
+
     """
     prefix = (
         stack.function_env(PROVIDER).get("THINGPRESS_MICROCHIP_VERIFIER_PREFIX") or DEFAULT_VERIFIER_PREFIX
@@ -187,10 +206,15 @@ class Upload:
 class LocalRun:
     """Uploads manifests to a started local stack and runs the pipeline until every queue is empty.
 
-    Takes the stack, whether to show live progress bars on stderr, and the time limit in seconds.
+    Args:
+        stack: The started local stack.
+        show_progress: Show live progress bars on stderr.
+        max_seconds: The time limit of a run.
+
     """
 
     def __init__(self, stack: Any, *, show_progress: bool = True, max_seconds: float = 300.0) -> None:
+        """Bind to the stack; nothing runs until `run`."""
         self.stack = stack
         self.show_progress = show_progress
         self.max_seconds = max_seconds
@@ -227,12 +251,21 @@ class LocalRun:
     def run(self, uploads: Sequence[Upload], *, capture: Any = None) -> list[dict[str, Any]]:
         """Upload the manifests, run the pipeline to completion and return one report per upload.
 
-        Takes the uploads and an optional ``thingpress.local.metrics_capture.MetricsCapture`` that
-        records the metrics the run emits and samples queue depths for the dashboard (without one,
-        the emitted metrics are captured and dropped, so stdout stays the command's own). Each report
-        is ``JobStore.build_report`` plus ``key`` and ``things`` read back from IoT; an upload that
-        never became a job gets status ``NOT_STARTED``. Raises ``CliError`` when the pipeline is
-        still busy after the time limit.
+        Each report is ``JobStore.build_report`` plus ``key`` and ``things`` read back from IoT; an upload
+        that never became a job gets status ``NOT_STARTED``.
+
+        Args:
+            uploads: The manifests.
+            capture: A ``thingpress.local.metrics_capture.MetricsCapture`` that records the metrics the
+                run emits and samples queue depths for the dashboard; without one, the emitted metrics are
+                captured and dropped, so stdout stays the command's own.
+
+        Returns:
+            The reports.
+
+        Raises:
+            CliError: The pipeline is still busy after the time limit.
+
         """
         from thingpress.local import EventSourceMappingEmulator  # noqa: PLC0415 - loads moto
 

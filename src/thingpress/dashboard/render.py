@@ -93,10 +93,18 @@ class PlotLine:
 def plot_line(spec: MetricSpec, data: Sequence[MetricDatum], start: float, width: float) -> PlotLine:
     """Aggregate a series the way its widget draws it.
 
-    Takes the metric, its values, the time origin (epoch seconds) and the bin width (seconds).
     Values are grouped in bins and reduced with the metric's statistic; ``Sum`` becomes a rate per
     minute (``sum * 60 / width``) and empty bins count 0, other statistics skip empty bins.
-    Returns the line.
+
+    Args:
+        spec: The metric.
+        data: Its values.
+        start: The time origin (epoch seconds).
+        width: The bin width (seconds).
+
+    Returns:
+        The line.
+
     """
     bins: dict[int, list[float]] = {}
     for datum in data:
@@ -238,11 +246,16 @@ def _draw(
 def circuit_status_table(captured: MetricsCapture) -> dict[str, dict[str, Any]]:
     """Summarise the circuits as the captured metrics report them, one entry per operation.
 
-    Takes the capture of a run. Returns, per circuit name (the ``Operation`` dimension), sorted by
-    name: ``state`` (the last ``CircuitState`` gauge as ``closed``/``half_open``/``open``, or None
-    when no gauge was emitted), ``worst_state`` (the highest gauge value seen, as a name),
-    ``opened`` and ``closed`` (how many ``CircuitOpened``/``CircuitClosed`` were emitted),
-    ``reports`` (how many gauge values) and ``last_reported`` (epoch seconds of the last metric).
+    Args:
+        captured: The capture of a run.
+
+    Returns:
+        Per circuit name (the ``Operation`` dimension), sorted by name: ``state`` (the last
+        ``CircuitState`` gauge as ``closed``/``half_open``/``open``, or None when no gauge was
+        emitted), ``worst_state`` (the highest gauge value seen, as a name), ``opened`` and ``closed``
+        (how many ``CircuitOpened``/``CircuitClosed`` were emitted), ``reports`` (how many gauge
+        values) and ``last_reported`` (epoch seconds of the last metric).
+
     """
     rows: dict[str, dict[str, Any]] = {}
     worst: dict[str, int] = {}
@@ -341,13 +354,20 @@ table.circuits td, table.circuits th { border: 1px solid #ccc; padding: 2px 8px;
 def render_dashboard(captured: MetricsCapture, template_path: str | Path, out_path: str | Path) -> Path:
     """Draw the template's dashboard from a capture into an HTML page with one PNG per widget.
 
-    Takes the capture of a local run (its bound stack gives the physical names the dashboard's
-    queue and function dimensions resolve to), the template and the output path (``.html``; the
-    parent directory is created). Every widget becomes one image, in the dashboard's grid
-    order: drawn from the captured values, or marked "no data in this run", or "AWS-only" when
-    all its metrics are published by AWS and the run sampled no local stand-in. Returns the
-    written path. Raises what :func:`load_dashboard` raises, and ``OSError`` when the page cannot
-    be written.
+    Every widget becomes one image, in the dashboard's grid order: drawn from the captured values, or
+    marked "no data in this run", or "AWS-only" when all its metrics are published by AWS and the run
+    sampled no local stand-in. Raises what `load_dashboard` raises, and ``OSError`` when the page
+    cannot be written.
+
+    Args:
+        captured: The capture of a local run; its bound stack gives the physical names the dashboard's
+            queue and function dimensions resolve to.
+        template_path: The template.
+        out_path: The page (``.html``); its parent directory is created.
+
+    Returns:
+        The written path.
+
     """
     stack = captured.stack
     widgets = load_dashboard(

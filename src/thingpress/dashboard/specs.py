@@ -50,7 +50,7 @@ class MetricSpec(MetricSeries):
 
     @property
     def aws_published(self) -> bool:
-        """Return whether AWS publishes this metric (an ``AWS/*`` namespace)."""
+        """Whether AWS publishes this metric (an ``AWS/*`` namespace)."""
         return self.namespace in AWS_NAMESPACES
 
 
@@ -189,11 +189,23 @@ def load_dashboard(
 ) -> list[WidgetSpec]:
     """Return the metric widgets of the template's ``AWS::CloudWatch::Dashboard``, in template order.
 
-    Takes the template path, the physical ids of created resources (``Ref`` and attributes per
-    logical id; a resource without one resolves to its logical id), parameter overrides, region
-    and stack name. Raises :class:`DashboardError` when the template has no single dashboard, its
-    body is not JSON or a metric row is malformed, ``TemplateError`` when the body cannot be
-    resolved, ``OSError`` when the template cannot be read.
+    A body that cannot be resolved raises ``TemplateError``, an unreadable template ``OSError``.
+
+    Args:
+        template_path: The template.
+        physical_ids: ``Ref`` and attributes per logical id of created resources; a resource without
+            one resolves to its logical id.
+        parameters: Parameter overrides.
+        region: The region.
+        stack_name: The stack name.
+
+    Returns:
+        The widgets.
+
+    Raises:
+        DashboardError: The template has no single dashboard, its body is not JSON or a metric row is
+            malformed.
+
     """
     template = load_template(template_path)
     resources: Mapping[str, Any] = template.get("Resources") or {}

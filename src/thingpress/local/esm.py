@@ -79,7 +79,7 @@ class RunStats:
 
     @property
     def total_invocations(self) -> int:
-        """Return the number of handler invocations of every function."""
+        """The number of handler invocations of every function."""
         return sum(self.invocations.values())
 
 
@@ -160,7 +160,7 @@ class EventSourceMappingEmulator:
 
     @property
     def sources(self) -> list[EventSourceSpec]:
-        """Return the enabled SQS event sources of the stack."""
+        """The enabled SQS event sources of the stack."""
         return [source for source in self.stack.event_sources if source.enabled]
 
     def concurrency(self, source: EventSourceSpec) -> int:
@@ -224,8 +224,16 @@ class EventSourceMappingEmulator:
         """Invoke the source's function with these messages and settle the batch.
 
         The batch is delivered twice when `duplicate_delivery` says so. Records that succeeded are
-        deleted, failed ones are made visible again. Returns the invocations. Raises
-        `LocalStackError` when the handler cannot be loaded, botocore errors when settling fails.
+        deleted, failed ones are made visible again. A handler that cannot be loaded raises
+        `LocalStackError`; settling failures raise botocore errors.
+
+        Args:
+            source: The event source.
+            messages: The received messages.
+
+        Returns:
+            The invocations.
+
         """
         event = self.build_event(source, messages)
         deliveries = 2 if self.duplicate_delivery and self.duplicate_delivery(source.function, event) else 1
@@ -288,10 +296,17 @@ class EventSourceMappingEmulator:
     def invoke_scheduled(self, schedule: ScheduleSpec, *, at: datetime | None = None) -> Invocation:
         """Invoke a schedule's function once with the event EventBridge sends (`scheduled_event`).
 
-        Takes one of the stack's `schedules` and the event time (default now). The invocation is
-        recorded and reported to `on_progress` like the mappings' ones; an exception of the handler
-        or a timeout is its `error` (the SQS hooks `before_invoke`/`after_invoke` do not apply).
-        Returns the invocation. Raises `LocalStackError` when the handler cannot be loaded.
+        The invocation is recorded and reported to `on_progress` like the mappings' ones; an exception of
+        the handler or a timeout is its `error` (the SQS hooks `before_invoke`/`after_invoke` do not
+        apply). A handler that cannot be loaded raises `LocalStackError`.
+
+        Args:
+            schedule: One of the stack's `schedules`.
+            at: The event time (default now).
+
+        Returns:
+            The invocation.
+
         """
         event = scheduled_event(self.stack, schedule, at or datetime.now(UTC))
         handler = self.stack.handler(schedule.function)
@@ -386,8 +401,15 @@ class EventSourceMappingEmulator:
     def run_until_idle(self, max_seconds: float = 60.0, max_invocations: int | None = None) -> RunStats:
         """Poll every enabled source round-robin until all their queues are empty and nothing runs.
 
-        Stops early (``idle`` false) after `max_seconds` of `clock` time or `max_invocations`
-        batches. Returns the run's statistics. Raises what `deliver()` raises.
+        Raises what `deliver` raises.
+
+        Args:
+            max_seconds: Stop early (``idle`` false) after this much `clock` time.
+            max_invocations: Stop early after this many batches.
+
+        Returns:
+            The run's statistics.
+
         """
         started = self.clock()
         first = len(self.invocations)

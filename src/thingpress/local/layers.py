@@ -64,7 +64,7 @@ class ApiCall:
 
     @property
     def name(self) -> str:
-        """Return ``"<service>:<Operation>"`` (the circuit-name convention), ``?`` when unknown."""
+        """``"<service>:<Operation>"`` (the circuit-name convention), ``?`` when unknown."""
         return f"{self.service}:{self.operation or '?'}"
 
 
@@ -144,9 +144,15 @@ def _signing_service(environ: Mapping[str, Any]) -> str | None:
 def identify_call(environ: Mapping[str, Any]) -> ApiCall | None:
     """Name the AWS request in a WSGI environ.
 
-    Takes the environ. Returns the `ApiCall` (its `operation` None when the request matches no
-    operation of the service's model), or None for an unsigned request (moto's own API, the
-    console). JSON protocols are named by ``X-Amz-Target``; REST protocols by method and path.
+    JSON protocols are named by ``X-Amz-Target``; REST protocols by method and path.
+
+    Args:
+        environ: The WSGI environ.
+
+    Returns:
+        The `ApiCall` (its `operation` None when the request matches no operation of the service's
+        model), or None for an unsigned request (moto's own API, the console).
+
     """
     service = _signing_service(environ)
     if service is None:
@@ -184,8 +190,15 @@ def _add_harness_header(request: Any, **_kwargs: Any) -> None:
 def mark_harness_client(client: Any) -> Any:
     """Mark a boto3 client as the test harness's: its requests bypass every `ServerLayer`.
 
-    Takes the client; returns it. The header is added after signing (moto does not check
-    signatures), so the request is otherwise the one botocore built.
+    The header is added after signing (moto does not check signatures), so the request is otherwise
+    the one botocore built.
+
+    Args:
+        client: The client.
+
+    Returns:
+        The same client.
+
     """
     client.meta.events.register("before-send", _add_harness_header, unique_id=_HARNESS_HOOK_ID)
     return client
@@ -243,13 +256,17 @@ class ServerLayer:
 
     @property
     def installed(self) -> bool:
-        """Return whether the layer is currently in front of the moto server."""
+        """Whether the layer is currently in front of the moto server."""
         return self._inner is not None
 
     def install(self) -> None:
         """Put the layer in front of the running local stack's moto server.
 
-        Raises `RuntimeError` when no local stack runs or the layer is already installed.
+        No running local stack raises `RuntimeError` too.
+
+        Raises:
+            RuntimeError: The layer is already installed.
+
         """
         if self._inner is not None:
             raise RuntimeError(f"{type(self).__name__} is already installed.")

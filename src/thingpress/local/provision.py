@@ -65,7 +65,7 @@ class EventSourceSpec:
 
     @property
     def report_batch_item_failures(self) -> bool:
-        """Return whether the handler reports partial batch failures (ReportBatchItemFailures)."""
+        """Whether the handler reports partial batch failures (ReportBatchItemFailures)."""
         return "ReportBatchItemFailures" in self.function_response_types
 
 
@@ -187,8 +187,7 @@ class Provisioner:
     def create_all(self) -> None:
         """Create every enabled resource of the template, in dependency order.
 
-        Raises:
-            TemplateError: A resource or property the local stack cannot create.
+        A resource or property the local stack cannot create raises `TemplateError`.
 
         """
         resources: Mapping[str, Any] = self.template["Resources"]

@@ -86,7 +86,7 @@ class QuotaCounts:
 
     @property
     def total_throttled(self) -> int:
-        """Return the number of throttled requests over every API."""
+        """The number of throttled requests over every API."""
         return sum(self.throttled.values())
 
 
@@ -147,9 +147,16 @@ class QuotaEmulator(ServerLayer):
         return True
 
     def try_acquire(self, api: str) -> bool:
-        """Take one token of an API's bucket; return False when the call is above the quota.
+        """Take one token of an API's bucket.
 
         APIs without a quota, and every API while the emulator is disabled, are always admitted.
+
+        Args:
+            api: The API name.
+
+        Returns:
+            False when the call is above the quota, else True.
+
         """
         bucket = self._buckets.get(api)
         if bucket is None:

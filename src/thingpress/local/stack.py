@@ -153,9 +153,10 @@ class LocalStack:
     def start(self) -> None:
         """Start moto (once per process), configure the environment and create every resource.
 
+        A template the local stack cannot evaluate or create raises `TemplateError`.
+
         Raises:
             LocalStackError: Another stack is active.
-            TemplateError: The template has something the local stack cannot evaluate or create.
 
         """
         if not claim_server(self):
@@ -273,7 +274,15 @@ class LocalStack:
     def physical_id(self, logical_id: str) -> str:
         """Return what ``Ref`` gives for a created resource (queue URL, bucket/table/function name).
 
-        Raises `LocalStackError` for a resource that was not created locally.
+        Args:
+            logical_id: The resource.
+
+        Returns:
+            Its physical id.
+
+        Raises:
+            LocalStackError: The resource was not created locally.
+
         """
         attributes = self.physical_ids.get(logical_id)
         if attributes is None:
@@ -283,7 +292,16 @@ class LocalStack:
     def attribute(self, logical_id: str, name: str) -> Any:
         """Return a ``Fn::GetAtt`` attribute (Arn, QueueName...) of a created resource.
 
-        Raises `LocalStackError` when the resource or attribute is unknown.
+        Args:
+            logical_id: The resource.
+            name: The attribute.
+
+        Returns:
+            Its value.
+
+        Raises:
+            LocalStackError: The resource or attribute is unknown.
+
         """
         attributes = self.physical_ids.get(logical_id) or {}
         if name not in attributes:
@@ -301,7 +319,7 @@ class LocalStack:
 
     @property
     def bucket(self) -> str:
-        """Return the name of the template's only S3 bucket; raises `LocalStackError` otherwise."""
+        """The name of the template's only S3 bucket; `LocalStackError` when it has several or none."""
         buckets = self.resources_of_type("AWS::S3::Bucket")
         if len(buckets) != 1:
             raise LocalStackError(f"The template has {len(buckets)} buckets; use physical_id() to pick one.")
@@ -336,9 +354,19 @@ class LocalStack:
     ) -> FunctionSpec:
         """Change a function's timeout, memory size or add/override environment variables.
 
-        As on Lambda, where a configuration update gets new execution environments, the function's
-        next invocation is a cold start (its handler modules are imported again). Returns the new
-        spec. Raises `LocalStackError` for an unknown function.
+        As on Lambda, where a configuration update gets new execution environments, the function's next
+        invocation is a cold start (its handler modules are imported again). An unknown function raises
+        `LocalStackError`.
+
+        Args:
+            logical_id: The function.
+            timeout: The new timeout (seconds), or None to keep it.
+            memory_size: The new memory size (MB), or None to keep it.
+            environment: Variables to add or override.
+
+        Returns:
+            The new spec.
+
         """
         spec = self._function(logical_id)
         changes: dict[str, Any] = {}
@@ -391,8 +419,16 @@ class LocalStack:
     def handler(self, logical_id: str) -> Callable[[Any, Any], Any]:
         """Import a function's handler (under its environment, as Lambda's init does) and return it.
 
-        Raises `LocalStackError` when the module cannot be imported, lacks the handler, or was
-        already imported from another directory than the function's code.
+        Args:
+            logical_id: The function.
+
+        Returns:
+            The handler.
+
+        Raises:
+            LocalStackError: The module cannot be imported, lacks the handler, or was already imported
+                from another directory than the function's code.
+
         """
         spec = self._function(logical_id)
         module_name, _, attribute = spec.handler.rpartition(".")
@@ -432,10 +468,19 @@ class LocalStack:
         )
 
     def invoke(self, logical_id: str, event: Any, context: FakeLambdaContext | None = None) -> Any:
-        """Invoke a function's handler in-process with its environment; return its response.
+        """Invoke a function's handler in-process with its environment.
 
-        Exceptions raised by the handler propagate. Raises `LocalStackError` when the handler cannot
-        be loaded.
+        Exceptions raised by the handler propagate; a handler that cannot be loaded raises
+        `LocalStackError`.
+
+        Args:
+            logical_id: The function.
+            event: The event.
+            context: The Lambda context (default: a fresh one).
+
+        Returns:
+            The handler's response.
+
         """
         function = self.handler(logical_id)
         context = context or self.make_context(logical_id)

@@ -66,10 +66,17 @@ _REASONS: Final = {500: "500 Internal Server Error", 503: "503 Service Unavailab
 def error_response(
     service: str, status: int, environ: Mapping[str, Any], start_response: StartResponse
 ) -> list[bytes]:
-    """Answer a 5xx error for `service` in its protocol's shape and return the body chunks.
+    """Answer a 5xx error for `service` in its protocol's shape.
 
-    Takes the botocore service name, the status (500 or 503), the request's WSGI environ (its body
-    is read and discarded) and ``start_response``.
+    Args:
+        service: The botocore service name.
+        status: 500 or 503.
+        environ: The request's WSGI environ (its body is read and discarded).
+        start_response: The WSGI callback.
+
+    Returns:
+        The body chunks.
+
     """
     code, message = _ERROR_CODES.get(service, _DEFAULT_CODES).get(status, _DEFAULT_CODES[500])
     reason = _REASONS.get(status, f"{status} Error")
@@ -107,6 +114,10 @@ def _drop_connection(environ: Mapping[str, Any], *, body_read: bool = False) -> 
 
     The request body is read first (unless the application already did): werkzeug would otherwise
     parse its unread bytes as the next request on the dead connection.
+
+    Raises:
+        ConnectionResetError: Always; werkzeug then sends no answer.
+
     """
     if not body_read:
         drain_body(environ)

@@ -241,7 +241,7 @@ class FaultyEmulator(EventSourceMappingEmulator):
 
     @property
     def crashes_fired(self) -> int:
-        """Return how many crashes were injected."""
+        """How many crashes were injected."""
         return self._crash.fired if self._crash is not None else 0
 
     def _source_for(self, event: Mapping[str, Any]) -> EventSourceSpec | None:
@@ -362,6 +362,14 @@ class FaultyEmulator(EventSourceMappingEmulator):
 
         After a `SimulatedCrash` the batch's records become visible again after
         `retry_visibility_seconds` (Lambda: after the visibility timeout) and the crash is recorded.
+
+        Args:
+            source: The event source.
+            messages: The received messages.
+
+        Returns:
+            The invocations.
+
         """
         started = self.clock()
         try:
