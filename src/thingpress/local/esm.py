@@ -118,15 +118,23 @@ def _lambda_message_attributes(attributes: dict[str, Any]) -> dict[str, Any]:
 class EventSourceMappingEmulator:
     """Feeds the stack's functions from their SQS event sources, as Lambda's event source mappings do.
 
-    Takes the started `LocalStack` and: `clock` (seconds; used for contexts, durations and bounds),
-    `sleep` (for waiting on invisible messages), `retry_visibility_seconds` (visibility given to
-    failed records), `max_concurrency` (concurrent invocations per event source; ``None`` means
-    ScalingConfig.MaximumConcurrency, else capped by it), the fault-injection hooks `before_invoke`
-    (may replace the event) and `after_invoke` (sees the response or the exception) — an exception
-    raised by either fails the whole batch, like a crash of the execution environment before or
-    after the handler ran —,
-    `duplicate_delivery` (true: deliver that batch twice; a record is then deleted if either delivery
-    succeeded for it) and `on_progress` (called with every `Invocation`).
+    An exception raised by a fault-injection hook fails the whole batch, like a crash of the
+    execution environment before or after the handler ran.
+
+    Args:
+        stack: The started `LocalStack`.
+        clock: Seconds; used for contexts, durations and bounds.
+        sleep: Waits on invisible messages.
+        retry_visibility_seconds: The visibility given to failed records.
+        max_concurrency: Concurrent invocations per event source; ``None`` means
+            ScalingConfig.MaximumConcurrency, else capped by it.
+        poll_interval: Seconds to wait before polling again when a round received nothing.
+        before_invoke: Fault-injection hook; may replace the event.
+        after_invoke: Fault-injection hook; sees the response or the exception.
+        duplicate_delivery: True for a batch to deliver twice; a record is then deleted if either
+            delivery succeeded for it.
+        on_progress: Called with every `Invocation`.
+
     """
 
     def __init__(

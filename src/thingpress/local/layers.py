@@ -323,7 +323,11 @@ class MotoLock(ServerLayer):
     ("OrderedDict mutated during iteration", answered as HTTP 500), and its DynamoDB
     ``TransactWriteItems`` deep-copies a table for rollback while other threads write to it (the
     copy fails, and a rollback would undo their writes). AWS has neither failure, so a test must not
-    see them. Takes the service names (default IoT and DynamoDB); harness requests are serialised too.
+    see them. Harness requests are serialised too.
+
+    Args:
+        services: The botocore names of the services to serialise (default IoT and DynamoDB).
+
     """
 
     def __init__(self, services: Iterable[str] = ("iot", "dynamodb")) -> None:

@@ -363,12 +363,20 @@ class MetricsCapture:
     ) -> Callable[[Invocation], None]:
         """Return an ``on_progress`` callback that samples the stack after every invocation.
 
-        Takes the started stack and an optional callback to chain. Each call records, at the
-        capture's clock: per queue of the stack, ``ApproximateNumberOfMessagesVisible`` and
-        ``ApproximateNumberOfMessagesNotVisible``; per function, ``Errors`` (1 when the invocation
-        failed, else 0), ``Duration`` (milliseconds, the emulator's measure) and
-        ``ConcurrentExecutions`` (invocations of that function finished within the duration of
-        this one, this one included: what ran at the same time, as far as the emulator tells).
+        Each call records, at the capture's clock: per queue of the stack,
+        ``ApproximateNumberOfMessagesVisible`` and ``ApproximateNumberOfMessagesNotVisible``; per
+        function, ``Errors`` (1 when the invocation failed, else 0), ``Duration`` (milliseconds, the
+        emulator's measure) and ``ConcurrentExecutions`` (invocations of that function finished
+        within the duration of this one, this one included: what ran at the same time, as far as
+        the emulator tells).
+
+        Args:
+            stack: The started stack.
+            then: A callback to chain, if any.
+
+        Returns:
+            The callback.
+
         """
         self.bind_stack(stack)
         sqs = mark_harness_client(stack.client("sqs"))  # fault and quota layers leave it alone

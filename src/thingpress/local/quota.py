@@ -101,11 +101,19 @@ class _Bucket:
 class QuotaEmulator(ServerLayer):
     """Per-API request-rate quotas of AWS IoT, enforced in front of the local stack.
 
-    Takes `quotas` (API name → requests per second; default `DEFAULT_IOT_QUOTAS`, see
-    `scaled_quotas` for raised quotas), `burst_seconds` (bucket capacity in seconds of quota; AWS
-    does not publish its burst, one second's worth is assumed), `clock` (monotonic seconds) and
-    `enabled` (false: count only, throttle nothing; switchable at any time). APIs without a quota
-    are never throttled. Raises `ValueError` for a quota that is not a positive number.
+    APIs without a quota are never throttled.
+
+    Args:
+        quotas: API name → requests per second; default `DEFAULT_IOT_QUOTAS` (see `scaled_quotas`
+            for raised quotas).
+        burst_seconds: Bucket capacity in seconds of quota; AWS does not publish its burst, one
+            second's worth is assumed.
+        clock: Monotonic seconds.
+        enabled: False: count only, throttle nothing; switchable at any time.
+
+    Raises:
+        ValueError: A quota or `burst_seconds` that is not a positive number.
+
     """
 
     service: Final = "iot"

@@ -68,12 +68,19 @@ def _replace_environ(target: Mapping[str, str]) -> None:
 class LocalStack:
     """The template's resources on an in-process moto server, and its functions runnable in-process.
 
-    Takes the template path, parameter overrides, the stack name, region, an optional `sam build`
-    output directory (default: code from the source tree), and the clock used for Lambda contexts.
     Use as a context manager; `start()` raises `LocalStackError` or `TemplateError` when a resource
     cannot be created. Handler invocations of different functions are serialised (the process
     environment is swapped to the function's); invocations of one function may overlap and a
     handler may use threads internally.
+
+    Args:
+        template_path: The template.
+        parameters: Parameter overrides.
+        stack_name: The stack name.
+        region: The region.
+        build_dir: A ``sam build`` output directory; None for code from the source tree.
+        clock: The clock of Lambda contexts.
+
     """
 
     def __init__(

@@ -194,9 +194,14 @@ class OutageReport:
 class FaultInjector(ServerLayer):
     """Injects the seeded faults of a `FaultPlan` into the functions' AWS requests.
 
-    Takes the plan, the `seed`, and `clock` (monotonic seconds, for outage windows). `injected`
-    counts the faults by ``(call name, kind)`` with kind ``500``, ``503``, ``drop``,
+    `injected` counts the faults by ``(call name, kind)`` with kind ``500``, ``503``, ``drop``,
     ``drop_after`` or ``outage``; `outages()` tells when each outage window was active.
+
+    Args:
+        plan: What to inject.
+        seed: The seed of every random choice.
+        clock: Monotonic seconds, for outage windows.
+
     """
 
     def __init__(

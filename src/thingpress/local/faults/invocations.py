@@ -198,12 +198,18 @@ def function_client(stack: LocalStack, function: str, service: str) -> Any:
 class FaultyEmulator(EventSourceMappingEmulator):
     """An `EventSourceMappingEmulator` that injects the invocation-side faults of `EmulatorFaults`.
 
-    Takes the started stack, the faults, a `seed` and the emulator's keyword options (its own
-    `before_invoke`, `after_invoke` and `on_progress` still run). The emulator's own SQS client is
-    marked as the harness's, so server-side layers leave the polling alone. `crashes` lists the
-    invocations that died of `SimulatedCrash`; `visibility_redeliveries` counts the concurrent
-    deliveries caused by an expired visibility timeout; `duplicate_s3_events` the notifications
-    sent twice.
+    The emulator's own SQS client is marked as the harness's, so server-side layers leave the
+    polling alone. `crashes` lists the invocations that died of `SimulatedCrash`;
+    `visibility_redeliveries` counts the concurrent deliveries caused by an expired visibility
+    timeout; `duplicate_s3_events` the notifications sent twice.
+
+    Args:
+        stack: The started stack.
+        faults: The faults to inject (default none).
+        seed: The seed of every random choice.
+        **options: The emulator's keyword options; its own `before_invoke`, `after_invoke`,
+            `duplicate_delivery` and `on_progress` still run.
+
     """
 
     def __init__(
