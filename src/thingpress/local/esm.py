@@ -14,6 +14,8 @@ Scheduled functions (SAM `Schedule` events, `LocalStack.schedules`) never fire o
 Differences from Lambda, on purpose: MaximumBatchingWindowInSeconds is not waited for (a batch is
 whatever the queue holds, up to BatchSize); invocations of one function run one at a time unless
 `max_concurrency` allows more (ScalingConfig.MaximumConcurrency still caps it).
+
+Over 450 lines because polling, batch settlement and concurrency are one protocol, Lambda's SQS poller.
 """
 
 from __future__ import annotations
