@@ -81,7 +81,8 @@ class Pipeline:
 
     def __init__(self, *, parameters: Mapping[str, str], quotas: Mapping[str, float] | None) -> None:
         from thingpress.local import LocalStack
-        from thingpress.local.quota import MotoLock, QuotaEmulator, mark_harness_client
+        from thingpress.local.layers import MotoLock, mark_harness_client
+        from thingpress.local.quota import QuotaEmulator
 
         self.stack = LocalStack(TEMPLATE, parameters=dict(parameters), stack_name="bench")
         # Without quotas the emulator only counts the calls.
@@ -341,7 +342,7 @@ def function_subprocess_env(stack: Any, function: str) -> dict[str, str]:
 
 def fan_out(count: int, workdir: Path) -> dict[str, Any]:
     """Fan a `count`-certificate manifest out with the provider in a subprocess; rate and peak RSS."""
-    from thingpress.local.quota import HARNESS_HEADER
+    from thingpress.local.layers import HARNESS_HEADER
 
     progress(f"Fan-out: generating a {count}-certificate manifest")
     manifest = generated_manifest(count, workdir / "fanout.txt", seed=4)

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from layer_utils.jobs import FINAL_STATUSES, Job, JobStore, report_key_for
-from thingpress.demo import LOCAL_IOT_TPS
 from thingpress.local import EventSourceMappingEmulator, LocalStack
+from thingpress.localrun import LOCAL_IOT_TPS
 
 TEMPLATE = Path(__file__).resolve().parents[1] / "template.yaml"
 PROVIDER = "ManifestProviderFunction"

@@ -36,13 +36,13 @@ from thingpress.certfactory import make_ca, make_device_cert, make_device_certs
 from thingpress.dashboard import MetricSpec, load_dashboard
 from thingpress.generate import write_generated
 from thingpress.local import EventSourceMappingEmulator, LocalStack
+from thingpress.local.layers import ApiCall, ServerLayer, StartResponse, WsgiApp, json_error_response
 from thingpress.local.metrics_capture import (
     MetricsCapture,
     SeriesKey,
     parse_emf,
     parse_emf_line,
 )
-from thingpress.local.quota import ApiCall, ServerLayer, StartResponse, WsgiApp, json_error_response
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = REPO_ROOT / "template.yaml"

@@ -164,7 +164,7 @@ def test_human_output(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> Non
 def test_status_and_report_against_the_local_endpoint(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    from thingpress.demo import LocalRun, Upload, local_stack
+    from thingpress.localrun import LocalRun, Upload, local_stack
 
     manifest = tmp_path / "devices.txt"
     summary = generate("generated", 6, manifest, bad_fraction=0.5, seed=13)

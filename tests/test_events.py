@@ -22,8 +22,8 @@ import pytest
 
 from layer_utils.jobs import JobStatus, JobStore, job_id_for
 from thingpress import invoke
-from thingpress.demo import ensure_iot_resources, local_stack
 from thingpress.generate import Summary, generate, make_microchip_signer
+from thingpress.localrun import ensure_iot_resources, local_stack
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 EVENTS = REPO_ROOT / "events"

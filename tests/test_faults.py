@@ -25,7 +25,8 @@ from thingpress.local.faults import (
     Outage,
     SimulatedCrash,
 )
-from thingpress.local.quota import QuotaEmulator, mark_harness_client
+from thingpress.local.layers import mark_harness_client
+from thingpress.local.quota import QuotaEmulator
 
 TEMPLATE = """\
 AWSTemplateFormatVersion: 2010-09-09

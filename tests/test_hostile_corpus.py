@@ -30,10 +30,10 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from layer_utils.jobs import FINAL_STATUSES, JobStore, report_key_for
 from thingpress.certfactory import Issued, make_ca, make_device_cert
-from thingpress.demo import LOCAL_IOT_TPS
 from thingpress.local import LocalStack
 from thingpress.local.faults import FaultyEmulator
-from thingpress.local.quota import MotoLock, mark_harness_client
+from thingpress.local.layers import MotoLock, mark_harness_client
+from thingpress.localrun import LOCAL_IOT_TPS
 
 TEMPLATE = Path(__file__).resolve().parents[1] / "template.yaml"
 TRUSTED_PREFIX = "trusted/"

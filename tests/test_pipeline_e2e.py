@@ -34,11 +34,12 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from layer_utils.jobs import FINAL_STATUSES, Job, JobStatus, JobStore, report_key_for
-from thingpress.demo import LOCAL_IOT_TPS, ensure_iot_resources
 from thingpress.generate import Summary, generate, make_microchip_signer
 from thingpress.local import EventSourceMappingEmulator, LocalStack, RunStats
 from thingpress.local.faults import function_client
-from thingpress.local.quota import MotoLock, QuotaEmulator, mark_harness_client
+from thingpress.local.layers import MotoLock, mark_harness_client
+from thingpress.local.quota import QuotaEmulator
+from thingpress.localrun import LOCAL_IOT_TPS, ensure_iot_resources
 
 TEMPLATE = Path(__file__).resolve().parents[1] / "template.yaml"
 PROVIDER = "ManifestProviderFunction"

@@ -10,10 +10,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from thingpress.demo import LOCAL_IOT_TPS
 from thingpress.generate import generate
 from thingpress.local import LocalStack
 from thingpress.local.faults import CrashAfter, EmulatorFaults, FaultyEmulator
+from thingpress.localrun import LOCAL_IOT_TPS
 
 TEMPLATE = Path(__file__).resolve().parents[1] / "template.yaml"
 PROVIDER = "ManifestProviderFunction"

@@ -21,9 +21,9 @@ import pytest
 from job_sweeper.sweeper import SweepConfig, sweep_jobs
 from layer_utils.jobs import JobStatus, JobStore, job_id_for
 from thingpress import remote
-from thingpress.demo import LOCAL_IOT_TPS
 from thingpress.generate import generate
 from thingpress.local import EventSourceMappingEmulator, LocalStack
+from thingpress.localrun import LOCAL_IOT_TPS
 
 TEMPLATE = Path(__file__).resolve().parents[1] / "template.yaml"
 PROVIDER = "ManifestProviderFunction"

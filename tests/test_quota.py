@@ -12,15 +12,8 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from thingpress.local import LocalStack
-from thingpress.local.quota import (
-    DEFAULT_IOT_QUOTAS,
-    ApiCall,
-    QuotaEmulator,
-    ServerLayer,
-    identify_call,
-    mark_harness_client,
-    scaled_quotas,
-)
+from thingpress.local.layers import ApiCall, ServerLayer, identify_call, mark_harness_client
+from thingpress.local.quota import DEFAULT_IOT_QUOTAS, QuotaEmulator, scaled_quotas
 
 TEMPLATE = """\
 AWSTemplateFormatVersion: 2010-09-09
@@ -252,7 +245,7 @@ def test_admitted_rate_is_measured_between_first_and_last_admitted_call(stack: L
 def test_moto_lock_serialises_iot_so_concurrent_requests_never_fail(stack: LocalStack) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
-    from thingpress.local.quota import MotoLock
+    from thingpress.local.layers import MotoLock
 
     iot = single_attempt_client(stack, "iot")
 

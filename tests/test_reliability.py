@@ -40,8 +40,9 @@ from thingpress.local.faults import (
     Outage,
     SimulatedCrash,
 )
+from thingpress.local.layers import MotoLock, mark_harness_client
 from thingpress.local.metrics_capture import MetricsCapture
-from thingpress.local.quota import MotoLock, QuotaEmulator, mark_harness_client, scaled_quotas
+from thingpress.local.quota import QuotaEmulator, scaled_quotas
 
 TEMPLATE = Path(__file__).resolve().parents[1] / "template.yaml"
 SEED = 6

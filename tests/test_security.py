@@ -32,9 +32,9 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from layer_utils.jobs import Job, JobStore, report_key_for
 from thingpress.certfactory import Issued, make_ca, make_device_cert
-from thingpress.demo import LOCAL_IOT_TPS
 from thingpress.generate import make_microchip_signer, write_infineon
 from thingpress.local import EventSourceMappingEmulator, LocalStack
+from thingpress.localrun import LOCAL_IOT_TPS
 
 TEMPLATE = Path(__file__).resolve().parents[1] / "template.yaml"
 PROVIDER = "ManifestProviderFunction"

@@ -55,8 +55,17 @@ def new_key(
 ) -> PrivateKey:
     """Generate a private key.
 
-    Takes ``key_type`` ``"ec"`` (``curve``, default P-256) or ``"rsa"`` (``rsa_bits``, default 2048).
-    Returns the new key. Raises ``ValueError`` for another key type.
+    Args:
+        key_type: ``"ec"`` or ``"rsa"``.
+        curve: The EC curve (default P-256).
+        rsa_bits: The RSA key size (default 2048).
+
+    Returns:
+        The new key.
+
+    Raises:
+        ValueError: Another key type.
+
     """
     if key_type == "ec":
         return ec.generate_private_key(curve or ec.SECP256R1())
@@ -116,12 +125,19 @@ def make_ca(
     not_after: datetime | None = None,
     path_length: int | None = None,
 ) -> Issued:
-    """Create a CA certificate.
+    """Create a CA certificate; an unknown key type raises ``ValueError``.
 
-    Takes the subject ``cn``; with ``issuer`` None the result is a self-signed root, otherwise an
-    intermediate signed by ``issuer``. ``key_type`` is ``"ec"`` (P-256) or ``"rsa"`` (2048 bits);
-    ``not_before``/``not_after`` default to a day ago and ten years ahead; ``path_length`` limits the
-    chain below. Returns the certificate and its key. Raises ``ValueError`` for an unknown key type.
+    Args:
+        cn: The subject CN.
+        issuer: The signing CA; None for a self-signed root.
+        key_type: ``"ec"`` (P-256) or ``"rsa"`` (2048 bits).
+        not_before: Start of validity (default a day ago).
+        not_after: End of validity (default ten years ahead).
+        path_length: Limit of the chain below, if any.
+
+    Returns:
+        The certificate and its key.
+
     """
     key = new_key(key_type)
     start, end = _validity(not_before, not_after)
@@ -170,12 +186,24 @@ def make_device_cert(
 ) -> Issued:
     """Create one device (end-entity) certificate signed by ``issuer``.
 
-    Takes the subject ``cn`` (None for an empty subject), the issuing CA and optionally the device
-    ``key`` (otherwise a new one of ``key_type``: ``"ec"`` on ``curve``, default P-256, or ``"rsa"``
-    of ``rsa_bits``), the validity window (default: a day ago to ten years ahead), DNS names for a
-    SubjectAltName (none by default, like real secure-element certificates), ``is_ca`` to produce a
-    misissued CA-flagged "device" certificate, and a deterministic ``serial``. Returns the
-    certificate and its key. Raises ``ValueError`` for an unknown key type.
+    An unknown key type raises ``ValueError``.
+
+    Args:
+        cn: The subject CN; None for an empty subject.
+        issuer: The issuing CA.
+        key: The device key; None for a new one of ``key_type``.
+        key_type: ``"ec"`` (on ``curve``) or ``"rsa"`` (of ``rsa_bits``).
+        curve: The EC curve (default P-256).
+        rsa_bits: The RSA key size.
+        not_before: Start of validity (default a day ago).
+        not_after: End of validity (default ten years ahead).
+        san_dns: DNS names for a SubjectAltName (none by default, like real secure-element certificates).
+        is_ca: Produce a misissued CA-flagged "device" certificate.
+        serial: A deterministic serial number.
+
+    Returns:
+        The certificate and its key.
+
     """
     device_key = key if key is not None else new_key(key_type, curve=curve, rsa_bits=rsa_bits)
     start, end = _validity(not_before, not_after)
@@ -245,16 +273,28 @@ def make_device_certs(
 ) -> Iterator[Issued]:
     """Yield ``count`` device certificates signed by ``issuer`` (the fast bulk path).
 
-    Takes the number of certificates, the issuing CA, ``cn_format`` (``str.format`` with ``i``, the
-    index counted from ``start``), ``shared_key`` to reuse one device key pair for every certificate
-    (so only signing costs; the certificates still differ in CN, serial and therefore fingerprint),
-    ``key_type`` for the device keys, the validity window and ``first_serial`` for deterministic
-    serials ``first_serial + n`` (random 159-bit serials otherwise). Yields the certificates in order.
-    Raises ``ValueError`` for a negative count or an unknown key type.
-
     Measured on the 2-core build machine (cryptography 50, Python 3.13, P-256 issuer, one process):
-    about 20,000 certificates per second with ``shared_key`` (100,000 in 5 s), about 9,500 per
-    second with a fresh key each, about 3,000 per second under an RSA-2048 issuer.
+    about 20,000 certificates per second with ``shared_key`` (100,000 in 5 s), about 9,500 per second
+    with a fresh key each, about 3,000 per second under an RSA-2048 issuer.
+
+    Args:
+        count: The number of certificates.
+        issuer: The issuing CA.
+        cn_format: ``str.format`` pattern with ``i``, the index counted from ``start``.
+        start: The first index.
+        shared_key: Reuse one device key pair for every certificate (only signing costs; the
+            certificates still differ in CN, serial and therefore fingerprint).
+        key_type: The device keys' type.
+        not_before: Start of validity.
+        not_after: End of validity.
+        first_serial: Deterministic serials ``first_serial + n``; None for random 159-bit serials.
+
+    Yields:
+        The certificates, in order.
+
+    Raises:
+        ValueError: A negative count.
+
     """
     if count < 0:
         raise ValueError(f"Certificate count must not be negative, got {count}.")

@@ -3,6 +3,8 @@
 Used by the local stack (`thingpress.local`) to derive emulated resources from `template.yaml`.
 Only what a local emulation needs is implemented; anything else raises `TemplateError` naming the
 intrinsic and where it was met, rather than guessing.
+
+Over 450 lines because the resolver implements every supported intrinsic, and they share one evaluator.
 """
 
 from __future__ import annotations
@@ -124,10 +126,18 @@ _TemplateLoader.add_multi_constructor("!", _construct_unknown)
 def load_template(path: str | Path) -> dict[str, Any]:
     """Load a CloudFormation/SAM template (YAML or JSON) with short-form tags in their long forms.
 
-    Takes the template path. Returns the template as a dict (`!Ref X` becomes ``{"Ref": "X"}``,
-    `!Sub s` becomes ``{"Fn::Sub": s}``, `!GetAtt A.B` becomes ``{"Fn::GetAtt": ["A", "B"]}``).
-    Raises `TemplateError` when the file is not a mapping or uses an unknown tag, `OSError` when it
-    cannot be read.
+    ``!Ref X`` becomes ``{"Ref": "X"}``, ``!Sub s`` becomes ``{"Fn::Sub": s}``, ``!GetAtt A.B``
+    becomes ``{"Fn::GetAtt": ["A", "B"]}``. An unreadable file raises ``OSError``.
+
+    Args:
+        path: The template file.
+
+    Returns:
+        The template as a dict.
+
+    Raises:
+        TemplateError: The file is not a mapping or uses an unknown tag.
+
     """
     text = Path(path).read_text(encoding="utf-8")
     try:
@@ -154,9 +164,19 @@ def _merge_global(global_value: Any, resource_value: Any) -> Any:
 def merge_globals(template: Mapping[str, Any], section: str, properties: Mapping[str, Any]) -> dict[str, Any]:
     """Merge SAM ``Globals.<section>`` (for example ``Function``) into a resource's properties.
 
-    Takes the template, the Globals section name and the resource's own properties. Returns the merged
-    properties (maps merged with the resource winning, lists concatenated, scalars overridden), as
-    SAM does. Raises nothing.
+    Maps are merged with the resource winning, lists concatenated, scalars overridden, as SAM does.
+
+    Args:
+        template: The template.
+        section: The Globals section name.
+        properties: The resource's own properties.
+
+    Returns:
+        The merged properties.
+
+    Raises:
+        TemplateError: The Globals section is not a mapping.
+
     """
     globals_section = template.get("Globals") or {}
     defaults = globals_section.get(section) or {}
@@ -167,10 +187,18 @@ def merge_globals(template: Mapping[str, Any], section: str, properties: Mapping
 
 
 def function_properties(template: Mapping[str, Any], logical_id: str) -> dict[str, Any]:
-    """Return a ``AWS::Serverless::Function``'s properties with ``Globals.Function`` merged in.
+    """Return an ``AWS::Serverless::Function``'s properties with ``Globals.Function`` merged in.
 
-    Takes the template and the function's logical id. Raises `TemplateError` when that resource is
-    not a serverless function.
+    Args:
+        template: The template.
+        logical_id: The function's logical id.
+
+    Returns:
+        The merged properties.
+
+    Raises:
+        TemplateError: That resource is not a serverless function.
+
     """
     resource = (template.get("Resources") or {}).get(logical_id)
     if not resource or resource.get("Type") != "AWS::Serverless::Function":
@@ -241,7 +269,7 @@ class Resolver:
 
     @property
     def pseudo_parameters(self) -> dict[str, Any]:
-        """Return the pseudo parameters (AWS::Region, AWS::AccountId...) and their local values."""
+        """The pseudo parameters (AWS::Region, AWS::AccountId...) and their local values."""
         return {
             "AWS::Region": self.region,
             "AWS::AccountId": self.account,
@@ -256,7 +284,15 @@ class Resolver:
     def condition(self, name: str) -> bool:
         """Evaluate the named template condition.
 
-        Raises `TemplateError` for an unknown condition or a condition that is not boolean.
+        Args:
+            name: The condition's name.
+
+        Returns:
+            Its value.
+
+        Raises:
+            TemplateError: An unknown condition, or one that is not boolean.
+
         """
         if name not in self._conditions:
             conditions: Mapping[str, Any] = self.template.get("Conditions") or {}
@@ -271,7 +307,15 @@ class Resolver:
     def resource_enabled(self, logical_id: str) -> bool:
         """Return whether a resource exists in this deployment (its Condition, if any, is true).
 
-        Raises `TemplateError` for an unknown resource or condition.
+        Args:
+            logical_id: The resource.
+
+        Returns:
+            Whether it exists.
+
+        Raises:
+            TemplateError: An unknown resource or condition.
+
         """
         resources: Mapping[str, Any] = self.template.get("Resources") or {}
         if logical_id not in resources:
@@ -282,9 +326,16 @@ class Resolver:
     def resolve(self, value: Any, *, where: str = "template") -> Any:
         """Evaluate every intrinsic function in `value` and return the plain result.
 
-        `where` names the location for error messages. ``AWS::NoValue`` removes the enclosing
-        mapping key or list item. Raises `TemplateError` for unsupported intrinsics, unknown
-        references and malformed arguments.
+        ``AWS::NoValue`` removes the enclosing mapping key or list item. Unsupported intrinsics, unknown
+        references and malformed arguments raise `TemplateError`.
+
+        Args:
+            value: A template value.
+            where: The location, for error messages.
+
+        Returns:
+            The resolved value.
+
         """
         if isinstance(value, list):
             items = [self.resolve(item, where=f"{where}[{index}]") for index, item in enumerate(value)]

@@ -69,7 +69,7 @@ class CheckResult:
 
     @property
     def ok(self) -> bool:
-        """Return whether the manifest has no problem at all."""
+        """Whether the manifest has no problem at all."""
         return not self.problems
 
     def to_dict(self) -> dict[str, Any]:
@@ -91,8 +91,13 @@ class CheckResult:
 def load_certificate_files(paths: Iterable[Path]) -> tuple[tuple[ParsedCertificate, ...], list[str]]:
     """Load every certificate in ``paths`` (PEM, DER or base64; a file may hold several).
 
-    Returns the certificates and one warning per file skipped because it holds no readable
-    certificate (as the provider skips such a trust file and warns in the report).
+    Args:
+        paths: The certificate files.
+
+    Returns:
+        The certificates, and one warning per file skipped because it holds no readable certificate
+        (as the provider skips such a trust file and warns in the report).
+
     """
     certificates: list[ParsedCertificate] = []
     warnings: list[str] = []
@@ -125,11 +130,22 @@ def check_manifest(
 ) -> CheckResult:
     """Check one manifest file as the ManifestProvider would, without importing anything.
 
-    Takes the manifest path, the vendor (None: detect it from the content), the Microchip signer
-    certificates, the trust anchors (None: the chain is not checked), the Infineon bundle type,
-    whether expired certificates are accepted, the ordered thing-name sources and prefix (as the
-    ``THINGPRESS_THING_NAME_*`` settings) and the validation time (default now). Returns the result
-    with every problem, one per bad entry. Raises ``OSError`` when the file cannot be read.
+    An unreadable file raises ``OSError``.
+
+    Args:
+        path: The manifest.
+        vendor: The vendor; None to detect it from the content.
+        verifiers: The Microchip signer certificates.
+        trusted_cas: The trust anchors; None: the chain is not checked.
+        bundle_type: The Infineon bundle type.
+        allow_expired: Whether expired certificates are accepted.
+        name_sources: The ordered thing-name sources (as ``THINGPRESS_THING_NAME_SOURCE``).
+        thing_name_prefix: The thing-name prefix (as ``THINGPRESS_THING_NAME_PREFIX``).
+        now: The validation time (default now).
+
+    Returns:
+        The result with every problem, one per bad entry.
+
     """
     evaluator = EntryEvaluator(
         name_sources=name_sources,
@@ -190,9 +206,14 @@ def check_command(
     thing_name_prefix: str = "",
     as_json: bool,
 ) -> int:
-    """Run ``thingpress check``: print the counts and every problem; return 0 when none, else 1.
+    """Run ``thingpress check``: print the counts and every problem.
 
-    A verifier or CA file that holds no readable certificate is skipped with a warning.
+    A verifier or CA file that holds no readable certificate is skipped with a warning. The arguments
+    are those of `check_manifest`, with file paths and ``as_json`` for JSON output.
+
+    Returns:
+        0 when there is no problem, else 1.
+
     """
     signers, warnings = load_certificate_files(certificate_files(verifiers)) if verifiers else ((), [])
     anchors: tuple[ParsedCertificate, ...] | None = None

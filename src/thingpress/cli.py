@@ -13,7 +13,7 @@ import sys
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from layer_utils.cert_utils import DEFAULT_NAME_SOURCES, parse_name_sources
 from thingpress.console import CliError
@@ -215,40 +215,37 @@ def _remote_target(args: argparse.Namespace) -> tuple[str | None, str | None, st
     return args.stack, args.bucket, args.table
 
 
+def _manifest_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """Return the values of `_add_manifest_arguments`'s options as keyword arguments (check, local import)."""
+    return {
+        "vendor": args.vendor,
+        "verifiers": args.verifiers,
+        "trusted_cas": args.trusted_ca,
+        "bundle_type": args.bundle_type,
+        "allow_expired": args.allow_expired,
+        "name_sources": args.thing_name_source,
+        "thing_name_prefix": args.thing_name_prefix,
+        "as_json": args.json,
+    }
+
+
 def _cmd_local_import(args: argparse.Namespace) -> int:
     from thingpress import demo  # noqa: PLC0415 - the emulator loads only when needed
 
     return demo.local_import_command(
         args.manifest,
-        vendor=args.vendor,
         policies=args.policies,
         thing_groups=args.thing_groups,
         thing_type=args.thing_type,
-        verifiers=args.verifiers,
-        bundle_type=args.bundle_type,
-        allow_expired=args.allow_expired,
-        trusted_cas=args.trusted_ca,
-        name_sources=args.thing_name_source,
-        thing_name_prefix=args.thing_name_prefix,
         dashboard=args.dashboard,
-        as_json=args.json,
+        **_manifest_settings(args),
     )
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
     from thingpress import check  # noqa: PLC0415
 
-    return check.check_command(
-        args.manifest,
-        vendor=args.vendor,
-        verifiers=args.verifiers,
-        trusted_cas=args.trusted_ca,
-        bundle_type=args.bundle_type,
-        allow_expired=args.allow_expired,
-        name_sources=args.thing_name_source,
-        thing_name_prefix=args.thing_name_prefix,
-        as_json=args.json,
-    )
+    return check.check_command(args.manifest, **_manifest_settings(args))
 
 
 def _cmd_invoke(args: argparse.Namespace) -> int:
@@ -309,10 +306,14 @@ def _describe(error: BaseException) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the ``thingpress`` command with ``argv`` (default: ``sys.argv[1:]``).
+    """Run the ``thingpress`` command; every error is reported as one line on stderr.
 
-    Returns the exit code (0 all good, 1 some entries failed, 2 usage or environment error); every
-    error is reported as one line on stderr.
+    Args:
+        argv: The arguments (default: ``sys.argv[1:]``).
+
+    Returns:
+        The exit code: 0 all good, 1 some entries failed, 2 usage or environment error.
+
     """
     try:
         args = build_parser().parse_args(argv)

@@ -25,6 +25,7 @@ class CliError(Exception):
     """
 
     def __init__(self, message: str, exit_code: int = 2) -> None:
+        """Create the error with its message and exit code."""
         super().__init__(message)
         self.exit_code = exit_code
 
@@ -60,6 +61,7 @@ class JobProgress:
     """
 
     def __init__(self, *, enabled: bool = True, console: Console | None = None) -> None:
+        """Create the bars on ``console`` (default: stderr); nothing shows until entered."""
         self._enabled = enabled
         self._progress = Progress(
             TextColumn("{task.description:<40}"),

@@ -117,7 +117,7 @@ class Invocation:
 
     @property
     def document(self) -> Any:
-        """Return what ``sam local invoke`` prints: the response, or the error document."""
+        """What ``sam local invoke`` prints: the response, or the error document."""
         return self.error if self.error is not None else self.response
 
 
@@ -140,10 +140,20 @@ def _layer_ids(template: Mapping[str, Any], layers: Any) -> list[str]:
 def resolve_function(template_path: Path, logical_id: str, build_dir: Path) -> FunctionSpec:
     """Read ``logical_id`` from the template and locate its code and layers.
 
-    Takes the template path, the function's logical id and the ``sam build`` directory. Returns the
-    function spec; the build output is used when ``<build_dir>/<logical_id>`` exists, the source tree
-    (CodeUri, ContentUri relative to the template) otherwise. Raises ``CliError`` when the template
-    does not define the function or its code cannot be found.
+    The build output is used when ``<build_dir>/<logical_id>`` exists, the source tree (CodeUri,
+    ContentUri relative to the template) otherwise.
+
+    Args:
+        template_path: The template.
+        logical_id: The function's logical id.
+        build_dir: The ``sam build`` directory.
+
+    Returns:
+        The function spec.
+
+    Raises:
+        CliError: The template does not define the function or its code cannot be found.
+
     """
     try:
         template = load_template(template_path)
@@ -197,9 +207,21 @@ def environment_for_endpoint(
 ) -> dict[str, str]:
     """Return the function's environment for a run against an external endpoint.
 
-    Takes the template, the function spec and the caller's environment. Template values that do not
-    depend on stack resources are resolved locally; a variable set in ``caller`` wins. Raises
-    ``CliError`` naming the first variable that refers to a stack resource and is not set by the caller.
+    Template values that do not depend on stack resources are resolved locally; a variable set in
+    ``caller`` wins.
+
+    Args:
+        template_path: The template.
+        spec: The function spec.
+        caller: The caller's environment.
+
+    Returns:
+        The environment.
+
+    Raises:
+        CliError: A variable refers to a stack resource and is not set by the caller (the first is
+            named).
+
     """
     resolver = Resolver(load_template(template_path))
     resolved: dict[str, str] = {}
@@ -242,10 +264,23 @@ def run_handler(
 ) -> Invocation:
     """Run the handler of ``spec`` on ``event`` in a subprocess and return the outcome.
 
-    Takes the function spec, the event, the function's environment (added to a copy of this
-    process's environment with ``PYTHONPATH`` replaced by the code and layer directories), the
-    function name and ARN for the context, and the interpreter. The handler's output (logs) goes to
-    this process's stderr. Raises ``CliError`` when the subprocess dies without writing a result.
+    The handler's output (logs) goes to this process's stderr.
+
+    Args:
+        spec: The function spec.
+        event: The event.
+        environment: The function's environment, added to a copy of this process's environment with
+            ``PYTHONPATH`` replaced by the code and layer directories.
+        function_name: The function name for the context.
+        function_arn: The function ARN for the context.
+        python: The interpreter.
+
+    Returns:
+        The outcome.
+
+    Raises:
+        CliError: The subprocess died without writing a result.
+
     """
     name = function_name or spec.logical_id
     region = environment.get("AWS_REGION") or os.environ.get("AWS_REGION") or "us-east-1"
@@ -299,11 +334,21 @@ def invoke(
 ) -> Invocation:
     """Invoke one function of the template on ``event`` (the Python API behind ``thingpress invoke``).
 
-    Takes the logical id, the event, the template and build directory, and either a running
-    ``thingpress.local.LocalStack`` (its function environment and endpoint are used) or nothing, in
-    which case ``AWS_ENDPOINT_URL`` from ``caller_env`` (default ``os.environ``) is the endpoint, or
-    a local stack is started for the call. Returns the invocation outcome. Raises ``CliError`` for a
-    template or environment problem.
+    A template or environment problem raises ``CliError``.
+
+    Args:
+        logical_id: The function's logical id.
+        event: The event.
+        template: The template.
+        build_dir: The ``sam build`` directory.
+        stack: A running ``thingpress.local.LocalStack`` whose function environment and endpoint are
+            used; None: ``AWS_ENDPOINT_URL`` from ``caller_env`` is the endpoint, or a local stack is
+            started for the call.
+        caller_env: The caller's environment (default ``os.environ``).
+
+    Returns:
+        The invocation outcome.
+
     """
     caller = dict(os.environ if caller_env is None else caller_env)
     spec = resolve_function(template, logical_id, build_dir)
@@ -367,8 +412,12 @@ def _invoke_on_stack(spec: FunctionSpec, event: Any, stack: Any) -> Invocation:
 def invoke_command(function: str, event_path: Path, *, template: Path | None, build_dir: Path) -> int:
     """Run ``thingpress invoke``: print the handler's JSON response (or error document) on stdout.
 
-    Returns 0 when the handler returned, 1 when it raised. Raises ``CliError`` when the template is
-    missing or the event file is not JSON.
+    Returns:
+        0 when the handler returned, 1 when it raised.
+
+    Raises:
+        CliError: The template is missing or the event file is not JSON.
+
     """
     template_path = template or DEFAULT_TEMPLATE
     if not template_path.is_file():

@@ -4,6 +4,8 @@ Everything takes boto3 clients, so it works against AWS, LocalStack or the embed
 (set ``AWS_ENDPOINT_URL``). The report document is the same for a local run and a deployed stack:
 the job report (``reports/<manifest key>.json`` once written, else the job item's counters and its
 outcome items) plus ``things``, read back from the IoT registry.
+
+Over 450 lines because each command of the deployed side has its own documented public function.
 """
 
 from __future__ import annotations
@@ -69,7 +71,12 @@ class Deployment:
 def resolve_stack(cloudformation: CloudFormationClient, stack: str) -> Deployment:
     """Return the deployment of CloudFormation stack ``stack``, from its outputs or else its resources.
 
-    Raises ``CliError`` when the stack does not exist or lacks the bucket or the jobs table.
+    Returns:
+        The deployment.
+
+    Raises:
+        CliError: The stack does not exist or lacks the bucket or the jobs table.
+
     """
     try:
         described = cloudformation.describe_stacks(StackName=stack)["Stacks"]
@@ -126,7 +133,11 @@ def _no_metrics(_name: str, _value: float, _dimensions: Mapping[str, str] | None
 def run_sweep(store: JobStore, deployment: Deployment) -> SweepResult:
     """Run one sweep of a deployment's jobs now, as the scheduled JobSweeper does (no metric is emitted).
 
-    Returns what was examined and finished. Raises ``AwsOperationError`` for an AWS failure.
+    An AWS failure raises ``AwsOperationError``.
+
+    Returns:
+        What was examined and finished.
+
     """
     return sweep_jobs(store, sweep_config(deployment), emit=_no_metrics)
 
@@ -152,7 +163,12 @@ def message_job_ids(body: str) -> list[str]:
 def find_job(store: JobStore, job_or_key: str) -> Job:
     """Return the job whose id or manifest key is ``job_or_key`` (the newest when a key repeats).
 
-    Raises ``CliError`` when no job matches.
+    Returns:
+        The job.
+
+    Raises:
+        CliError: No job matches.
+
     """
     job = store.get_job(job_or_key)
     if job is not None:
@@ -185,11 +201,13 @@ def _paginate(iot: IoTClient, operation: str, result_key: str, **kwargs: Any) ->
 
 
 def read_thing(iot: IoTClient, thing_name: str) -> dict[str, Any]:
-    """Read one thing back from the IoT registry.
+    """Read one thing back from the IoT registry; a missing thing raises botocore's ``ClientError``.
 
-    Returns ``thing_name``, ``certificate_id`` (None without a principal; the first when several),
-    ``certificates`` (all), ``policies`` (attached to the certificate), ``thing_groups``,
-    ``thing_type`` and ``attributes``. Raises ``botocore`` ``ClientError`` when the thing is missing.
+    Returns:
+        ``thing_name``, ``certificate_id`` (None without a principal; the first when several),
+        ``certificates`` (all), ``policies`` (attached to the certificate), ``thing_groups``,
+        ``thing_type`` and ``attributes``.
+
     """
     described = iot.describe_thing(thingName=thing_name)
     principals = list(_paginate(iot, "list_thing_principals", "principals", thingName=thing_name))
@@ -256,9 +274,18 @@ def redrive(
 ) -> RedriveResult:
     """Move every message of ``dlq_url`` back to ``source_url``: receive, send, then delete, 10 at a time.
 
-    Bodies and message attributes are kept; ``before_send`` (optional) sees the bodies of each batch
-    before it is sent. A message whose send fails stays in the DLQ (it becomes visible again after
-    its visibility timeout) and is counted in ``failed``. Returns the counts.
+    Bodies and message attributes are kept. A message whose send fails stays in the DLQ (it becomes
+    visible again after its visibility timeout) and is counted in ``failed``.
+
+    Args:
+        sqs: The SQS client.
+        dlq_url: The dead-letter queue.
+        source_url: The queue the messages go back to.
+        before_send: Optional; sees the bodies of each batch before it is sent.
+
+    Returns:
+        The counts.
+
     """
     # SQS StartMessageMoveTask would do this server-side, but moto does not implement it.
     moved = failed = 0
@@ -322,8 +349,11 @@ def report_exit_code(reports: Sequence[Mapping[str, Any]]) -> int:
 def status_command(*, stack: str | None, bucket: str | None, table: str | None, as_json: bool) -> int:
     """Run ``thingpress status``: list every job (newest first) with its status and counts.
 
-    Returns 0 when every job completed without failures, 1 otherwise. Raises ``CliError`` for an
-    unknown stack.
+    An unknown stack raises ``CliError``.
+
+    Returns:
+        0 when every job completed without failures, 1 otherwise.
+
     """
     deployment = _deployment(stack, bucket, table)
     store = job_store(deployment, dynamodb=boto3.client("dynamodb"), s3=boto3.client("s3"))
@@ -340,8 +370,11 @@ def report_command(
 ) -> int:
     """Run ``thingpress report``: one job's report with the things read back from IoT.
 
-    Returns 0 when the job completed without failures, 1 otherwise. Raises ``CliError`` when no job
-    matches.
+    No matching job raises ``CliError``.
+
+    Returns:
+        0 when the job completed without failures, 1 otherwise.
+
     """
     deployment = _deployment(stack, bucket, table)
     store = job_store(deployment, dynamodb=boto3.client("dynamodb"), s3=boto3.client("s3"))
@@ -358,9 +391,16 @@ def redrive_command(*, stack: str | None, queue: str | None, to: str | None, as_
 
     With ``stack`` both DLQs are redriven; before a message is sent back, the unfinished jobs it
     concerns get a fresh progress clock (``JobStore.restart_progress_clock``), so the sweep waits a
-    full ``StalledJobMinutes`` for it; then one sweep runs (``run_sweep``), so every job that cannot
-    finish is final. Returns 0 when every message moved, 1 when some could not be sent. Raises
-    ``CliError`` for an unknown stack.
+    full ``StalledJobMinutes`` for it; then one sweep runs (`run_sweep`), so every job that cannot
+    finish is final.
+
+    Returns:
+        0 when every message moved, 1 when some could not be sent.
+
+    Raises:
+        CliError: The stack has no dead-letter queues, or the queues are not named (an unknown stack
+            too).
+
     """
     sqs = boto3.client("sqs")
     pairs: list[tuple[str, str]] = []
@@ -432,9 +472,12 @@ def print_swept(result: SweepResult) -> None:
 def sweep_command(*, stack: str | None, bucket: str | None, table: str | None, as_json: bool) -> int:
     """Run ``thingpress sweep``: finish the jobs that stopped making progress now, as the JobSweeper does.
 
-    The limits are the stack's ``StalledJobMinutes`` and ``MaxParseLeaseExpiries`` (the defaults
-    with ``--bucket`` and ``--table``). Returns 0 when no job was stuck, 1 when the sweep finished
-    some. Raises ``CliError`` for an unknown stack.
+    The limits are the stack's ``StalledJobMinutes`` and ``MaxParseLeaseExpiries`` (the defaults with
+    ``--bucket`` and ``--table``). An unknown stack raises ``CliError``.
+
+    Returns:
+        0 when no job was stuck, 1 when the sweep finished some.
+
     """
     deployment = _deployment(stack, bucket, table)
     store = job_store(deployment, dynamodb=boto3.client("dynamodb"), s3=boto3.client("s3"))

@@ -7,7 +7,8 @@ scheduled ones on request.
 
 from thingpress.local.context import FakeLambdaContext
 from thingpress.local.esm import EventSourceMappingEmulator, Invocation, RunStats
-from thingpress.local.stack import EventSourceSpec, FunctionSpec, LocalStack, LocalStackError, ScheduleSpec
+from thingpress.local.provision import EventSourceSpec, FunctionSpec, ScheduleSpec
+from thingpress.local.stack import LocalStack, LocalStackError
 
 __all__ = [
     "EventSourceMappingEmulator",

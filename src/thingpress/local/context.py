@@ -25,9 +25,18 @@ def function_arn(function_name: str, *, region: str = "us-east-1", account: str 
 class FakeLambdaContext(LambdaContext):
     """The context object passed to a handler invoked locally.
 
-    Takes the function name, its timeout (seconds) and memory size, a `clock` returning seconds
-    (monotonic; defaults to `time.monotonic`), and optional region/account/request id. The deadline is
-    fixed at construction: `get_remaining_time_in_millis()` is ``timeout - (clock() - start)``.
+    The deadline is fixed at construction: `get_remaining_time_in_millis()` is
+    ``timeout - (clock() - start)``.
+
+    Args:
+        function_name: The function name.
+        timeout_seconds: Its timeout.
+        memory_limit_in_mb: Its memory size.
+        clock: Monotonic seconds.
+        region: The region of the function's ARN.
+        account: The account of the function's ARN.
+        aws_request_id: The request id (default a new UUID).
+
     """
 
     def __init__(

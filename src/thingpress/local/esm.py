@@ -14,6 +14,8 @@ Scheduled functions (SAM `Schedule` events, `LocalStack.schedules`) never fire o
 Differences from Lambda, on purpose: MaximumBatchingWindowInSeconds is not waited for (a batch is
 whatever the queue holds, up to BatchSize); invocations of one function run one at a time unless
 `max_concurrency` allows more (ScalingConfig.MaximumConcurrency still caps it).
+
+Over 450 lines because polling, batch settlement and concurrency are one protocol, Lambda's SQS poller.
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from thingpress.local.stack import EventSourceSpec, LocalStack, ScheduleSpec
+from thingpress.local.provision import EventSourceSpec, ScheduleSpec
+from thingpress.local.stack import LocalStack
 
 __all__ = ["EventSourceMappingEmulator", "Invocation", "RunStats", "scheduled_event"]
 
@@ -78,7 +81,7 @@ class RunStats:
 
     @property
     def total_invocations(self) -> int:
-        """Return the number of handler invocations of every function."""
+        """The number of handler invocations of every function."""
         return sum(self.invocations.values())
 
 
@@ -117,15 +120,23 @@ def _lambda_message_attributes(attributes: dict[str, Any]) -> dict[str, Any]:
 class EventSourceMappingEmulator:
     """Feeds the stack's functions from their SQS event sources, as Lambda's event source mappings do.
 
-    Takes the started `LocalStack` and: `clock` (seconds; used for contexts, durations and bounds),
-    `sleep` (for waiting on invisible messages), `retry_visibility_seconds` (visibility given to
-    failed records), `max_concurrency` (concurrent invocations per event source; ``None`` means
-    ScalingConfig.MaximumConcurrency, else capped by it), the fault-injection hooks `before_invoke`
-    (may replace the event) and `after_invoke` (sees the response or the exception) — an exception
-    raised by either fails the whole batch, like a crash of the execution environment before or
-    after the handler ran —,
-    `duplicate_delivery` (true: deliver that batch twice; a record is then deleted if either delivery
-    succeeded for it) and `on_progress` (called with every `Invocation`).
+    An exception raised by a fault-injection hook fails the whole batch, like a crash of the
+    execution environment before or after the handler ran.
+
+    Args:
+        stack: The started `LocalStack`.
+        clock: Seconds; used for contexts, durations and bounds.
+        sleep: Waits on invisible messages.
+        retry_visibility_seconds: The visibility given to failed records.
+        max_concurrency: Concurrent invocations per event source; ``None`` means
+            ScalingConfig.MaximumConcurrency, else capped by it.
+        poll_interval: Seconds to wait before polling again when a round received nothing.
+        before_invoke: Fault-injection hook; may replace the event.
+        after_invoke: Fault-injection hook; sees the response or the exception.
+        duplicate_delivery: True for a batch to deliver twice; a record is then deleted if either
+            delivery succeeded for it.
+        on_progress: Called with every `Invocation`.
+
     """
 
     def __init__(
@@ -159,7 +170,7 @@ class EventSourceMappingEmulator:
 
     @property
     def sources(self) -> list[EventSourceSpec]:
-        """Return the enabled SQS event sources of the stack."""
+        """The enabled SQS event sources of the stack."""
         return [source for source in self.stack.event_sources if source.enabled]
 
     def concurrency(self, source: EventSourceSpec) -> int:
@@ -223,8 +234,16 @@ class EventSourceMappingEmulator:
         """Invoke the source's function with these messages and settle the batch.
 
         The batch is delivered twice when `duplicate_delivery` says so. Records that succeeded are
-        deleted, failed ones are made visible again. Returns the invocations. Raises
-        `LocalStackError` when the handler cannot be loaded, botocore errors when settling fails.
+        deleted, failed ones are made visible again. A handler that cannot be loaded raises
+        `LocalStackError`; settling failures raise botocore errors.
+
+        Args:
+            source: The event source.
+            messages: The received messages.
+
+        Returns:
+            The invocations.
+
         """
         event = self.build_event(source, messages)
         deliveries = 2 if self.duplicate_delivery and self.duplicate_delivery(source.function, event) else 1
@@ -236,6 +255,13 @@ class EventSourceMappingEmulator:
             invocations.append(invocation)
         self._settle(source, messages, failed)
         return invocations
+
+    def _record(self, invocation: Invocation) -> None:
+        """Add an invocation to `invocations` and report it to `on_progress`."""
+        with self._lock:
+            self.invocations.append(invocation)
+        if self.on_progress:
+            self.on_progress(invocation)
 
     def _invoke(
         self, source: EventSourceSpec, event: dict[str, Any], delivery: int
@@ -274,19 +300,23 @@ class EventSourceMappingEmulator:
             duration=self.clock() - context.started,
             delivery=delivery,
         )
-        with self._lock:
-            self.invocations.append(invocation)
-        if self.on_progress:
-            self.on_progress(invocation)
+        self._record(invocation)
         return invocation, failed_ids
 
     def invoke_scheduled(self, schedule: ScheduleSpec, *, at: datetime | None = None) -> Invocation:
         """Invoke a schedule's function once with the event EventBridge sends (`scheduled_event`).
 
-        Takes one of the stack's `schedules` and the event time (default now). The invocation is
-        recorded and reported to `on_progress` like the mappings' ones; an exception of the handler
-        or a timeout is its `error` (the SQS hooks `before_invoke`/`after_invoke` do not apply).
-        Returns the invocation. Raises `LocalStackError` when the handler cannot be loaded.
+        The invocation is recorded and reported to `on_progress` like the mappings' ones; an exception of
+        the handler or a timeout is its `error` (the SQS hooks `before_invoke`/`after_invoke` do not
+        apply). A handler that cannot be loaded raises `LocalStackError`.
+
+        Args:
+            schedule: One of the stack's `schedules`.
+            at: The event time (default now).
+
+        Returns:
+            The invocation.
+
         """
         event = scheduled_event(self.stack, schedule, at or datetime.now(UTC))
         handler = self.stack.handler(schedule.function)
@@ -310,10 +340,7 @@ class EventSourceMappingEmulator:
             started=context.started,
             duration=self.clock() - context.started,
         )
-        with self._lock:
-            self.invocations.append(invocation)
-        if self.on_progress:
-            self.on_progress(invocation)
+        self._record(invocation)
         return invocation
 
     @staticmethod
@@ -384,8 +411,15 @@ class EventSourceMappingEmulator:
     def run_until_idle(self, max_seconds: float = 60.0, max_invocations: int | None = None) -> RunStats:
         """Poll every enabled source round-robin until all their queues are empty and nothing runs.
 
-        Stops early (``idle`` false) after `max_seconds` of `clock` time or `max_invocations`
-        batches. Returns the run's statistics. Raises what `deliver()` raises.
+        Raises what `deliver` raises.
+
+        Args:
+            max_seconds: Stop early (``idle`` false) after this much `clock` time.
+            max_invocations: Stop early after this many batches.
+
+        Returns:
+            The run's statistics.
+
         """
         started = self.clock()
         first = len(self.invocations)

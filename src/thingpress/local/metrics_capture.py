@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, TextIO
 
-from thingpress.local.quota import mark_harness_client
+from thingpress.local.layers import mark_harness_client
 
 if TYPE_CHECKING:
     from thingpress.local.esm import Invocation
@@ -76,12 +76,12 @@ class MetricSeries:
 
     @property
     def key(self) -> SeriesKey:
-        """Return the series key: namespace, name and the set of dimensions."""
+        """The series key: namespace, name and the set of dimensions."""
         return (self.namespace, self.name, frozenset(self.dimensions))
 
     @property
     def dimension_map(self) -> dict[str, str]:
-        """Return the dimensions as a dict."""
+        """The dimensions as a dict."""
         return dict(self.dimensions)
 
 
@@ -112,9 +112,16 @@ def _values(raw: Any, where: str) -> list[float]:
 def parse_emf(document: Mapping[str, Any]) -> list[MetricDatum]:
     """Turn one EMF document into its metric values, one per dimension set, metric and value.
 
-    Takes the decoded JSON object. Returns the values (empty when it declares no metric). Raises
-    ``ValueError`` when the document is not valid EMF: no ``_aws`` metadata, a directive without a
-    namespace, a dimension or metric that has no value in the document, or a non-numeric value.
+    Args:
+        document: The decoded JSON object.
+
+    Returns:
+        The values (empty when it declares no metric).
+
+    Raises:
+        ValueError: The document is not valid EMF: no ``_aws`` metadata, a directive without a
+            namespace, a dimension or metric that has no value in the document, or a non-numeric value.
+
     """
     metadata = document.get("_aws")
     if not isinstance(metadata, Mapping) or not isinstance(metadata.get("CloudWatchMetrics"), list):
@@ -147,10 +154,17 @@ def parse_emf(document: Mapping[str, Any]) -> list[MetricDatum]:
 
 
 def parse_emf_line(line: str) -> list[MetricDatum] | None:
-    """Parse one output line; return its metric values, or None when the line is not EMF.
+    """Parse one output line into its metric values.
 
     A JSON object with ``_aws`` metadata that is not valid EMF raises ``ValueError`` (see
-    :func:`parse_emf`): the code printed a broken metric, which must not pass unnoticed.
+    `parse_emf`): the code printed a broken metric, which must not pass unnoticed.
+
+    Args:
+        line: The line.
+
+    Returns:
+        The values, or None when the line is not EMF.
+
     """
     text = line.strip()
     if not text.startswith("{") or '"_aws"' not in text:
@@ -187,7 +201,7 @@ class _EmfTee(io.TextIOBase):
 
     @property
     def encoding(self) -> str:  # type: ignore[override]  # TextIOBase declares it as a plain attribute
-        """Return the target's encoding."""
+        """The target's encoding."""
         return str(getattr(self.target, "encoding", "utf-8"))
 
     def isatty(self) -> bool:
@@ -251,13 +265,18 @@ class _StackFacts:
 class MetricsCapture:
     """Collects the EMF metrics printed while active, and local samples of AWS-published metrics.
 
-    Takes ``echo`` (also forward EMF lines to the real stdout; default False, as CloudWatch Logs
-    would not show them either) and ``clock`` (epoch seconds, for the local samples). Use it as
-    a context manager; it may be entered more than once. ``data`` holds the emitted values,
-    ``samples`` the local stand-ins; both are appended to from any thread.
+    Use it as a context manager; it may be entered more than once. ``data`` holds the emitted
+    values, ``samples`` the local stand-ins; both are appended to from any thread.
+
+    Args:
+        echo: Also forward EMF lines to the real stdout (default False, as CloudWatch Logs would
+            not show them either).
+        clock: Epoch seconds, for the local samples.
+
     """
 
     def __init__(self, *, echo: bool = False, clock: Callable[[], float] = time.time) -> None:
+        """Create an inactive capture with no data."""
         self.echo = echo
         self.clock = clock
         self.data: list[MetricDatum] = []
@@ -344,12 +363,20 @@ class MetricsCapture:
     ) -> Callable[[Invocation], None]:
         """Return an ``on_progress`` callback that samples the stack after every invocation.
 
-        Takes the started stack and an optional callback to chain. Each call records, at the
-        capture's clock: per queue of the stack, ``ApproximateNumberOfMessagesVisible`` and
-        ``ApproximateNumberOfMessagesNotVisible``; per function, ``Errors`` (1 when the invocation
-        failed, else 0), ``Duration`` (milliseconds, the emulator's measure) and
-        ``ConcurrentExecutions`` (invocations of that function finished within the duration of
-        this one, this one included: what ran at the same time, as far as the emulator tells).
+        Each call records, at the capture's clock: per queue of the stack,
+        ``ApproximateNumberOfMessagesVisible`` and ``ApproximateNumberOfMessagesNotVisible``; per
+        function, ``Errors`` (1 when the invocation failed, else 0), ``Duration`` (milliseconds, the
+        emulator's measure) and ``ConcurrentExecutions`` (invocations of that function finished
+        within the duration of this one, this one included: what ran at the same time, as far as
+        the emulator tells).
+
+        Args:
+            stack: The started stack.
+            then: A callback to chain, if any.
+
+        Returns:
+            The callback.
+
         """
         self.bind_stack(stack)
         sqs = mark_harness_client(stack.client("sqs"))  # fault and quota layers leave it alone

@@ -1,96 +1,32 @@
-"""Seeded fault injection for the local stack: what AWS and Lambda do to a pipeline on a bad day.
+"""Invocation-side faults: an event-source-mapping emulator that duplicates, redelivers and crashes.
 
-Server side (`FaultInjector`, a `ServerLayer` in front of moto, so every function client meets it):
-
-* 5xx answers at rate `FaultPlan.error_rate`, in each protocol's shape (IoT ``InternalFailureException``
-  500 / ``ServiceUnavailableException`` 503 in REST-JSON, SQS ``InternalError``/``ServiceUnavailable``
-  in JSON with the query-compatible header, DynamoDB ``InternalServerError``/``ServiceUnavailable``,
-  S3 ``InternalError``/``ServiceUnavailable`` in XML), before the request is served;
-* dropped connections: the socket is shut down without an answer, either before the request is
-  served (`drop_rate`) or after it was (`drop_after_rate`: the change happened, the client never
-  hears of it and retries), which botocore reports as a connection error;
-* `Outage` windows: every call of one API answers 503 for `duration` seconds.
-
-Invocation side (`FaultyEmulator`, an `EventSourceMappingEmulator`):
-
-* duplicate SQS deliveries of a batch, and duplicate S3 notifications sent to the intake queue;
-* a visibility timeout expiring mid-batch: one record of a running invocation becomes visible
-  again, is received for real and delivered to a concurrent invocation of the same function;
-* a crash (`CrashAfter`): after the k-th successful call of an API (CreateThing by default) the
-  invocation dies with `SimulatedCrash`, raised inside the handler by a botocore hook on the
-  function's own client, so work already done stays done and the batch is delivered again.
-
-Every random choice comes from ``random.Random(seed)``.
+See `thingpress.local.faults` for the fault kinds.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import random
-import socket
 import threading
-import time
-import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Final
 
 from thingpress.local.esm import EventSourceMappingEmulator, Invocation, RunStats
-from thingpress.local.quota import (
-    ApiCall,
-    ServerLayer,
-    StartResponse,
-    WsgiApp,
-    drain_body,
-    json_error_response,
-    mark_harness_client,
-)
-from thingpress.local.stack import EventSourceSpec, LocalStack
+from thingpress.local.layers import mark_harness_client
+from thingpress.local.provision import EventSourceSpec
+from thingpress.local.stack import LocalStack
 
 __all__ = [
-    "DEFAULT_FAULT_SERVICES",
     "CrashAfter",
     "EmulatorFaults",
-    "FaultInjector",
-    "FaultPlan",
     "FaultyEmulator",
-    "Outage",
-    "OutageReport",
     "SimulatedCrash",
-    "error_response",
     "function_client",
 ]
 
-DEFAULT_FAULT_SERVICES: Final = frozenset({"iot", "sqs", "s3", "dynamodb"})
-
-# (HTTP status) → error code per service; the shapes follow each service's protocol.
-_ERROR_CODES: Final[Mapping[str, Mapping[int, tuple[str, str]]]] = {
-    "iot": {
-        500: ("InternalFailureException", "An unexpected error has occurred."),
-        503: ("ServiceUnavailableException", "Service is unavailable."),
-    },
-    "sqs": {
-        500: ("InternalError", "We encountered an internal error. Please try again."),
-        503: ("ServiceUnavailable", "The request has failed due to a temporary failure of the server."),
-    },
-    "dynamodb": {
-        500: ("InternalServerError", "Internal server error"),
-        503: ("ServiceUnavailable", "The service is currently unavailable or busy."),
-    },
-    "s3": {
-        500: ("InternalError", "We encountered an internal error. Please try again."),
-        503: ("ServiceUnavailable", "Service is unable to handle request."),
-    },
-}
-_DEFAULT_CODES: Final = {500: ("InternalFailure", "Internal failure."), 503: ("ServiceUnavailable", "")}
-_JSON_TYPE_PREFIX: Final = {
-    "sqs": "com.amazonaws.sqs#",
-    "dynamodb": "com.amazonaws.dynamodb.v20120810#",
-}
 _CONTEXT_KEYS: Final = "thingpress_crash_keys"
-_REASONS: Final = {500: "500 Internal Server Error", 503: "503 Service Unavailable"}
 
 
 class SimulatedCrash(BaseException):
@@ -99,228 +35,6 @@ class SimulatedCrash(BaseException):
     A `BaseException` so that the handler's own ``except Exception`` (per-record error handling,
     Powertools' batch processor) cannot swallow it, just as it could not outlive a dead process.
     """
-
-
-def error_response(
-    service: str, status: int, environ: Mapping[str, Any], start_response: StartResponse
-) -> list[bytes]:
-    """Answer a 5xx error for `service` in its protocol's shape and return the body chunks.
-
-    Takes the botocore service name, the status (500 or 503), the request's WSGI environ (its body
-    is read and discarded) and ``start_response``.
-    """
-    code, message = _ERROR_CODES.get(service, _DEFAULT_CODES).get(status, _DEFAULT_CODES[500])
-    reason = _REASONS.get(status, f"{status} Error")
-    drain_body(environ)
-    if service == "s3":
-        request_id = uuid.uuid4().hex[:16].upper()
-        body = (
-            '<?xml version="1.0" encoding="UTF-8"?>\n'
-            f"<Error><Code>{code}</Code><Message>{message}</Message>"
-            f"<RequestId>{request_id}</RequestId></Error>"
-        ).encode()
-        start_response(
-            reason,
-            [
-                ("Content-Type", "application/xml"),
-                ("Content-Length", str(len(body))),
-                ("x-amz-request-id", request_id),
-            ],
-        )
-        return [body]
-    if service in _JSON_TYPE_PREFIX:
-        headers = {"x-amzn-query-error": f"{code};Receiver"} if service == "sqs" else {}
-        return json_error_response(
-            start_response,
-            reason,
-            headers,
-            {"__type": _JSON_TYPE_PREFIX[service] + code, "message": message},
-            content_type="application/x-amz-json-1.0",
-        )
-    return json_error_response(start_response, reason, {"x-amzn-ErrorType": code}, {"message": message})
-
-
-def _drop_connection(environ: Mapping[str, Any], *, body_read: bool = False) -> None:
-    """Shut the client's socket down and raise, so the server sends nothing at all.
-
-    The request body is read first (unless the application already did): werkzeug would otherwise
-    parse its unread bytes as the next request on the dead connection.
-    """
-    if not body_read:
-        drain_body(environ)
-    connection = environ.get("werkzeug.socket")
-    if connection is not None:
-        with contextlib.suppress(OSError):
-            connection.shutdown(socket.SHUT_RDWR)
-    # werkzeug treats a ConnectionError from the application as a dropped connection: no answer.
-    raise ConnectionResetError("Connection dropped by the fault injector.")
-
-
-@dataclass(frozen=True)
-class Outage:
-    """Every call of one API answers `status` for `duration` seconds.
-
-    The window starts `start` seconds after the injector is installed, or (when `after_calls` is
-    set) when the API receives its `after_calls`-th call since installation, whichever is set.
-    `operation` is the API name (``RegisterCertificateWithoutCA``) of `service`.
-    """
-
-    operation: str
-    duration: float
-    service: str = "iot"
-    start: float | None = None
-    after_calls: int | None = None
-    status: int = 503
-
-
-@dataclass(frozen=True)
-class FaultPlan:
-    """What the `FaultInjector` does to the functions' requests.
-
-    Rates are probabilities per request (0 to 1) for the `services` listed; `operations`, when
-    not empty, restricts the random faults to those API names. `scheduled` fails given calls for
-    sure: call name (``"s3:GetObject"``) → the 1-based numbers of its calls since installation that
-    answer a 5xx (an API the functions call rarely still meets a fault). `outages` and `scheduled`
-    are independent of the rates.
-    """
-
-    error_rate: float = 0.0
-    drop_rate: float = 0.0
-    drop_after_rate: float = 0.0
-    services: frozenset[str] = DEFAULT_FAULT_SERVICES
-    operations: frozenset[str] = frozenset()
-    outages: tuple[Outage, ...] = ()
-    scheduled: Mapping[str, frozenset[int]] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        """Raise `ValueError` when a rate is outside 0..1 or the rates add up to more than 1."""
-        rates = (self.error_rate, self.drop_rate, self.drop_after_rate)
-        if any(not 0.0 <= rate <= 1.0 for rate in rates) or sum(rates) > 1.0:
-            raise ValueError("Fault rates must be between 0 and 1 and add up to at most 1.")
-
-
-@dataclass
-class _OutageState:
-    outage: Outage
-    calls: int = 0
-    started: float | None = None
-    ended: float | None = None
-    rejected: int = 0
-
-
-@dataclass(frozen=True)
-class OutageReport:
-    """What happened during one outage: when it began and ended (injector clock) and calls refused."""
-
-    outage: Outage
-    started: float | None
-    ended: float | None
-    rejected: int
-
-
-class FaultInjector(ServerLayer):
-    """Injects the seeded faults of a `FaultPlan` into the functions' AWS requests.
-
-    Takes the plan, the `seed`, and `clock` (monotonic seconds, for outage windows). `injected`
-    counts the faults by ``(call name, kind)`` with kind ``500``, ``503``, ``drop``,
-    ``drop_after`` or ``outage``; `outages()` tells when each outage window was active.
-    """
-
-    def __init__(
-        self, plan: FaultPlan, *, seed: int = 0, clock: Callable[[], float] = time.monotonic
-    ) -> None:
-        """Create the injector; nothing happens until it is installed (``with``)."""
-        super().__init__()
-        self.plan = plan
-        self._random = random.Random(seed)  # noqa: S311 - reproducible fault choices, not secrets  # nosec B311
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._installed_at = clock()
-        self._outages = [_OutageState(outage) for outage in plan.outages]
-        self._calls: Counter[str] = Counter()
-        self.injected: Counter[tuple[str, str]] = Counter()
-
-    def install(self) -> None:
-        """Install the layer; outage start times count from now."""
-        super().install()
-        self._installed_at = self._clock()
-
-    def outages(self) -> list[OutageReport]:
-        """Return the state of every outage window."""
-        with self._lock:
-            return [OutageReport(s.outage, s.started, s.ended, s.rejected) for s in self._outages]
-
-    def _in_outage(self, call: ApiCall, now: float) -> int | None:
-        """Return the status to answer when the call falls in an outage window (lock held)."""
-        for state in self._outages:
-            outage = state.outage
-            if outage.service != call.service or outage.operation != call.operation:
-                continue
-            state.calls += 1
-            if state.started is None:
-                if outage.after_calls is not None and state.calls >= outage.after_calls:
-                    state.started = now
-                elif outage.start is not None and now - self._installed_at >= outage.start:
-                    state.started = self._installed_at + outage.start
-            if state.started is None:
-                continue
-            if now < state.started + outage.duration:
-                state.rejected += 1
-                return outage.status
-            state.ended = state.started + outage.duration
-        return None
-
-    def _decide(self, call: ApiCall) -> str | None:
-        plan = self.plan
-        with self._lock:
-            status = self._in_outage(call, self._clock())
-            if status is not None:
-                self.injected[(call.name, "outage")] += 1
-                return f"outage:{status}"
-            self._calls[call.name] += 1
-            if self._calls[call.name] in plan.scheduled.get(call.name, ()):
-                scheduled = self._random.choice(("500", "503"))
-                self.injected[(call.name, scheduled)] += 1
-                return scheduled
-            if call.service not in plan.services or (
-                plan.operations and call.operation not in plan.operations
-            ):
-                return None
-            draw = self._random.random()
-            kind: str | None = None
-            if draw < plan.error_rate:
-                kind = self._random.choice(("500", "503"))
-            elif draw < plan.error_rate + plan.drop_rate:
-                kind = "drop"
-            elif draw < plan.error_rate + plan.drop_rate + plan.drop_after_rate:
-                kind = "drop_after"
-            if kind is not None:
-                self.injected[(call.name, kind)] += 1
-            return kind
-
-    def handle(
-        self, call: ApiCall, environ: dict[str, Any], start_response: StartResponse, app: WsgiApp
-    ) -> Iterable[bytes]:
-        """Serve the request, or fail it as the plan decides."""
-        kind = self._decide(call)
-        if kind is None:
-            return app(environ, start_response)
-        if kind == "drop":
-            _drop_connection(environ)
-        if kind == "drop_after":
-            # Serve the request completely (its effect happens), then hang up instead of answering.
-            chunks = app(environ, lambda *_args, **_kwargs: None)
-            for _ in chunks:
-                pass
-            close = getattr(chunks, "close", None)
-            if callable(close):
-                close()
-            _drop_connection(environ, body_read=True)
-        status = int(kind.rpartition(":")[2])
-        return error_response(call.service, status, environ, start_response)
-
-
-# --- invocation-side faults -----------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -484,12 +198,18 @@ def function_client(stack: LocalStack, function: str, service: str) -> Any:
 class FaultyEmulator(EventSourceMappingEmulator):
     """An `EventSourceMappingEmulator` that injects the invocation-side faults of `EmulatorFaults`.
 
-    Takes the started stack, the faults, a `seed` and the emulator's keyword options (its own
-    `before_invoke`, `after_invoke` and `on_progress` still run). The emulator's own SQS client is
-    marked as the harness's, so server-side layers leave the polling alone. `crashes` lists the
-    invocations that died of `SimulatedCrash`; `visibility_redeliveries` counts the concurrent
-    deliveries caused by an expired visibility timeout; `duplicate_s3_events` the notifications
-    sent twice.
+    The emulator's own SQS client is marked as the harness's, so server-side layers leave the
+    polling alone. `crashes` lists the invocations that died of `SimulatedCrash`;
+    `visibility_redeliveries` counts the concurrent deliveries caused by an expired visibility
+    timeout; `duplicate_s3_events` the notifications sent twice.
+
+    Args:
+        stack: The started stack.
+        faults: The faults to inject (default none).
+        seed: The seed of every random choice.
+        **options: The emulator's keyword options; its own `before_invoke`, `after_invoke`,
+            `duplicate_delivery` and `on_progress` still run.
+
     """
 
     def __init__(
@@ -527,7 +247,7 @@ class FaultyEmulator(EventSourceMappingEmulator):
 
     @property
     def crashes_fired(self) -> int:
-        """Return how many crashes were injected."""
+        """How many crashes were injected."""
         return self._crash.fired if self._crash is not None else 0
 
     def _source_for(self, event: Mapping[str, Any]) -> EventSourceSpec | None:
@@ -648,6 +368,14 @@ class FaultyEmulator(EventSourceMappingEmulator):
 
         After a `SimulatedCrash` the batch's records become visible again after
         `retry_visibility_seconds` (Lambda: after the visibility timeout) and the crash is recorded.
+
+        Args:
+            source: The event source.
+            messages: The received messages.
+
+        Returns:
+            The invocations.
+
         """
         started = self.clock()
         try:
@@ -666,12 +394,9 @@ class FaultyEmulator(EventSourceMappingEmulator):
             )
             with self._faults_lock:
                 self.crashes.append(invocation)
-            with self._lock:
-                self.invocations.append(invocation)
             if self._crash is not None:
                 self._crash.finished_dead()
-            if self.on_progress:
-                self.on_progress(invocation)
+            self._record(invocation)
             return [invocation]
 
     def run_until_idle(self, max_seconds: float = 60.0, max_invocations: int | None = None) -> RunStats:

@@ -1,0 +1,405 @@
+"""The template's dashboard drawn from the metrics of a local run, as one HTML page.
+
+`render_dashboard` draws every widget from the metrics a local run captured
+(`thingpress.local.metrics_capture.MetricsCapture`) into one HTML page with an embedded PNG per
+widget (matplotlib, Agg canvas, no pyplot state). A local run lasts seconds, not hours, so values
+are aggregated with the widget's statistic over short bins instead of its 60 s period, and ``Sum``
+statistics are shown as a rate per minute (what a 60 s period shows). Widgets of ``AWS/SQS`` and
+``AWS/Lambda`` metrics are drawn from the local stand-ins the capture sampled (queue attributes
+read from moto, the emulator's invocations) and say so; a metric with no local stand-in
+(``ApproximateAgeOfOldestMessage``, Lambda ``Throttles``) is listed as AWS-only.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import math
+import statistics
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from thingpress.dashboard.specs import MetricSpec, WidgetSpec, load_dashboard
+from thingpress.local.metrics_capture import MetricDatum, MetricsCapture, SeriesKey
+
+__all__ = [
+    "STATUS_AWS_ONLY",
+    "STATUS_DATA",
+    "STATUS_NO_DATA",
+    "PlotLine",
+    "circuit_status_table",
+    "plot_line",
+    "render_dashboard",
+]
+
+STATUS_DATA: Final = "data"
+STATUS_NO_DATA: Final = "no-data"
+STATUS_AWS_ONLY: Final = "aws-only"
+
+_CIRCUIT_STATES: Final = {0: "closed", 1: "half_open", 2: "open"}
+_MIN_BIN_SECONDS: Final = 0.1
+_TARGET_BINS: Final = 20
+_PIXELS_PER_UNIT: Final = 0.55  # inches per dashboard grid unit (24 units wide)
+
+
+# --- aggregation ----------------------------------------------------------------------------------
+
+
+def _aggregate(values: Sequence[float], stat: str) -> float:
+    if stat == "Sum":
+        return math.fsum(values)
+    if stat == "Maximum":
+        return max(values)
+    if stat == "Minimum":
+        return min(values)
+    if stat == "SampleCount":
+        return float(len(values))
+    if stat.startswith("p") and stat[1:].replace(".", "", 1).isdigit():
+        ordered = sorted(values)
+        rank = max(0, math.ceil(float(stat[1:]) / 100.0 * len(ordered)) - 1)
+        return ordered[rank]
+    return statistics.fmean(values)
+
+
+def _bin_seconds(span: float, period: int) -> float:
+    if span >= _TARGET_BINS * period:
+        return float(period)
+    raw = max(span / _TARGET_BINS, _MIN_BIN_SECONDS)
+    magnitude = 10.0 ** math.floor(math.log10(raw))
+    return next(float(step * magnitude) for step in (1, 2, 5, 10) if step * magnitude >= raw)
+
+
+@dataclass(frozen=True)
+class PlotLine:
+    """One drawn line: bin start times (seconds after ``start``), values, and the raw total and count.
+
+    ``total`` is the sum of the raw values for ``Sum`` statistics, else their maximum.
+    """
+
+    label: str
+    times: list[float]
+    values: list[float]
+    total: float
+    count: int
+
+
+def plot_line(spec: MetricSpec, data: Sequence[MetricDatum], start: float, width: float) -> PlotLine:
+    """Aggregate a series the way its widget draws it.
+
+    Values are grouped in bins and reduced with the metric's statistic; ``Sum`` becomes a rate per
+    minute (``sum * 60 / width``) and empty bins count 0, other statistics skip empty bins.
+
+    Args:
+        spec: The metric.
+        data: Its values.
+        start: The time origin (epoch seconds).
+        width: The bin width (seconds).
+
+    Returns:
+        The line.
+
+    """
+    bins: dict[int, list[float]] = {}
+    for datum in data:
+        bins.setdefault(int((datum.timestamp - start) // width), []).append(datum.value)
+    times: list[float] = []
+    values: list[float] = []
+    for index in range(max(bins) + 1 if bins else 0):
+        chunk = bins.get(index)
+        if chunk is not None:
+            value = _aggregate(chunk, spec.stat)
+            times.append(index * width)
+            values.append(value * 60.0 / width if spec.stat == "Sum" else value)
+        elif spec.stat == "Sum":  # nothing counted in this bin; other statistics have no value there
+            times.append(index * width)
+            values.append(0.0)
+    total = (
+        math.fsum(d.value for d in data) if spec.stat == "Sum" else max((d.value for d in data), default=0)
+    )
+    return PlotLine(spec.label, times, values, total, len(data))
+
+
+def _status(widget: WidgetSpec, series: Mapping[SeriesKey, Sequence[MetricDatum]]) -> str:
+    if any(series.get(spec.key) for spec in widget.metrics):
+        return STATUS_DATA
+    if all(spec.aws_published for spec in widget.metrics):
+        return STATUS_AWS_ONLY
+    return STATUS_NO_DATA
+
+
+# --- drawing --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Panel:
+    widget: WidgetSpec
+    status: str
+    png: bytes
+    lines: tuple[tuple[MetricSpec, int, float], ...]
+    local_standins: bool
+
+
+def _png(figure: Figure) -> bytes:
+    FigureCanvasAgg(figure)  # attaches the Agg canvas: no pyplot, no global backend
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    return buffer.getvalue()
+
+
+def _figure(widget: WidgetSpec) -> Figure:
+    return Figure(
+        figsize=(max(4.0, widget.width * _PIXELS_PER_UNIT), max(2.6, widget.height * _PIXELS_PER_UNIT)),
+        dpi=100,
+        layout="constrained",
+    )
+
+
+def _decorate(axes: Any, widget: WidgetSpec, width: float, span: float) -> None:
+    axes.set_xlim(-width / 4, max(span, width) + width / 4)  # every widget shows the whole run
+    for label, value in widget.horizontal_annotations:
+        axes.axhline(value, color="tab:red", linestyle="--", linewidth=1.0)
+        axes.annotate(
+            label,
+            (0.0, value),
+            xycoords=("axes fraction", "data"),
+            color="tab:red",
+            fontsize=8,
+            xytext=(3, -10),
+            textcoords="offset points",
+        )
+    if widget.y_min is not None or widget.y_max is not None:
+        low = widget.y_min if widget.y_min is not None else 0.0
+        high = widget.y_max if widget.y_max is not None else low + 1.0
+        margin = (high - low) * 0.08
+        axes.set_ylim(low - margin, high + margin)
+    else:  # counts, depths, durations: never negative, and zero stays in sight
+        axes.set_ylim(bottom=0)
+    stats = sorted({spec.stat for spec in widget.metrics})
+    axes.set_ylabel("per minute" if stats == ["Sum"] else "/".join(stats), fontsize=8)
+    axes.set_xlabel(f"seconds since the first metric ({width:g} s bins)", fontsize=8)
+    axes.tick_params(labelsize=7)
+    axes.grid(alpha=0.3)
+
+
+def _placeholder(axes: Any, widget: WidgetSpec, status: str) -> None:
+    message = (
+        "AWS-only: published by CloudWatch,\nno local equivalent"
+        if status == STATUS_AWS_ONLY
+        else "no data in this run"
+    )
+    names = sorted({f"{spec.namespace} {spec.name}" for spec in widget.metrics})
+    axes.text(0.5, 0.62, message, ha="center", va="center", fontsize=9, transform=axes.transAxes)
+    axes.text(
+        0.5,
+        0.3,
+        "\n".join(names),
+        ha="center",
+        va="center",
+        fontsize=7,
+        color="dimgray",
+        transform=axes.transAxes,
+    )
+    axes.set_xticks([])
+    axes.set_yticks([])
+
+
+def _draw(
+    widget: WidgetSpec, series: Mapping[SeriesKey, list[MetricDatum]], start: float, width: float, span: float
+) -> _Panel:
+    figure = _figure(widget)
+    axes = figure.add_subplot()
+    axes.set_title(widget.title, fontsize=10, loc="left")
+    status = _status(widget, series)
+    lines: list[tuple[MetricSpec, int, float]] = []
+    for spec in widget.metrics:
+        data = series.get(spec.key, [])
+        line = plot_line(spec, data, start, width)
+        lines.append((spec, line.count, line.total))
+        if data:
+            label = f"{spec.label} ({'total' if spec.stat == 'Sum' else 'max'} {line.total:.4g})"
+            axes.step(
+                line.times, line.values, where="post", marker="o", markersize=3, linewidth=1.4, label=label
+            )
+    local = status == STATUS_DATA and all(spec.aws_published for spec in widget.metrics)
+    if status == STATUS_DATA:
+        _decorate(axes, widget, width, span)
+        axes.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
+        if local:
+            axes.set_xlabel(
+                f"{axes.get_xlabel()}\nlocal stand-in: sampled from moto and the ESM emulator", fontsize=8
+            )
+    else:
+        _placeholder(axes, widget, status)
+    return _Panel(widget, status, _png(figure), tuple(lines), local)
+
+
+# --- circuit summary ------------------------------------------------------------------------------
+
+
+def circuit_status_table(captured: MetricsCapture) -> dict[str, dict[str, Any]]:
+    """Summarise the circuits as the captured metrics report them, one entry per operation.
+
+    Args:
+        captured: The capture of a run.
+
+    Returns:
+        Per circuit name (the ``Operation`` dimension), sorted by name: ``state`` (the last
+        ``CircuitState`` gauge as ``closed``/``half_open``/``open``, or None when no gauge was
+        emitted), ``worst_state`` (the highest gauge value seen, as a name), ``opened`` and ``closed``
+        (how many ``CircuitOpened``/``CircuitClosed`` were emitted), ``reports`` (how many gauge
+        values) and ``last_reported`` (epoch seconds of the last metric).
+
+    """
+    rows: dict[str, dict[str, Any]] = {}
+    worst: dict[str, int] = {}
+    for datum in sorted(captured.data, key=lambda d: d.timestamp):
+        operation = datum.dimension_map.get("Operation")
+        if operation is None or datum.name not in ("CircuitState", "CircuitOpened", "CircuitClosed"):
+            continue
+        row = rows.setdefault(
+            operation,
+            {
+                "state": None,
+                "worst_state": None,
+                "opened": 0,
+                "closed": 0,
+                "reports": 0,
+                "last_reported": None,
+            },
+        )
+        row["last_reported"] = datum.timestamp
+        if datum.name == "CircuitOpened":
+            row["opened"] += int(datum.value)
+        elif datum.name == "CircuitClosed":
+            row["closed"] += int(datum.value)
+        else:
+            row["state"] = _CIRCUIT_STATES.get(int(datum.value), f"{datum.value:g}")
+            row["reports"] += 1
+            worst[operation] = max(worst.get(operation, 0), int(datum.value))
+            row["worst_state"] = _CIRCUIT_STATES.get(worst[operation], str(worst[operation]))
+    return dict(sorted(rows.items()))
+
+
+# --- the page -------------------------------------------------------------------------------------
+
+
+def _circuit_html(rows: Mapping[str, Mapping[str, Any]]) -> str:
+    if not rows:
+        return "<p>No circuit metrics were emitted.</p>"
+    header = "".join(
+        f"<th>{name}</th>"
+        for name in ("operation", "last state", "worst state", "opened", "closed", "gauge reports")
+    )
+    body = "".join(
+        "<tr>"
+        + "".join(
+            f"<td>{html.escape(str(value))}</td>"
+            for value in (
+                name,
+                row["state"],
+                row["worst_state"],
+                row["opened"],
+                row["closed"],
+                row["reports"],
+            )
+        )
+        + "</tr>"
+        for name, row in rows.items()
+    )
+    return f"<table class='circuits'><tr>{header}</tr>{body}</table>"
+
+
+def _panel_html(panel: _Panel) -> str:
+    image = base64.b64encode(panel.png).decode("ascii")
+    title = html.escape(panel.widget.title, quote=True)
+    items = "".join(
+        f"<li>{html.escape(spec.namespace)} <b>{html.escape(spec.name)}</b> "
+        f"{html.escape(', '.join(f'{k}={v}' for k, v in spec.dimensions))} [{html.escape(spec.stat)}]: "
+        + (f"{count} value(s)" if count else "no data")
+        + "</li>"
+        for spec, count, _total in panel.lines
+    )
+    note = {
+        STATUS_DATA: "local stand-in for an AWS metric" if panel.local_standins else "emitted by the code",
+        STATUS_NO_DATA: "no data in this run",
+        STATUS_AWS_ONLY: "AWS-only: CloudWatch publishes these; the local stack has no equivalent",
+    }[panel.status]
+    return (
+        f"<figure class='widget' data-title=\"{title}\" data-status='{panel.status}' "
+        f"style='grid-column: {panel.widget.x + 1} / span {panel.widget.width}'>"
+        f"<img alt=\"{title}\" src='data:image/png;base64,{image}'>"
+        f"<figcaption><b>{title}</b> ({html.escape(note)})<details><summary>metrics</summary><ul>{items}</ul>"
+        "</details></figcaption></figure>"
+    )
+
+
+_STYLE: Final = """
+body { font-family: sans-serif; margin: 1.5em; color: #222; }
+.grid { display: grid; grid-template-columns: repeat(24, 1fr); gap: 12px; }
+.widget { margin: 0; border: 1px solid #ddd; padding: 6px; }
+.widget img { width: 100%; height: auto; }
+figcaption { font-size: 0.8em; }
+table.circuits { border-collapse: collapse; font-size: 0.9em; margin-bottom: 1em; }
+table.circuits td, table.circuits th { border: 1px solid #ccc; padding: 2px 8px; }
+"""
+
+
+def render_dashboard(captured: MetricsCapture, template_path: str | Path, out_path: str | Path) -> Path:
+    """Draw the template's dashboard from a capture into an HTML page with one PNG per widget.
+
+    Every widget becomes one image, in the dashboard's grid order: drawn from the captured values, or
+    marked "no data in this run", or "AWS-only" when all its metrics are published by AWS and the run
+    sampled no local stand-in. Raises what `load_dashboard` raises, and ``OSError`` when the page
+    cannot be written.
+
+    Args:
+        captured: The capture of a local run; its bound stack gives the physical names the dashboard's
+            queue and function dimensions resolve to.
+        template_path: The template.
+        out_path: The page (``.html``); its parent directory is created.
+
+    Returns:
+        The written path.
+
+    """
+    stack = captured.stack
+    widgets = load_dashboard(
+        template_path,
+        physical_ids=stack.physical_ids,
+        parameters=stack.parameters,
+        region=stack.region,
+        stack_name=stack.stack_name,
+    )
+    data = [*captured.data, *captured.samples]
+    start = min((d.timestamp for d in data), default=time.time())
+    span = max((d.timestamp for d in data), default=start) - start
+    periods = [spec.period for widget in widgets for spec in widget.metrics] or [60]
+    width = _bin_seconds(span, min(periods))
+    series = captured.series()
+    panels = [
+        _draw(widget, series, start, width, span) for widget in sorted(widgets, key=lambda w: (w.y, w.x))
+    ]
+    summary = (
+        f"{len(captured.data)} emitted metric values in {len(captured.emitted())} series, "
+        f"{len(captured.samples)} local samples of AWS metrics, over {span:.1f} s "
+        f"(bins of {width:g} s; Sum shown per minute)."
+    )
+    page = (
+        "<!DOCTYPE html><html><head><meta charset='utf-8'>"
+        f"<title>Thingpress dashboard (local run)</title><style>{_STYLE}</style></head><body>"
+        f"<h1>Thingpress dashboard (local run of {html.escape(stack.stack_name)})</h1>"
+        f"<p>{html.escape(summary)}</p><h2>Circuits</h2>{_circuit_html(circuit_status_table(captured))}"
+        f"<h2>Widgets</h2><div class='grid'>{''.join(_panel_html(panel) for panel in panels)}</div>"
+        "</body></html>"
+    )
+    out = Path(out_path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(page, encoding="utf-8")
+    return out
