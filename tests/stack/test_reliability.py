@@ -1,14 +1,19 @@
-"""Thousands of certificates through emulated AWS IoT quotas and injected faults, losing none.
+"""Certificates through emulated AWS IoT quotas and injected faults, losing none.
 
-One local stack runs the real ManifestProvider and BulkImporter on 2,000 generated certificates in
-two manifests, with the IoT quotas raised tenfold (enforced by the quota emulator; the importer's
+One local stack runs the real ManifestProvider and BulkImporter on generated certificates in two
+manifests, with the IoT quotas raised tenfold (enforced by the quota emulator; the importer's
 ``THINGPRESS_IOT_TPS`` is the same table) and, all at once and seeded:
 
 * 5xx answers and dropped connections (before and after the request was served) at p≈0.02 on IoT,
   SQS, S3 and DynamoDB;
 * a RegisterCertificateWithoutCA outage long enough to open its circuit breaker;
-* an importer crash after the 150th CreateThing, duplicate SQS deliveries, every S3 event sent twice
-  and a visibility timeout expiring mid-batch.
+* an importer crash after a CreateThing well into the run, duplicate SQS deliveries, every S3 event
+  sent twice and a visibility timeout expiring mid-batch.
+
+The scenario's size is a parameter (``Size``): ``THINGPRESS_RELIABILITY_SIZE=full`` runs 2,000
+certificates in 50-certificate messages (a few minutes); the default, ``ci``, runs a tenth of the
+certificates in 5-certificate messages, so every fault still meets the same number of messages,
+batches and send calls, and the outage and the crash fall at the same point of the run.
 
 The assertions read the real end state back: IoT's certificates, things, principals, policy
 targets, group members and thing types; the jobs and their reports; the dead-letter queues; the
@@ -20,6 +25,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -51,9 +57,28 @@ CIRCUIT = f"iot:{REGISTER}"
 POLICIES = ("rel-policy-a", "rel-policy-b")
 GROUPS = ("rel-group-a", "rel-group-b")
 THING_TYPE = "rel-type"
-FIRST_COUNT, SECOND_COUNT = 1200, 800
+
+
+@dataclass(frozen=True)
+class Size:
+    """How big the scenario is: certificates per manifest, per import message, and where faults fall."""
+
+    first_count: int
+    second_count: int
+    certs_per_message: int
+    outage_after_calls: int  # the RegisterCertificateWithoutCA call that starts the outage
+    crash_after: int  # the CreateThing after which the importer crashes
+
+
+SIZES = {
+    "full": Size(1200, 800, certs_per_message=50, outage_after_calls=700, crash_after=150),
+    "ci": Size(120, 80, certs_per_message=5, outage_after_calls=70, crash_after=15),
+}
+SIZE = SIZES[os.environ.get("THINGPRESS_RELIABILITY_SIZE", "ci")]
+FIRST_COUNT, SECOND_COUNT = SIZE.first_count, SIZE.second_count
 PARAMETERS = {
     "IotApiTps": json.dumps(QUOTAS),
+    "CertsPerMessage": str(SIZE.certs_per_message),
     "PolicyNames": POLICIES[0],
     "ThingGroupNames": GROUPS[0],
     "ThingTypeName": THING_TYPE,
@@ -68,7 +93,7 @@ FAULTS = FaultPlan(
     error_rate=0.01,
     drop_rate=0.005,
     drop_after_rate=0.005,
-    outages=(Outage(REGISTER, duration=6.0, after_calls=700),),
+    outages=(Outage(REGISTER, duration=6.0, after_calls=SIZE.outage_after_calls),),
     # The functions call S3 and SQS a few times only (a read per manifest, a send per ten messages):
     # some of those calls fail for sure.
     scheduled={
@@ -82,7 +107,7 @@ EMULATOR_FAULTS = EmulatorFaults(
     duplicate_s3_event_rate=1.0,
     visibility_expiries=1,
     visibility_after=3,
-    crash=CrashAfter(after=150),
+    crash=CrashAfter(after=SIZE.crash_after),
 )
 
 
