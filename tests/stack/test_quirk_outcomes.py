@@ -1,4 +1,4 @@
-"""Every real-world certificate quirk of ``tests/quirks.py``, through ``thingpress check`` and the pipeline.
+"""Every real-world certificate quirk of ``testing.quirks``, through ``thingpress check`` and the pipeline.
 
 Each quirk's expected outcome is checked twice, on the same manifest (one base64 line per quirk, as
 uploaders ship generated certificates): offline with ``thingpress check``, and through the whole local
