@@ -11,8 +11,10 @@ PY := $(VENV)/bin/python
 SAM := $(VENV_SAM)/bin/sam
 PIP_FLAGS := --disable-pip-version-check --quiet
 PYTEST_ARGS ?= -n 2 -p no:cacheprovider --durations=10
+# The inner loop: pure functions (tests/unit) and template, IAM and docs checks (tests/template).
+FAST_TESTS := tests/unit tests/template
 
-.PHONY: help install install-sam lint typecheck validate build test demo bench deploy clean
+.PHONY: help install install-sam lint typecheck validate build test test-fast demo bench deploy clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -48,7 +50,10 @@ build: install-sam ## sam build (needs python3.13 on PATH)
 	$(SAM) build --template template.yaml
 
 test: install validate lint typecheck build ## Lint, type checks, template validation, sam build and every test
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest $(PYTEST_ARGS) tests
+
+test-fast: install ## The fast tests only: tests/unit and tests/template, no AWS emulation (under a minute)
+	$(PY) -m pytest $(PYTEST_ARGS) $(FAST_TESTS)
 
 demo: install ## Run the whole pipeline on the embedded local AWS emulator
 	$(VENV)/bin/thingpress demo

@@ -1,6 +1,6 @@
 """Shared pytest fixtures: the real vendor manifests, a safe AWS environment, logs and the template.
 
-Plain helper functions shared by several test modules live in ``helpers.py``.
+Plain helper functions shared by several test modules live in the ``testing`` package.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from helpers import REPO_ROOT, TEMPLATE_PATH
 from layer_utils import telemetry
+from testing.helpers import REPO_ROOT, TEMPLATE_PATH
 from thingpress.cfn import load_template
 
 SHARED_MANIFESTS = REPO_ROOT.parent / "shared" / "manifests"

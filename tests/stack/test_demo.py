@@ -1,0 +1,256 @@
+"""thingpress local import and thingpress demo: the whole pipeline on the embedded local stack."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from thingpress import cli
+from thingpress.generate import generate, make_microchip_signer
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+THINGPRESS = REPO_ROOT / ".venv" / "bin" / "thingpress"
+
+
+@pytest.fixture(autouse=True)
+def _run_from_repo_root(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(REPO_ROOT)
+
+
+def local_import(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, dict[str, Any]]:
+    capsys.readouterr()
+    code = cli.main(["local", "import", *argv, "--json"])
+    out = capsys.readouterr().out
+    return code, json.loads(out)
+
+
+def assert_things_complete(
+    report: dict[str, Any], policies: list[str], groups: list[str], thing_type: str | None
+) -> None:
+    """Each imported thing has exactly its own certificate, the policies, groups and type (read from IoT)."""
+    imported = {entry["thing_name"]: entry["certificate_id"] for entry in report["imported"]}
+    things = {thing["thing_name"]: thing for thing in report["things"]}
+    assert set(things) == set(imported)
+    for name, thing in things.items():
+        assert thing["certificates"] == [imported[name]], name
+        assert thing["policies"] == sorted(policies), name
+        assert thing["thing_groups"] == sorted(groups), name
+        assert thing["thing_type"] == thing_type, name
+
+
+# --- real vendor manifests ------------------------------------------------------------------------
+
+
+def test_espressif_with_policy_groups_and_type(
+    capsys: pytest.CaptureFixture[str], shared_manifests: Path
+) -> None:
+    code, report = local_import(
+        capsys,
+        str(shared_manifests / "espressif" / "manifest-espressif.csv"),
+        "--vendor",
+        "espressif",
+        "--policy",
+        "fleet-policy",
+        "--thing-group",
+        "fleet",
+        "--thing-group",
+        "espressif-devices",
+        "--thing-type",
+        "expresslink",
+    )
+    assert code == 0
+    assert (report["status"], report["total"], report["succeeded"], report["failed"]) == (
+        "COMPLETED",
+        7,
+        7,
+        0,
+    )
+    assert report["failures"] == []
+    assert len(report["things"]) == 7
+    assert "4BA2BB8764BD" in {thing["thing_name"] for thing in report["things"]}
+    assert_things_complete(report, ["fleet-policy"], ["espressif-devices", "fleet"], "expresslink")
+    assert "iot:RegisterCertificateWithoutCA" in report["circuits"]
+    assert report["circuits"]["iot:RegisterCertificateWithoutCA"]["state"] == "closed"
+
+
+def test_generated(capsys: pytest.CaptureFixture[str], shared_manifests: Path) -> None:
+    # The shared generated certificates expired on 2025-09-13; the pipeline refuses expired
+    # certificates unless told otherwise.
+    code, report = local_import(
+        capsys, str(shared_manifests / "generated" / "certificates_test.txt"), "--allow-expired"
+    )
+    assert code == 0
+    assert (report["vendor"], report["total"], report["succeeded"], report["failed"]) == (
+        "generated",
+        100,
+        100,
+        0,
+    )
+    assert {thing["thing_name"] for thing in report["things"]} == {f"Device-{n}" for n in range(100)}
+    assert_things_complete(report, [], [], None)
+
+
+def test_infineon_e0e0(capsys: pytest.CaptureFixture[str], shared_manifests: Path) -> None:
+    code, report = local_import(
+        capsys, str(shared_manifests / "infineon" / "manifest-infineon.7z"), "--bundle-type", "E0E0"
+    )
+    assert code == 0
+    assert (report["vendor"], report["total"], report["succeeded"], report["failed"]) == (
+        "infineon",
+        200,
+        200,
+        0,
+    )
+    assert len(report["things"]) == 200
+    assert all(re.fullmatch(r"[0-9A-F]{20}", thing["thing_name"]) for thing in report["things"])
+
+
+def test_microchip_tmngtlss_has_no_certificates(
+    capsys: pytest.CaptureFixture[str], shared_manifests: Path
+) -> None:
+    microchip = shared_manifests / "microchip"
+    code, report = local_import(
+        capsys,
+        str(microchip / "ECC608-TMNGTLSS-B.json"),
+        "--vendor",
+        "microchip",
+        "--verifiers",
+        str(microchip / "verifiers"),
+    )
+    assert code == 1
+    assert (report["total"], report["succeeded"], report["failed"]) == (10, 0, 10)
+    assert report["things"] == []
+    assert len(report["failures"]) == 10
+    assert all("no certificate in manifest entry" in failure["reason"] for failure in report["failures"])
+
+
+# --- synthetic manifests ------------------------------------------------------------------------------
+
+
+def test_bad_entries_exit_1_with_locators(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    signer = make_microchip_signer()
+    verifiers = tmp_path / "verifiers"
+    verifiers.mkdir()
+    (verifiers / "signer.crt").write_text(signer.pem())
+    manifest = tmp_path / "devices.json"
+    summary = generate("microchip", 12, manifest, bad_fraction=0.25, signer=signer, seed=11)
+    code, report = local_import(capsys, str(manifest), "--verifiers", str(verifiers), "--policy", "p")
+    assert code == 1
+    assert report["status"] == "COMPLETED_WITH_ERRORS"
+    assert (report["total"], report["succeeded"], report["failed"]) == (12, 9, 3)
+    assert {failure["locator"] for failure in report["failures"]} == set(summary.bad)
+    assert sorted(thing["thing_name"] for thing in report["things"]) == sorted(summary.thing_names)
+    assert_things_complete(report, ["p"], [], None)
+
+
+def test_human_output(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    manifest = tmp_path / "devices.csv"
+    generate("espressif", 3, manifest, seed=12)
+    capsys.readouterr()
+    assert cli.main(["local", "import", str(manifest), "--vendor", "espressif"]) == 0
+    captured = capsys.readouterr()
+    assert "COMPLETED" in captured.out
+    assert "IoT inventory" in captured.out
+    assert "Circuit breakers" in captured.out
+    assert "{" not in captured.out.splitlines()[0]  # no handler log lines on stdout
+
+
+def test_status_and_report_against_the_local_endpoint(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    from thingpress.localrun import LocalRun, Upload, local_stack
+
+    manifest = tmp_path / "devices.txt"
+    summary = generate("generated", 6, manifest, bad_fraction=0.5, seed=13)
+    with local_stack(quiet=True) as stack:
+        (report,) = LocalRun(stack, show_progress=False).run(
+            [Upload("generated/devices.txt", manifest.read_bytes())]
+        )
+        assert os.environ["AWS_ENDPOINT_URL"] == stack.endpoint_url
+        target = ["--bucket", stack.bucket, "--table", stack.physical_id("JobsTable"), "--json"]
+
+        capsys.readouterr()
+        assert cli.main(["status", *target]) == 1
+        (job,) = json.loads(capsys.readouterr().out)["jobs"]
+        assert (job["job_id"], job["status"], job["succeeded"], job["failed"]) == (
+            report["job_id"],
+            "COMPLETED_WITH_ERRORS",
+            3,
+            3,
+        )
+
+        assert cli.main(["report", "generated/devices.txt", *target]) == 1
+        remote_report = json.loads(capsys.readouterr().out)
+    assert remote_report["things"] == report["things"]
+    assert remote_report["failures"] == report["failures"]
+    assert {failure["locator"] for failure in remote_report["failures"]} == set(summary.bad)
+
+
+# --- make demo --------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_make_demo() -> None:
+    environment = {key: value for key, value in os.environ.items() if not key.startswith("AWS_ENDPOINT_URL")}
+    dashboard = REPO_ROOT / "out" / "demo-dashboard.html"
+    dashboard.unlink(missing_ok=True)
+    completed = subprocess.run(
+        ["make", "--no-print-directory", "demo"],
+        cwd=REPO_ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=170,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    out = completed.stdout
+    assert "Demo OK" in out
+    for heading in ("Jobs", "IoT inventory", "Circuit breakers"):
+        assert heading in out
+    for key in ("espressif/", "infineon/", "microchip/", "generated/", "incoming/"):
+        assert key in out
+    assert "Traceback" not in completed.stderr
+    assert dashboard.stat().st_size > 0
+
+
+def test_every_import_setting_of_the_stack(
+    capsys: pytest.CaptureFixture[str], shared_manifests: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    realworld = shared_manifests / "realworld"
+    devices = str(realworld / "infineon-optiga-trust-m-devices.pem")
+    anchors = str(realworld / "infineon-optiga-trust-anchors.pem")
+    code, report = local_import(
+        capsys,
+        devices,
+        "--trusted-ca",
+        anchors,
+        "--thing-name-source",
+        "fingerprint",
+        "--thing-name-prefix",
+        "ifx-",
+    )
+    assert code == 0
+    assert report["succeeded"] == 3
+    assert {thing["thing_name"] for thing in report["things"]} == {
+        f"ifx-cert-{entry['certificate_id']}" for entry in report["imported"]
+    }
+    assert report["settings"]["thing_name_source"] == "fingerprint"
+    # The same THINGPRESS_* variables the deployed functions read are the defaults of check and import.
+    unrelated = REPO_ROOT / "tests" / "testing" / "pipeline.py"  # not a certificate: skipped with a warning
+    monkeypatch.setenv("THINGPRESS_THING_NAME_SOURCE", "vendor,cn")
+    code, report = local_import(capsys, devices, "--trusted-ca", str(unrelated))
+    assert code == 1
+    assert report["settings"]["thing_name_source"] == "vendor,cn"
+    assert report["succeeded"] == 0
+    assert all("does not chain to a trusted CA" in failure["reason"] for failure in report["failures"])
+    capsys.readouterr()
+    assert cli.main(["check", devices, "--json"]) == 1
+    checked = json.loads(capsys.readouterr().out)
+    assert all("no thing name source (vendor,cn)" in problem["reason"] for problem in checked["problems"])

@@ -1,0 +1,285 @@
+"""Every sample event in events/ runs through `thingpress invoke` against the local stack.
+
+Each test maps the sample event onto the local stack the way a user would before `sam local invoke`:
+the bucket placeholder is replaced by `thingpress invoke` itself, and the test uploads the object the
+event names (and patches the event's versionId/eTag to that upload) or creates the job it refers to.
+The handlers run in a subprocess from the `sam build` output when there is one, else from the source.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import urllib.parse
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from layer_utils.jobs import JobStatus, JobStore, job_id_for
+from thingpress import invoke
+from thingpress.generate import Summary, generate, make_microchip_signer
+from thingpress.localrun import ensure_iot_resources, local_stack
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+EVENTS = REPO_ROOT / "events"
+TEMPLATE = REPO_ROOT / "template.yaml"
+BUILD_DIR = REPO_ROOT / ".aws-sam" / "build"
+THINGPRESS = REPO_ROOT / ".venv" / "bin" / "thingpress"
+PROVIDER = "ManifestProviderFunction"
+IMPORTER = "BulkImporterFunction"
+SWEEPER = "JobSweeperFunction"
+NO_FAILURES: dict[str, Any] = {"batchItemFailures": []}
+
+COVERED = {
+    "provider-s3-espressif.json",
+    "provider-s3-infineon.json",
+    "provider-s3-microchip.json",
+    "provider-s3-generated.json",
+    "provider-s3-incoming.json",
+    "provider-s3-test-event.json",
+    "provider-continuation.json",
+    "importer-batch.json",
+    "sweeper-schedule.json",
+}
+
+
+def load_event(name: str) -> dict[str, Any]:
+    event = json.loads((EVENTS / name).read_text())
+    assert isinstance(event, dict)
+    return event
+
+
+@pytest.fixture(scope="module")
+def stack() -> Iterator[Any]:
+    with local_stack(TEMPLATE, quiet=True) as running:
+        yield running
+
+
+@pytest.fixture
+def store(stack: Any) -> JobStore:
+    return JobStore(stack.physical_id("JobsTable"), dynamodb=stack.client("dynamodb"), s3=stack.client("s3"))
+
+
+def drain(stack: Any, queue: str) -> list[dict[str, Any]]:
+    """Receive and delete every visible message of a queue; return their bodies.
+
+    (moto allows one PurgeQueue a minute per queue.)
+    """
+    sqs = stack.client("sqs")
+    url = stack.physical_id(queue)
+    bodies: list[dict[str, Any]] = []
+    while messages := sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", []):
+        for message in messages:
+            bodies.append(json.loads(message["Body"]))
+            sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+    return bodies
+
+
+@pytest.fixture(autouse=True)
+def _empty_queues(stack: Any) -> Iterator[None]:
+    yield
+    for queue in ("IntakeQueue", "ImportQueue", "IntakeDLQ", "ImportDLQ"):
+        drain(stack, queue)
+
+
+def run(stack: Any, function: str, event: dict[str, Any]) -> invoke.Invocation:
+    return invoke.invoke(function, event, template=TEMPLATE, build_dir=BUILD_DIR, stack=stack)
+
+
+def drain_import_queue(stack: Any) -> list[dict[str, Any]]:
+    """Receive and delete every import message; return their entries in chunk order."""
+    bodies = sorted(drain(stack, "ImportQueue"), key=lambda body: body["chunk"])
+    return [entry for body in bodies for entry in body["entries"]]
+
+
+def upload_for_event(stack: Any, event: dict[str, Any], body: bytes) -> tuple[str, str]:
+    """Upload ``body`` at the key the S3 notification names; point the event at that object version."""
+    notification = json.loads(event["Records"][0]["body"])
+    s3_object = notification["Records"][0]["s3"]["object"]
+    key = urllib.parse.unquote_plus(s3_object["key"])
+    put = stack.client("s3").put_object(Bucket=stack.bucket, Key=key, Body=body)
+    s3_object.update(versionId=put["VersionId"], eTag=put["ETag"].strip('"'), size=len(body))
+    event["Records"][0]["body"] = json.dumps(notification)
+    return key, put["VersionId"]
+
+
+def test_every_event_file_is_covered() -> None:
+    assert {path.name for path in EVENTS.glob("*.json")} == COVERED
+
+
+def test_events_use_the_bucket_placeholder() -> None:
+    for name in COVERED - {"importer-batch.json", "sweeper-schedule.json"}:
+        assert invoke.EXAMPLE_BUCKET in (EVENTS / name).read_text(), name
+
+
+# --- ManifestProvider: S3 notifications ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("event_name", "vendor", "filename"),
+    [
+        ("provider-s3-espressif.json", "espressif", "m.csv"),
+        ("provider-s3-infineon.json", "infineon", "m.7z"),
+        ("provider-s3-microchip.json", "microchip", "m.json"),
+        ("provider-s3-generated.json", "generated", "m.txt"),
+        ("provider-s3-incoming.json", "espressif", "m.csv"),
+    ],
+)
+def test_provider_s3_event(
+    stack: Any, store: JobStore, tmp_path: Path, event_name: str, vendor: str, filename: str
+) -> None:
+    signer = make_microchip_signer()
+    verifier_prefix = stack.function_env(PROVIDER)["THINGPRESS_MICROCHIP_VERIFIER_PREFIX"]
+    stack.client("s3").put_object(Bucket=stack.bucket, Key=f"{verifier_prefix}events.crt", Body=signer.pem())
+    manifest = tmp_path / filename
+    summary: Summary = generate(vendor, 8, manifest, bad_fraction=0.25, signer=signer, seed=21)
+    event = load_event(event_name)
+    key, version = upload_for_event(stack, event, manifest.read_bytes())
+
+    outcome = run(stack, PROVIDER, event)
+
+    assert outcome.error is None, outcome.error
+    assert outcome.response == NO_FAILURES
+    job = store.get_job(job_id_for(stack.bucket, key, version))
+    assert job is not None
+    assert (job.vendor, job.total, job.failed, job.parsed) == (vendor, 8, 2, True)
+    assert job.status == JobStatus.IMPORTING
+    entries = drain_import_queue(stack)
+    assert [entry["thing_name"] for entry in entries] == list(summary.thing_names)
+    failures = store.build_report(job)["failures"]
+    assert {failure["locator"] for failure in failures} == set(summary.bad)
+
+
+def test_provider_s3_test_event(stack: Any, store: JobStore) -> None:
+    before = len(store.list_jobs())
+    outcome = run(stack, PROVIDER, load_event("provider-s3-test-event.json"))
+    assert outcome.error is None, outcome.error
+    assert outcome.response == NO_FAILURES
+    assert len(store.list_jobs()) == before
+    assert drain_import_queue(stack) == []
+
+
+def test_provider_continuation(stack: Any, store: JobStore, tmp_path: Path) -> None:
+    manifest = tmp_path / "certificates.txt"
+    summary = generate("generated", 12, manifest, seed=22)
+    event = load_event("provider-continuation.json")
+    message = json.loads(event["Records"][0]["body"])
+    put = stack.client("s3").put_object(Bucket=stack.bucket, Key=message["key"], Body=manifest.read_bytes())
+    # The job the continuation refers to: received, and its earlier parser's lease has run out.
+    _, job = store.create_job(stack.bucket, message["key"], put["VersionId"])
+    assert store.claim_parse(job.job_id, "crashed-invocation", datetime.now(UTC) - timedelta(seconds=1))
+    message.update(job_id=job.job_id, version_id=put["VersionId"], etag=put["ETag"].strip('"'))
+    event["Records"][0]["body"] = json.dumps(message)
+
+    outcome = run(stack, PROVIDER, event)
+
+    assert outcome.error is None, outcome.error
+    assert outcome.response == NO_FAILURES
+    resumed = store.get_job(job.job_id)
+    assert resumed is not None
+    assert (resumed.status, resumed.total, resumed.parsed) == (JobStatus.IMPORTING, 12, True)
+    assert [entry["thing_name"] for entry in drain_import_queue(stack)] == list(summary.thing_names)
+
+
+# --- BulkImporter ---------------------------------------------------------------------------------------
+
+
+def test_importer_batch(stack: Any, store: JobStore) -> None:
+    event = load_event("importer-batch.json")
+    messages = [json.loads(record["body"]) for record in event["Records"]]
+    entries = [entry for message in messages for entry in message["entries"]]
+    settings = messages[0]["settings"]
+    iot = stack.client("iot")
+    ensure_iot_resources(iot, policies=settings["policies"], thing_groups=settings["thing_groups"])
+    _, job = store.create_job(stack.bucket, "generated/example-batch.txt", "example", vendor="generated")
+    assert store.claim_parse(job.job_id, "test", datetime.now(UTC) + timedelta(minutes=5))
+    assert store.mark_parsed(job.job_id, "test", len(entries), {"entries_done": len(entries)})
+    text = json.dumps(event).replace(messages[0]["job_id"], job.job_id)
+
+    outcome = run(stack, IMPORTER, json.loads(text))
+
+    assert outcome.error is None, outcome.error
+    assert outcome.response == NO_FAILURES
+    done = store.get_job(job.job_id)
+    assert done is not None
+    assert (done.status, done.succeeded, done.failed) == (JobStatus.COMPLETED, len(entries), 0)
+    assert done.report_key == "reports/generated/example-batch.txt.json"
+    for entry in entries:
+        principals = iot.list_thing_principals(thingName=entry["thing_name"])["principals"]
+        assert [principal.rsplit("/", 1)[-1] for principal in principals] == [entry["certificate_id"]]
+        policies = iot.list_attached_policies(target=principals[0])["policies"]
+        assert [policy["policyName"] for policy in policies] == settings["policies"]
+        groups = iot.list_thing_groups_for_thing(thingName=entry["thing_name"])["thingGroups"]
+        assert [group["groupName"] for group in groups] == settings["thing_groups"]
+
+
+# --- JobSweeper -----------------------------------------------------------------------------------------
+
+
+def test_sweeper_schedule(stack: Any, store: JobStore) -> None:
+    # The handler runs on the real clock: a job whose parser vanished nine hours ago, and a fresh one.
+    ages = {"generated/vanished.txt": timedelta(hours=9), "generated/just-now.txt": timedelta()}
+    for key, age in ages.items():
+        JobStore(
+            store.table_name,
+            dynamodb=stack.client("dynamodb"),
+            s3=stack.client("s3"),
+            clock=lambda age=age: datetime.now(UTC) - age,
+        ).create_job(stack.bucket, key, "v1")
+    stuck, fresh = (job_id_for(stack.bucket, key, "v1") for key in ages)
+
+    outcome = run(stack, SWEEPER, load_event("sweeper-schedule.json"))
+
+    assert outcome.error is None, outcome.error
+    assert stuck in {swept["job_id"] for swept in outcome.response["swept"]}
+    swept = store.get_job(stuck)
+    assert swept is not None
+    assert swept.status == JobStatus.FAILED
+    assert (swept.reason or "").startswith("The job was stopped because no progress since ")
+    report = json.loads(
+        stack.client("s3")
+        .get_object(Bucket=stack.bucket, Key="reports/generated/vanished.txt.json")["Body"]
+        .read()
+    )
+    assert (report["status"], report["reason"]) == ("FAILED", swept.reason)
+    left = store.get_job(fresh)
+    assert left is not None
+    assert left.status == JobStatus.RECEIVED
+
+
+# --- how the code is located ----------------------------------------------------------------------------
+
+
+def test_build_output_is_what_runs(stack: Any, tmp_path: Path) -> None:
+    build = tmp_path / "build"
+    shutil.copytree(REPO_ROOT / "src" / "manifest_provider", build / PROVIDER)
+    shutil.copytree(REPO_ROOT / "src" / "layer_utils", build / "UtilsLayer" / "python")
+    outcome = invoke.invoke(
+        PROVIDER, load_event("provider-s3-test-event.json"), template=TEMPLATE, build_dir=build, stack=stack
+    )
+    assert outcome.spec.from_build
+    assert outcome.response == NO_FAILURES
+    assert outcome.module_file is not None
+    assert Path(outcome.module_file).is_relative_to(build / PROVIDER)
+
+
+def test_cli_against_the_endpoint(stack: Any) -> None:
+    if not THINGPRESS.exists():
+        pytest.skip(f"{THINGPRESS} is not installed (run make install)")
+    environment = {**os.environ, **stack.function_env(PROVIDER)}
+    completed = subprocess.run(
+        [str(THINGPRESS), "invoke", PROVIDER, str(EVENTS / "provider-s3-test-event.json")],
+        cwd=REPO_ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert json.loads(completed.stdout) == NO_FAILURES
