@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import sys
 import tempfile
 import threading
 import time
@@ -20,7 +21,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 from cryptography import x509
@@ -28,7 +29,6 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from layer_utils.cert_utils import DEFAULT_NAME_SOURCES
-from layer_utils.circuit_state import get_circuit_status
 from layer_utils.jobs import FINAL_STATUSES, Job, JobStore
 from layer_utils.rate_limit import DEFAULT_IOT_TPS
 from manifest_provider import vendors
@@ -48,6 +48,9 @@ from thingpress.console import (
     things_table,
 )
 from thingpress.generate import Summary, generate, make_microchip_signer
+
+if TYPE_CHECKING:
+    from thingpress.local import LocalStack
 
 PROVIDER = "ManifestProviderFunction"
 IMPORTER = "BulkImporterFunction"
@@ -305,12 +308,37 @@ def _not_started(key: str) -> dict[str, Any]:
     }
 
 
-def circuit_status() -> dict[str, dict[str, Any]]:
-    """Return the circuit breakers of this process (the local handlers run here) with the shown fields."""
-    return {
-        name: {field_name: status.get(field_name) for field_name in CIRCUIT_FIELDS}
-        for name, status in get_circuit_status().items()
-    }
+_STATE_SEVERITY = {"closed": 0, "half_open": 1, "open": 2}
+
+
+def circuit_status(stack: LocalStack) -> dict[str, dict[str, Any]]:
+    """Return the circuit breakers of the stack's functions (their handlers run here), shown fields only.
+
+    Each function has its own registry (in its ``Services``); a circuit two functions share by name
+    (``sqs:SendMessageBatch``) is shown in its worse state.
+
+    Args:
+        stack: the local stack whose functions ran.
+
+    Returns:
+        Per circuit name, the fields of ``CIRCUIT_FIELDS``.
+
+    """
+    merged: dict[str, dict[str, Any]] = {}
+    for spec in stack.functions.values():
+        runtime = getattr(sys.modules.get(spec.handler.rsplit(".", 1)[0]), "_runtime", None)
+        registry = getattr(runtime[1], "registry", None) if runtime is not None else None
+        if registry is None:
+            continue
+        for name, status in registry.status().items():
+            shown = {field_name: status.get(field_name) for field_name in CIRCUIT_FIELDS}
+            previous = merged.get(name)
+            if previous is None or (
+                _STATE_SEVERITY[str(shown["state"])],
+                shown.get("consecutive_failures") or 0,
+            ) > (_STATE_SEVERITY[str(previous["state"])], previous.get("consecutive_failures") or 0):
+                merged[name] = shown
+    return dict(sorted(merged.items()))
 
 
 def new_capture() -> Any:
@@ -382,7 +410,7 @@ def local_import_command(
         (report,) = LocalRun(stack, show_progress=not as_json).run(
             [Upload(key, body, metadata)], capture=capture
         )
-        circuits = circuit_status()
+        circuits = circuit_status(stack)
     if capture is not None and dashboard is not None:
         report["dashboard"] = str(write_dashboard(capture, template, dashboard))
     if as_json:
@@ -549,7 +577,7 @@ def run_demo(
             manifests = build_demo_manifests(Path(scratch), count, signer)
         reports = LocalRun(stack).run([manifest.upload for manifest in manifests], capture=capture)
         things = remote.inventory(iot)
-        circuits = circuit_status()
+        circuits = circuit_status(stack)
     problems = [
         problem
         for manifest, report in zip(manifests, reports, strict=True)

@@ -1,6 +1,7 @@
 """Public face of the certificate helpers: loading, validation, thing names, ARNs, private keys.
 
-A thin module over :mod:`layer_utils.certificates` (loading, :class:`ParsedCertificate`),
+A thin module over :mod:`layer_utils.certificates` (:class:`ParsedCertificate`, reading DER),
+:mod:`layer_utils.cert_loading` (PEM, DER and base64 forms, ``load_certificate``, ``as_parsed``),
 :mod:`layer_utils.cert_validation` (``validate_certificate``), :mod:`layer_utils.name_sources`
 (thing-name candidates) and :mod:`layer_utils.iot_names` (the name rules); it holds the ARN helpers,
 private-key detection and ``format_certificate`` itself. See docs/ARCHITECTURE.md, "Layer modules".
@@ -11,20 +12,20 @@ from __future__ import annotations
 import base64
 import re
 
+from layer_utils.cert_loading import (
+    CERTIFICATE_LABELS,
+    CertificateInput,
+    as_parsed,
+    load_certificate,
+    load_certificates,
+)
 from layer_utils.cert_validation import (
     CertificateProblem,
     ProblemCode,
     ValidationResult,
     validate_certificate,
 )
-from layer_utils.certificates import (
-    CERTIFICATE_LABELS,
-    CertificateInput,
-    ParsedCertificate,
-    as_parsed,
-    load_certificate,
-    load_certificates,
-)
+from layer_utils.certificates import ParsedCertificate
 from layer_utils.iot_names import (
     THING_NAME_MAX_LENGTH,
     THING_NAME_PATTERN,

@@ -22,7 +22,8 @@ from cryptography.x509.verification import (
     VerificationError,
 )
 
-from layer_utils.certificates import CertificateInput, ParsedCertificate, as_parsed
+from layer_utils.cert_loading import CertificateInput, as_parsed
+from layer_utils.certificates import ParsedCertificate
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
@@ -55,17 +56,17 @@ class ValidationResult:
 
     @property
     def ok(self) -> bool:
-        """Return whether no problem was found."""
+        """Whether no problem was found."""
         return not self.problems
 
     @property
     def reasons(self) -> tuple[str, ...]:
-        """Return the English sentence of each problem, in order."""
+        """The English sentence of each problem, in order."""
         return tuple(problem.message for problem in self.problems)
 
     @property
     def codes(self) -> tuple[str, ...]:
-        """Return the code of each problem, in order."""
+        """The code of each problem, in order."""
         return tuple(problem.code for problem in self.problems)
 
 
@@ -157,10 +158,14 @@ def _openssl_chain(
     intermediates: Sequence[ParsedCertificate],
     moment: datetime,
 ) -> str | None:
-    """Verify with OpenSSL, which reads what the strict verifier refuses; None when trusted.
+    """Verify with OpenSSL, which reads what the strict verifier refuses.
 
     Trust anchors need not be self-signed (partial chains), and unknown critical extensions are
     tolerated, as AWS IoT tolerates them in device certificates.
+
+    Returns:
+        None when trusted, else OpenSSL's reason.
+
     """
     from OpenSSL import crypto  # noqa: PLC0415 - loaded on the tolerant path only (cold start)
 
@@ -231,16 +236,26 @@ def validate_certificate(
 ) -> ValidationResult:
     """Check that a device certificate can be registered, listing every problem found.
 
-    Takes the certificate (an object, or raw data: unreadable data is reported as ``unparseable``
-    instead of raised), the trust anchors (None: the chain is not checked; an empty sequence: every
-    certificate is ``untrusted_chain``), issuers that may complete the chain (``intermediates``), the
-    validation time ``at`` (timezone-aware, default now) and ``allow_expired`` to accept certificates
-    past their ``notAfter``. Trust is checked at a moment inside the certificate's own validity
-    window, so an expired certificate is reported as ``expired`` and not also as untrusted; the
-    strict verifier is tried first and OpenSSL's for what it cannot read. Returns a
-    ``ValidationResult`` with codes ``unparseable``, ``expired``, ``not_yet_valid``,
-    ``ca_certificate``, ``weak_key`` and ``untrusted_chain``. Raises ``ValueError`` when a trust
-    anchor or intermediate given as data cannot be read.
+    Trust is checked at a moment inside the certificate's own validity window, so an expired
+    certificate is reported as ``expired`` and not also as untrusted; the strict verifier is tried
+    first and OpenSSL's for what it cannot read.
+
+    Args:
+        cert: the certificate, an object or raw data (unreadable data is reported as ``unparseable``
+            instead of raised).
+        trusted_cas: the trust anchors; None: the chain is not checked; an empty sequence: every
+            certificate is ``untrusted_chain``.
+        intermediates: issuers that may complete the chain.
+        at: the validation time (timezone-aware), default now.
+        allow_expired: accept certificates past their ``notAfter``.
+
+    Returns:
+        The problems, with codes ``unparseable``, ``expired``, ``not_yet_valid``, ``ca_certificate``,
+        ``weak_key`` and ``untrusted_chain``.
+
+    Raises:
+        ValueError: a trust anchor or intermediate given as data cannot be read.
+
     """
     try:
         parsed = as_parsed(cert)

@@ -1,4 +1,4 @@
-"""Certificate loading: :class:`ParsedCertificate` and the tolerant loaders.
+"""Certificate reading: :class:`ParsedCertificate` and the tolerant DER reader.
 
 Reading is tolerant, because real device certificates bend DER and the X.509 profile (illegal
 PrintableString characters, explicitly encoded defaults, UTCTime without seconds, ...) in ways that
@@ -7,22 +7,20 @@ refuses, OpenSSL (through pyOpenSSL) decides whether the certificate is readable
 asn1crypto, a lenient DER reader, supplies the fields pyOpenSSL no longer exposes. The loaders accept
 the forms vendors ship (PEM text or bytes, DER, and base64 of either), return
 :class:`ParsedCertificate` and raise ``ValueError("Invalid certificate format: <reason>.")`` for
-anything neither parser can read. Public through :mod:`layer_utils.cert_utils`.
+anything neither parser can read. The forms (PEM, DER, base64) are told apart in ``cert_loading``.
+Public through :mod:`layer_utils.cert_utils`.
 """
 
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
-import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from asn1crypto import parser as asn1_parser
-from asn1crypto import pem as asn1_pem
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
@@ -32,15 +30,11 @@ from cryptography.x509.oid import ExtensionOID, NameOID
 if TYPE_CHECKING:
     from OpenSSL import crypto
 
-CERTIFICATE_LABELS = frozenset({"CERTIFICATE", "X509 CERTIFICATE", "TRUSTED CERTIFICATE"})
-"""The PEM labels that hold a certificate (the legacy ``X509`` and OpenSSL's ``TRUSTED`` forms too)."""
-_PEM_ANY = b"-----BEGIN "
-_DER_SEQUENCE = b"\x30"
-_WHITESPACE = re.compile(rb"\s+")
 _SEQUENCE_TAG = 16
 
 
-def _invalid(reason: str) -> ValueError:
+def invalid(reason: str) -> ValueError:
+    """Return the ``ValueError`` of unreadable certificate data, ``Invalid certificate format: <reason>.``."""
     return ValueError(f"Invalid certificate format: {reason}.")
 
 
@@ -75,12 +69,12 @@ class ParsedCertificate:
 
     @cached_property
     def subject(self) -> str:
-        """Return the subject as readable text, for messages."""
+        """The subject as readable text, for messages."""
         return self.strict.subject.rfc4514_string() if self.strict is not None else self.tolerant_names[0]
 
     @cached_property
     def issuer(self) -> str:
-        """Return the issuer as readable text, for messages."""
+        """The issuer as readable text, for messages."""
         return self.strict.issuer.rfc4514_string() if self.strict is not None else self.tolerant_names[1]
 
     @cached_property
@@ -94,12 +88,12 @@ class ParsedCertificate:
 
     @property
     def public_key(self) -> PublicKeyTypes | None:
-        """Return the public key, or None when it cannot be used (see ``key_error``)."""
+        """The public key, or None when it cannot be used (see ``key_error``)."""
         return self._key_and_error[0]
 
     @property
     def key_error(self) -> str | None:
-        """Return why the public key cannot be used, or None."""
+        """Why the public key cannot be used, or None."""
         return self._key_and_error[1]
 
     def __eq__(self, other: object) -> bool:
@@ -118,7 +112,7 @@ class ParsedCertificate:
 
     @cached_property
     def openssl(self) -> crypto.X509:
-        """Return OpenSSL's reading of the certificate (for chain validation)."""
+        """OpenSSL's reading of the certificate (for chain validation)."""
         from OpenSSL import crypto  # noqa: PLC0415 - loaded on the tolerant path only (cold start)
 
         return crypto.load_certificate(crypto.FILETYPE_ASN1, self.der)
@@ -126,7 +120,7 @@ class ParsedCertificate:
     @classmethod
     def from_x509(cls, cert: x509.Certificate) -> ParsedCertificate:
         """Return the parsed form of a ``cryptography`` certificate (read again from its DER)."""
-        return _read_der(cert.public_bytes(serialization.Encoding.DER))
+        return read_der(cert.public_bytes(serialization.Encoding.DER))
 
 
 def _exact_der(data: bytes) -> bytes:
@@ -134,9 +128,9 @@ def _exact_der(data: bytes) -> bytes:
     try:
         class_, method, tag, header, contents, _trailer = asn1_parser.parse(data, strict=False)
     except ValueError:
-        raise _invalid("the DER data is truncated or is not a certificate") from None
+        raise invalid("the DER data is truncated or is not a certificate") from None
     if (class_, method, tag) != (0, 1, _SEQUENCE_TAG):
-        raise _invalid("the DER data does not start with a certificate SEQUENCE")
+        raise invalid("the DER data does not start with a certificate SEQUENCE")
     return bytes(header + contents)
 
 
@@ -237,16 +231,23 @@ def _readable_with_seconds(der: bytes) -> bool:
 
 
 def _tolerant_read(der: bytes, fingerprint: str, strict_problem: str) -> ParsedCertificate:
-    """Read what the strict parser refused, if OpenSSL reads it; raise ``ValueError`` otherwise.
+    """Read what the strict parser refused, if OpenSSL reads it.
 
     One exception: OpenSSL 4 refuses a UTCTime without seconds, which real device certificates carry
     and older OpenSSL releases and AWS IoT read. Such a certificate is accepted when OpenSSL reads
     it with seconds added, and marked so that its chain check, which needs OpenSSL, says it could
     not be made.
+
+    Returns:
+        The certificate.
+
+    Raises:
+        ValueError: OpenSSL cannot read it, or a field cannot be decoded.
+
     """
     refusal = _openssl_refusal(der)
     if refusal is not None and ("time" not in refusal or not _readable_with_seconds(der)):
-        raise _invalid(
+        raise invalid(
             f"the data is not a readable X.509 certificate (OpenSSL cannot read it either: {refusal})"
         )
     try:
@@ -254,7 +255,7 @@ def _tolerant_read(der: bytes, fingerprint: str, strict_problem: str) -> ParsedC
     except ValueError:
         raise
     except Exception:  # OpenSSL read it; a field asn1crypto cannot decode is reported plainly
-        raise _invalid("a field of the certificate cannot be decoded") from None
+        raise invalid("a field of the certificate cannot be decoded") from None
 
 
 def _asn1_read(der: bytes, fingerprint: str, strict_problem: str, refusal: str | None) -> ParsedCertificate:
@@ -266,13 +267,13 @@ def _asn1_read(der: bytes, fingerprint: str, strict_problem: str, refusal: str |
         not_before = tbs["validity"]["not_before"].native
         not_after = tbs["validity"]["not_after"].native
     except (ValueError, TypeError, KeyError):
-        raise _invalid("its validity dates cannot be read") from None
+        raise invalid("its validity dates cannot be read") from None
     if not isinstance(not_before, datetime) or not isinstance(not_after, datetime):
-        raise _invalid("its validity dates are out of range (year 0)")
+        raise invalid("its validity dates are out of range (year 0)")
     try:
         is_ca, ski = _asn1_extensions(tbs)
     except (ValueError, TypeError, KeyError):
-        raise _invalid("its basic constraints or key identifier extension cannot be read") from None
+        raise invalid("its basic constraints or key identifier extension cannot be read") from None
     try:
         cn = _asn1_cn(tbs["subject"])
     except (ValueError, TypeError, KeyError, UnicodeError):
@@ -312,122 +313,19 @@ def _strict_problem(der: bytes) -> str:
     return "the strict DER parser refuses it"
 
 
-def _read_der(data: bytes) -> ParsedCertificate:
+def read_der(data: bytes) -> ParsedCertificate:
+    """Read the certificate at the start of DER data (trailing padding ignored).
+
+    Returns:
+        The certificate.
+
+    Raises:
+        ValueError: neither the strict parser nor OpenSSL can read it.
+
+    """
     der = _exact_der(data)
     fingerprint = hashlib.sha256(der).hexdigest()
     try:
         return _strict_read(der, fingerprint)
     except Exception:
         return _tolerant_read(der, fingerprint, _strict_problem(der))
-
-
-def _decode_base64(raw: bytes) -> bytes | None:
-    compact = _WHITESPACE.sub(b"", raw)
-    compact += b"=" * (-len(compact) % 4)
-    for alphabet in (None, b"-_"):
-        try:
-            return base64.b64decode(compact, altchars=alphabet, validate=True)
-        except binascii.Error:
-            continue
-    return None
-
-
-def _pem_blocks(raw: bytes) -> list[bytes]:
-    try:
-        blocks = list(asn1_pem.unarmor(raw[raw.index(_PEM_ANY) :], multiple=True))
-    except ValueError:
-        raise _invalid("the PEM data is malformed") from None
-    ders = [der for label, _headers, der in blocks if label in CERTIFICATE_LABELS]
-    if not ders:
-        raise _invalid("the PEM data holds no CERTIFICATE block")
-    return ders
-
-
-def _load_all(raw: bytes, *, allow_base64: bool, first_only: bool) -> list[ParsedCertificate]:
-    """Read every certificate in PEM data, or the one in DER data, or either one base64-encoded.
-
-    DER is read as given: stripping "whitespace" would corrupt DER whose last bytes happen to be
-    0x09-0x0d or 0x20. When DER cannot be read and base64 does not help either, the DER reason is
-    the one given.
-    """
-    if _PEM_ANY in raw:
-        blocks = _pem_blocks(raw)
-        return [_read_der(der) for der in (blocks[:1] if first_only else blocks)]
-    der_error: ValueError | None = None
-    if raw[:1] == _DER_SEQUENCE:
-        try:
-            return [_read_der(raw)]
-        except ValueError as error:
-            if not allow_base64:
-                raise
-            der_error = error
-    if allow_base64:
-        decoded = _decode_base64(raw)
-        if decoded:
-            try:
-                return _load_all(decoded, allow_base64=False, first_only=first_only)
-            except ValueError:
-                if der_error is None:
-                    raise
-    if der_error is not None:
-        raise der_error
-    raise _invalid("the data is neither PEM, DER nor base64 of either")
-
-
-def _load_data(data: str | bytes, *, first_only: bool) -> list[ParsedCertificate]:
-    if isinstance(data, str):
-        raw = data.encode("utf-8", errors="replace")
-    elif isinstance(data, bytes | bytearray | memoryview):
-        raw = bytes(data)
-    else:
-        raise _invalid(f"expected text or bytes, got {type(data).__name__}")
-    stripped = raw.strip()
-    if not stripped:
-        raise _invalid("the data is empty")
-    if raw[:1] == _DER_SEQUENCE:
-        try:
-            return [_read_der(raw)]
-        except ValueError as error:
-            try:  # not DER after all? Base64 text may start with "0".
-                return _load_all(stripped, allow_base64=True, first_only=first_only)
-            except ValueError:
-                raise error from None
-    return _load_all(stripped, allow_base64=True, first_only=first_only)
-
-
-def load_certificate(data: str | bytes) -> ParsedCertificate:
-    """Read one certificate, tolerating the ways real device certificates bend DER and X.509.
-
-    Takes PEM (labels ``CERTIFICATE``, ``X509 CERTIFICATE`` or ``TRUSTED CERTIFICATE``; text or
-    bytes, CRLF or LF, surrounding text allowed), DER (trailing padding ignored), or base64 of either.
-    For PEM data holding several certificates the first one is returned. Returns the certificate.
-    Raises ``ValueError("Invalid certificate format: <reason>.")`` when neither the strict parser nor
-    OpenSSL can read it.
-    """
-    return _load_data(data, first_only=True)[0]
-
-
-def load_certificates(data: str | bytes) -> list[ParsedCertificate]:
-    """Read every certificate of a PEM bundle (or a single DER certificate, or base64 of either).
-
-    Takes the bundle as text or bytes. Returns the certificates in order. Raises
-    ``ValueError("Invalid certificate format: <reason>.")`` when a block cannot be read.
-    """
-    return _load_data(data, first_only=False)
-
-
-CertificateInput = str | bytes | x509.Certificate | ParsedCertificate
-"""Anything the helpers accept as a certificate: an object, or data ``load_certificate`` reads."""
-
-
-def as_parsed(cert: CertificateInput) -> ParsedCertificate:
-    """Return ``cert`` as a ``ParsedCertificate``.
-
-    Takes a parsed or ``cryptography`` certificate, or data ``load_certificate`` reads. Raises
-    ``ValueError`` for data that is not a certificate.
-    """
-    if isinstance(cert, ParsedCertificate):
-        return cert
-    if isinstance(cert, x509.Certificate):
-        return ParsedCertificate.from_x509(cert)
-    return load_certificate(cert)

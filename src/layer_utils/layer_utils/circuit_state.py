@@ -160,7 +160,7 @@ def circuit_is_open(name: str) -> bool:
 
 
 def record_failure(name: str) -> None:
-    """Count one unhealthy failure of the circuit."""
+    """Count one unhealthy failure of a call made now outside the breaker (only while closed)."""
     default_registry().record_failure(name)
 
 

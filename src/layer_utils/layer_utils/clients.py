@@ -64,6 +64,9 @@ def _botocore_session() -> botocore.session.Session:
 def _env_number(name: str, default: float, *, integer: bool, minimum: float) -> float:
     """Read a positive number from the environment, or the default when unset or empty.
 
+    Returns:
+        The number.
+
     Raises:
         ValueError: the value is not a number, not an integer when one is required, or too small.
 

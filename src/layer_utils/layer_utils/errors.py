@@ -282,6 +282,7 @@ class AwsOperationError(ThingpressError):
     error_class: ClassVar[ErrorClass] = ErrorClass.UNKNOWN
 
     def __init__(self, operation: str, code: str, message: str, request_id: str | None = None) -> None:
+        """Create the error; ``retryable`` follows from the class."""
         self.operation = operation
         self.code = code
         self.message = message

@@ -91,7 +91,13 @@ class MessageSender:
     def add(self, message: ImportMessage) -> None:
         """Queue ``message``; sends the buffered batch first when the message would not fit in it.
 
-        Raises ``AwsOperationError`` when SQS keeps refusing the call itself.
+        Args:
+            message: the import message.
+
+        Raises:
+            AwsOperationError: SQS keeps refusing the call itself.
+            CircuitOpenError: the send circuit is open.
+
         """
         body = encode_import_message(message)
         size = body_size(body)
@@ -105,14 +111,25 @@ class MessageSender:
             self.flush()
 
     def flush(self) -> None:
-        """Send every buffered message. Raises ``AwsOperationError`` as ``add`` does."""
+        """Send every buffered message.
+
+        Raises:
+            AwsOperationError: SQS keeps refusing the call itself.
+            CircuitOpenError: the send circuit is open.
+
+        """
         if not self._buffer:
             return
         batch, self._buffer, self._buffer_bytes = self._buffer, [], 0
         self._send(batch)
 
     def take(self) -> SendReport:
-        """Return the messages sent and failed since the previous call, and forget them."""
+        """Return the messages sent and failed since the previous call, and forget them.
+
+        Returns:
+            The report.
+
+        """
         report, self._report = self._report, SendReport()
         return report
 

@@ -90,6 +90,13 @@ class CircuitConfig:
 def parse_count_classes(value: Iterable[str] | str, source: str = "count_classes") -> frozenset[ErrorClass]:
     """Convert error class names to a set of :class:`ErrorClass`.
 
+    Args:
+        value: the names.
+        source: where they come from, for error messages.
+
+    Returns:
+        The error classes.
+
     Raises:
         ValueError: the value is not a list of known error class names.
 

@@ -18,6 +18,7 @@ class CircuitOpenError(ThingpressError):
     retryable = True
 
     def __init__(self, circuit_name: str, opened_at: float | None = None) -> None:
+        """Create the error for the circuit that rejected the call."""
         self.circuit_name = circuit_name
         self.opened_at = opened_at
         super().__init__(f"The circuit for {circuit_name} is open, so the call was not made; retry later.")

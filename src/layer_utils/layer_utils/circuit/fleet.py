@@ -61,6 +61,7 @@ class Fleet:
         lock: threading.Lock,
         clock: Callable[[], float],
     ) -> None:
+        """Bind the store to the registry's lock and clock; this environment gets a unique owner id."""
         self.store = store
         self._cache_seconds = cache_seconds
         self._lock = lock

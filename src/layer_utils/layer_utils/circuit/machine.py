@@ -5,12 +5,8 @@ store for every circuit, reads the wall clock in whole seconds and keeps failure
 global, so it can neither run in memory, take an injected clock, answer a status query nor tell a
 stale call by its generation.
 
-Rules (docs/ARCHITECTURE.md, "Circuit breakers"): only unhealthy failures (by default errors that
-``classify_error`` classifies ``throttled`` or ``transient``) count; another AWS answer is healthy;
-``unknown`` errors and :class:`CircuitOpenError` of a nested circuit are neutral. Every call is
-admitted with a ticket naming the circuit's generation; an outcome counts only in the generation
-that admitted it, so a slow call admitted before a trip cannot reopen a half-open circuit. No lock
-is held while a protected call runs.
+The rules (what counts, generations, configuration) are in docs/ARCHITECTURE.md, "Circuit
+breakers". No lock is held while a protected call runs.
 """
 
 from __future__ import annotations
@@ -81,6 +77,7 @@ class CircuitRegistry:
         env: Mapping[str, str] | None = None,
         store_cache_seconds: int = DEFAULT_STORE_CACHE_SECONDS,
     ) -> None:
+        """Create an empty registry; circuits appear on first use."""
         self._clock = clock
         self._on_transition = on_transition
         self._store = store
