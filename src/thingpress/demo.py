@@ -105,7 +105,7 @@ def local_import_command(
         (report,) = LocalRun(stack, show_progress=not as_json).run(
             [Upload(key, body, metadata)], capture=capture
         )
-        circuits = circuit_status()
+        circuits = circuit_status(stack)
     if capture is not None and dashboard is not None:
         report["dashboard"] = str(write_dashboard(capture, template, dashboard))
     if as_json:
@@ -293,7 +293,7 @@ def run_demo(
             manifests = build_demo_manifests(Path(scratch), count, signer)
         reports = LocalRun(stack).run([manifest.upload for manifest in manifests], capture=capture)
         things = remote.inventory(iot)
-        circuits = circuit_status()
+        circuits = circuit_status(stack)
     problems = [
         problem
         for manifest, report in zip(manifests, reports, strict=True)

@@ -13,23 +13,26 @@ from __future__ import annotations
 
 import contextlib
 import json
+import sys
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
-from layer_utils.circuit_state import get_circuit_status
 from layer_utils.jobs import Job, JobStore
 from layer_utils.rate_limit import DEFAULT_IOT_TPS
 from manifest_provider import vendors
 from thingpress import remote
 from thingpress.check import certificate_files
 from thingpress.console import CliError, JobProgress, handler_logs_to_stderr, spinner
+
+if TYPE_CHECKING:
+    from thingpress.local import LocalStack
 
 PROVIDER = "ManifestProviderFunction"
 IMPORTER = "BulkImporterFunction"
@@ -320,12 +323,37 @@ def _not_started(key: str) -> dict[str, Any]:
     }
 
 
-def circuit_status() -> dict[str, dict[str, Any]]:
-    """Return the circuit breakers of this process (the local handlers run here) with the shown fields."""
-    return {
-        name: {field_name: status.get(field_name) for field_name in CIRCUIT_FIELDS}
-        for name, status in get_circuit_status().items()
-    }
+_STATE_SEVERITY = {"closed": 0, "half_open": 1, "open": 2}
+
+
+def circuit_status(stack: LocalStack) -> dict[str, dict[str, Any]]:
+    """Return the circuit breakers of the stack's functions (their handlers run here), shown fields only.
+
+    Each function has its own registry (in its ``Services``); a circuit two functions share by name
+    (``sqs:SendMessageBatch``) is shown in its worse state.
+
+    Args:
+        stack: the local stack whose functions ran.
+
+    Returns:
+        Per circuit name, the fields of ``CIRCUIT_FIELDS``.
+
+    """
+    merged: dict[str, dict[str, Any]] = {}
+    for spec in stack.functions.values():
+        runtime = getattr(sys.modules.get(spec.handler.rsplit(".", 1)[0]), "_runtime", None)
+        registry = getattr(runtime[1], "registry", None) if runtime is not None else None
+        if registry is None:
+            continue
+        for name, status in registry.status().items():
+            shown = {field_name: status.get(field_name) for field_name in CIRCUIT_FIELDS}
+            previous = merged.get(name)
+            if previous is None or (
+                _STATE_SEVERITY[str(shown["state"])],
+                shown.get("consecutive_failures") or 0,
+            ) > (_STATE_SEVERITY[str(previous["state"])], previous.get("consecutive_failures") or 0):
+                merged[name] = shown
+    return dict(sorted(merged.items()))
 
 
 def new_capture() -> Any:

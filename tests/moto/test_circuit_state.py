@@ -16,7 +16,7 @@ from botocore.exceptions import ClientError, EndpointConnectionError
 from moto import mock_aws
 
 from layer_utils import circuit_state
-from layer_utils.aws_utils import NotFoundError, ThingpressError, handle_aws_error
+from layer_utils.aws_utils import NotFoundError, ThingpressError, ThrottledError, handle_aws_error
 from layer_utils.circuit_state import (
     CircuitOpenError,
     CircuitRegistry,
@@ -27,9 +27,9 @@ from layer_utils.circuit_state import (
     record_failure,
     record_success,
     reset_circuit,
-    use_registry,
     with_circuit_breaker,
 )
+from layer_utils.protected import protected_call
 from testing.helpers import emf_records
 
 NAME = "iot:RegisterCertificateWithoutCA"
@@ -300,12 +300,10 @@ def test_handle_aws_error_inside_decorator_counts_once(registry: CircuitRegistry
         except ClientError as error:
             handle_aws_error(error, NAME)
 
-    with use_registry(registry):
-        for expected in (1, 2, 3):
-            with pytest.raises(ThingpressError) as caught:
-                register()
-            assert caught.value.circuit_recorded is True
-            assert registry.status()[NAME]["consecutive_failures"] == expected
+    for expected in (1, 2, 3):
+        with pytest.raises(ThingpressError):
+            register()
+        assert registry.status()[NAME]["consecutive_failures"] == expected
 
 
 def test_handle_aws_error_failed_probe_reopens_once(
@@ -321,13 +319,61 @@ def test_handle_aws_error_failed_probe_reopens_once(
         except ClientError as error:
             handle_aws_error(error, NAME)
 
-    with use_registry(registry), pytest.raises(ThingpressError):
+    with pytest.raises(ThingpressError):
         registry.call(NAME, probe, None)
     status = registry.status()[NAME]
     assert status["state"] == "open"
     assert status["opened_at"] == 1010.0
     assert status["probe_in_flight"] is False
     assert states(transitions)[-2:] == [("open", "half_open"), ("half_open", "open")]
+
+
+def test_stale_call_does_not_reopen_half_open_circuit(
+    registry: CircuitRegistry, clock: Clock, transitions: list[Transition]
+) -> None:
+    """A slow call admitted before a trip fails after the circuit went half-open: the probe decides."""
+    registry.configure(NAME, threshold=2, timeout=10)
+    entered, release = threading.Event(), threading.Event()
+    errors: list[BaseException] = []
+
+    def slow() -> None:
+        entered.set()
+        assert release.wait(10)
+        raise throttle()
+
+    def run_slow() -> None:
+        try:
+            protected_call(registry, NAME, slow)
+        except BaseException as error:
+            errors.append(error)
+
+    call_a = threading.Thread(target=run_slow)
+    call_a.start()
+    assert entered.wait(10)
+    trip(registry)
+    clock.now = 1010.0
+    with held_call(registry, "probe ok") as probe:
+        release.set()
+        call_a.join(10)
+        assert [type(error) for error in errors] == [ThrottledError]
+        status = registry.status()[NAME]
+        assert (status["state"], status["probe_in_flight"]) == ("half_open", True)
+        assert status["consecutive_failures"] == 2
+        assert registry.is_open(NAME)
+    assert probe.results == ["probe ok"]
+    assert registry.status()[NAME]["state"] == "closed"
+    assert states(transitions) == [("closed", "open"), ("open", "half_open"), ("half_open", "closed")]
+
+
+def test_record_failure_never_reopens_a_half_open_circuit(registry: CircuitRegistry, clock: Clock) -> None:
+    registry.configure(NAME, threshold=1, timeout=10)
+    trip(registry)
+    clock.now = 1010.0
+    with held_call(registry, "probe ok") as probe:
+        registry.record_failure(NAME)
+        assert registry.status()[NAME]["state"] == "half_open"
+    assert probe.results == ["probe ok"]
+    assert registry.status()[NAME]["state"] == "closed"
 
 
 def test_reset(registry: CircuitRegistry, transitions: list[Transition]) -> None:
@@ -540,7 +586,8 @@ def test_module_level_functions_use_default_registry(registry: CircuitRegistry, 
         calls.append(item)
         return f"sent {item}"
 
-    with use_registry(registry):
+    previous = circuit_state.set_default_registry(registry)
+    try:
         assert circuit_state.default_registry() is registry
         config = configure_circuit("sqs:SendMessageBatch", threshold=2, timeout=15)
         assert (config.threshold, config.timeout) == (2, 15)
@@ -565,6 +612,8 @@ def test_module_level_functions_use_default_registry(registry: CircuitRegistry, 
         }
         reset_circuit("sqs:SendMessageBatch")
         assert send("c") == "sent c"
+    finally:
+        circuit_state.set_default_registry(previous)
     assert calls == ["a", "c"]
     assert circuit_state.default_registry() is not registry
 

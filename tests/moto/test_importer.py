@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import random
@@ -27,7 +28,7 @@ from bulk_importer.importer import (
     requeue_chunk_name,
 )
 from layer_utils.aws_utils import TransientError, clear_client_cache
-from layer_utils.circuit_state import CircuitRegistry, use_registry
+from layer_utils.circuit import CircuitRegistry
 from layer_utils.iot_import import ArnContext
 from layer_utils.jobs import JobNotFoundError, JobStatus, JobStore
 from layer_utils.messages import (
@@ -40,7 +41,7 @@ from layer_utils.messages import (
     encode_continuation_message,
     encode_import_message,
 )
-from testing.helpers import create_jobs_table, mock_aws_with_valid_certs, sqs_record
+from testing.helpers import create_jobs_table, mock_aws_with_valid_certs, shared_circuit_registry, sqs_record
 from thingpress.certfactory import Issued, make_ca, make_device_cert
 from thingpress.local.context import FakeLambdaContext
 
@@ -71,7 +72,7 @@ class Aws:
 
 @pytest.fixture
 def aws() -> Iterator[Aws]:
-    with mock_aws_with_valid_certs(), use_registry(CircuitRegistry()):
+    with mock_aws_with_valid_certs():
         ddb = boto3.client("dynamodb", region_name="us-east-1")
         create_jobs_table(ddb, TABLE)
         s3 = boto3.client("s3", region_name="us-east-1")
@@ -483,9 +484,9 @@ def test_open_circuit_requeues_everything_with_a_delay_and_makes_no_iot_call(
     registry = CircuitRegistry()
     registry.configure("iot:RegisterCertificateWithoutCA", threshold=1, timeout=120)
     registry.record_failure("iot:RegisterCertificateWithoutCA")
+    world.services = dataclasses.replace(world.services, registry=registry)
 
-    with use_registry(registry):
-        result = world.run(message(job_id, "000000", entries))
+    result = world.run(message(job_id, "000000", entries))
 
     assert (result.imported, result.failed, result.requeued, result.iot_calls) == (0, 0, 3, 0)
     assert result.delay_seconds >= 120
@@ -575,7 +576,7 @@ def test_handler_fails_the_record_whose_requeue_cannot_be_sent(
     body = encode_import_message(message(job_id, "000000", entries))
     event = {"Records": [sqs_record("m-1", body)]}
 
-    with use_registry(registry):
+    with shared_circuit_registry(registry):
         response = app.lambda_handler(event, FakeLambdaContext("BulkImporterFunction", timeout_seconds=300))
 
     assert response == {"batchItemFailures": [{"itemIdentifier": "m-1"}]}

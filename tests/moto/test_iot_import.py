@@ -10,7 +10,7 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
 
-from layer_utils.circuit_state import CircuitRegistry, use_registry
+from layer_utils.circuit import CircuitRegistry
 from layer_utils.iot_import import ArnContext, ImportOutcome, OutcomeStatus, import_certificate
 from layer_utils.messages import ImportEntry, MessageSettings
 from testing.helpers import mock_aws_with_valid_certs
@@ -49,7 +49,7 @@ def ca() -> Issued:
 
 @pytest.fixture
 def iot() -> Iterator[Any]:
-    with mock_aws_with_valid_certs(), use_registry(CircuitRegistry()):
+    with mock_aws_with_valid_certs():
         yield boto3.client("iot", region_name="us-east-1")
 
 
@@ -69,9 +69,13 @@ def make_policy(iot: Any, name: str) -> None:
     )
 
 
-def run(iot: Any, entry: ImportEntry, settings: MessageSettings) -> tuple[ImportOutcome, list[str]]:
+def run(
+    iot: Any, entry: ImportEntry, settings: MessageSettings, registry: CircuitRegistry | None = None
+) -> tuple[ImportOutcome, list[str]]:
     limiter = RecordingLimiter()
-    outcome = import_certificate(iot, entry, settings, arns=ARNS, limiter=limiter)
+    outcome = import_certificate(
+        iot, entry, settings, arns=ARNS, limiter=limiter, registry=registry or CircuitRegistry()
+    )
     assert outcome.calls == len(limiter.apis)
     return outcome, limiter.apis
 
@@ -383,8 +387,7 @@ def test_open_circuit_fails_fast_and_is_retryable(iot: Any, ca: Issued) -> None:
     entry = entry_for(make_device_cert("dev-14", ca), "dev-14")
     recorder = Recorder(iot)
 
-    with use_registry(registry):
-        outcome, _ = run(iot, entry, MessageSettings())
+    outcome, _ = run(iot, entry, MessageSettings(), registry)
 
     assert outcome.status is OutcomeStatus.RETRY
     assert outcome.error_class == "circuit_open"
@@ -398,11 +401,10 @@ def test_repeated_throttles_open_the_circuit(iot: Any, ca: Issued) -> None:
     registry.configure("iot:RegisterCertificateWithoutCA", threshold=2)
     throttled = client_error("ThrottlingException", "Rate exceeded", 400, "RegisterCertificateWithoutCA")
     wrapped = AwsLikeIot(iot, {"register_certificate_without_ca": throttled})
-    with use_registry(registry):
-        results = [
-            run(wrapped, entry_for(make_device_cert(f"d{i}", ca), f"d{i}"), MessageSettings())[0]  # type: ignore[arg-type]
-            for i in range(3)
-        ]
+    results = [
+        run(wrapped, entry_for(make_device_cert(f"d{i}", ca), f"d{i}"), MessageSettings(), registry)[0]  # type: ignore[arg-type]
+        for i in range(3)
+    ]
     assert [r.error_class for r in results] == ["throttled", "throttled", "circuit_open"]
     assert wrapped.calls == ["register_certificate_without_ca"] * 2
 

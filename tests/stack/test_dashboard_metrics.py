@@ -30,8 +30,9 @@ from aws_lambda_powertools.metrics import MetricUnit
 
 from layer_utils import telemetry
 from layer_utils.aws_utils import ErrorClass
-from layer_utils.circuit_state import CircuitRegistry, use_registry
+from layer_utils.circuit import CircuitRegistry
 from layer_utils.jobs import JobStore
+from testing.helpers import shared_circuit_registry
 from thingpress.certfactory import make_ca, make_device_cert, make_device_certs
 from thingpress.dashboard import MetricSpec, load_dashboard
 from thingpress.generate import write_generated
@@ -347,7 +348,7 @@ def run_scenario() -> Scenario:
                 clock.now += 60  # past the register circuit's timeout: the next call probes
 
         capture = MetricsCapture()
-        with use_registry(CircuitRegistry(clock=clock)) as registry, window, capture:
+        with shared_circuit_registry(CircuitRegistry(clock=clock)) as registry, window, capture:
             emulator = EventSourceMappingEmulator(
                 stack, after_invoke=after_invoke, on_progress=capture.sampler(stack)
             )

@@ -15,6 +15,8 @@ import py7zr
 from moto import mock_aws
 from moto.core.config import default_user_config
 
+from layer_utils.circuit import CircuitRegistry
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE_PATH = REPO_ROOT / "template.yaml"
 
@@ -38,6 +40,17 @@ def mock_aws_with_valid_certs() -> Iterator[None]:
             default_user_config.pop("iot", None)
         else:
             default_user_config["iot"] = previous
+
+
+@contextmanager
+def shared_circuit_registry(registry: CircuitRegistry) -> Iterator[CircuitRegistry]:
+    """Make every handler's ``runtime()`` built in the block use ``registry`` (as one process would)."""
+    original = CircuitRegistry.__dict__["from_env"]
+    CircuitRegistry.from_env = classmethod(lambda _cls, _env=None, **_kwargs: registry)  # type: ignore[method-assign,assignment]
+    try:
+        yield registry
+    finally:
+        CircuitRegistry.from_env = original  # type: ignore[method-assign]
 
 
 def create_jobs_table(ddb: Any, table: str) -> None:

@@ -1,4 +1,4 @@
-"""Tests for layer_utils.aws_utils: client factory, error classification, handle_aws_error, names."""
+"""Tests for layer_utils.aws_utils (clients, error model, handle_aws_error, names) and protected_call."""
 
 from __future__ import annotations
 
@@ -37,7 +37,8 @@ from layer_utils.aws_utils import (
     validate_thing_name,
     validate_thing_type_name,
 )
-from layer_utils.circuit_state import CircuitRegistry, use_registry
+from layer_utils.circuit import CircuitRegistry
+from layer_utils.protected import protected_call
 
 OPERATION = "RegisterCertificateWithoutCA"
 
@@ -246,7 +247,6 @@ def test_error_hierarchy_and_retryable() -> None:
         assert isinstance(error, ThingpressError)
         assert error.error_class is error_class
         assert error.retryable is retryable
-        assert error.circuit_recorded is False
         assert str(error) == "The AWS call iot:CreateThing failed with Code: msg"
     assert str(ErrorClass.THROTTLED) == "throttled"
 
@@ -274,25 +274,15 @@ def test_handle_aws_error(
     error_type: type[AwsOperationError],
     recorded: int,
 ) -> None:
-    registry = CircuitRegistry(clock=lambda: 1000.0, env={})
     original = client_error(code, status, message="It went wrong.", request_id="abc-123")
-    with use_registry(registry), pytest.raises(error_type) as caught:
+    with pytest.raises(error_type) as caught:
         handle_aws_error(original, "iot:RegisterCertificateWithoutCA", {"locator": "row 3"})
     error = caught.value
     assert error.__cause__ is original
-    assert error.circuit_recorded is True
     assert error.operation == "iot:RegisterCertificateWithoutCA"
     assert error.code == code
     assert error.message == "It went wrong."
     assert error.request_id == "abc-123"
-    status_now = registry.status().get("iot:RegisterCertificateWithoutCA")
-    if recorded:
-        assert status_now is not None
-        assert status_now["consecutive_failures"] == recorded
-        assert status_now["last_failure_time"] == 1000.0
-    else:
-        # A failure that says nothing about the dependency's health does not even create the circuit.
-        assert status_now is None
     lines = read_logs()
     assert len(lines) == 1
     record = lines[0]
@@ -307,24 +297,67 @@ def test_handle_aws_error(
         record["message"]
         == f"The AWS call iot:RegisterCertificateWithoutCA failed with {code}: It went wrong."
     )
+    # Only the breaker counts: through protected_call, an unhealthy class counts once.
+    registry = CircuitRegistry(clock=lambda: 1000.0, env={})
+
+    def fail() -> None:
+        raise original
+
+    with pytest.raises(error_type) as again:
+        protected_call(registry, "iot:RegisterCertificateWithoutCA", fail)
+    assert again.value.__cause__ is original
+    status_now = registry.status()["iot:RegisterCertificateWithoutCA"]
+    assert status_now["consecutive_failures"] == recorded
+    assert status_now["last_failure_time"] == (1000.0 if recorded else None)
 
 
-def test_handle_aws_error_honours_circuit_count_classes() -> None:
+def test_handle_aws_error_counts_nothing() -> None:
+    registry = CircuitRegistry(clock=lambda: 5.0, env={})
+    with pytest.raises(ThrottledError):
+        handle_aws_error(client_error("ThrottlingException", 400), "iot:AttachPolicy")
+    assert registry.status() == {}
+
+
+def test_protected_call_honours_circuit_count_classes() -> None:
     registry = CircuitRegistry(clock=lambda: 5.0, env={})
     registry.configure("iot:AttachPolicy", count_classes=["access_denied"])
-    with use_registry(registry):
-        with pytest.raises(AccessDeniedError):
-            handle_aws_error(client_error("AccessDeniedException", 403), "iot:AttachPolicy")
-        with pytest.raises(ThrottledError):
-            handle_aws_error(client_error("ThrottlingException", 400), "iot:AttachPolicy")
+    for error, expected in (
+        (client_error("ThrottlingException", 400), ThrottledError),
+        (client_error("AccessDeniedException", 403), AccessDeniedError),
+    ):
+
+        def fail(error: ClientError = error) -> None:
+            raise error
+
+        with pytest.raises(expected):
+            protected_call(registry, "iot:AttachPolicy", fail)
     assert registry.status()["iot:AttachPolicy"]["consecutive_failures"] == 1
+
+
+def test_protected_call_acquires_the_limiter_first() -> None:
+    registry = CircuitRegistry(clock=lambda: 5.0, env={})
+    order: list[str] = []
+
+    class Limiter:
+        def acquire(self, api: str) -> float:
+            order.append(f"acquire {api}")
+            return 0.0
+
+    assert (
+        protected_call(registry, "iot:CreateThing", lambda: order.append("call"), limiter=Limiter()) is None
+    )
+    assert order == ["acquire CreateThing", "call"]
 
 
 def test_handle_aws_error_network_error() -> None:
     registry = CircuitRegistry(clock=lambda: 5.0, env={})
     original = EndpointConnectionError(endpoint_url="https://iot.us-east-1.amazonaws.com")
-    with use_registry(registry), pytest.raises(TransientError) as caught:
-        handle_aws_error(original, "iot:CreateThing")
+
+    def fail() -> None:
+        raise original
+
+    with pytest.raises(TransientError) as caught:
+        protected_call(registry, "iot:CreateThing", fail)
     assert caught.value.code == "EndpointConnectionError"
     assert caught.value.request_id is None
     assert registry.status()["iot:CreateThing"]["consecutive_failures"] == 1
@@ -350,9 +383,19 @@ def test_require_name_returns_value() -> None:
     assert require_name("group-1", "Thing group name") == "group-1"
 
 
-@pytest.mark.parametrize(
-    "validator", [validate_thing_name, validate_thing_group_name, validate_thing_type_name]
-)
+def test_one_validate_thing_name() -> None:
+    # aws_utils and cert_utils expose the same function (messages: see test_cert_utils).
+    from layer_utils import cert_utils
+
+    assert validate_thing_name is cert_utils.validate_thing_name
+    assert validate_thing_name("Device_01:a-b") == "Device_01:a-b"
+    assert validate_thing_name("x" * 128) == "x" * 128
+    for bad in ("x" * 129, "bad name", ""):
+        with pytest.raises(ValueError, match=r"^Thing name "):
+            validate_thing_name(bad)
+
+
+@pytest.mark.parametrize("validator", [validate_thing_group_name, validate_thing_type_name])
 def test_iot_names(validator: Any) -> None:
     assert validator("Device_01:a-b") == "Device_01:a-b"
     assert validator("x" * 128) == "x" * 128

@@ -29,6 +29,7 @@ from layer_utils.cert_utils import (
     as_parsed,
     certificate_arn,
     contains_private_key,
+    format_certificate,
     is_valid_thing_name,
     load_certificate,
     load_certificates,
@@ -261,6 +262,19 @@ def test_pem_is_canonical(device: Issued) -> None:
         base64.b64encode(device.pem().encode()),
     ):
         assert as_parsed(form).pem() == canonical
+
+
+def test_format_certificate_is_the_canonical_pem(device: Issued) -> None:
+    canonical = as_parsed(device.der()).pem()
+    for form in (
+        device.certificate,
+        device.der(),
+        device.pem().replace("\n", "\r\n"),
+        as_parsed(device.pem()),
+    ):
+        assert format_certificate(form) == canonical
+    with pytest.raises(ValueError, match=r"^Invalid certificate format: "):
+        format_certificate("not a certificate")
 
 
 def test_fingerprint_and_cn(device: Issued, intermediate: Issued) -> None:

@@ -12,7 +12,7 @@ from botocore.exceptions import ClientError
 
 from layer_utils import telemetry
 from layer_utils.aws_utils import clear_client_cache, get_client
-from layer_utils.circuit_state import CircuitRegistry, use_registry
+from layer_utils.circuit import CircuitRegistry
 from testing.helpers import emf_records
 
 
@@ -138,8 +138,7 @@ def test_end_invocation_emits_circuit_states_and_flushes_call_metrics(
     registry = CircuitRegistry(clock=lambda: 100.0, env={}, on_transition=lambda _t: None)
     registry.configure("iot:CreateThing")
     telemetry._on_needs_retry(attempts=2, operation=type("Op", (), {"name": "CreateThing"})())
-    with use_registry(registry):
-        telemetry.end_invocation()
+    telemetry.end_invocation(registry.status())
     records = emf_records(capsys.readouterr().out)
     assert {(r.get("Operation"), r.get("Api")) for r in records} == {
         ("iot:CreateThing", None),
@@ -161,8 +160,7 @@ def test_emit_circuit_states(capsys: pytest.CaptureFixture[str]) -> None:
     registry.record_failure("iot:AttachPolicy")
     now[0] = 122.0
     registry._admit("iot:AttachPolicy")
-    with use_registry(registry):
-        telemetry.emit_circuit_states()
+    telemetry.emit_circuit_states(registry.status())
     records = emf_records(capsys.readouterr().out)
     values = {r["Operation"]: r["CircuitState"] for r in records}
     assert values == {"iot:CreateThing": [2.0], "iot:AttachPolicy": [1.0], "sqs:SendMessageBatch": [0.0]}

@@ -28,6 +28,7 @@ from bulk_importer.importer import (
     handle_import_body,
 )
 from layer_utils.aws_utils import get_client
+from layer_utils.circuit import CircuitRegistry
 from layer_utils.iot_import import ArnContext
 from layer_utils.jobs import JobStore
 from layer_utils.rate_limit import RateLimiter, rates_from_env
@@ -39,9 +40,15 @@ _runtime: tuple[ImporterConfig, Services] | None = None
 def runtime() -> tuple[ImporterConfig, Services]:
     """Return the configuration and services, built once per execution environment.
 
-    The rate limiter lives as long as the execution environment, so its buckets carry over from one
-    invocation to the next. Raises ``ValueError`` naming the environment variable when the
-    configuration is invalid.
+    The rate limiter and the circuit registry live as long as the execution environment, so their
+    state carries over from one invocation to the next.
+
+    Returns:
+        The configuration and the services.
+
+    Raises:
+        ValueError: naming the environment variable, when the configuration is invalid.
+
     """
     global _runtime  # noqa: PLW0603 - one set of clients per execution environment
     if _runtime is None:
@@ -60,6 +67,7 @@ def runtime() -> tuple[ImporterConfig, Services]:
             limiter=RateLimiter(rates_from_env()),
             rng=random.Random(),  # noqa: S311 - backoff jitter, not security  # nosec B311
             emit=count_in_invocation,
+            registry=CircuitRegistry.from_env(dynamodb=lambda: get_client("dynamodb")),
         )
         _runtime = (config, services)
     return _runtime
@@ -108,4 +116,4 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
             )
         )
     finally:
-        end_invocation()
+        end_invocation(None if _runtime is None else _runtime[1].registry.status())

@@ -43,25 +43,25 @@ import threading
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from boto3.dynamodb.types import TypeDeserializer
 from botocore.exceptions import BotoCoreError, ClientError
 
 from layer_utils.aws_utils import ThingpressError, handle_aws_error
-from layer_utils.circuit_state import default_registry, get_circuit_config
+from layer_utils.circuit import CircuitRegistry
 from layer_utils.env import env_positive_int, env_required
 from layer_utils.iot_import import (
     CIRCUIT_OPEN,
     ArnContext,
     ImportOutcome,
-    Limiter,
     OutcomeStatus,
     import_certificate,
 )
 from layer_utils.jobs import CHUNK_PREFIX, FailureRecord, ImportedRecord, JobNotFoundError, JobStore
 from layer_utils.messages import ImportEntry, ImportMessage, decode_message, encode_import_message
+from layer_utils.protected import SEND_OPERATION, Limiter, protected_call
 from layer_utils.telemetry import (
     CERTIFICATES_FAILED,
     CERTIFICATES_IMPORTED,
@@ -83,7 +83,6 @@ DEFAULT_BASE_DELAY_SECONDS = 2.0
 MAX_DELAY_SECONDS = 900
 """The SQS maximum for ``DelaySeconds``."""
 
-SEND_OPERATION = "sqs:SendMessageBatch"
 
 # Values of the CertificatesFailed ErrorClass dimension (docs/ARCHITECTURE.md, "Metrics").
 _FAILURE_DIMENSIONS = frozenset(
@@ -147,7 +146,8 @@ class Services:
 
     ``iot``, ``sqs`` and ``dynamodb`` are boto3 clients (``dynamodb`` only reads a recorded chunk
     on a redelivery), ``jobs`` the job store, ``limiter`` the per-API rate limiter shared by every
-    thread, ``rng`` the source of backoff jitter and ``emit`` the metric emitter.
+    thread, ``rng`` the source of backoff jitter, ``emit`` the metric emitter and ``registry`` the
+    circuits of the importer's protected calls (the handler builds it from the environment).
     """
 
     iot: IoTClient
@@ -157,6 +157,7 @@ class Services:
     limiter: Limiter
     rng: random.Random
     emit: Emit
+    registry: CircuitRegistry = field(default_factory=CircuitRegistry)
 
 
 @dataclass(frozen=True)
@@ -222,7 +223,14 @@ def _import_safely(
 ) -> ImportOutcome:
     """Import one entry; an unexpected exception becomes a retryable ``unknown`` outcome, logged."""
     try:
-        return import_certificate(services.iot, entry, message.settings, arns=arns, limiter=services.limiter)
+        return import_certificate(
+            services.iot,
+            entry,
+            message.settings,
+            arns=arns,
+            limiter=services.limiter,
+            registry=services.registry,
+        )
     except Exception as error:
         logger.exception(
             "Unexpected error while importing an entry",
@@ -288,15 +296,10 @@ def _send(services: Services, config: ImporterConfig, message: ImportMessage, de
     """Send the re-enqueue message through the SQS circuit; raise when it was not accepted."""
 
     def send() -> None:
-        try:
-            response = services.sqs.send_message_batch(
-                QueueUrl=config.import_queue_url,
-                Entries=[
-                    {"Id": "requeue", "MessageBody": encode_import_message(message), "DelaySeconds": delay}
-                ],
-            )
-        except (ClientError, BotoCoreError) as error:
-            handle_aws_error(error, SEND_OPERATION, {"job_id": message.job_id, "chunk": message.chunk})
+        response = services.sqs.send_message_batch(
+            QueueUrl=config.import_queue_url,
+            Entries=[{"Id": "requeue", "MessageBody": encode_import_message(message), "DelaySeconds": delay}],
+        )
         failed = response.get("Failed") or []
         if failed:
             detail = failed[0]
@@ -305,7 +308,9 @@ def _send(services: Services, config: ImporterConfig, message: ImportMessage, de
                 f"({detail.get('Code')}: {detail.get('Message', '')})."
             )
 
-    default_registry().call(SEND_OPERATION, send, None)
+    protected_call(
+        services.registry, SEND_OPERATION, send, context={"job_id": message.job_id, "chunk": message.chunk}
+    )
 
 
 def _delay_for(
@@ -315,7 +320,7 @@ def _delay_for(
     delay = backoff_seconds(attempt, config.base_delay_seconds, services.rng)
     for outcome in retried:
         if outcome.error_class == CIRCUIT_OPEN and outcome.api:
-            timeout = math.ceil(get_circuit_config(f"iot:{outcome.api}").timeout)
+            timeout = math.ceil(services.registry.config(f"iot:{outcome.api}").timeout)
             delay = max(delay, min(MAX_DELAY_SECONDS, timeout))
     return delay
 

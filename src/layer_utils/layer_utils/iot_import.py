@@ -8,8 +8,9 @@ happen only on conflict paths: ``DescribeCertificate`` when the certificate exis
 a revoked or inactive one) and ``DescribeThing`` when ``CreateThing`` reports a thing with another
 configuration (to report a thing-type conflict, or merge the attributes with one ``UpdateThing``).
 
-Every call waits for the rate limiter, runs through its circuit breaker ``iot:<Operation>`` and turns
-AWS errors into typed errors with :func:`layer_utils.aws_utils.handle_aws_error`. The outcome says
+Every call is a :func:`layer_utils.protected.protected_call`: it waits for the rate limiter, runs
+through its circuit breaker ``iot:<Operation>`` (of the registry passed in) and turns AWS errors into
+typed errors. The outcome says
 whether the certificate was imported, must be retried later (throttled, transient, circuit open) or
 failed for good (with one English sentence naming the entry and the API that failed). Everything is
 idempotent, so a retried or redelivered entry can be imported again safely. AWS errors are logged
@@ -21,17 +22,20 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import ClientError
 
-from layer_utils.aws_utils import AwsOperationError, ErrorClass, handle_aws_error
 from layer_utils.cert_utils import certificate_arn, parse_function_arn, thing_arn
-from layer_utils.circuit_state import CircuitOpenError, default_registry
+from layer_utils.circuit import CircuitOpenError
+from layer_utils.errors import AwsOperationError, ErrorClass
 from layer_utils.messages import ImportEntry, MessageSettings
+from layer_utils.protected import Limiter, protected_call
 
 if TYPE_CHECKING:
     from mypy_boto3_iot import IoTClient
+
+    from layer_utils.circuit import CircuitRegistry
 
 ALREADY_EXISTS_CODE = "ResourceAlreadyExistsException"
 ACTIVE = "ACTIVE"
@@ -41,14 +45,6 @@ CONFLICT = "conflict"
 
 CIRCUIT_OPEN = "circuit_open"
 """Error class of an entry that was not tried because a circuit breaker was open."""
-
-
-class Limiter(Protocol):
-    """What ``import_certificate`` needs from a rate limiter (``layer_utils.rate_limit.RateLimiter``)."""
-
-    def acquire(self, api: str) -> float:
-        """Block until a call to ``api`` is allowed; return the seconds waited."""
-        ...
 
 
 @dataclass(frozen=True)
@@ -134,36 +130,42 @@ class _AlreadyExists:
 class _Calls:
     """Makes the IoT calls of one entry: rate limit, circuit breaker, typed errors and a call count."""
 
-    def __init__(self, iot: IoTClient, limiter: Limiter, entry: ImportEntry) -> None:
+    def __init__(
+        self, iot: IoTClient, limiter: Limiter, registry: CircuitRegistry, entry: ImportEntry
+    ) -> None:
         self.iot = iot
         self.limiter = limiter
+        self.registry = registry
         self.entry = entry
         self.count = 0
         self.api: str | None = None
 
     def invoke(self, api: str, method: Callable[..., Any], *, exists_ok: bool = False, **params: Any) -> Any:
-        """Call ``method(**params)`` as the IoT operation ``api``.
+        """Call ``method(**params)`` as the IoT operation ``api``, protected.
 
-        Returns the response, or ``_AlreadyExists`` when ``exists_ok`` and the resource exists.
-        Raises ``AwsOperationError`` subclasses for AWS failures and ``CircuitOpenError``.
+        Args:
+            api: the IoT operation name, e.g. ``CreateThing``.
+            method: the client method.
+            exists_ok: whether ResourceAlreadyExistsException is an answer rather than an error.
+            **params: the call's parameters.
+
+        Returns:
+            The response, or ``_AlreadyExists`` when ``exists_ok`` and the resource exists.
+
         """
         self.api = api
-        circuit = f"iot:{api}"
         context = {"locator": self.entry.locator, "thing_name": self.entry.thing_name}
 
         def call() -> Any:
-            self.limiter.acquire(api)
             self.count += 1
             try:
                 return method(**params)
             except ClientError as error:
                 if exists_ok and error.response.get("Error", {}).get("Code") == ALREADY_EXISTS_CODE:
                     return _AlreadyExists(error.response)
-                handle_aws_error(error, circuit, context)
-            except BotoCoreError as error:
-                handle_aws_error(error, circuit, context)
+                raise
 
-        return default_registry().call(circuit, call, None)
+        return protected_call(self.registry, f"iot:{api}", call, limiter=self.limiter, context=context)
 
 
 def _register(calls: _Calls, entry: ImportEntry) -> None:
@@ -249,17 +251,27 @@ def import_certificate(
     *,
     arns: ArnContext,
     limiter: Limiter,
+    registry: CircuitRegistry,
 ) -> ImportOutcome:
     """Register ``entry``'s certificate and create, attach and group its thing in AWS IoT.
 
-    Takes the IoT client, the entry (locator, thing name, certificate id and PEM), the import
-    settings (policies, thing groups, thing type, attributes), where the resources live and the rate
-    limiter shared by the invocation's threads. Returns the outcome; AWS and circuit-breaker errors
-    become RETRY (throttled, transient, circuit open) or FAILED (anything else, including
-    ``access_denied``, which ``handle_aws_error`` logs as an error). Raises nothing else for AWS
-    failures; programming errors propagate.
+    AWS and circuit-breaker errors become RETRY (throttled, transient, circuit open) or FAILED
+    (anything else, including ``access_denied``, which ``handle_aws_error`` logs as an error);
+    programming errors propagate.
+
+    Args:
+        iot: the IoT client.
+        entry: the entry (locator, thing name, certificate id and PEM).
+        settings: the import settings (policies, thing groups, thing type, attributes).
+        arns: where the resources live.
+        limiter: the rate limiter shared by the invocation's threads.
+        registry: the function's circuit registry.
+
+    Returns:
+        The outcome.
+
     """
-    calls = _Calls(iot, limiter, entry)
+    calls = _Calls(iot, limiter, registry, entry)
     cert_arn = arns.certificate_arn(entry.certificate_id)
     target = f"thing {entry.thing_name}"
     try:

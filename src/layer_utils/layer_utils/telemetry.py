@@ -8,7 +8,8 @@ is true, so local runs and tests need no X-Ray daemon.
 
 Retry and throttle counting (:func:`install_call_metrics`) aggregates in memory, per API, and is
 written as EMF by :func:`flush_call_metrics`, which handlers call at the end of every invocation
-together with :func:`emit_circuit_states` (both through :func:`end_invocation`). Aggregating keeps
+together with :func:`emit_circuit_states` (both through :func:`end_invocation`, which is handed the
+circuit status by the handler: this module imports nothing of the layer but ``errors``). Aggregating keeps
 the per-call cost to one dictionary update under a lock and the log volume to one line per API per
 invocation.
 """
@@ -23,6 +24,8 @@ from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
+
+from layer_utils.errors import THROTTLING_CODES
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -121,14 +124,17 @@ def count_in_invocation(name: str, value: float = 1, dimensions: Mapping[str, st
         metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
 
 
-def emit_circuit_states() -> None:
+def emit_circuit_states(circuits: Mapping[str, Mapping[str, Any]]) -> None:
     """Emit the ``CircuitState`` gauge (0 closed, 1 half-open, 2 open) for every known circuit.
 
     Call at the end of every invocation so dashboards see the state even when nothing changes.
-    """
-    from layer_utils.circuit_state import get_circuit_status  # noqa: PLC0415 - it imports this module
 
-    for operation, status in get_circuit_status().items():
+    Args:
+        circuits: the circuit status, ``CircuitRegistry.status()``: per circuit name a mapping with
+            its ``state``.
+
+    """
+    for operation, status in circuits.items():
         emit_metric(
             CIRCUIT_STATE,
             CIRCUIT_STATE_VALUES[str(status["state"])],
@@ -148,8 +154,6 @@ def _on_needs_retry(
     An attempt number above one means the attempt was a retry. A throttling error code (or HTTP 429)
     in the parsed response counts as a throttle. Returns None so botocore's retry handler decides.
     """
-    from layer_utils.aws_utils import THROTTLING_CODES  # noqa: PLC0415 - aws_utils imports this module
-
     api = str(getattr(operation, "name", "unknown"))
     throttled = False
     if response is not None:
@@ -202,7 +206,13 @@ def flush_call_metrics() -> dict[tuple[str, str], int]:
     return counts
 
 
-def end_invocation() -> None:
-    """Emit the circuit states and the aggregated call metrics: the last thing every handler does."""
-    emit_circuit_states()
+def end_invocation(circuits: Mapping[str, Mapping[str, Any]] | None = None) -> None:
+    """Emit the circuit states and the aggregated call metrics: the last thing every handler does.
+
+    Args:
+        circuits: the function's circuit status (``CircuitRegistry.status()``); None when the
+            function protects no call with a circuit.
+
+    """
+    emit_circuit_states(circuits or {})
     flush_call_metrics()

@@ -16,6 +16,7 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from layer_utils.aws_utils import get_client
+from layer_utils.circuit import CircuitRegistry
 from layer_utils.jobs import JobStore
 from layer_utils.telemetry import count_in_invocation, end_invocation, logger, metrics, tracer
 from manifest_provider.provider import ProviderConfig, Services, handle_intake_body
@@ -26,7 +27,12 @@ _runtime: tuple[ProviderConfig, Services] | None = None
 def runtime() -> tuple[ProviderConfig, Services]:
     """Return the configuration and services, built once per execution environment.
 
-    Raises ``ValueError`` naming the environment variable when the configuration is invalid.
+    Returns:
+        The configuration and the services (whose circuit registry lives as long as the environment).
+
+    Raises:
+        ValueError: naming the environment variable, when the configuration is invalid.
+
     """
     global _runtime  # noqa: PLW0603 - one set of clients per execution environment
     if _runtime is None:
@@ -43,6 +49,7 @@ def runtime() -> tuple[ProviderConfig, Services]:
             iot=get_client("iot"),
             jobs=jobs,
             emit=count_in_invocation,
+            registry=CircuitRegistry.from_env(dynamodb=lambda: get_client("dynamodb")),
         )
         _runtime = (config, services)
     return _runtime
@@ -85,4 +92,4 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
             )
         )
     finally:
-        end_invocation()
+        end_invocation(None if _runtime is None else _runtime[1].registry.status())

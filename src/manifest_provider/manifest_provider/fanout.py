@@ -14,10 +14,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from botocore.exceptions import BotoCoreError, ClientError
-
-from layer_utils.aws_utils import handle_aws_error
-from layer_utils.circuit_state import default_registry
 from layer_utils.messages import (
     DEFAULT_MAX_BATCH_BYTES,
     SQS_MAX_BATCH_ENTRIES,
@@ -25,13 +21,13 @@ from layer_utils.messages import (
     body_size,
     encode_import_message,
 )
+from layer_utils.protected import SEND_OPERATION, protected_call
 from layer_utils.telemetry import logger
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
 
-SEND_OPERATION = "sqs:SendMessageBatch"
-"""The circuit name of the send call."""
+    from layer_utils.circuit import CircuitRegistry
 
 
 @dataclass
@@ -45,9 +41,17 @@ class SendReport:
 class MessageSender:
     """Buffers import messages and sends them with ``SendMessageBatch``.
 
-    Takes the SQS client, the queue URL, a ``sleep`` function and a ``random`` function returning
-    a float in [0, 1) (both injected so tests are instant and deterministic), the attempts per
-    message, the backoff base and cap in seconds and the batch byte budget.
+    Args:
+        sqs: the SQS client.
+        queue_url: the import queue.
+        registry: the circuit registry the send call goes through.
+        sleep: sleeps between attempts (injected so tests are instant).
+        random: returns a float in [0, 1) for the jitter (injected so tests are deterministic).
+        max_attempts: attempts per message.
+        base_delay: the backoff base, in seconds.
+        max_delay: the backoff cap, in seconds.
+        max_batch_bytes: the batch byte budget.
+
     """
 
     def __init__(
@@ -55,6 +59,7 @@ class MessageSender:
         sqs: SQSClient,
         queue_url: str,
         *,
+        registry: CircuitRegistry,
         sleep: Callable[[float], None],
         random: Callable[[], float],
         max_attempts: int = 5,
@@ -65,6 +70,7 @@ class MessageSender:
         """Store the collaborators and limits; nothing is sent yet."""
         self._sqs = sqs
         self._queue_url = queue_url
+        self._registry = registry
         self._sleep = sleep
         self._random = random
         self._max_attempts = max_attempts
@@ -85,7 +91,13 @@ class MessageSender:
     def add(self, message: ImportMessage) -> None:
         """Queue ``message``; sends the buffered batch first when the message would not fit in it.
 
-        Raises ``AwsOperationError`` when SQS keeps refusing the call itself.
+        Args:
+            message: the import message.
+
+        Raises:
+            AwsOperationError: SQS keeps refusing the call itself.
+            CircuitOpenError: the send circuit is open.
+
         """
         body = encode_import_message(message)
         size = body_size(body)
@@ -99,30 +111,39 @@ class MessageSender:
             self.flush()
 
     def flush(self) -> None:
-        """Send every buffered message. Raises ``AwsOperationError`` as ``add`` does."""
+        """Send every buffered message.
+
+        Raises:
+            AwsOperationError: SQS keeps refusing the call itself.
+            CircuitOpenError: the send circuit is open.
+
+        """
         if not self._buffer:
             return
         batch, self._buffer, self._buffer_bytes = self._buffer, [], 0
         self._send(batch)
 
     def take(self) -> SendReport:
-        """Return the messages sent and failed since the previous call, and forget them."""
+        """Return the messages sent and failed since the previous call, and forget them.
+
+        Returns:
+            The report.
+
+        """
         report, self._report = self._report, SendReport()
         return report
 
     def _backoff(self, attempt: int) -> float:
         return self._random() * min(self._max_delay, self._base_delay * float(2**attempt))
 
-    def _raw_send(self, entries: list[dict[str, str]]) -> dict[str, Any]:
-        try:
-            response = self._sqs.send_message_batch(QueueUrl=self._queue_url, Entries=entries)  # type: ignore[arg-type]
-        except (ClientError, BotoCoreError) as error:
-            handle_aws_error(error, SEND_OPERATION, {"messages": len(entries)})
-        return dict(response)
-
     def _call(self, entries: list[dict[str, str]]) -> dict[str, Any]:
         self.calls += 1
-        return default_registry().call(SEND_OPERATION, self._raw_send, None, entries)
+        return protected_call(
+            self._registry,
+            SEND_OPERATION,
+            lambda: dict(self._sqs.send_message_batch(QueueUrl=self._queue_url, Entries=entries)),  # type: ignore[arg-type]
+            context={"messages": len(entries)},
+        )
 
     def _send(self, batch: list[tuple[ImportMessage, str]]) -> None:
         pending = {str(index): item for index, item in enumerate(batch)}

@@ -45,6 +45,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from layer_utils.aws_utils import handle_aws_error
 from layer_utils.cert_utils import ParsedCertificate
+from layer_utils.circuit import CircuitRegistry
 from layer_utils.env import env_positive_int, env_required
 from layer_utils.jobs import (
     DUPLICATE_ERROR_CLASS,
@@ -171,7 +172,11 @@ class ProviderConfig:
 
 @dataclass
 class Services:
-    """The provider's collaborators: AWS clients, the job store, the clock, sleep, randomness, metrics."""
+    """The provider's collaborators: AWS clients, the job store, the clock, sleep, randomness, metrics.
+
+    ``registry`` holds the circuits of the provider's protected calls (the handler builds it from
+    the environment; the default is a local in-memory registry).
+    """
 
     s3: S3Client
     sqs: SQSClient
@@ -181,6 +186,7 @@ class Services:
     sleep: Callable[[float], None] = time.sleep
     random: Callable[[], float] = random.random
     emit: Emitter = default_emit
+    registry: CircuitRegistry = field(default_factory=CircuitRegistry)
 
 
 @dataclass
@@ -521,6 +527,7 @@ class ManifestRun:
         self.sender = MessageSender(
             services.sqs,
             config.import_queue_url,
+            registry=services.registry,
             sleep=services.sleep,
             random=services.random,
             max_attempts=config.send_attempts,
