@@ -4,7 +4,7 @@ Used by the local stack (`thingpress.local`) to derive emulated resources from `
 Only what a local emulation needs is implemented; anything else raises `TemplateError` naming the
 intrinsic and where it was met, rather than guessing.
 
-Over 450 lines because the resolver implements every supported intrinsic, and they share one evaluator.
+Size: over 450 lines because the resolver implements every supported intrinsic, and they share one evaluator.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ Everything takes boto3 clients, so it works against AWS, LocalStack or the embed
 the job report (``reports/<manifest key>.json`` once written, else the job item's counters and its
 outcome items) plus ``things``, read back from the IoT registry.
 
-Over 450 lines because each command of the deployed side has its own documented public function.
+Size: over 450 lines because each command of the deployed side has its own documented public function.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ Differences from Lambda, on purpose: MaximumBatchingWindowInSeconds is not waite
 whatever the queue holds, up to BatchSize); invocations of one function run one at a time unless
 `max_concurrency` allows more (ScalingConfig.MaximumConcurrency still caps it).
 
-Over 450 lines because polling, batch settlement and concurrency are one protocol, Lambda's SQS poller.
+Size: over 450 lines because polling, batch settlement and concurrency are one protocol, Lambda's SQS poller.
 """
 
 from __future__ import annotations

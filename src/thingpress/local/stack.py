@@ -11,7 +11,7 @@ in-process state. Schedule events are recorded (`LocalStack.schedules`) but neve
 own: `EventSourceMappingEmulator.invoke_scheduled` or `thingpress invoke` runs the function with the
 event EventBridge would send. What is emulated and what is not: docs/ARCHITECTURE.md, "Local stack".
 
-Over 450 lines because the stack's lifecycle and its process-environment swapping are one state machine.
+Size: over 450 lines because the stack's lifecycle and its process-environment swapping are one state machine.
 """
 
 from __future__ import annotations
