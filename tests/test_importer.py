@@ -26,10 +26,10 @@ from bulk_importer.importer import (
     handle_import_body,
     requeue_chunk_name,
 )
+from bulk_importer.iot_import import ArnContext
 from helpers import create_jobs_table, mock_aws_with_valid_certs, sqs_record
 from layer_utils.aws_utils import TransientError, clear_client_cache
 from layer_utils.circuit_state import CircuitRegistry, use_registry
-from layer_utils.iot_import import ArnContext
 from layer_utils.jobs import JobNotFoundError, JobStatus, JobStore
 from layer_utils.messages import (
     Checkpoint,

@@ -10,9 +10,9 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
 
+from bulk_importer.iot_import import ArnContext, ImportOutcome, OutcomeStatus, import_certificate
 from helpers import mock_aws_with_valid_certs
 from layer_utils.circuit_state import CircuitRegistry, use_registry
-from layer_utils.iot_import import ArnContext, ImportOutcome, OutcomeStatus, import_certificate
 from layer_utils.messages import ImportEntry, MessageSettings
 from thingpress.certfactory import Issued, make_ca, make_device_cert
 

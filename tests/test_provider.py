@@ -18,9 +18,9 @@ from helpers import create_jobs_table, mock_aws_with_valid_certs, sqs_record
 from layer_utils import jobs as j
 from layer_utils.aws_utils import AwsOperationError
 from layer_utils.messages import ImportMessage, decode_message
-from layer_utils.settings import ImportSettings
 from manifest_provider import provider as p
 from manifest_provider.intake import parse_intake_body
+from manifest_provider.settings import ImportSettings
 from thingpress import certfactory, generate
 
 BUCKET = "intake-bucket"

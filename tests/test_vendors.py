@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from helpers import seven_zip
 from layer_utils.cert_utils import ParsedCertificate, as_parsed, load_certificate
-from layer_utils.limits import Limits
+from manifest_provider.limits import Limits
 from manifest_provider.vendors import PARSERS, detect, get_parser
 from manifest_provider.vendors.base import ManifestEntry, ManifestFormatError, ParseOptions
 from manifest_provider.vendors.microchip import json_depth

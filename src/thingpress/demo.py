@@ -27,10 +27,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from bulk_importer.rate_limit import DEFAULT_IOT_TPS
 from layer_utils.cert_utils import DEFAULT_NAME_SOURCES
 from layer_utils.circuit_state import get_circuit_status
 from layer_utils.jobs import FINAL_STATUSES, Job, JobStore
-from layer_utils.rate_limit import DEFAULT_IOT_TPS
 from manifest_provider import vendors
 from thingpress import remote
 from thingpress.certfactory import Issued

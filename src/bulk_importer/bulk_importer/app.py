@@ -27,10 +27,10 @@ from bulk_importer.importer import (
     deadline,
     handle_import_body,
 )
+from bulk_importer.iot_import import ArnContext
+from bulk_importer.rate_limit import RateLimiter, rates_from_env
 from layer_utils.aws_utils import get_client
-from layer_utils.iot_import import ArnContext
 from layer_utils.jobs import JobStore
-from layer_utils.rate_limit import RateLimiter, rates_from_env
 from layer_utils.telemetry import count_in_invocation, end_invocation, logger, metrics, tracer
 
 _runtime: tuple[ImporterConfig, Services] | None = None

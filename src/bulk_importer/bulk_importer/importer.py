@@ -3,7 +3,7 @@
 For each SQS record (one import message, see ``layer_utils.messages``):
 
 1. The entries are imported concurrently (``THINGPRESS_IMPORT_THREADS`` threads sharing the
-   invocation's per-API rate limiter) with :func:`layer_utils.iot_import.import_certificate`. When
+   invocation's per-API rate limiter) with :func:`bulk_importer.iot_import.import_certificate`. When
    the invocation's time budget runs low, no new entry is started: the unstarted entries are
    *spilled*.
 2. The settled entries (imported, and failed for good) are recorded with ONE
@@ -49,10 +49,7 @@ from typing import TYPE_CHECKING
 from boto3.dynamodb.types import TypeDeserializer
 from botocore.exceptions import BotoCoreError, ClientError
 
-from layer_utils.aws_utils import ThingpressError, handle_aws_error
-from layer_utils.circuit_state import default_registry, get_circuit_config
-from layer_utils.env import env_positive_int, env_required
-from layer_utils.iot_import import (
+from bulk_importer.iot_import import (
     CIRCUIT_OPEN,
     ArnContext,
     ImportOutcome,
@@ -60,6 +57,9 @@ from layer_utils.iot_import import (
     OutcomeStatus,
     import_certificate,
 )
+from layer_utils.aws_utils import ThingpressError, handle_aws_error
+from layer_utils.circuit_state import default_registry, get_circuit_config
+from layer_utils.env import env_positive_int, env_required
 from layer_utils.jobs import CHUNK_PREFIX, FailureRecord, ImportedRecord, JobNotFoundError, JobStore
 from layer_utils.messages import ImportEntry, ImportMessage, decode_message, encode_import_message
 from layer_utils.telemetry import (

@@ -1,5 +1,6 @@
 """Reading the functions' ``THINGPRESS_*`` environment variables.
 
+In the layer because every function's settings object parses its environment with these helpers.
 Every configuration error names the variable, so a bad deployment says which setting to fix.
 """
 

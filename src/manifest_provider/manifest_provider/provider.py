@@ -55,18 +55,14 @@ from layer_utils.jobs import (
     JobStore,
     isoformat,
 )
-from layer_utils.limits import Limits
 from layer_utils.messages import (
     DEFAULT_MAX_BATCH_BYTES,
-    DEFAULT_MAX_MESSAGE_BYTES,
     Checkpoint,
     ContinuationMessage,
     ImportEntry,
     ImportMessage,
-    MessagePacker,
     encode_continuation_message,
 )
-from layer_utils.settings import ImportSettings
 from layer_utils.telemetry import (
     CERTIFICATES_FAILED,
     CERTIFICATES_QUEUED,
@@ -81,7 +77,10 @@ from manifest_provider import vendors
 from manifest_provider.evaluate import EntryEvaluator, Rejected
 from manifest_provider.fanout import MessageSender
 from manifest_provider.intake import ManifestRef, parse_intake_body
+from manifest_provider.limits import Limits
+from manifest_provider.packing import DEFAULT_MAX_MESSAGE_BYTES, MessagePacker
 from manifest_provider.resources import load_trust_certificates, missing_targets
+from manifest_provider.settings import ImportSettings
 
 if TYPE_CHECKING:
     from mypy_boto3_iot import IoTClient

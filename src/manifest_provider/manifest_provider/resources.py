@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from mypy_boto3_iot import IoTClient
     from mypy_boto3_s3 import S3Client
 
-    from layer_utils.settings import ImportSettings
+    from manifest_provider.settings import ImportSettings
 
 MAX_TRUST_OBJECT_BYTES = 1024 * 1024
 """Certificate files larger than this under a trust prefix are ignored."""

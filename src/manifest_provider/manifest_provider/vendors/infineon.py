@@ -15,7 +15,7 @@ locator longer than :data:`~layer_utils.jobs.MAX_LOCATOR_BYTES` (UTF-8 bytes) fo
 never equal a plain one, and a plain one is only given once, so no two entries share a locator.
 
 Archives are hostile input. Before anything is decompressed, the parser checks the metadata of each
-level against :class:`~layer_utils.limits.Limits`: member count and declared uncompressed size (both
+level against :class:`~manifest_provider.limits.Limits`: member count and declared uncompressed size (both
 summed over the levels), the compression ratio of each archive and the nesting depth (the upload is
 level 1, the certificate archives level 2). A member path that is not a plain relative path refuses
 the manifest; a certificate member whose path is longer than :data:`MAX_MEMBER_PATH_BYTES`, or has a
@@ -51,7 +51,7 @@ from py7zr.io import MemIO, Py7zIO, WriterFactory
 
 from layer_utils.cert_utils import contains_private_key
 from layer_utils.jobs import MAX_LOCATOR_BYTES
-from layer_utils.limits import Limits
+from manifest_provider.limits import Limits
 from manifest_provider.vendors.base import (
     ManifestEntry,
     ManifestFormatError,

@@ -44,7 +44,7 @@ CIRCUIT_OPEN = "circuit_open"
 
 
 class Limiter(Protocol):
-    """What ``import_certificate`` needs from a rate limiter (``layer_utils.rate_limit.RateLimiter``)."""
+    """What ``import_certificate`` needs from a rate limiter (``bulk_importer.rate_limit.RateLimiter``)."""
 
     def acquire(self, api: str) -> float:
         """Block until a call to ``api`` is allowed; return the seconds waited."""
