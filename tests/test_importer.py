@@ -211,7 +211,6 @@ def world(aws: Aws) -> World:
     services = Services(
         iot=iot,  # type: ignore[arg-type]
         sqs=sqs,  # type: ignore[arg-type]
-        dynamodb=aws.ddb,
         jobs=jobs,
         limiter=CountingLimiter(),
         rng=random.Random(1234),
@@ -540,7 +539,7 @@ def handler_env(aws: Aws, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 def handler_world(aws: Aws) -> World:
     jobs = JobStore(TABLE, dynamodb=aws.ddb, s3=aws.s3)
-    services = Services(aws.iot, aws.sqs, aws.ddb, jobs, CountingLimiter(), random.Random(1), lambda *a: None)
+    services = Services(aws.iot, aws.sqs, jobs, CountingLimiter(), random.Random(1), lambda *a: None)
     config = ImporterConfig(aws.queue_url, TABLE)
     return World(aws, FlakyIot(aws.iot), RecordingSqs(aws.sqs), jobs, services, config)
 

@@ -55,7 +55,6 @@ def runtime() -> tuple[ImporterConfig, Services]:
         services = Services(
             iot=get_client("iot"),
             sqs=get_client("sqs"),
-            dynamodb=get_client("dynamodb"),
             jobs=jobs,
             limiter=RateLimiter(rates_from_env()),
             rng=random.Random(),  # noqa: S311 - backoff jitter, not security  # nosec B311
