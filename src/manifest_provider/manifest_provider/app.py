@@ -18,7 +18,8 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from layer_utils.aws_utils import get_client
 from layer_utils.jobs import JobStore
 from layer_utils.telemetry import count_in_invocation, end_invocation, logger, metrics, tracer
-from manifest_provider.provider import ProviderConfig, Services, handle_intake_body
+from manifest_provider.config import ProviderConfig, Services
+from manifest_provider.provider import handle_intake_body
 
 _runtime: tuple[ProviderConfig, Services] | None = None
 
