@@ -36,7 +36,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from layer_utils.rate_limit import DEFAULT_IOT_TPS
+from bulk_importer.rate_limit import DEFAULT_IOT_TPS
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = ROOT / "template.yaml"

@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
+from bulk_importer.rate_limit import DEFAULT_IOT_TPS
 from layer_utils.jobs import Job, JobStore
-from layer_utils.rate_limit import DEFAULT_IOT_TPS
 from manifest_provider import vendors
 from thingpress import remote
 from thingpress.check import certificate_files

@@ -27,9 +27,9 @@ from bulk_importer.importer import (
     handle_import_body,
     requeue_chunk_name,
 )
+from bulk_importer.iot_import import ArnContext
 from layer_utils.aws_utils import TransientError, clear_client_cache
 from layer_utils.circuit import CircuitRegistry
-from layer_utils.iot_import import ArnContext
 from layer_utils.jobs import JobNotFoundError, JobStatus, JobStore
 from layer_utils.messages import (
     Checkpoint,
@@ -212,7 +212,6 @@ def world(aws: Aws) -> World:
     services = Services(
         iot=iot,  # type: ignore[arg-type]
         sqs=sqs,  # type: ignore[arg-type]
-        dynamodb=aws.ddb,
         jobs=jobs,
         limiter=CountingLimiter(),
         rng=random.Random(1234),
@@ -541,7 +540,7 @@ def handler_env(aws: Aws, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 def handler_world(aws: Aws) -> World:
     jobs = JobStore(TABLE, dynamodb=aws.ddb, s3=aws.s3)
-    services = Services(aws.iot, aws.sqs, aws.ddb, jobs, CountingLimiter(), random.Random(1), lambda *a: None)
+    services = Services(aws.iot, aws.sqs, jobs, CountingLimiter(), random.Random(1), lambda *a: None)
     config = ImporterConfig(aws.queue_url, TABLE)
     return World(aws, FlakyIot(aws.iot), RecordingSqs(aws.sqs), jobs, services, config)
 

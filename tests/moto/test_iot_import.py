@@ -10,8 +10,8 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
 
+from bulk_importer.iot_import import ArnContext, ImportOutcome, OutcomeStatus, import_certificate
 from layer_utils.circuit import CircuitRegistry
-from layer_utils.iot_import import ArnContext, ImportOutcome, OutcomeStatus, import_certificate
 from layer_utils.messages import ImportEntry, MessageSettings
 from testing.helpers import mock_aws_with_valid_certs
 from thingpress.certfactory import Issued, make_ca, make_device_cert

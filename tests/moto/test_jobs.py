@@ -514,3 +514,32 @@ def test_a_full_parse_item_stays_far_below_dynamodb_item_size_whatever_the_text(
     assert len(first["reason"].encode()) <= j.MAX_REASON_BYTES
     assert first["reason"].endswith("…")
     assert j.shorten("lone \ud800 surrogate") == "lone ? surrogate"
+
+
+def test_lifecycle_table_is_the_documented_state_machine() -> None:
+    s = j.JobStatus
+    assert {status: j.lifecycle_next(status) for status in s} == {
+        s.RECEIVED: {s.PARSING, s.FAILED, s.RECEIVED},
+        s.PARSING: {s.PARSING, s.IMPORTING, s.FAILED},
+        s.IMPORTING: {s.REPORTING, s.FAILED, s.IMPORTING},
+        s.REPORTING: {s.COMPLETED, s.COMPLETED_WITH_ERRORS, s.FAILED, s.REPORTING},
+        s.COMPLETED: set(),
+        s.COMPLETED_WITH_ERRORS: set(),
+        s.FAILED: set(),
+    }
+    assert {s.COMPLETED, s.COMPLETED_WITH_ERRORS, s.FAILED} == j.FINAL_STATUSES
+    assert j.LIFECYCLE[j.Step.MARK_PARSED].allows(s.PARSING, s.IMPORTING)
+    assert not j.LIFECYCLE[j.Step.MARK_PARSED].allows(s.RECEIVED, s.IMPORTING)
+    assert not j.LIFECYCLE[j.Step.FINISH].allows(s.REPORTING, s.IMPORTING)
+
+
+def test_an_illegal_transition_is_refused(store: j.JobStore) -> None:
+    with pytest.raises(j.IllegalTransitionError, match="Only a PARSING job"):
+        j.check_transition(j.Step.MARK_PARSED, j.JobStatus.RECEIVED)
+    with pytest.raises(j.IllegalTransitionError, match="cannot move a job from REPORTING to IMPORTING"):
+        j.check_transition(j.Step.FINISH, j.JobStatus.REPORTING, j.JobStatus.IMPORTING)
+    _, job = store.create_job(BUCKET, "espressif/m.csv", "v1")
+    # DynamoDB refuses it too: the store's status condition comes from the same table.
+    assert store.mark_parsed(job.job_id, "owner", 0, {}) is None
+    assert store.try_complete(job.job_id) is None
+    assert store.get_job(job.job_id).status == j.JobStatus.RECEIVED  # type: ignore[union-attr]

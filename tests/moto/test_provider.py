@@ -17,9 +17,11 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from layer_utils import jobs as j
 from layer_utils.aws_utils import AwsOperationError
 from layer_utils.messages import ImportMessage, decode_message
-from layer_utils.settings import ImportSettings
 from manifest_provider import provider as p
+from manifest_provider import vendors
 from manifest_provider.intake import parse_intake_body
+from manifest_provider.settings import ImportSettings
+from manifest_provider.stream import ManifestStream
 from testing.helpers import create_jobs_table, mock_aws_with_valid_certs, sqs_record
 from thingpress import certfactory, generate
 
@@ -802,14 +804,14 @@ def exploding(monkeypatch: pytest.MonkeyPatch) -> Callable[[int], None]:
     """
 
     def install(good: int) -> None:
-        real = p.ManifestRun._handle
+        real = ManifestStream._handle
 
-        def handle(self: p.ManifestRun, outcome: Any) -> None:
-            if self.entries_done == good:
+        def handle(self: ManifestStream, outcome: Any) -> None:
+            if self.run.entries_done == good:
                 raise RuntimeError('provider exploded\n  File "provider.py", line 1, in <module>')
             real(self, outcome)
 
-        monkeypatch.setattr(p.ManifestRun, "_handle", handle)
+        monkeypatch.setattr(ManifestStream, "_handle", handle)
 
     return install
 
@@ -817,8 +819,8 @@ def exploding(monkeypatch: pytest.MonkeyPatch) -> Callable[[int], None]:
 def test_a_parser_error_ends_the_manifest_at_once_keeping_the_entries_before_it(
     env: Env, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    parser = ExplodingParser(p.vendors.get_parser("generated"), 3)
-    monkeypatch.setattr(p.vendors, "detect", lambda key, head: parser)
+    parser = ExplodingParser(vendors.get_parser("generated"), 3)
+    monkeypatch.setattr(vendors, "detect", lambda key, head: parser)
     data, summary = generated_manifest(6)
     body = env.put("generated/parser-bug.txt", data)
 

@@ -65,16 +65,16 @@ def test_a_manifest_the_provider_always_fails_on_ends_failed_on_the_last_deliver
 ) -> None:
     with LocalStack(TEMPLATE, parameters=PARAMETERS, stack_name="lastattempt") as stack:
         stack.handler(PROVIDER)  # import the provider as its cold start does, then break it
-        provider = importlib.import_module("manifest_provider.provider")
-        real = provider.ManifestRun._handle
+        stream = importlib.import_module("manifest_provider.stream")
+        real = stream.ManifestStream._handle
 
         def handle(self: Any, outcome: Any) -> None:
             # A fault of the provider itself (a parser's own error ends the manifest at once).
-            if self.entries_done == 3:
+            if self.run.entries_done == 3:
                 raise RuntimeError("provider exploded")
             real(self, outcome)
 
-        monkeypatch.setattr(provider.ManifestRun, "_handle", handle)
+        monkeypatch.setattr(stream.ManifestStream, "_handle", handle)
         job_id, names = upload(stack, tmp_path, "generated/exploding.txt", 6, seed=51)
         emulator = EventSourceMappingEmulator(stack)
 

@@ -10,8 +10,8 @@ import py7zr
 import pytest
 
 from layer_utils.jobs import MAX_LOCATOR_BYTES
-from layer_utils.limits import Limits
 from manifest_provider.evaluate import Accepted, EntryEvaluator, Rejected
+from manifest_provider.limits import Limits
 from manifest_provider.vendors import base as base_module
 from manifest_provider.vendors import get_parser
 from manifest_provider.vendors import infineon_archive as archive_module

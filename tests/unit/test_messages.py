@@ -1,9 +1,11 @@
 import itertools
 import json
+from collections.abc import Iterable, Iterator
 
 import pytest
 
 from layer_utils import messages as m
+from manifest_provider.packing import DEFAULT_MAX_MESSAGE_BYTES, MessagePacker
 
 PEM = "-----BEGIN CERTIFICATE-----\n" + "A" * 64 + "\n" * 1 + "B" * 40 + "\n-----END CERTIFICATE-----\n"
 SETTINGS = m.MessageSettings(("p1", "p2"), ("g",), "t", {"k": "v"})
@@ -75,10 +77,30 @@ def test_garbage_bodies_raise_clear_errors(body: str, fragment: str) -> None:
     assert fragment in str(info.value)
 
 
-def test_pack_respects_entry_count_and_numbering() -> None:
-    messages = list(
-        m.pack_entries("job", SETTINGS, [entry(i) for i in range(7)], max_entries=3, first_chunk=5)
+def pack_entries(
+    job_id: str,
+    settings: m.MessageSettings,
+    entries: Iterable[m.ImportEntry],
+    *,
+    max_entries: int,
+    max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    first_chunk: int = 0,
+) -> Iterator[m.ImportMessage]:
+    """Pack ``entries`` in order with one ``MessagePacker``, as the provider does."""
+    packer = MessagePacker(
+        job_id, settings, max_entries=max_entries, max_bytes=max_bytes, first_chunk=first_chunk
     )
+    for item in entries:
+        message = packer.add(item)
+        if message is not None:
+            yield message
+    last = packer.flush()
+    if last is not None:
+        yield last
+
+
+def test_pack_respects_entry_count_and_numbering() -> None:
+    messages = list(pack_entries("job", SETTINGS, [entry(i) for i in range(7)], max_entries=3, first_chunk=5))
     assert [msg.chunk for msg in messages] == ["000005", "000006", "000007"]
     assert [len(msg.entries) for msg in messages] == [3, 3, 1]
     assert [e.locator for msg in messages for e in msg.entries] == [f"row {i}" for i in range(7)]
@@ -88,7 +110,7 @@ def test_pack_respects_byte_budget() -> None:
     big = "-----BEGIN CERTIFICATE-----\n" + "Q" * 1500 + "\n-----END CERTIFICATE-----\n"
     entries = [entry(i, big) for i in range(100)]
     budget = 8_000
-    messages = list(m.pack_entries("job", SETTINGS, entries, max_entries=50, max_bytes=budget))
+    messages = list(pack_entries("job", SETTINGS, entries, max_entries=50, max_bytes=budget))
     assert len(messages) > 2
     for msg in messages:
         assert m.body_size(m.encode_import_message(msg)) <= budget
@@ -100,14 +122,14 @@ def test_pack_respects_byte_budget() -> None:
 
 
 def test_pack_one_per_message_and_too_large_entry() -> None:
-    assert [len(x.entries) for x in m.pack_entries("j", SETTINGS, [entry(1), entry(2)], max_entries=1)] == [
+    assert [len(x.entries) for x in pack_entries("j", SETTINGS, [entry(1), entry(2)], max_entries=1)] == [
         1,
         1,
     ]
     huge = entry(1, "x" * 5000)
     with pytest.raises(ValueError, match="Entry row 1 is too large"):
-        list(m.pack_entries("j", SETTINGS, [huge], max_entries=5, max_bytes=2000))
-    packer = m.MessagePacker("j", SETTINGS, max_entries=5, max_bytes=2000)
+        list(pack_entries("j", SETTINGS, [huge], max_entries=5, max_bytes=2000))
+    packer = MessagePacker("j", SETTINGS, max_entries=5, max_bytes=2000)
     assert not packer.fits(huge)
     assert packer.fits(entry(2))
 

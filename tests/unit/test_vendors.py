@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from layer_utils.cert_utils import ParsedCertificate, as_parsed, load_certificate
-from layer_utils.limits import Limits
+from manifest_provider.limits import Limits
 from manifest_provider.vendors import PARSERS, detect, get_parser
 from manifest_provider.vendors.base import ManifestEntry, ManifestFormatError, ParseOptions
 from manifest_provider.vendors.microchip_json import json_depth

@@ -27,11 +27,11 @@ from bulk_importer.importer import (
     deadline,
     handle_import_body,
 )
+from bulk_importer.iot_import import ArnContext
+from bulk_importer.rate_limit import RateLimiter, rates_from_env
 from layer_utils.aws_utils import get_client
 from layer_utils.circuit import CircuitRegistry
-from layer_utils.iot_import import ArnContext
 from layer_utils.jobs import JobStore
-from layer_utils.rate_limit import RateLimiter, rates_from_env
 from layer_utils.telemetry import count_in_invocation, end_invocation, logger, metrics, tracer
 
 _runtime: tuple[ImporterConfig, Services] | None = None
@@ -62,7 +62,6 @@ def runtime() -> tuple[ImporterConfig, Services]:
         services = Services(
             iot=get_client("iot"),
             sqs=get_client("sqs"),
-            dynamodb=get_client("dynamodb"),
             jobs=jobs,
             limiter=RateLimiter(rates_from_env()),
             rng=random.Random(),  # noqa: S311 - backoff jitter, not security  # nosec B311

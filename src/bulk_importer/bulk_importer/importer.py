@@ -3,7 +3,7 @@
 For each SQS record (one import message, see ``layer_utils.messages``):
 
 1. The entries are imported concurrently (``THINGPRESS_IMPORT_THREADS`` threads sharing the
-   invocation's per-API rate limiter) with :func:`layer_utils.iot_import.import_certificate`. When
+   invocation's per-API rate limiter) with :func:`bulk_importer.iot_import.import_certificate`. When
    the invocation's time budget runs low, no new entry is started: the unstarted entries are
    *spilled*.
 2. The settled entries (imported, and failed for good) are recorded with ONE
@@ -46,20 +46,17 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from boto3.dynamodb.types import TypeDeserializer
-from botocore.exceptions import BotoCoreError, ClientError
-
-from layer_utils.aws_utils import ThingpressError, handle_aws_error
-from layer_utils.circuit import CircuitRegistry
-from layer_utils.env import env_positive_int, env_required
-from layer_utils.iot_import import (
+from bulk_importer.iot_import import (
     CIRCUIT_OPEN,
     ArnContext,
     ImportOutcome,
     OutcomeStatus,
     import_certificate,
 )
-from layer_utils.jobs import CHUNK_PREFIX, FailureRecord, ImportedRecord, JobNotFoundError, JobStore
+from layer_utils.aws_utils import ThingpressError
+from layer_utils.circuit import CircuitRegistry
+from layer_utils.env import env_positive_int, env_required
+from layer_utils.jobs import FailureRecord, ImportedRecord, JobNotFoundError, JobStore
 from layer_utils.messages import ImportEntry, ImportMessage, decode_message, encode_import_message
 from layer_utils.protected import SEND_OPERATION, Limiter, protected_call
 from layer_utils.telemetry import (
@@ -71,7 +68,6 @@ from layer_utils.telemetry import (
 )
 
 if TYPE_CHECKING:
-    from mypy_boto3_dynamodb import DynamoDBClient
     from mypy_boto3_iot import IoTClient
     from mypy_boto3_sqs import SQSClient
 
@@ -144,15 +140,14 @@ class ImporterConfig:
 class Services:
     """What the importer talks to.
 
-    ``iot``, ``sqs`` and ``dynamodb`` are boto3 clients (``dynamodb`` only reads a recorded chunk
-    on a redelivery), ``jobs`` the job store, ``limiter`` the per-API rate limiter shared by every
-    thread, ``rng`` the source of backoff jitter, ``emit`` the metric emitter and ``registry`` the
-    circuits of the importer's protected calls (the handler builds it from the environment).
+    ``iot`` and ``sqs`` are boto3 clients, ``jobs`` the job store (it alone reads and writes the
+    JobsTable), ``limiter`` the per-API rate limiter shared by every thread, ``rng`` the source of
+    backoff jitter, ``emit`` the metric emitter and ``registry`` the circuits of the importer's
+    protected calls (the handler builds it from the environment).
     """
 
     iot: IoTClient
     sqs: SQSClient
-    dynamodb: DynamoDBClient
     jobs: JobStore
     limiter: Limiter
     rng: random.Random
@@ -267,29 +262,6 @@ def _run_entries(
         for future in [pool.submit(worker) for _ in range(workers)]:
             future.result()
     return outcomes
-
-
-def _recorded_keys(services: Services, job_id: str, chunk: str) -> set[tuple[str, str | None]]:
-    """Read which entries the chunk item recorded (the redelivery path only).
-
-    Raises ``AwsOperationError`` for a DynamoDB failure and ``RuntimeError`` when the item vanished.
-    """
-    key = {"pk": {"S": job_id}, "sk": {"S": CHUNK_PREFIX + chunk}}
-    try:
-        response = services.dynamodb.get_item(
-            TableName=services.jobs.table_name, Key=key, ConsistentRead=True
-        )
-    except (ClientError, BotoCoreError) as error:
-        handle_aws_error(error, "dynamodb:GetItem", {"job_id": job_id, "chunk": chunk})
-    item = response.get("Item")
-    if item is None:
-        raise RuntimeError(f"Chunk {chunk} of job {job_id} was recorded but its item cannot be read.")
-    deserializer = TypeDeserializer()
-    keys: set[tuple[str, str | None]] = set()
-    for name in ("imported", "failures"):
-        for record in deserializer.deserialize(item.get(name, {"L": []})):
-            keys.add(_entry_key(str(record["locator"]), record.get("certificate_id")))
-    return keys
 
 
 def _send(services: Services, config: ImporterConfig, message: ImportMessage, delay: int) -> None:
@@ -409,7 +381,7 @@ def handle_import_body(
         )
         raise
     if not recorded:
-        settled = _recorded_keys(services, message.job_id, message.chunk)
+        settled = services.jobs.recorded_entries(message.job_id, message.chunk)
         pending = [
             index
             for index, entry in enumerate(message.entries)

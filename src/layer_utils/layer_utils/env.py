@@ -1,5 +1,6 @@
 """Reading the functions' ``THINGPRESS_*`` environment variables.
 
+In the layer because every function's settings object parses its environment with these helpers.
 Every configuration error names the variable, so a bad deployment says which setting to fix.
 """
 
@@ -38,3 +39,19 @@ def env_positive_int(environ: Mapping[str, str], name: str, default: int) -> int
     if value < 1:
         raise ValueError(f"{name} must be a positive integer, got {raw!r}.")
     return value
+
+
+def env_bool(environ: Mapping[str, str], name: str) -> bool:
+    """Return the variable ``name`` of ``environ`` as a flag (unset or empty is False).
+
+    Raises:
+        ValueError: the value is none of ``true``, ``false``, ``1``, ``0``, ``yes`` and ``no``.
+
+    """
+    raw = environ.get(name, "")
+    value = raw.strip().lower()
+    if value in {"", "false", "0", "no"}:
+        return False
+    if value in {"true", "1", "yes"}:
+        return True
+    raise ValueError(f"{name} must be 'true' or 'false', got {raw!r}.")

@@ -8,7 +8,7 @@ for anything else), so every body consists of characters SQS accepts and its byt
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,9 +20,6 @@ CONTINUE_SCHEMA = "thingpress.continue/1"
 
 SQS_MAX_MESSAGE_BYTES = 262_144
 """SQS limit for one message body, and for the sum of bodies in one ``SendMessageBatch`` call."""
-
-DEFAULT_MAX_MESSAGE_BYTES = 240_000
-"""The byte budget the provider packs import messages into (the SQS limit minus a margin)."""
 
 DEFAULT_MAX_BATCH_BYTES = 256_000
 """The byte budget of all bodies of one ``SendMessageBatch`` call (the SQS limit minus a margin)."""
@@ -275,119 +272,3 @@ def _decode_continuation(data: dict[str, Any]) -> ContinuationMessage:
             next_chunk=_require_int(checkpoint, "next_chunk"),
         ),
     )
-
-
-class MessagePacker:
-    """Packs import entries, in order, into import messages under an entry count and byte budget.
-
-    Feed entries with ``add``; it returns a full message when the next entry would not fit. Call
-    ``flush`` at the end for the last, partial message. Chunk ids are numbered from ``first_chunk``
-    so packing is deterministic: the same entries and budgets always give the same messages.
-    """
-
-    def __init__(
-        self,
-        job_id: str,
-        settings: MessageSettings,
-        *,
-        max_entries: int,
-        max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
-        first_chunk: int = 0,
-    ) -> None:
-        """Take the job id, settings, the budgets and the first chunk number.
-
-        Raises ``ValueError`` when ``max_entries`` < 1 or ``max_bytes`` cannot hold the envelope.
-        """
-        if max_entries < 1:
-            raise ValueError(f"Entries per message must be at least 1 (got {max_entries}).")
-        self._job_id = job_id
-        self._settings = settings
-        self._max_entries = max_entries
-        self._max_bytes = max_bytes
-        self._next_chunk = first_chunk
-        self._pending: list[ImportEntry] = []
-        self._pending_bytes = 0
-        probe = ImportMessage(job_id, chunk_id(first_chunk), settings, (), attempt=0)
-        # The envelope with an empty entries list; each entry adds its size plus one comma.
-        self._envelope_bytes = body_size(encode_import_message(probe)) + 2
-        if self._envelope_bytes >= max_bytes:
-            raise ValueError(f"A message budget of {max_bytes} bytes cannot hold the message envelope.")
-
-    @property
-    def next_chunk(self) -> int:
-        """The number of the next chunk to be emitted (pending entries belong to it)."""
-        return self._next_chunk
-
-    @property
-    def pending(self) -> int:
-        """How many entries wait in the current, unfinished message."""
-        return len(self._pending)
-
-    @property
-    def max_entry_bytes(self) -> int:
-        """The largest encoded entry that fits a message on its own."""
-        return self._max_bytes - self._envelope_bytes
-
-    def fits(self, entry: ImportEntry) -> bool:
-        """Return whether ``entry`` fits a message at all (see ``max_entry_bytes``)."""
-        return encoded_entry_size(entry) <= self.max_entry_bytes
-
-    def add(self, entry: ImportEntry) -> ImportMessage | None:
-        """Add ``entry``; return the message that was completed to make room for it, if any.
-
-        Raises ``ValueError`` naming the entry's locator when it cannot fit any message.
-        """
-        size = encoded_entry_size(entry) + 1
-        if size - 1 > self.max_entry_bytes:
-            raise ValueError(
-                f"Entry {entry.locator} is too large for one message ({size - 1} bytes encoded)."
-            )
-        # Pending entries never reach max_entries between calls: a full message is emitted at once.
-        completed: ImportMessage | None = None
-        if self._pending and self._envelope_bytes + self._pending_bytes + size > self._max_bytes:
-            completed = self.flush()
-        self._pending.append(entry)
-        self._pending_bytes += size
-        if len(self._pending) >= self._max_entries:
-            # With max_entries == 1 nothing was pending, so at most one message is completed here.
-            return self.flush()
-        return completed
-
-    def flush(self) -> ImportMessage | None:
-        """Return the message holding the pending entries (``None`` when there are none)."""
-        if not self._pending:
-            return None
-        message = ImportMessage(
-            self._job_id, chunk_id(self._next_chunk), self._settings, tuple(self._pending)
-        )
-        self._next_chunk += 1
-        self._pending = []
-        self._pending_bytes = 0
-        return message
-
-
-def pack_entries(
-    job_id: str,
-    settings: MessageSettings,
-    entries: Iterable[ImportEntry],
-    *,
-    max_entries: int,
-    max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
-    first_chunk: int = 0,
-) -> Iterator[ImportMessage]:
-    """Yield import messages holding ``entries`` in order, each within both budgets.
-
-    Takes the job id, settings, the entries, at most ``max_entries`` per message, at most
-    ``max_bytes`` per encoded body and the first chunk number. Raises ``ValueError`` for an entry
-    too large for any message or budgets too small to hold the envelope.
-    """
-    packer = MessagePacker(
-        job_id, settings, max_entries=max_entries, max_bytes=max_bytes, first_chunk=first_chunk
-    )
-    for entry in entries:
-        message = packer.add(entry)
-        if message is not None:
-            yield message
-    last = packer.flush()
-    if last is not None:
-        yield last

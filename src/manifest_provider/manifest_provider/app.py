@@ -19,7 +19,8 @@ from layer_utils.aws_utils import get_client
 from layer_utils.circuit import CircuitRegistry
 from layer_utils.jobs import JobStore
 from layer_utils.telemetry import count_in_invocation, end_invocation, logger, metrics, tracer
-from manifest_provider.provider import ProviderConfig, Services, handle_intake_body
+from manifest_provider.config import ProviderConfig, Services
+from manifest_provider.provider import handle_intake_body
 
 _runtime: tuple[ProviderConfig, Services] | None = None
 

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from mypy_boto3_iot import IoTClient
     from mypy_boto3_s3 import S3Client
 
-    from layer_utils.settings import ImportSettings
+    from manifest_provider.settings import ImportSettings
 
 _Response = TypeVar("_Response")
 

@@ -44,7 +44,7 @@ DEFAULT_IOT_QUOTAS: Final[Mapping[str, float]] = {
 }
 """AWS IoT Core default account quotas (requests per second) of the APIs Thingpress calls.
 
-Kept apart from the importer's own table (``layer_utils.rate_limit``) on purpose: the emulator
+Kept apart from the importer's own table (``bulk_importer.rate_limit``) on purpose: the emulator
 plays AWS, so a wrong client-side table must show up as throttles instead of agreeing with itself.
 """
 

@@ -31,7 +31,7 @@ from datetime import datetime
 from typing import BinaryIO, Protocol
 
 from layer_utils.cert_utils import ParsedCertificate, contains_private_key, load_certificate
-from layer_utils.limits import Limits
+from manifest_provider.limits import Limits
 
 
 @dataclass(frozen=True)

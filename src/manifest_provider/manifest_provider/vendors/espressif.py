@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from functools import partial
 from typing import BinaryIO
 
-from layer_utils.limits import Limits
+from manifest_provider.limits import Limits
 from manifest_provider.vendors.base import (
     ManifestEntry,
     ManifestFormatError,

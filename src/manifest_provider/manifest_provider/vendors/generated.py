@@ -24,7 +24,7 @@ from functools import partial
 from typing import BinaryIO
 
 from layer_utils.cert_utils import CERTIFICATE_LABELS
-from layer_utils.limits import Limits
+from manifest_provider.limits import Limits
 from manifest_provider.vendors.base import (
     Line,
     ManifestEntry,

@@ -38,7 +38,7 @@ from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
 from layer_utils.jobs import MAX_LOCATOR_BYTES
-from layer_utils.limits import Limits
+from manifest_provider.limits import Limits
 from manifest_provider.vendors.base import (
     ManifestEntry,
     ManifestFormatError,

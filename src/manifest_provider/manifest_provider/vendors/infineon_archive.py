@@ -1,7 +1,7 @@
 """Reading Infineon's hostile 7z archives: metadata checks, then extraction by member index.
 
 Before anything is decompressed, each archive level's metadata is checked against
-:class:`~layer_utils.limits.Limits` by a :class:`Budget`: member count and declared uncompressed size
+:class:`~manifest_provider.limits.Limits` by a :class:`Budget`: member count and declared uncompressed size
 (both summed over the levels), the compression ratio of each archive and the nesting depth (the
 upload is level 1). A member path that is not a plain relative path refuses the manifest.
 
@@ -27,7 +27,7 @@ import py7zr
 from py7zr.io import MemIO, Py7zIO, WriterFactory
 
 from layer_utils.cert_utils import contains_private_key
-from layer_utils.limits import Limits
+from manifest_provider.limits import Limits
 from manifest_provider.vendors.base import ManifestFormatError
 
 VENDOR = "Infineon"

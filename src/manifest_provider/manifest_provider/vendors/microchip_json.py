@@ -12,7 +12,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from layer_utils.limits import Limits
+from manifest_provider.limits import Limits
 from manifest_provider.vendors.base import ManifestFormatError, describe
 
 VENDOR = "Microchip"

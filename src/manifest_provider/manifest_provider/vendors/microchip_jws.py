@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from layer_utils.cert_utils import ParsedCertificate
-from layer_utils.limits import Limits
+from manifest_provider.limits import Limits
 from manifest_provider.vendors.base import ParseOptions, describe
 from manifest_provider.vendors.microchip_json import json_depth
 
