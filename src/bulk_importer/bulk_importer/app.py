@@ -28,7 +28,7 @@ from bulk_importer.importer import (
     handle_import_body,
 )
 from bulk_importer.iot_import import ArnContext
-from bulk_importer.rate_limit import RateLimiter, rates_from_env
+from bulk_importer.rate_limit import RateLimiter
 from layer_utils.aws_utils import get_client
 from layer_utils.circuit import CircuitRegistry
 from layer_utils.jobs import JobStore
@@ -63,7 +63,7 @@ def runtime() -> tuple[ImporterConfig, Services]:
             iot=get_client("iot"),
             sqs=get_client("sqs"),
             jobs=jobs,
-            limiter=RateLimiter(rates_from_env()),
+            limiter=RateLimiter(config.rates),
             rng=random.Random(),  # noqa: S311 - backoff jitter, not security  # nosec B311
             emit=count_in_invocation,
             registry=CircuitRegistry.from_env(dynamodb=lambda: get_client("dynamodb")),

@@ -53,6 +53,7 @@ from bulk_importer.iot_import import (
     OutcomeStatus,
     import_certificate,
 )
+from bulk_importer.rate_limit import rates_from_env
 from layer_utils.aws_utils import ThingpressError
 from layer_utils.circuit import CircuitRegistry
 from layer_utils.env import env_positive_int, env_required
@@ -107,7 +108,8 @@ class ImporterConfig:
     ``import_queue_url`` and ``jobs_table`` locate the resources; ``threads`` is the worker threads
     per record; ``max_entry_attempts`` the tries before a retryable failure is final;
     ``deadline_margin_ms`` the time kept free at the end of an invocation; ``base_delay_seconds``
-    the first re-enqueue backoff (doubled per attempt, capped at 900 s, with jitter).
+    the first re-enqueue backoff (doubled per attempt, capped at 900 s, with jitter); ``rates`` this
+    invocation's share of each IoT API quota, in calls per second (``rate_limit.rates_from_env``).
     """
 
     import_queue_url: str
@@ -116,14 +118,24 @@ class ImporterConfig:
     max_entry_attempts: int = DEFAULT_MAX_ENTRY_ATTEMPTS
     deadline_margin_ms: int = DEFAULT_DEADLINE_MARGIN_MS
     base_delay_seconds: float = DEFAULT_BASE_DELAY_SECONDS
+    rates: Mapping[str, float] = field(default_factory=lambda: rates_from_env({}))
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ImporterConfig:
-        """Build the configuration from the environment (default ``os.environ``).
+        """Build the configuration from the environment.
 
-        Reads ``THINGPRESS_IMPORT_QUEUE_URL``, ``THINGPRESS_JOBS_TABLE``, ``THINGPRESS_IMPORT_THREADS``
-        and ``THINGPRESS_MAX_ENTRY_ATTEMPTS``. Raises ``ValueError`` naming the variable that is
-        missing or invalid.
+        Reads ``THINGPRESS_IMPORT_QUEUE_URL``, ``THINGPRESS_JOBS_TABLE``, ``THINGPRESS_IMPORT_THREADS``,
+        ``THINGPRESS_MAX_ENTRY_ATTEMPTS``, ``THINGPRESS_IOT_TPS`` and ``THINGPRESS_MAX_CONCURRENCY``.
+
+        Args:
+            environ: The environment; ``os.environ`` when None.
+
+        Returns:
+            The configuration.
+
+        Raises:
+            ValueError: naming the variable that is missing or invalid.
+
         """
         env = os.environ if environ is None else environ
         return cls(
@@ -133,6 +145,7 @@ class ImporterConfig:
             max_entry_attempts=env_positive_int(
                 env, "THINGPRESS_MAX_ENTRY_ATTEMPTS", DEFAULT_MAX_ENTRY_ATTEMPTS
             ),
+            rates=rates_from_env(env),
         )
 
 
