@@ -31,7 +31,7 @@ from bulk_importer.iot_import import ArnContext
 from bulk_importer.rate_limit import RateLimiter
 from layer_utils.aws_utils import get_client
 from layer_utils.circuit import CircuitRegistry
-from layer_utils.jobs import JobStore
+from layer_utils.jobs import store_for_function
 from layer_utils.telemetry import count_in_invocation, end_invocation, logger, metrics, tracer
 
 _runtime: tuple[ImporterConfig, Services] | None = None
@@ -53,12 +53,7 @@ def runtime() -> tuple[ImporterConfig, Services]:
     global _runtime  # noqa: PLW0603 - one set of clients per execution environment
     if _runtime is None:
         config = ImporterConfig.from_env()
-        jobs = JobStore(
-            config.jobs_table,
-            dynamodb=get_client("dynamodb"),
-            s3=get_client("s3"),
-            emit=count_in_invocation,
-        )
+        jobs = store_for_function(config.jobs_table)
         services = Services(
             iot=get_client("iot"),
             sqs=get_client("sqs"),
