@@ -194,10 +194,11 @@ class RecordResult:
 
 
 def deadline(remaining_ms: Callable[[], int], margin_ms: int) -> Callable[[], bool]:
-    """Return a check that is True once fewer than the margin's milliseconds remain.
+    """Return a check that is True once fewer than ``margin_ms`` milliseconds remain.
 
-    Takes ``context.get_remaining_time_in_millis`` and the margin. The margin is capped at a quarter
-    of the time remaining now, so a short invocation still spends most of its time importing.
+    ``remaining_ms`` is ``context.get_remaining_time_in_millis``. The margin is capped at a quarter of
+    the time remaining now, so a short invocation still spends most of its time importing.
+
     """
     effective = min(margin_ms, remaining_ms() // 4)
     return lambda: remaining_ms() < effective
@@ -324,7 +325,12 @@ def _emit_metrics(services: Services, imported: int, failures: Sequence[FailureR
 def decode_import_message(body: str) -> ImportMessage:
     """Decode a record body that must be an import message.
 
-    Raises ``UnusableMessageError`` with one sentence saying why it is not.
+    Returns:
+        The import message.
+
+    Raises:
+        UnusableMessageError: one sentence saying why the body is not an import message.
+
     """
     try:
         message = decode_message(body)
@@ -350,12 +356,18 @@ def handle_import_body(
 ) -> RecordResult:
     """Process one import queue record: import, record the outcome, re-enqueue the rest, complete.
 
-    Takes the record body, the services and configuration, where the IoT resources live and a check
-    that says when to stop starting entries. Returns what happened. Raises
-    ``UnusableMessageError`` for a body that is not an import message, ``JobNotFoundError`` when
-    the job does not exist, ``AwsOperationError``/``CircuitOpenError``/``RequeueError`` when the
-    outcome could not be recorded or the rest re-enqueued: the caller must then fail the record so
-    SQS delivers it again (processing is idempotent).
+    ``arns`` says where the IoT resources live; ``out_of_time`` says when to stop starting entries.
+
+    Returns:
+        What happened.
+
+    Raises:
+        UnusableMessageError: the body is not an import message.
+        JobNotFoundError: the job does not exist.
+        AwsOperationError: the outcome could not be recorded (also ``CircuitOpenError`` and
+            ``RequeueError`` when the rest could not be re-enqueued): the caller must then fail the
+            record so SQS delivers it again (processing is idempotent).
+
     """
     message = decode_import_message(body)
     logger.set_correlation_id(message.job_id)
