@@ -28,6 +28,7 @@ from bulk_importer.importer import (
     requeue_chunk_name,
 )
 from bulk_importer.iot_import import ArnContext
+from bulk_importer.rate_limit import rates_from_env
 from layer_utils.aws_utils import TransientError, clear_client_cache
 from layer_utils.circuit import CircuitRegistry
 from layer_utils.jobs import JobNotFoundError, JobStatus, JobStore
@@ -296,6 +297,19 @@ def test_config_from_env() -> None:
         ImporterConfig.from_env({"THINGPRESS_IMPORT_QUEUE_URL": "q"})
     with pytest.raises(ValueError, match="THINGPRESS_IMPORT_THREADS"):
         ImporterConfig.from_env({**env, "THINGPRESS_IMPORT_THREADS": "0"})
+
+
+def test_config_from_env_reads_the_rate_limits() -> None:
+    env = {"THINGPRESS_IMPORT_QUEUE_URL": "q", "THINGPRESS_JOBS_TABLE": "t"}
+    assert ImporterConfig.from_env(env).rates == ImporterConfig("q", "t").rates == rates_from_env({})
+    rates = ImporterConfig.from_env(
+        {**env, "THINGPRESS_IOT_TPS": '{"CreateThing": 40}', "THINGPRESS_MAX_CONCURRENCY": "4"}
+    ).rates
+    assert rates["CreateThing"] == 10.0
+    with pytest.raises(ValueError, match="THINGPRESS_IOT_TPS"):
+        ImporterConfig.from_env({**env, "THINGPRESS_IOT_TPS": "[1]"})
+    with pytest.raises(ValueError, match="THINGPRESS_MAX_CONCURRENCY"):
+        ImporterConfig.from_env({**env, "THINGPRESS_MAX_CONCURRENCY": "0"})
 
 
 # ------------------------------------------------------------------------------------------ records

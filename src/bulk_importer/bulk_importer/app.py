@@ -28,10 +28,10 @@ from bulk_importer.importer import (
     handle_import_body,
 )
 from bulk_importer.iot_import import ArnContext
-from bulk_importer.rate_limit import RateLimiter, rates_from_env
+from bulk_importer.rate_limit import RateLimiter
 from layer_utils.aws_utils import get_client
 from layer_utils.circuit import CircuitRegistry
-from layer_utils.jobs import JobStore
+from layer_utils.jobs import store_for_function
 from layer_utils.telemetry import count_in_invocation, end_invocation, logger, metrics, tracer
 
 _runtime: tuple[ImporterConfig, Services] | None = None
@@ -53,17 +53,12 @@ def runtime() -> tuple[ImporterConfig, Services]:
     global _runtime  # noqa: PLW0603 - one set of clients per execution environment
     if _runtime is None:
         config = ImporterConfig.from_env()
-        jobs = JobStore(
-            config.jobs_table,
-            dynamodb=get_client("dynamodb"),
-            s3=get_client("s3"),
-            emit=count_in_invocation,
-        )
+        jobs = store_for_function(config.jobs_table)
         services = Services(
             iot=get_client("iot"),
             sqs=get_client("sqs"),
             jobs=jobs,
-            limiter=RateLimiter(rates_from_env()),
+            limiter=RateLimiter(config.rates),
             rng=random.Random(),  # noqa: S311 - backoff jitter, not security  # nosec B311
             emit=count_in_invocation,
             registry=CircuitRegistry.from_env(dynamodb=lambda: get_client("dynamodb")),

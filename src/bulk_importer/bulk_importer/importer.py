@@ -53,6 +53,7 @@ from bulk_importer.iot_import import (
     OutcomeStatus,
     import_certificate,
 )
+from bulk_importer.rate_limit import rates_from_env
 from layer_utils.aws_utils import ThingpressError
 from layer_utils.circuit import CircuitRegistry
 from layer_utils.env import env_positive_int, env_required
@@ -107,7 +108,8 @@ class ImporterConfig:
     ``import_queue_url`` and ``jobs_table`` locate the resources; ``threads`` is the worker threads
     per record; ``max_entry_attempts`` the tries before a retryable failure is final;
     ``deadline_margin_ms`` the time kept free at the end of an invocation; ``base_delay_seconds``
-    the first re-enqueue backoff (doubled per attempt, capped at 900 s, with jitter).
+    the first re-enqueue backoff (doubled per attempt, capped at 900 s, with jitter); ``rates`` this
+    invocation's share of each IoT API quota, in calls per second (``rate_limit.rates_from_env``).
     """
 
     import_queue_url: str
@@ -116,14 +118,24 @@ class ImporterConfig:
     max_entry_attempts: int = DEFAULT_MAX_ENTRY_ATTEMPTS
     deadline_margin_ms: int = DEFAULT_DEADLINE_MARGIN_MS
     base_delay_seconds: float = DEFAULT_BASE_DELAY_SECONDS
+    rates: Mapping[str, float] = field(default_factory=lambda: rates_from_env({}))
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ImporterConfig:
-        """Build the configuration from the environment (default ``os.environ``).
+        """Build the configuration from the environment.
 
-        Reads ``THINGPRESS_IMPORT_QUEUE_URL``, ``THINGPRESS_JOBS_TABLE``, ``THINGPRESS_IMPORT_THREADS``
-        and ``THINGPRESS_MAX_ENTRY_ATTEMPTS``. Raises ``ValueError`` naming the variable that is
-        missing or invalid.
+        Reads ``THINGPRESS_IMPORT_QUEUE_URL``, ``THINGPRESS_JOBS_TABLE``, ``THINGPRESS_IMPORT_THREADS``,
+        ``THINGPRESS_MAX_ENTRY_ATTEMPTS``, ``THINGPRESS_IOT_TPS`` and ``THINGPRESS_MAX_CONCURRENCY``.
+
+        Args:
+            environ: The environment; ``os.environ`` when None.
+
+        Returns:
+            The configuration.
+
+        Raises:
+            ValueError: naming the variable that is missing or invalid.
+
         """
         env = os.environ if environ is None else environ
         return cls(
@@ -133,6 +145,7 @@ class ImporterConfig:
             max_entry_attempts=env_positive_int(
                 env, "THINGPRESS_MAX_ENTRY_ATTEMPTS", DEFAULT_MAX_ENTRY_ATTEMPTS
             ),
+            rates=rates_from_env(env),
         )
 
 
@@ -181,10 +194,11 @@ class RecordResult:
 
 
 def deadline(remaining_ms: Callable[[], int], margin_ms: int) -> Callable[[], bool]:
-    """Return a check that is True once fewer than the margin's milliseconds remain.
+    """Return a check that is True once fewer than ``margin_ms`` milliseconds remain.
 
-    Takes ``context.get_remaining_time_in_millis`` and the margin. The margin is capped at a quarter
-    of the time remaining now, so a short invocation still spends most of its time importing.
+    ``remaining_ms`` is ``context.get_remaining_time_in_millis``. The margin is capped at a quarter of
+    the time remaining now, so a short invocation still spends most of its time importing.
+
     """
     effective = min(margin_ms, remaining_ms() // 4)
     return lambda: remaining_ms() < effective
@@ -311,7 +325,12 @@ def _emit_metrics(services: Services, imported: int, failures: Sequence[FailureR
 def decode_import_message(body: str) -> ImportMessage:
     """Decode a record body that must be an import message.
 
-    Raises ``UnusableMessageError`` with one sentence saying why it is not.
+    Returns:
+        The import message.
+
+    Raises:
+        UnusableMessageError: one sentence saying why the body is not an import message.
+
     """
     try:
         message = decode_message(body)
@@ -337,12 +356,18 @@ def handle_import_body(
 ) -> RecordResult:
     """Process one import queue record: import, record the outcome, re-enqueue the rest, complete.
 
-    Takes the record body, the services and configuration, where the IoT resources live and a check
-    that says when to stop starting entries. Returns what happened. Raises
-    ``UnusableMessageError`` for a body that is not an import message, ``JobNotFoundError`` when
-    the job does not exist, ``AwsOperationError``/``CircuitOpenError``/``RequeueError`` when the
-    outcome could not be recorded or the rest re-enqueued: the caller must then fail the record so
-    SQS delivers it again (processing is idempotent).
+    ``arns`` says where the IoT resources live; ``out_of_time`` says when to stop starting entries.
+
+    Returns:
+        What happened.
+
+    Raises:
+        UnusableMessageError: the body is not an import message.
+        JobNotFoundError: the job does not exist.
+        AwsOperationError: the outcome could not be recorded (also ``CircuitOpenError`` and
+            ``RequeueError`` when the rest could not be re-enqueued): the caller must then fail the
+            record so SQS delivers it again (processing is idempotent).
+
     """
     message = decode_import_message(body)
     logger.set_correlation_id(message.job_id)

@@ -67,8 +67,8 @@ class RateLimiter:
     calls per second. ``burst`` is the bucket capacity in tokens (default 1: calls are evenly
     spaced), so in any time window of length ``t`` at most ``rate * t + burst`` acquisitions of one
     API succeed. Waiting threads are served first come, first served. ``clock`` (seconds, monotonic)
-    and ``sleep`` are injectable so tests run on a fake clock. Raises ``ValueError`` when a rate is
-    not a positive finite number or ``burst`` is below 1.
+    and ``sleep`` are injectable so tests run on a fake clock.
+
     """
 
     def __init__(
@@ -79,6 +79,12 @@ class RateLimiter:
         sleep: Callable[[float], None] = time.sleep,
         burst: float = 1.0,
     ) -> None:
+        """Create a full bucket for every API.
+
+        Raises:
+            ValueError: a rate is not a positive finite number, or ``burst`` is below 1.
+
+        """
         if not burst >= 1.0 or not math.isfinite(burst):
             raise ValueError(f"The rate limiter burst must be a finite number of at least 1, not {burst!r}.")
         self._clock = clock
@@ -95,13 +101,15 @@ class RateLimiter:
 
     @property
     def rates(self) -> dict[str, float]:
-        """Return a copy of the configured rate (calls per second) of every API."""
+        """A copy of the configured rate (calls per second) of every API."""
         return {api: bucket.rate for api, bucket in self._buckets.items()}
 
     def waiting(self, api: str) -> int:
         """Return how many threads are currently inside ``acquire(api)`` (queued or sleeping).
 
-        Raises ``KeyError`` for an API the limiter has no rate for.
+        Raises:
+            KeyError: the limiter has no rate for ``api``.
+
         """
         bucket = self._buckets[api]
         with bucket.lock:
@@ -110,9 +118,15 @@ class RateLimiter:
     def acquire(self, api: str) -> float:
         """Block until a call to ``api`` is allowed and consume one token.
 
-        Takes the API name. Returns the seconds spent waiting. Raises ``KeyError`` for an API the
-        limiter has no rate for. No lock is held while sleeping: threads queue on a condition (which
-        releases the lock) and only the head of the queue sleeps, outside the lock.
+        No lock is held while sleeping: threads queue on a condition (which releases the lock) and only
+        the head of the queue sleeps, outside the lock.
+
+        Returns:
+            The seconds spent waiting.
+
+        Raises:
+            KeyError: the limiter has no rate for ``api``.
+
         """
         try:
             bucket = self._buckets[api]
@@ -145,9 +159,12 @@ class RateLimiter:
 def account_quotas_from_env(environ: Mapping[str, str] | None = None) -> dict[str, float]:
     """Return the account quota (calls per second) of every IoT API the importer calls.
 
-    Takes the environment (default ``os.environ``); ``THINGPRESS_IOT_TPS`` is a JSON object of API
-    name to quota that overrides or extends ``DEFAULT_IOT_TPS``. Raises ``ValueError`` when it is
-    not a JSON object of positive numbers.
+    ``THINGPRESS_IOT_TPS`` in ``environ`` (default ``os.environ``) is a JSON object of API name to
+    quota that overrides or extends ``DEFAULT_IOT_TPS``.
+
+    Raises:
+        ValueError: the variable is not a JSON object of positive numbers.
+
     """
     env = os.environ if environ is None else environ
     quotas = dict(DEFAULT_IOT_TPS)
@@ -170,10 +187,13 @@ def account_quotas_from_env(environ: Mapping[str, str] | None = None) -> dict[st
 def rates_from_env(environ: Mapping[str, str] | None = None) -> dict[str, float]:
     """Return this invocation's share of every IoT API quota, in calls per second.
 
-    Takes the environment (default ``os.environ``): the account quotas from
-    ``account_quotas_from_env`` are divided by ``THINGPRESS_MAX_CONCURRENCY`` (default 2) so that
-    all concurrent importer invocations together stay under the account quota. Raises
-    ``ValueError`` for a malformed variable.
+    The account quotas from ``account_quotas_from_env`` are divided by ``THINGPRESS_MAX_CONCURRENCY``
+    (default 2) so that all concurrent importer invocations together stay under the account quota;
+    ``environ`` defaults to ``os.environ``.
+
+    Raises:
+        ValueError: a variable is malformed.
+
     """
     env = os.environ if environ is None else environ
     concurrency = env_positive_int(env, CONCURRENCY_ENV, DEFAULT_MAX_CONCURRENCY)

@@ -11,8 +11,7 @@ from typing import Any
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from job_sweeper.sweeper import SweepConfig, sweep_jobs
-from layer_utils.aws_utils import get_client
-from layer_utils.jobs import JobStore
+from layer_utils.jobs import JobStore, store_for_function
 from layer_utils.telemetry import count_in_invocation, end_invocation, logger, metrics, tracer
 
 _runtime: tuple[SweepConfig, JobStore] | None = None
@@ -21,17 +20,17 @@ _runtime: tuple[SweepConfig, JobStore] | None = None
 def runtime() -> tuple[SweepConfig, JobStore]:
     """Return the configuration and the job store, built once per execution environment.
 
-    A ``ValueError`` naming the environment variable is raised when the configuration is invalid.
+    Returns:
+        The configuration and the job store.
+
+    Raises:
+        ValueError: naming the environment variable, when the configuration is invalid.
+
     """
     global _runtime  # noqa: PLW0603 - one set of clients per execution environment
     if _runtime is None:
         config = SweepConfig.from_env()
-        store = JobStore(
-            config.jobs_table,
-            dynamodb=get_client("dynamodb"),
-            s3=get_client("s3"),
-            emit=count_in_invocation,
-        )
+        store = store_for_function(config.jobs_table)
         _runtime = (config, store)
     return _runtime
 

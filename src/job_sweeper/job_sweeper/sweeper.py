@@ -41,11 +41,17 @@ class SweepConfig:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> SweepConfig:
-        """Read the configuration from the function's environment.
+        """Read the configuration from the function's environment (``os.environ`` when None).
 
         The variables are ``THINGPRESS_JOBS_TABLE``, ``THINGPRESS_STALLED_JOB_MINUTES`` (default 480)
-        and ``THINGPRESS_MAX_LEASE_EXPIRIES`` (default 10). Takes the environment (``os.environ``
-        when None). Raises ``ValueError`` naming the variable when one is missing or invalid.
+        and ``THINGPRESS_MAX_LEASE_EXPIRIES`` (default 10).
+
+        Returns:
+            The configuration.
+
+        Raises:
+            ValueError: naming the variable that is missing or invalid.
+
         """
         env = os.environ if environ is None else environ
         return cls(
@@ -116,10 +122,17 @@ def sweep_reason(job: Job, cause: str) -> str:
 
 
 def finish_stuck_job(store: JobStore, job: Job, cause: str) -> Job | None:
-    """Bring one stuck job to a final status; return it, or None when it changed under the sweep.
+    """Bring one stuck job to a final status.
 
     A job whose entries all settled is completed as usual (``try_complete``); any other is failed
-    with ``sweep_reason`` (``JobStore.abandon_job``). Raises ``AwsOperationError`` for an AWS failure.
+    with ``sweep_reason`` (``JobStore.abandon_job``).
+
+    Returns:
+        The final job, or None when it changed under the sweep.
+
+    Raises:
+        AwsOperationError: AWS failed.
+
     """
     settled_all = job.parsed and job.total is not None and job.settled == job.total
     if job.status == JobStatus.REPORTING or (job.status == JobStatus.IMPORTING and settled_all):
@@ -136,10 +149,15 @@ def sweep_jobs(
 ) -> SweepResult:
     """Find the stuck jobs of the table and finish them; emit ``JobsSwept`` when any was finished.
 
-    Takes the job store, the configuration, the clock and the metric emitter. Returns what was
-    examined and finished; a stuck job that an AWS error kept from finishing is listed in
-    ``failed`` and the sweep goes on with the others (the next sweep tries it again). Raises
-    ``AwsOperationError`` when the jobs cannot be listed.
+    A stuck job that an AWS error kept from finishing is listed in ``failed`` and the sweep goes on
+    with the others (the next sweep tries it again).
+
+    Returns:
+        What was examined and finished.
+
+    Raises:
+        AwsOperationError: the jobs cannot be listed.
+
     """
     now = clock()
     result = SweepResult()

@@ -12,7 +12,7 @@ import re
 from asn1crypto import pem as asn1_pem
 from cryptography import x509
 
-from layer_utils.certificates import ParsedCertificate, invalid, read_der
+from layer_utils.certificates import ParsedCertificate, read_der, unreadable
 
 CERTIFICATE_LABELS = frozenset({"CERTIFICATE", "X509 CERTIFICATE", "TRUSTED CERTIFICATE"})
 """The PEM labels that hold a certificate (the legacy ``X509`` and OpenSSL's ``TRUSTED`` forms too)."""
@@ -36,10 +36,10 @@ def _pem_blocks(raw: bytes) -> list[bytes]:
     try:
         blocks = list(asn1_pem.unarmor(raw[raw.index(_PEM_ANY) :], multiple=True))
     except ValueError:
-        raise invalid("the PEM data is malformed") from None
+        raise ValueError(unreadable("the PEM data is malformed")) from None
     ders = [der for label, _headers, der in blocks if label in CERTIFICATE_LABELS]
     if not ders:
-        raise invalid("the PEM data holds no CERTIFICATE block")
+        raise ValueError(unreadable("the PEM data holds no CERTIFICATE block"))
     return ders
 
 
@@ -78,7 +78,7 @@ def _load_all(raw: bytes, *, allow_base64: bool, first_only: bool) -> list[Parse
                     raise
     if der_error is not None:
         raise der_error
-    raise invalid("the data is neither PEM, DER nor base64 of either")
+    raise ValueError(unreadable("the data is neither PEM, DER nor base64 of either"))
 
 
 def _load_data(data: str | bytes, *, first_only: bool) -> list[ParsedCertificate]:
@@ -87,10 +87,10 @@ def _load_data(data: str | bytes, *, first_only: bool) -> list[ParsedCertificate
     elif isinstance(data, bytes | bytearray | memoryview):
         raw = bytes(data)
     else:
-        raise invalid(f"expected text or bytes, got {type(data).__name__}")
+        raise ValueError(unreadable(f"expected text or bytes, got {type(data).__name__}"))
     stripped = raw.strip()
     if not stripped:
-        raise invalid("the data is empty")
+        raise ValueError(unreadable("the data is empty"))
     if raw[:1] == _DER_SEQUENCE:
         try:
             return [read_der(raw)]

@@ -33,9 +33,9 @@ if TYPE_CHECKING:
 _SEQUENCE_TAG = 16
 
 
-def invalid(reason: str) -> ValueError:
-    """Return the ``ValueError`` of unreadable certificate data, ``Invalid certificate format: <reason>.``."""
-    return ValueError(f"Invalid certificate format: {reason}.")
+def unreadable(reason: str) -> str:
+    """Return the ``ValueError`` message of unreadable certificate data."""
+    return f"Invalid certificate format: {reason}."
 
 
 @dataclass(frozen=True, eq=False)
@@ -128,9 +128,9 @@ def _exact_der(data: bytes) -> bytes:
     try:
         class_, method, tag, header, contents, _trailer = asn1_parser.parse(data, strict=False)
     except ValueError:
-        raise invalid("the DER data is truncated or is not a certificate") from None
+        raise ValueError(unreadable("the DER data is truncated or is not a certificate")) from None
     if (class_, method, tag) != (0, 1, _SEQUENCE_TAG):
-        raise invalid("the DER data does not start with a certificate SEQUENCE")
+        raise ValueError(unreadable("the DER data does not start with a certificate SEQUENCE"))
     return bytes(header + contents)
 
 
@@ -247,15 +247,17 @@ def _tolerant_read(der: bytes, fingerprint: str, strict_problem: str) -> ParsedC
     """
     refusal = _openssl_refusal(der)
     if refusal is not None and ("time" not in refusal or not _readable_with_seconds(der)):
-        raise invalid(
-            f"the data is not a readable X.509 certificate (OpenSSL cannot read it either: {refusal})"
+        raise ValueError(
+            unreadable(
+                f"the data is not a readable X.509 certificate (OpenSSL cannot read it either: {refusal})"
+            )
         )
     try:
         return _asn1_read(der, fingerprint, strict_problem, refusal)
     except ValueError:
         raise
     except Exception:  # OpenSSL read it; a field asn1crypto cannot decode is reported plainly
-        raise invalid("a field of the certificate cannot be decoded") from None
+        raise ValueError(unreadable("a field of the certificate cannot be decoded")) from None
 
 
 def _asn1_read(der: bytes, fingerprint: str, strict_problem: str, refusal: str | None) -> ParsedCertificate:
@@ -267,13 +269,15 @@ def _asn1_read(der: bytes, fingerprint: str, strict_problem: str, refusal: str |
         not_before = tbs["validity"]["not_before"].native
         not_after = tbs["validity"]["not_after"].native
     except (ValueError, TypeError, KeyError):
-        raise invalid("its validity dates cannot be read") from None
+        raise ValueError(unreadable("its validity dates cannot be read")) from None
     if not isinstance(not_before, datetime) or not isinstance(not_after, datetime):
-        raise invalid("its validity dates are out of range (year 0)")
+        raise ValueError(unreadable("its validity dates are out of range (year 0)"))
     try:
         is_ca, ski = _asn1_extensions(tbs)
     except (ValueError, TypeError, KeyError):
-        raise invalid("its basic constraints or key identifier extension cannot be read") from None
+        raise ValueError(
+            unreadable("its basic constraints or key identifier extension cannot be read")
+        ) from None
     try:
         cn = _asn1_cn(tbs["subject"])
     except (ValueError, TypeError, KeyError, UnicodeError):

@@ -43,7 +43,21 @@ def require_name(value: str | None, what: str) -> str:
 
 
 def _validate_iot_name(value: str | None, what: str, pattern: re.Pattern[str], allowed: str) -> str:
-    """Check a name against an IoT name pattern and the 128-character limit."""
+    """Check a name against an IoT name pattern and the 128-character limit.
+
+    Args:
+        value: the name.
+        what: what the name is, for the message, e.g. ``"Thing group name"``.
+        pattern: the characters allowed (matched with ``fullmatch``).
+        allowed: the allowed characters, in words, for the message.
+
+    Returns:
+        The name, unchanged.
+
+    Raises:
+        ValueError: the name is empty, too long or has a forbidden character.
+
+    """
     name = require_name(value, what)
     if len(name) > IOT_NAME_MAX_LENGTH:
         raise ValueError(
@@ -99,51 +113,15 @@ def validate_thing_name(name: str) -> str:
 
 
 def validate_thing_group_name(value: str | None, what: str = "Thing group name") -> str:
-    """Validate an IoT thing group name (``[a-zA-Z0-9:_-]+``, at most 128 characters).
-
-    Args:
-        value: the name.
-        what: what the name is, for the message.
-
-    Returns:
-        The name, unchanged.
-
-    Raises:
-        ValueError: the name is empty, too long or has a forbidden character.
-
-    """
+    """Return ``value`` if it is a valid thing group name; otherwise raise ``ValueError`` naming ``what``."""
     return _validate_iot_name(value, what, _IOT_NAME_RE, _IOT_NAME_ALLOWED)
 
 
 def validate_thing_type_name(value: str | None, what: str = "Thing type name") -> str:
-    """Validate an IoT thing type name (``[a-zA-Z0-9:_-]+``, at most 128 characters).
-
-    Args:
-        value: the name.
-        what: what the name is, for the message.
-
-    Returns:
-        The name, unchanged.
-
-    Raises:
-        ValueError: the name is empty, too long or has a forbidden character.
-
-    """
+    """Return ``value`` if it is a valid thing type name; otherwise raise ``ValueError`` naming ``what``."""
     return _validate_iot_name(value, what, _IOT_NAME_RE, _IOT_NAME_ALLOWED)
 
 
 def validate_policy_name(value: str | None, what: str = "Policy name") -> str:
-    r"""Validate an IoT policy name (the IoT API pattern ``[\w+=,.@-]+``, at most 128 characters).
-
-    Args:
-        value: the name.
-        what: what the name is, for the message.
-
-    Returns:
-        The name, unchanged.
-
-    Raises:
-        ValueError: the name is empty, too long or has a forbidden character.
-
-    """
+    """Return ``value`` if it is a valid policy name; otherwise raise ``ValueError`` naming ``what``."""
     return _validate_iot_name(value, what, _IOT_POLICY_NAME_RE, _IOT_POLICY_NAME_ALLOWED)

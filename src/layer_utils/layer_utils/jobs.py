@@ -2,11 +2,12 @@
 
 The public module of the job store; the contract (item layout, lease, completion) is
 docs/ARCHITECTURE.md, "Jobs". It re-exports the job model (``jobstore.model``), the lifecycle table
-(``jobstore.lifecycle``) and the store (``jobstore.store``).
+(``jobstore.lifecycle``) and the store (``jobstore.store``), and builds the functions' store.
 """
 
 from __future__ import annotations
 
+from layer_utils.clients import get_client
 from layer_utils.jobstore.lifecycle import (
     FINAL_STATUSES,
     INITIAL_STATUS,
@@ -40,6 +41,7 @@ from layer_utils.jobstore.model import (
     shorten,
 )
 from layer_utils.jobstore.store import JobStore
+from layer_utils.telemetry import count_in_invocation
 
 __all__ = [
     "CHUNK_PREFIX",
@@ -71,4 +73,15 @@ __all__ = [
     "natural_key",
     "report_key_for",
     "shorten",
+    "store_for_function",
 ]
+
+
+def store_for_function(table_name: str) -> JobStore:
+    """Return the job store of a Lambda function: default clients, metrics counted per invocation."""
+    return JobStore(
+        table_name,
+        dynamodb=get_client("dynamodb"),
+        s3=get_client("s3"),
+        emit=count_in_invocation,
+    )

@@ -43,7 +43,9 @@ def body_size(body: str) -> int:
 def chunk_id(number: int) -> str:
     """Return the provider chunk id for the ``number``-th message of a job (``12`` → ``"000012"``).
 
-    Raises ``ValueError`` for a negative number.
+    Raises:
+        ValueError: ``number`` is negative.
+
     """
     if number < 0:
         raise ValueError(f"A chunk number cannot be negative (got {number}).")
@@ -225,8 +227,13 @@ def _require_int(data: Mapping[str, Any], name: str) -> int:
 def decode_message(body: str) -> ImportMessage | ContinuationMessage:
     """Parse an SQS message body into an import or continuation message.
 
-    Takes the body text. Returns the message. Raises ``ValueError`` with one sentence naming what
-    is wrong (not JSON, not an object, unknown schema, a missing or mistyped field).
+    Returns:
+        The message.
+
+    Raises:
+        ValueError: one sentence naming what is wrong (not JSON, not an object, unknown schema, a
+            missing or mistyped field).
+
     """
     try:
         data = json.loads(body)

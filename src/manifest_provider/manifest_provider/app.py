@@ -17,7 +17,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from layer_utils.aws_utils import get_client
 from layer_utils.circuit import CircuitRegistry
-from layer_utils.jobs import JobStore
+from layer_utils.jobs import store_for_function
 from layer_utils.telemetry import count_in_invocation, end_invocation, logger, metrics, tracer
 from manifest_provider.config import ProviderConfig, Services
 from manifest_provider.provider import handle_intake_body
@@ -38,12 +38,7 @@ def runtime() -> tuple[ProviderConfig, Services]:
     global _runtime  # noqa: PLW0603 - one set of clients per execution environment
     if _runtime is None:
         config = ProviderConfig.from_env()
-        jobs = JobStore(
-            config.jobs_table,
-            dynamodb=get_client("dynamodb"),
-            s3=get_client("s3"),
-            emit=count_in_invocation,
-        )
+        jobs = store_for_function(config.jobs_table)
         services = Services(
             s3=get_client("s3"),
             sqs=get_client("sqs"),

@@ -68,7 +68,12 @@ class ProviderConfig:
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ProviderConfig:
         """Read the configuration from ``THINGPRESS_*`` variables (``os.environ`` when None).
 
-        Raises ``ValueError`` naming the variable when one is missing or invalid.
+        Returns:
+            The configuration.
+
+        Raises:
+            ValueError: naming the variable that is missing or invalid.
+
         """
         env = dict(os.environ if environ is None else environ)
         return cls(

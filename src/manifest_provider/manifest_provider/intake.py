@@ -73,9 +73,15 @@ def _object_ref(record: dict[str, Any], index: int) -> ManifestRef | str:
 def parse_intake_body(body: str) -> IntakeBatch:
     """Read one intake queue message body.
 
-    Takes the body: an S3 event notification (one or more ``Records``), an ``s3:TestEvent`` (ignored)
-    or a continuation message. Returns what to do. Raises ``ValueError`` with one sentence naming
-    what is wrong for anything else.
+    The body is an S3 event notification (one or more ``Records``), an ``s3:TestEvent`` (ignored) or a
+    continuation message.
+
+    Returns:
+        What to do.
+
+    Raises:
+        ValueError: one sentence naming what is wrong, for anything else.
+
     """
     try:
         data = json.loads(body)

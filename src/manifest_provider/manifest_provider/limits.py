@@ -42,7 +42,8 @@ _ENV_NAMES = {
 class Limits:
     """Upper bounds a parser enforces on one manifest; every value is a positive integer.
 
-    Raises ``ValueError`` on construction when a value is not a positive integer.
+    Construction raises ``ValueError`` when a value is not a positive integer.
+
     """
 
     max_manifest_bytes: int = 512 * _MIB
@@ -66,8 +67,15 @@ class Limits:
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Limits:
         """Build limits from ``THINGPRESS_MAX_*`` variables, defaulting each one that is unset or empty.
 
-        Takes the environment mapping (``os.environ`` when None). Returns the limits. Raises
-        ``ValueError`` naming the variable when a value is not a positive integer.
+        Args:
+            environ: the environment; ``os.environ`` when None.
+
+        Returns:
+            The limits.
+
+        Raises:
+            ValueError: naming the variable whose value is not a positive integer.
+
         """
         env = os.environ if environ is None else environ
         defaults = cls()

@@ -38,7 +38,9 @@ class MessagePacker:
     ) -> None:
         """Take the job id, settings, the budgets and the first chunk number.
 
-        Raises ``ValueError`` when ``max_entries`` < 1 or ``max_bytes`` cannot hold the envelope.
+        Raises:
+            ValueError: ``max_entries`` < 1, or ``max_bytes`` cannot hold the envelope.
+
         """
         if max_entries < 1:
             raise ValueError(f"Entries per message must be at least 1 (got {max_entries}).")
@@ -75,9 +77,14 @@ class MessagePacker:
         return encoded_entry_size(entry) <= self.max_entry_bytes
 
     def add(self, entry: ImportEntry) -> ImportMessage | None:
-        """Add ``entry``; return the message that was completed to make room for it, if any.
+        """Add ``entry``.
 
-        Raises ``ValueError`` naming the entry's locator when it cannot fit any message.
+        Returns:
+            The message that was completed to make room for it, if any.
+
+        Raises:
+            ValueError: naming the entry's locator, when it cannot fit any message.
+
         """
         size = encoded_entry_size(entry) + 1
         if size - 1 > self.max_entry_bytes:

@@ -61,13 +61,25 @@ def handle_intake_body(
 ) -> list[RunResult]:
     """Process one intake queue message: start the manifests an S3 event names, or continue one.
 
-    Takes the message body, the services, the configuration, a unique owner id for the parsing
-    lease (the SQS message id), a function returning the invocation's remaining milliseconds and
-    the delivery number of the message (SQS ``ApproximateReceiveCount``). On the last delivery
-    (``attempt >= config.max_receive_count``) any exception fails the job concerned with a reason
-    (``fail_after_attempts``) instead of propagating. Returns one result per manifest. Raises
-    ``ValueError`` for a body that is none of the intake message kinds, and on earlier deliveries
-    ``AwsOperationError`` for AWS failures worth retrying and whatever else processing raised.
+    On the last delivery (``attempt >= config.max_receive_count``) any exception fails the job
+    concerned with a reason (``fail_after_attempts``) instead of propagating.
+
+    Args:
+        body: the message body.
+        services: the services.
+        config: the configuration.
+        owner: a unique owner id for the parsing lease (the SQS message id).
+        remaining_ms: returns the invocation's remaining milliseconds.
+        attempt: the delivery number of the message (SQS ``ApproximateReceiveCount``).
+
+    Returns:
+        One result per manifest.
+
+    Raises:
+        ValueError: the body is none of the intake message kinds.
+        AwsOperationError: on earlier deliveries, AWS failed in a way worth retrying (so does whatever
+            else processing raised).
+
     """
     batch = parse_intake_body(body)
     for reason in batch.ignored:
@@ -135,13 +147,19 @@ def fail_after_attempts(
 ) -> RunResult:
     """End the job of an intake record whose last delivery failed with ``error`` outside a parse run.
 
-    Takes the manifest or continuation the record names, the error, the services, configuration,
-    the lease owner, the remaining-time function and the delivery number. A job that does not exist
-    yet is created so that it can carry the reason. A final job gets its report if it has none; a
-    parsed job tries completion; a job still parsing is claimed and failed like a run that breaks off
-    (``run.ManifestRun.fail``: the entries fanned out before the checkpoint still settle), unless another
-    invocation holds its lease live. Returns the result. Raises ``error`` when the job cannot be
-    ended either (the record then goes to the IntakeDLQ and the sweep finishes the job).
+    ``subject`` is the manifest or continuation the record names; ``attempt`` the delivery number. A
+    job that does not exist yet is created so that it can carry the reason. A final job gets its
+    report if it has none; a parsed job tries completion; a job still parsing is claimed and failed
+    like a run that breaks off (``run.ManifestRun.fail``: the entries fanned out before the checkpoint
+    still settle), unless another invocation holds its lease live.
+
+    Returns:
+        The result.
+
+    Raises:
+        Exception: ``error`` itself, when the job cannot be ended either (the record then goes to the
+            IntakeDLQ and the sweep finishes the job).
+
     """
     reason = attempts_reason(attempt, error)
     logger.error(
@@ -188,7 +206,13 @@ def start_manifest(
     """Handle the S3 event of one manifest version; duplicates of a started job change nothing.
 
     ``final_attempt`` is the delivery number on the record's last delivery (see ``ManifestRun``).
-    Returns the run result. Raises ``AwsOperationError`` for AWS failures worth retrying.
+
+    Returns:
+        The run result.
+
+    Raises:
+        AwsOperationError: AWS failed in a way worth retrying.
+
     """
     created, job = services.jobs.create_job(ref.bucket, ref.key, ref.version)
     logger.set_correlation_id(job.job_id)
@@ -228,7 +252,13 @@ def continue_manifest(
     """Handle a continuation message: resume parsing from the job's checkpoint.
 
     ``final_attempt`` is the delivery number on the record's last delivery (see ``ManifestRun``).
-    Returns the run result. Raises ``AwsOperationError`` for AWS failures worth retrying.
+
+    Returns:
+        The run result.
+
+    Raises:
+        AwsOperationError: AWS failed in a way worth retrying.
+
     """
     logger.set_correlation_id(message.job_id)
     return _claim_and_run(

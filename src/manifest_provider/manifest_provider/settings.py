@@ -114,8 +114,13 @@ def parse_thing_type(raw: str) -> str | None:
 def parse_attributes(raw: str) -> dict[str, str]:
     """Parse thing attributes: a JSON object of string names to string values (blank means none).
 
-    Raises ``ValueError`` for bad JSON, a non-object, a non-string value or a name or value that AWS
-    IoT would refuse.
+    Returns:
+        The attributes.
+
+    Raises:
+        ValueError: bad JSON, a non-object, a non-string value, or a name or value that AWS IoT would
+            refuse.
+
     """
     if not raw.strip():
         return {}
@@ -129,10 +134,17 @@ def parse_attributes(raw: str) -> dict[str, str]:
 
 
 def validate_attributes(data: Mapping[str, Any]) -> dict[str, str]:
-    """Check thing attributes against the AWS IoT rules; return them as a plain dict.
+    """Check thing attributes against the AWS IoT rules.
 
     Names are 1-128 of letters, digits and ``_.,@/:#-``; values are strings of up to 800 of letters,
-    digits and ``_.,@/:#=[]-``. Raises ``ValueError`` naming the bad attribute.
+    digits and ``_.,@/:#=[]-``.
+
+    Returns:
+        The attributes as a plain dict.
+
+    Raises:
+        ValueError: naming the bad attribute.
+
     """
     attributes: dict[str, str] = {}
     for name, value in data.items():
@@ -161,7 +173,12 @@ def validate_attributes(data: Mapping[str, Any]) -> dict[str, str]:
 def parse_name_source(raw: str) -> str:
     """Parse the ordered thing-name sources, e.g. ``vendor,cn,fingerprint`` (blank: that default).
 
-    Returns the normalised comma-separated list. Raises ``ValueError`` for an invalid list.
+    Returns:
+        The normalised comma-separated list.
+
+    Raises:
+        ValueError: the list is invalid.
+
     """
     return ",".join(parse_name_sources(raw) if raw.strip() else DEFAULT_NAME_SOURCES)
 
@@ -226,7 +243,12 @@ class ImportSettings:
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ImportSettings:
         """Build the default settings from the environment (``os.environ`` when None).
 
-        Raises ``ValueError`` naming the variable and the problem for an invalid value.
+        Returns:
+            The settings.
+
+        Raises:
+            ValueError: naming the variable and the problem for an invalid value.
+
         """
         env = os.environ if environ is None else environ
         parsers: tuple[tuple[str, str, Callable[[str], Any]], ...] = (
@@ -252,9 +274,12 @@ class ImportSettings:
     def with_overrides(self, metadata: Mapping[str, str]) -> ImportSettings:
         """Return these settings with the upload's S3 user-metadata overrides applied.
 
-        Takes the ``Metadata`` of the GetObject response (keys are lower case; other keys are
-        ignored). A present key replaces the default, an empty value clears it. Raises
-        ``ValueError`` naming the metadata key for an unknown ``thingpress-*`` key or a bad value.
+        ``metadata`` is the ``Metadata`` of the GetObject response (keys are lower case; other keys are
+        ignored). A present key replaces the default, an empty value clears it.
+
+        Raises:
+            ValueError: naming the metadata key, for an unknown ``thingpress-*`` key or a bad value.
+
         """
         parsers: dict[str, tuple[str, Callable[[str], Any]]] = {
             META_POLICIES: ("policies", parse_policies),
@@ -290,7 +315,7 @@ class ImportSettings:
 
     @property
     def name_sources(self) -> tuple[str, ...]:
-        """Return the thing-name sources in the order they are tried."""
+        """The thing-name sources in the order they are tried."""
         return tuple(self.thing_name_source.split(","))
 
     def message_settings(self) -> MessageSettings:

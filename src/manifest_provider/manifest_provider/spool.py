@@ -80,6 +80,7 @@ def open_manifest(
     Raises:
         JobFailure: the object is gone, replaced, forbidden or larger than ``limit``.
         AwsOperationError: any other S3 failure (worth retrying).
+        OSError: the spool could not be written.
 
     """
     request: dict[str, Any] = {"Bucket": bucket, "Key": key}
@@ -112,9 +113,10 @@ def open_manifest(
     except JobFailure:
         spool.close()
         raise
-    except (BotoCoreError, OSError) as error:
+    except BotoCoreError as error:
         spool.close()
-        if isinstance(error, BotoCoreError):
-            handle_aws_error(error, "s3:GetObject", {"key": key})
+        handle_aws_error(error, "s3:GetObject", {"key": key})
+    except OSError:
+        spool.close()
         raise
     return spool

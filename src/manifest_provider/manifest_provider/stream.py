@@ -47,7 +47,10 @@ class ManifestStream:
         return self.packer.next_chunk
 
     def stream(self, source: BinaryIO) -> RunResult:
-        """Stream the manifest; return ``finished`` or ``continued``.
+        """Stream the manifest.
+
+        Returns:
+            The result, ``finished`` or ``continued``.
 
         Raises:
             JobFailure: the manifest is unreadable before anything was fanned out.

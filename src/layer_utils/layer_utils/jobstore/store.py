@@ -31,7 +31,30 @@ from layer_utils.telemetry import MANIFESTS_COMPLETED, MANIFESTS_FAILED, logger
 
 
 class JobStore(JobTable):
-    """Reads and writes jobs in the JobsTable and writes their reports to S3."""
+    """Reads and writes jobs in the JobsTable and writes their reports to S3.
+
+    Every method raises ``AwsOperationError`` when DynamoDB or S3 fails.
+    """
+
+    def _step(
+        self,
+        job_id: str,
+        step: Step,
+        expression: str,
+        values: dict[str, Any],
+        *,
+        also: str = "",
+        total: bool = False,
+    ) -> Job | None:
+        """UpdateItem if the status is a source of ``step`` (and ``also``); None when the condition failed."""
+        condition = status_condition(step, values)
+        return self._update(
+            job_id,
+            expression,
+            condition=f"{condition} AND {also}" if also else condition,
+            names={"#status": "status", "#total": "total"} if total else {"#status": "status"},
+            values=values,
+        )
 
     def create_job(
         self,
@@ -44,9 +67,11 @@ class JobStore(JobTable):
     ) -> tuple[bool, Job]:
         """Create the job of a manifest version unless it exists (the S3-event idempotency key).
 
-        Takes the manifest's bucket, key and version (version id or ETag), the import settings and
-        the vendor when known. Returns ``(True, new job)`` or ``(False, existing job)``. Raises
-        ``AwsOperationError`` for a DynamoDB failure.
+        ``version`` is the version id or ETag; ``vendor`` is given when known.
+
+        Returns:
+            ``(True, new job)`` or ``(False, existing job)``.
+
         """
         job_id = job_id_for(bucket, key, version)
         now = isoformat(self._now())
@@ -94,10 +119,12 @@ class JobStore(JobTable):
         Succeeds when the job is RECEIVED or PARSING and the lease is free, expired or held live by
         ``owner``. Taking over an expired lease (its holder died without finishing or releasing it)
         adds one to ``lease_expiries``, which the sweep compares with its maximum; that path costs a
-        second UpdateItem, as does finding another invocation's live lease. Takes the job id, the
-        owner id and when the lease expires. Returns the job (status PARSING, with its checkpoint),
-        or None when another live invocation holds the lease or the job is past parsing. Raises
-        ``AwsOperationError`` for a DynamoDB failure.
+        second UpdateItem, as does finding another invocation's live lease.
+
+        Returns:
+            The job (status PARSING, with its checkpoint), or None when another live invocation holds the
+            lease or the job is past parsing.
+
         """
         now = self._now()
         values: dict[str, Any] = {
@@ -108,25 +135,18 @@ class JobStore(JobTable):
             ":now": isoformat(now),
         }
         claim = "SET #status = :parsing, lease_owner = :owner, lease_until = :until, updated_at = :now"
-        claimable = status_condition(Step.CLAIM_PARSE, values)
-        claimed = self._update(
+        claimed = self._step(
             job_id,
+            Step.CLAIM_PARSE,
             claim,
-            condition=(
-                f"{claimable} AND (attribute_not_exists(lease_owner)"
-                " OR (lease_owner = :owner AND lease_until >= :epoch))"
-            ),
-            names={"#status": "status"},
-            values=values,
+            values,
+            also="(attribute_not_exists(lease_owner) OR (lease_owner = :owner AND lease_until >= :epoch))",
         )
         if claimed is not None:
             return claimed
-        return self._update(
-            job_id,
-            f"{claim} ADD lease_expiries :one",
-            condition=f"{claimable} AND lease_until < :epoch",
-            names={"#status": "status"},
-            values={**values, ":one": 1},
+        values[":one"] = 1
+        return self._step(
+            job_id, Step.CLAIM_PARSE, f"{claim} ADD lease_expiries :one", values, also="lease_until < :epoch"
         )
 
     def save_checkpoint(
@@ -143,12 +163,13 @@ class JobStore(JobTable):
     ) -> bool:
         """Store the parser's checkpoint while holding the lease.
 
-        Takes the job id, the lease owner, the checkpoint (a JSON-like mapping the provider defines),
-        optionally a new lease expiry, ``release=True`` to give the lease up (before a continuation),
-        and the vendor, settings and warnings (sentences for the report, e.g. a skipped trust file;
-        at most ``MAX_WARNINGS`` are kept, each shortened) to record. Returns False when ``owner``
-        no longer holds the lease (another invocation took over: stop parsing). Raises
-        ``AwsOperationError`` for a DynamoDB failure.
+        ``checkpoint`` is a JSON-like mapping the provider defines; ``release=True`` gives the lease up
+        (before a continuation). ``vendor``, ``settings`` and ``warnings`` (sentences for the report, at
+        most ``MAX_WARNINGS``, each shortened) are recorded when given.
+
+        Returns:
+            False when ``owner`` no longer holds the lease (another invocation took over: stop parsing).
+
         """
         sets = ["checkpoint = :checkpoint", "updated_at = :now"]
         values: dict[str, Any] = {
@@ -156,7 +177,6 @@ class JobStore(JobTable):
             ":now": isoformat(self._now()),
             ":owner": owner,
         }
-        held = status_condition(Step.SAVE_CHECKPOINT, values)
         if vendor is not None:
             sets.append("vendor = :vendor")
             values[":vendor"] = vendor
@@ -172,14 +192,10 @@ class JobStore(JobTable):
         elif lease_until is not None:
             expression += ", lease_until = :until"
             values[":until"] = int(lease_until.timestamp())
-        job = self._update(
-            job_id,
-            expression,
-            condition=f"{held} AND lease_owner = :owner",
-            names={"#status": "status"},
-            values=values,
+        return (
+            self._step(job_id, Step.SAVE_CHECKPOINT, expression, values, also="lease_owner = :owner")
+            is not None
         )
-        return job is not None
 
     def mark_parsed(
         self,
@@ -192,12 +208,13 @@ class JobStore(JobTable):
     ) -> Job | None:
         """Record that the manifest was parsed and fanned out: PARSING → IMPORTING.
 
-        Takes the job id, the lease owner, ``total`` (every manifest entry, including failures and
-        duplicates; the provider's own outcomes were recorded as ``PARSE#`` items already), the
-        final checkpoint and, when the manifest broke off part-way, the ``reason``: the entries
-        before it are still imported and the job then ends FAILED with that reason. Returns the
-        job, or None when ``owner`` lost the lease. Raises ``AwsOperationError`` for a DynamoDB
-        failure.
+        ``total`` counts every manifest entry, including failures and duplicates (already recorded as
+        ``PARSE#`` items). ``reason`` is given when the manifest broke off part-way: the entries before it
+        are still imported and the job then ends FAILED with that reason.
+
+        Returns:
+            The job, or None when ``owner`` lost the lease.
+
         """
         values: dict[str, Any] = {
             ":importing": str(JobStatus.IMPORTING),
@@ -211,13 +228,14 @@ class JobStore(JobTable):
         if reason:
             extra = ", reason = :reason"
             values[":reason"] = shorten(reason)
-        return self._update(
+        return self._step(
             job_id,
+            Step.MARK_PARSED,
             "SET #status = :importing, parsed = :true, #total = :total, checkpoint = :checkpoint,"
             f" updated_at = :now{extra} REMOVE lease_owner, lease_until",
-            condition=f"{status_condition(Step.MARK_PARSED, values)} AND lease_owner = :owner",
-            names={"#status": "status", "#total": "total"},
-            values=values,
+            values,
+            also="lease_owner = :owner",
+            total=True,
         )
 
     def try_complete(self, job_id: str) -> Job | None:
@@ -226,22 +244,24 @@ class JobStore(JobTable):
         Claims REPORTING with ``#status = IMPORTING AND parsed = true AND settled = #total`` (an
         attribute-to-attribute comparison, which DynamoDB and moto support), writes the report and
         sets the final status. A caller that finds REPORTING (a crashed winner) finishes it too.
-        Returns the final job when this call set the final status (it emitted ``ManifestsCompleted``,
-        or ``ManifestsFailed`` for a manifest that broke off part-way), else None. Raises
-        ``AwsOperationError`` for an AWS failure.
+
+        Returns:
+            The final job when this call set the final status (it emitted ``ManifestsCompleted``, or
+            ``ManifestsFailed`` for a manifest that broke off part-way), else None.
+
         """
         values: dict[str, Any] = {
             ":reporting": str(JobStatus.REPORTING),
             ":true": True,
             ":now": isoformat(self._now()),
         }
-        importing = status_condition(Step.CLAIM_REPORT, values)
-        job = self._update(
+        job = self._step(
             job_id,
+            Step.CLAIM_REPORT,
             "SET #status = :reporting, completed_at = :now, updated_at = :now",
-            condition=f"{importing} AND parsed = :true AND settled = #total",
-            names={"#status": "status", "#total": "total"},
-            values=values,
+            values,
+            also="parsed = :true AND settled = #total",
+            total=True,
         )
         if job is None:
             job = self.get_job(job_id)
@@ -259,12 +279,8 @@ class JobStore(JobTable):
             ":report": report_key,
             ":now": isoformat(self._now()),
         }
-        finished = self._update(
-            job.job_id,
-            "SET #status = :final, report_key = :report, updated_at = :now",
-            condition=status_condition(Step.FINISH, values),
-            names={"#status": "status"},
-            values=values,
+        finished = self._step(
+            job.job_id, Step.FINISH, "SET #status = :final, report_key = :report, updated_at = :now", values
         )
         if finished is None:
             return None
@@ -285,23 +301,27 @@ class JobStore(JobTable):
     def fail_job(self, job_id: str, reason: str) -> Job | None:
         """Mark a job FAILED with ``reason`` (one English sentence) and write its report.
 
-        Only a job that is not final and not REPORTING can fail. Returns the failed job when this
-        call made the transition (it emitted ``ManifestsFailed``), else None. Raises
-        ``AwsOperationError`` for an AWS failure (the job may then be FAILED without a report:
-        ``ensure_report`` repairs that on redelivery).
+        Only a job that is not final and not REPORTING can fail.
+
+        Returns:
+            The failed job when this call made the transition (it emitted ``ManifestsFailed``), else None.
+
+        Raises:
+            AwsOperationError: AWS failed (the job may then be FAILED without a report: ``ensure_report``
+                repairs that on redelivery).
+
         """
         values: dict[str, Any] = {
             ":failed": str(JobStatus.FAILED),
             ":reason": shorten(reason),
             ":now": isoformat(self._now()),
         }
-        job = self._update(
+        job = self._step(
             job_id,
+            Step.FAIL,
             "SET #status = :failed, reason = :reason, completed_at = :now, updated_at = :now"
             " REMOVE lease_owner, lease_until",
-            condition=status_condition(Step.FAIL, values),
-            names={"#status": "status"},
-            values=values,
+            values,
         )
         if job is None:
             return None
@@ -316,9 +336,15 @@ class JobStore(JobTable):
         and recorded in ``unsettled``, so the counters add up to ``total``; the outcome items already
         recorded stay in the report. The update is conditional on the snapshot's status,
         ``updated_at`` and ``settled`` and on no live parsing lease, so a job that moved since the
-        snapshot is left alone. Takes the snapshot and the reason (one English sentence). Returns
-        the failed job when this call failed it (it emitted ``ManifestsFailed``), else None. Raises
-        ``ValueError`` for a job that is REPORTING or final, ``AwsOperationError`` for an AWS failure.
+        snapshot is left alone. ``reason`` is one English sentence.
+
+        Returns:
+            The failed job when this call failed it (it emitted ``ManifestsFailed``), else None.
+
+        Raises:
+            ValueError: the job is REPORTING or final.
+            AwsOperationError: AWS failed.
+
         """
         check(Step.ABANDON, job.status, JobStatus.FAILED)
         now = self._now()
@@ -363,22 +389,23 @@ class JobStore(JobTable):
         """Give an unfinished job a fresh start before its dead-lettered messages are redriven.
 
         Sets ``updated_at`` to now and ``lease_expiries`` to 0, so the sweep waits a full stall time
-        for the redriven messages to make progress. Returns the job, or None when it does not exist
-        or is final. Raises ``AwsOperationError`` for a DynamoDB failure.
+        for the redriven messages to make progress.
+
+        Returns:
+            The job, or None when it does not exist or is final.
+
         """
         values: dict[str, Any] = {":now": isoformat(self._now()), ":zero": 0}
-        return self._update(
-            job_id,
-            "SET updated_at = :now, lease_expiries = :zero",
-            condition=status_condition(Step.RESTART_PROGRESS_CLOCK, values),
-            names={"#status": "status"},
-            values=values,
+        return self._step(
+            job_id, Step.RESTART_PROGRESS_CLOCK, "SET updated_at = :now, lease_expiries = :zero", values
         )
 
     def ensure_report(self, job: Job) -> Job:
-        """Write the report of a final job that has none yet (``report_key`` unset); return the job.
+        """Write the report of a final job that has none yet (``report_key`` unset).
 
-        Raises ``AwsOperationError`` for an AWS failure.
+        Returns:
+            The job, with its report key.
+
         """
         if not job.is_final or job.report_key:
             return job
@@ -403,16 +430,15 @@ class JobStore(JobTable):
         Returns:
             The report (see ``report.build_report``).
 
-        Raises:
-            AwsOperationError: DynamoDB failed.
-
         """
         return build_report(job, self.iter_outcome_items(job.job_id), status)
 
     def write_report(self, job: Job, status: JobStatus | None = None) -> str:
-        """Write ``reports/<manifest key>.json`` to the manifest's bucket; return the report key.
+        """Write ``reports/<manifest key>.json`` to the manifest's bucket.
 
-        Raises ``AwsOperationError`` for an AWS failure.
+        Returns:
+            The report key.
+
         """
         report = self.build_report(job, status)
         key = report_key_for(job.key)

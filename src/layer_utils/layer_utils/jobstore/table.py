@@ -54,7 +54,9 @@ def is_conditional_failure(error: ClientError) -> bool:
 class JobTable:
     """Reads and writes the items of the JobsTable; ``JobStore`` adds the job's lifecycle.
 
-    Clients, the clock and the metric emitter are injected so tests need no patching.
+    Clients, the clock and the metric emitter are injected so tests need no patching. Every method
+    raises ``AwsOperationError`` when DynamoDB fails.
+
     """
 
     def __init__(
@@ -132,10 +134,7 @@ class JobTable:
     # ------------------------------------------------------------------------------ reads
 
     def get_job(self, job_id: str) -> Job | None:
-        """Return the job (strongly consistent read), or None when it does not exist.
-
-        Raises ``AwsOperationError`` for a DynamoDB failure.
-        """
+        """Return the job (strongly consistent read), or None when it does not exist."""
         try:
             response = self._ddb.get_item(
                 TableName=self.table_name, Key=self._key(job_id), ConsistentRead=True
@@ -146,18 +145,12 @@ class JobTable:
         return None if item is None else Job.from_item(self._deser(item))
 
     def list_jobs(self) -> list[Job]:
-        """Return every job in the table, newest first (a paginated Scan; meant for the CLI).
-
-        Raises ``AwsOperationError`` for a DynamoDB failure.
-        """
+        """Return every job in the table, newest first (a paginated Scan; meant for the CLI)."""
         jobs = self._scan_jobs("sk = :job", {":job": JOB_SK})
         return sorted(jobs, key=lambda job: (job.created_at or "", job.job_id), reverse=True)
 
     def list_unfinished_jobs(self) -> list[Job]:
-        """Return every job that is not final, oldest first (a Scan filtered on the job's status).
-
-        Raises ``AwsOperationError`` for a DynamoDB failure.
-        """
+        """Return every job that is not final, oldest first (a Scan filtered on the job's status)."""
         finals = [status for status in JobStatus if status in FINAL_STATUSES]
         values: dict[str, Any] = {":job": JOB_SK}
         values.update({f":final_{index}": str(status) for index, status in enumerate(finals)})
@@ -187,10 +180,7 @@ class JobTable:
         return jobs
 
     def iter_outcome_items(self, job_id: str) -> Iterator[dict[str, Any]]:
-        """Yield every chunk and parse outcome item of a job (a paginated, consistent Query).
-
-        Raises ``AwsOperationError`` for a DynamoDB failure.
-        """
+        """Yield every chunk and parse outcome item of a job (a paginated, consistent Query)."""
         paginator = self._ddb.get_paginator("query")
         try:
             for page in paginator.paginate(
@@ -249,9 +239,14 @@ class JobTable:
         """Record the outcome of one import chunk, exactly once.
 
         One TransactWriteItems puts the item ``CHUNK#<chunk>`` (condition ``attribute_not_exists(sk)``)
-        and adds ``succeeded``, ``failed`` and ``settled`` to the job. Returns False when the chunk
-        was recorded before (a redelivery: nothing changes). Raises ``JobNotFoundError`` when the
-        job does not exist, ``AwsOperationError`` for a DynamoDB failure.
+        and adds ``succeeded``, ``failed`` and ``settled`` to the job.
+
+        Returns:
+            False when the chunk was recorded before (a redelivery: nothing changes).
+
+        Raises:
+            JobNotFoundError: the job does not exist.
+
         """
         return self._record(job_id, CHUNK_PREFIX + chunk, imported, failures, ())
 
@@ -264,11 +259,17 @@ class JobTable:
     ) -> bool:
         """Record a batch of the provider's failures and duplicates as item ``PARSE#<index>``, once.
 
-        Takes the job id, the item number (deterministic: a resumed parse writes the same numbers)
-        and at most ``MAX_RECORDS_PER_ITEM`` failures and as many duplicates. Adds ``failed``,
-        ``duplicates`` and ``settled`` to the job in the same transaction. Returns False when the
-        item exists already. Raises ``ValueError`` for too many records, ``JobNotFoundError`` when
-        the job does not exist and ``AwsOperationError`` for a DynamoDB failure.
+        ``index`` is deterministic: a resumed parse writes the same numbers. At most
+        ``MAX_RECORDS_PER_ITEM`` failures and as many duplicates; ``failed``, ``duplicates`` and ``settled``
+        are added to the job in the same transaction.
+
+        Returns:
+            False when the item exists already.
+
+        Raises:
+            ValueError: too many records.
+            JobNotFoundError: the job does not exist.
+
         """
         if len(failures) > MAX_RECORDS_PER_ITEM or len(duplicates) > MAX_RECORDS_PER_ITEM:
             raise ValueError(
