@@ -255,17 +255,17 @@ def _cmd_invoke(args: argparse.Namespace) -> int:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    from thingpress import remote  # noqa: PLC0415
+    from thingpress import remote_cli  # noqa: PLC0415
 
     stack, bucket, table = _remote_target(args)
-    return remote.status_command(stack=stack, bucket=bucket, table=table, as_json=args.json)
+    return remote_cli.status_command(stack=stack, bucket=bucket, table=table, as_json=args.json)
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from thingpress import remote  # noqa: PLC0415
+    from thingpress import remote_cli  # noqa: PLC0415
 
     stack, bucket, table = _remote_target(args)
-    return remote.report_command(args.job, stack=stack, bucket=bucket, table=table, as_json=args.json)
+    return remote_cli.report_command(args.job, stack=stack, bucket=bucket, table=table, as_json=args.json)
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
@@ -277,20 +277,20 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
-    from thingpress import remote  # noqa: PLC0415
+    from thingpress import remote_cli  # noqa: PLC0415
 
     stack, bucket, table = _remote_target(args)
-    return remote.sweep_command(stack=stack, bucket=bucket, table=table, as_json=args.json)
+    return remote_cli.sweep_command(stack=stack, bucket=bucket, table=table, as_json=args.json)
 
 
 def _cmd_redrive(args: argparse.Namespace) -> int:
-    from thingpress import remote  # noqa: PLC0415
+    from thingpress import remote_cli  # noqa: PLC0415
 
     if args.stack and (args.queue or args.to):
         raise CliError("Use either --stack or --queue with --to, not both.")
     if not args.stack and not (args.queue and args.to):
         raise CliError("Name the queues with --stack NAME or with both --queue DLQ_URL and --to SOURCE_URL.")
-    return remote.redrive_command(stack=args.stack, queue=args.queue, to=args.to, as_json=args.json)
+    return remote_cli.redrive_command(stack=args.stack, queue=args.queue, to=args.to, as_json=args.json)
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from layer_utils.cert_utils import DEFAULT_NAME_SOURCES
 from layer_utils.jobs import FINAL_STATUSES
-from thingpress import remote
+from thingpress import remote, remote_cli
 from thingpress.certfactory import Issued
 from thingpress.console import (
     CliError,
@@ -111,11 +111,11 @@ def local_import_command(
     if as_json:
         print_json({**report, "circuits": circuits})
     else:
-        remote.print_report(report, title=f"Job {report.get('job_id', '-')}")
+        remote_cli.print_report(report, title=f"Job {report.get('job_id', '-')}")
         out_console().print(circuits_table(circuits))
         if dashboard is not None:
             out_console().print(f"Dashboard: {report['dashboard']}")
-    return remote.report_exit_code([report])
+    return remote_cli.report_exit_code([report])
 
 
 # --- thingpress generate ----------------------------------------------------------------------------

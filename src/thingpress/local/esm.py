@@ -15,21 +15,20 @@ Differences from Lambda, on purpose: MaximumBatchingWindowInSeconds is not waite
 whatever the queue holds, up to BatchSize); invocations of one function run one at a time unless
 `max_concurrency` allows more (ScalingConfig.MaximumConcurrency still caps it).
 
-Size: over 450 lines because polling, batch settlement and concurrency are one protocol, Lambda's SQS poller.
+The events themselves (an SQS batch, a scheduled event) are built by `thingpress.local.events`.
 """
 
 from __future__ import annotations
 
-import base64
 import threading
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
 
+from thingpress.local.events import scheduled_event, sqs_event
 from thingpress.local.provision import EventSourceSpec, ScheduleSpec
 from thingpress.local.stack import LocalStack
 
@@ -83,38 +82,6 @@ class RunStats:
     def total_invocations(self) -> int:
         """The number of handler invocations of every function."""
         return sum(self.invocations.values())
-
-
-def scheduled_event(stack: LocalStack, schedule: ScheduleSpec, at: datetime) -> dict[str, Any]:
-    """Return the event EventBridge sends a function for ``schedule`` at ``at`` (a "Scheduled Event")."""
-    rule = f"{stack.stack_name}-{schedule.function}{schedule.name}"
-    return {
-        "version": "0",
-        "id": str(uuid.uuid4()),
-        "detail-type": "Scheduled Event",
-        "source": "aws.events",
-        "account": stack.account_id,
-        "time": at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "region": stack.region,
-        "resources": [f"arn:aws:events:{stack.region}:{stack.account_id}:rule/{rule}"],
-        "detail": {},
-    }
-
-
-def _lambda_message_attributes(attributes: dict[str, Any]) -> dict[str, Any]:
-    converted: dict[str, Any] = {}
-    for name, value in attributes.items():
-        binary = value.get("BinaryValue")
-        converted[name] = {
-            "stringValue": value.get("StringValue"),
-            "binaryValue": base64.b64encode(binary).decode("ascii") if binary is not None else None,
-            "stringListValues": list(value.get("StringListValues", [])),
-            "binaryListValues": [
-                base64.b64encode(b).decode("ascii") for b in value.get("BinaryListValues", [])
-            ],
-            "dataType": value.get("DataType"),
-        }
-    return converted
 
 
 class EventSourceMappingEmulator:
@@ -210,23 +177,7 @@ class EventSourceMappingEmulator:
 
     def build_event(self, source: EventSourceSpec, messages: Sequence[dict[str, Any]]) -> dict[str, Any]:
         """Return the SQS event Lambda would pass for these received messages."""
-        records = []
-        for message in messages:
-            record: dict[str, Any] = {
-                "messageId": message["MessageId"],
-                "receiptHandle": message["ReceiptHandle"],
-                "body": message["Body"],
-                "attributes": dict(message.get("Attributes", {})),
-                "messageAttributes": _lambda_message_attributes(message.get("MessageAttributes", {})),
-                "md5OfBody": message["MD5OfBody"],
-                "eventSource": "aws:sqs",
-                "eventSourceARN": source.queue_arn,
-                "awsRegion": self.stack.region,
-            }
-            if "MD5OfMessageAttributes" in message:
-                record["md5OfMessageAttributes"] = message["MD5OfMessageAttributes"]
-            records.append(record)
-        return {"Records": records}
+        return sqs_event(messages, queue_arn=source.queue_arn, region=self.stack.region)
 
     # --- delivery --------------------------------------------------------------------------------------
 

@@ -3,24 +3,21 @@
 `LocalStack` takes the process's moto server (`thingpress.local.server`), points boto3 at it through
 the environment, resets moto's state and applies its fidelity patches, has
 `thingpress.local.provision` create the resources of template.yaml, and runs the functions' real
-handlers in this process with their code directory and layers on `sys.path`, their environment
-applied and a `FakeLambdaContext`; `thingpress.local.esm` feeds them from the real SQS queues.
+handlers in this process with their code directory and layers on `sys.path` and their environment
+applied (both `thingpress.local.environ`) and a `FakeLambdaContext`; `thingpress.local.esm` feeds
+them from the real SQS queues.
 
 Only one stack may be active at a time, and starting or stopping one resets all of moto's
 in-process state. Schedule events are recorded (`LocalStack.schedules`) but never fire on their
 own: `EventSourceMappingEmulator.invoke_scheduled` or `thingpress invoke` runs the function with the
 event EventBridge would send. What is emulated and what is not: docs/ARCHITECTURE.md, "Local stack".
-
-Size: over 450 lines because the stack's lifecycle and its process-environment swapping are one state machine.
 """
 
 from __future__ import annotations
 
 import contextlib
 import importlib
-import os
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
@@ -35,6 +32,7 @@ from botocore.config import Config
 
 from thingpress.cfn import Resolver, load_template
 from thingpress.local.context import FakeLambdaContext
+from thingpress.local.environ import CodePaths, FunctionEnvironments, SavedEnvironment
 from thingpress.local.layers import MotoLock
 from thingpress.local.provision import EventSourceSpec, FunctionSpec, Provisioner, ScheduleSpec
 from thingpress.local.server import MotoFidelity, claim_server, release_server, reset_server, server_url
@@ -50,21 +48,9 @@ DEFAULT_ACCOUNT: Final = "123456789012"  # moto's default account
 DEFAULT_REGION: Final = "us-east-1"
 LOCAL_CREDENTIAL: Final = "testing"
 
-# Lambda-runtime variables are set per function; these prefixes of the caller's environment are
-# dropped while a handler runs, so a developer's shell cannot leak configuration into a function.
-_FUNCTION_ONLY_PREFIXES: Final = ("THINGPRESS_", "POWERTOOLS_")
-
 
 class LocalStackError(Exception):
     """The local stack cannot start, create a resource or load a handler; the message says why."""
-
-
-def _replace_environ(target: Mapping[str, str]) -> None:
-    for key in [key for key in os.environ if key not in target]:
-        del os.environ[key]
-    for key, value in target.items():
-        if os.environ.get(key) != value:
-            os.environ[key] = value
 
 
 class LocalStack:
@@ -130,12 +116,9 @@ class LocalStack:
         self.skipped_resources: dict[str, str] = self._provisioner.skipped_resources
         self._fidelity = MotoFidelity()
         self._moto_lock: MotoLock | None = None
-        self._saved_env: dict[str, str | None] = {}
-        self._added_paths: list[str] = []
-        self._env_condition = threading.Condition()
-        self._env_owner: str | None = None
-        self._env_users = 0
-        self._env_before: dict[str, str] = {}
+        self._saved_env = SavedEnvironment()
+        self._code_paths = CodePaths()
+        self._function_envs = FunctionEnvironments()
         self._started = False
 
     @classmethod
@@ -174,11 +157,11 @@ class LocalStack:
             self.endpoint_url = server_url()
             reset_server(self.endpoint_url)
             self._fidelity.apply()
-            self._configure_environment()
+            self._saved_env.point_boto3_at(self.aws_environment())
             self._started = True
             self._install_moto_lock()
             self._provisioner.create_all()
-            self._add_code_paths()
+            self._code_paths.add(self.functions.values())
             self._clear_layer_client_cache()
         except BaseException:
             self.stop()
@@ -205,37 +188,11 @@ class LocalStack:
         if self._started:
             reset_server(self.endpoint_url)
         self._started = False
-        for path in self._added_paths:
-            if path in sys.path:
-                sys.path.remove(path)
-        self._added_paths.clear()
+        self._code_paths.remove()
         self._fidelity.restore()
-        for key, value in self._saved_env.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        self._saved_env.clear()
+        self._saved_env.restore()
         self._clear_layer_client_cache()
         release_server(self)
-
-    def _set_env(self, key: str, value: str | None) -> None:
-        if key not in self._saved_env:
-            self._saved_env[key] = os.environ.get(key)
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
-
-    def _configure_environment(self) -> None:
-        for key in list(os.environ):
-            if key.startswith("AWS_ENDPOINT_URL_") or key in {"AWS_PROFILE", "AWS_DEFAULT_PROFILE"}:
-                self._set_env(key, None)
-        for key, value in self.aws_environment().items():
-            self._set_env(key, value)
-        for key in ("NO_PROXY", "no_proxy"):
-            current = os.environ.get(key)
-            self._set_env(key, f"{current},127.0.0.1" if current else "127.0.0.1,localhost")
 
     def aws_environment(self) -> dict[str, str]:
         """Return the variables that point boto3 at this stack (endpoint, fake credentials, region)."""
@@ -406,24 +363,8 @@ class LocalStack:
         Raises `LocalStackError` for an unknown function.
         """
         spec = self._function(logical_id)
-        with self._env_condition:
-            while self._env_owner not in (None, logical_id):
-                self._env_condition.wait()
-            if self._env_owner is None:
-                self._env_before = dict(os.environ)
-                base = {k: v for k, v in os.environ.items() if not k.startswith(_FUNCTION_ONLY_PREFIXES)}
-                _replace_environ({**base, **self.function_env(spec.logical_id)})
-                self._env_owner = logical_id
-            self._env_users += 1
-        try:
+        with self._function_envs.applied(logical_id, lambda: self.function_env(spec.logical_id)):
             yield
-        finally:
-            with self._env_condition:
-                self._env_users -= 1
-                if self._env_users == 0:
-                    _replace_environ(self._env_before)
-                    self._env_owner = None
-                    self._env_condition.notify_all()
 
     def handler(self, logical_id: str) -> Callable[[Any, Any], Any]:
         """Import a function's handler (under its environment, as Lambda's init does) and return it.
@@ -495,15 +436,3 @@ class LocalStack:
         context = context or self.make_context(logical_id)
         with self.function_environment(logical_id):
             return function(event, context)
-
-    def _add_code_paths(self) -> None:
-        # Like Lambda: the function's code dir first (LAMBDA_TASK_ROOT), then the layers (/opt/python).
-        paths: list[str] = []
-        for spec in self.functions.values():
-            for directory in (spec.code_dir, *spec.layer_dirs):
-                if str(directory) not in paths:
-                    paths.append(str(directory))
-        for path in reversed(paths):
-            if path not in sys.path:
-                sys.path.insert(0, path)
-                self._added_paths.append(path)

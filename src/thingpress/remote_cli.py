@@ -1,0 +1,196 @@
+"""The ``status``, ``report``, ``redrive`` and ``sweep`` commands over `thingpress.remote`, with printing.
+
+Clients come from boto3's default session, so ``AWS_ENDPOINT_URL`` points them at LocalStack or the
+embedded local stack.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import boto3
+
+from job_sweeper.sweeper import SweepResult
+from thingpress.console import CliError, failures_table, jobs_table, out_console, print_json, things_table
+from thingpress.remote import (
+    Deployment,
+    find_job,
+    job_report,
+    job_store,
+    job_summary,
+    message_job_ids,
+    redrive,
+    resolve_stack,
+    run_sweep,
+    with_things,
+)
+
+
+def _deployment(stack: str | None, bucket: str | None, table: str | None) -> Deployment:
+    if stack:
+        return resolve_stack(boto3.client("cloudformation"), stack)
+    if bucket is None or table is None:
+        raise CliError("Name the deployment with --stack, or with both --bucket and --table.")
+    return Deployment(bucket=bucket, table=table)
+
+
+def print_report(report: Mapping[str, Any], *, title: str | None = None) -> None:
+    """Print one job report for people: counts, failures with locators, things read back from IoT."""
+    console = out_console()
+    console.print(jobs_table([report], title=title or f"Job {report.get('job_id')}"))
+    if report.get("reason"):
+        console.print(f"Reason: {report['reason']}")
+    if report.get("failures"):
+        console.print(failures_table(report["failures"]))
+    if report.get("things"):
+        console.print(things_table(report["things"]))
+
+
+def report_exit_code(reports: Sequence[Mapping[str, Any]]) -> int:
+    """Return 0 when every report is COMPLETED without failures, else 1."""
+    good = all(report.get("status") == "COMPLETED" and not report.get("failed") for report in reports)
+    return 0 if good else 1
+
+
+def status_command(*, stack: str | None, bucket: str | None, table: str | None, as_json: bool) -> int:
+    """Run ``thingpress status``: list every job (newest first) with its status and counts.
+
+    An unknown stack raises ``CliError``.
+
+    Returns:
+        0 when every job completed without failures, 1 otherwise.
+
+    """
+    deployment = _deployment(stack, bucket, table)
+    store = job_store(deployment, dynamodb=boto3.client("dynamodb"), s3=boto3.client("s3"))
+    summaries = [job_summary(job) for job in store.list_jobs()]
+    if as_json:
+        print_json({"bucket": deployment.bucket, "table": deployment.table, "jobs": summaries})
+    else:
+        out_console().print(jobs_table(summaries, title=f"Jobs in {deployment.table}"))
+    return report_exit_code(summaries)
+
+
+def report_command(
+    job_or_key: str, *, stack: str | None, bucket: str | None, table: str | None, as_json: bool
+) -> int:
+    """Run ``thingpress report``: one job's report with the things read back from IoT.
+
+    No matching job raises ``CliError``.
+
+    Returns:
+        0 when the job completed without failures, 1 otherwise.
+
+    """
+    deployment = _deployment(stack, bucket, table)
+    store = job_store(deployment, dynamodb=boto3.client("dynamodb"), s3=boto3.client("s3"))
+    report = with_things(boto3.client("iot"), job_report(store, find_job(store, job_or_key)))
+    if as_json:
+        print_json(report)
+    else:
+        print_report(report)
+    return report_exit_code([report])
+
+
+def redrive_command(*, stack: str | None, queue: str | None, to: str | None, as_json: bool) -> int:
+    """Run ``thingpress redrive``: move DLQ messages back to their source queues and report the counts.
+
+    With ``stack`` both DLQs are redriven; before a message is sent back, the unfinished jobs it
+    concerns get a fresh progress clock (``JobStore.restart_progress_clock``), so the sweep waits a
+    full ``StalledJobMinutes`` for it; then one sweep runs (`run_sweep`), so every job that cannot
+    finish is final.
+
+    Returns:
+        0 when every message moved, 1 when some could not be sent.
+
+    Raises:
+        CliError: The stack has no dead-letter queues, or the queues are not named (an unknown stack
+            too).
+
+    """
+    sqs = boto3.client("sqs")
+    pairs: list[tuple[str, str]] = []
+    deployment: Deployment | None = None
+    if stack:
+        deployment = resolve_stack(boto3.client("cloudformation"), stack)
+        for dlq, source in (
+            (deployment.intake_dlq, deployment.intake_queue),
+            (deployment.import_dlq, deployment.import_queue),
+        ):
+            if dlq and source:
+                pairs.append((dlq, source))
+        if not pairs:
+            raise CliError(f"Stack {stack} has no dead-letter queues to redrive.")
+    else:
+        if queue is None or to is None:
+            raise CliError("Name the queues with --stack, or with both --queue and --to.")
+        pairs.append((queue, to))
+    store = (
+        job_store(deployment, dynamodb=boto3.client("dynamodb"), s3=boto3.client("s3"))
+        if deployment is not None
+        else None
+    )
+    seen: set[str] = set()
+    restarted: list[str] = []
+
+    def restart_jobs(bodies: Sequence[str]) -> None:
+        if store is None:
+            return
+        for body in bodies:
+            for job_id in message_job_ids(body):
+                if job_id not in seen:
+                    seen.add(job_id)
+                    if store.restart_progress_clock(job_id) is not None:
+                        restarted.append(job_id)
+
+    results = [redrive(sqs, dlq, source, before_send=restart_jobs) for dlq, source in pairs]
+    swept = run_sweep(store, deployment) if store is not None and deployment is not None else SweepResult()
+    if as_json:
+        print_json(
+            {
+                "moved": sum(result.moved for result in results),
+                "failed": sum(result.failed for result in results),
+                "queues": [result.__dict__ for result in results],
+                "restarted": sorted(restarted),
+                "swept": swept.to_dict()["swept"],
+            }
+        )
+    else:
+        console = out_console()
+        for result in results:
+            console.print(
+                f"{result.source} -> {result.destination}: moved {result.moved}, failed {result.failed}"
+            )
+        if store is not None:
+            console.print(f"Unfinished jobs given a fresh start: {len(restarted)}")
+            print_swept(swept)
+    return 1 if any(result.failed for result in results) else 0
+
+
+def print_swept(result: SweepResult) -> None:
+    """Print, for people, the jobs a sweep finished with their new status and reason."""
+    console = out_console()
+    console.print(f"Jobs finished by the sweep: {len(result.swept)} of {result.examined} unfinished")
+    for job in result.swept:
+        console.print(f"  {job.key} ({job.job_id}): {job.was} -> {job.status}. {job.reason or ''}".rstrip())
+
+
+def sweep_command(*, stack: str | None, bucket: str | None, table: str | None, as_json: bool) -> int:
+    """Run ``thingpress sweep``: finish the jobs that stopped making progress now, as the JobSweeper does.
+
+    The limits are the stack's ``StalledJobMinutes`` and ``MaxParseLeaseExpiries`` (the defaults with
+    ``--bucket`` and ``--table``). An unknown stack raises ``CliError``.
+
+    Returns:
+        0 when no job was stuck, 1 when the sweep finished some.
+
+    """
+    deployment = _deployment(stack, bucket, table)
+    store = job_store(deployment, dynamodb=boto3.client("dynamodb"), s3=boto3.client("s3"))
+    result = run_sweep(store, deployment)
+    if as_json:
+        print_json(result.to_dict())
+    else:
+        print_swept(result)
+    return 1 if result.swept else 0
