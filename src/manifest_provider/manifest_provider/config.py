@@ -109,7 +109,7 @@ class Services:
     jobs: JobStore
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     sleep: Callable[[float], None] = time.sleep
-    random: Callable[[], float] = random.random
+    random: Callable[[], float] = random.random  # noqa: S311 - backoff jitter, not security
     emit: Emitter = default_emit
     registry: CircuitRegistry = field(default_factory=CircuitRegistry)
 
