@@ -1,33 +1,17 @@
 """BulkImporter domain logic: one import message in, certificates in AWS IoT, one job outcome out.
 
-For each SQS record (one import message, see ``layer_utils.messages``):
+For each SQS record (one import message, see ``layer_utils.messages``): the entries are imported
+concurrently (``THINGPRESS_IMPORT_THREADS`` threads sharing the per-API rate limiter) with
+:func:`bulk_importer.iot_import.import_certificate`, and no new entry starts once the time budget
+runs low (the rest are *spilled*); the settled entries (imported, or failed for good, including
+``exhausted`` after ``THINGPRESS_MAX_ENTRY_ATTEMPTS`` tries) are recorded with ONE
+``JobStore.record_outcome`` call for the chunk; every unsettled entry goes back to the import queue
+as ONE smaller message; ``JobStore.try_complete`` finishes the job when its last entry settles.
+Nothing is ever dropped: if the re-enqueue fails, the record fails and SQS delivers it again.
 
-1. The entries are imported concurrently (``THINGPRESS_IMPORT_THREADS`` threads sharing the
-   invocation's per-API rate limiter) with :func:`bulk_importer.iot_import.import_certificate`. When
-   the invocation's time budget runs low, no new entry is started: the unstarted entries are
-   *spilled*.
-2. The settled entries (imported, and failed for good) are recorded with ONE
-   ``JobStore.record_outcome`` call for the message's chunk. An entry whose failure is retryable is
-   settled as ``exhausted`` once it has been tried ``THINGPRESS_MAX_ENTRY_ATTEMPTS`` times.
-3. Every entry that is not settled (retryable failures and spilled entries) goes back to the import
-   queue as ONE smaller message, so only those certificates are tried again.
-4. ``JobStore.try_complete`` finishes the job when its last entry settles.
-
-Nothing is ever dropped. If the re-enqueue fails, the record fails and SQS delivers it again.
-
-Why one re-enqueued message, and why it is recorded before it is sent: a chunk is counted once,
-under its name, by the first ``record_outcome``. If the same message is processed twice (an SQS
-duplicate, or a redelivery after a crash or a failed send), the second run may settle a different
-set of entries, because its throttles and its deadline differ. That does not matter. The entries
-re-enqueued are always "the message's entries minus the ones recorded for its chunk", read back
-from the JobsTable when ``record_outcome`` reports an earlier recording. The child's name
-(``<chunk>.r<n>``, n = the number of ``.r`` generations in the chunk name plus one) depends only on
-the chunk name. So every run sends the same child: same name, same entries. The job counts each
-entry exactly once, however often messages are delivered. Two separately named messages (retries
-and spill-over) could not be rebuilt that way after a redelivery, so spilled entries travel in the
-same message. Its ``attempt`` grows only when it carries a retryable failure, and it is delayed
-only then. For the chain ``C``, ``C.r1``, ``C.r1.r2``… this gives the ``C.r<attempt>`` names of
-the architecture.
+Why the unsettled entries travel as ONE re-enqueued message, recorded before it is sent, and how
+its ``<chunk>.r<n>`` name makes redeliveries count every entry exactly once: docs/ARCHITECTURE.md,
+"Messages".
 
 DynamoDB is called per record, never per certificate: ``record_outcome`` and ``try_complete``, plus
 one read of the chunk item on a redelivery.
