@@ -270,3 +270,21 @@ def test_no_module_in_src_is_over_the_size_limit_without_a_reason() -> None:
         f"modules over {MAX_LINES} lines whose docstring has no '{SIZE_REASON} <one-line reason>' line:\n  "
         + "\n  ".join(oversized)
     )
+
+
+def test_pyproject_lists_every_package_under_src() -> None:
+    """``pip install .`` ships exactly the packages under src/ (setuptools' explicit package list)."""
+    import tomllib
+
+    config = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    listed = set(config["packages"])
+    roots = {name: REPO_ROOT / path for name, path in config["package-dir"].items()}
+    found = {
+        ".".join([top, *init.parent.relative_to(root).parts])
+        for top, root in roots.items()
+        for init in root.rglob("__init__.py")
+        if "__pycache__" not in init.parts
+    }
+    assert listed == found, (
+        f"pyproject packages: missing {sorted(found - listed)}, extra {sorted(listed - found)}"
+    )
