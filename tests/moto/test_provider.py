@@ -20,6 +20,7 @@ from layer_utils.messages import ImportMessage, decode_message
 from manifest_provider import provider as p
 from manifest_provider import vendors
 from manifest_provider.intake import parse_intake_body
+from manifest_provider.overrides import UploaderAllowlist
 from manifest_provider.settings import ImportSettings
 from manifest_provider.stream import ManifestStream
 from testing.helpers import create_jobs_table, mock_aws_with_valid_certs, sqs_record
@@ -522,25 +523,51 @@ def test_manifest_over_the_size_limit_fails(env: Env) -> None:
     assert "more than the limit of 100 bytes" in (env.job("generated/big.txt").reason or "")
 
 
-def test_metadata_overrides(env: Env) -> None:
+def test_metadata_overrides_within_the_operators_allowlists(env: Env) -> None:
+    env.aws["iot"].create_thing_group(thingGroupName="Line7")
+    env.aws["iot"].create_thing_type(thingTypeName="Gateway")
+    env.config = replace(
+        env.config,
+        uploader_allowlist=UploaderAllowlist(
+            policies=frozenset({"OtherPolicy"}),
+            thing_groups=frozenset({"Line7"}),
+            thing_types=frozenset({"Gateway"}),
+            attribute_keys=frozenset({"site"}),
+            name_prefixes=frozenset({"acme-"}),
+        ),
+    )
     data, summary = generated_manifest(4)
     metadata = {
-        "thingpress-policies": "OtherPolicy",
-        "thingpress-thing-groups": "",
-        "thingpress-thing-type": "",
+        "thingpress-policies": "OtherPolicy,DevicePolicy",
+        "thingpress-thing-groups": "Fleet,Line7",
+        "thingpress-thing-type": "Gateway",
         "thingpress-attributes": '{"site": "lab-1"}',
         "thingpress-thing-name-prefix": "acme-",
         "thingpress-vendor": "generated",
     }
     env.run(env.put("incoming/whatever.dat", data, metadata))
     messages = env.messages()
-    assert messages[0].settings.policies == ("OtherPolicy",)
-    assert messages[0].settings.thing_groups == ()
-    assert messages[0].settings.thing_type is None
+    assert messages[0].settings.policies == ("OtherPolicy", "DevicePolicy")
+    assert messages[0].settings.thing_groups == ("Fleet", "Line7")
+    assert messages[0].settings.thing_type == "Gateway"
     assert messages[0].settings.attributes == {"site": "lab-1"}
     assert [e.thing_name for e in messages[0].entries] == [f"acme-{n}" for n in summary.thing_names]
     job = env.job("incoming/whatever.dat")
     assert job.settings["thing_name_prefix"] == "acme-"
+
+
+def test_metadata_overrides_outside_the_allowlists_fail_the_job_before_any_iot_call(env: Env) -> None:
+    data, _ = generated_manifest(2)
+    metadata = {"thingpress-policies": "OtherPolicy", "thingpress-thing-type": ""}
+    env.run(env.put("incoming/escalate.dat", data, metadata))
+    job = env.job("incoming/escalate.dat")
+    assert job.status == j.JobStatus.FAILED
+    assert job.reason == (
+        "The upload may not override these settings: S3 metadata 'thingpress-policies' asks for policy "
+        "'OtherPolicy', not in UploaderAllowedPolicies; leaves out the stack's own policy 'DevicePolicy'. "
+        "S3 metadata 'thingpress-thing-type' clears the stack's own thing type 'Sensor'."
+    )
+    assert env.messages() == []
 
 
 def test_bad_metadata_fails_the_job(env: Env) -> None:

@@ -16,6 +16,7 @@ from layer_utils.jobs import JobStore
 from layer_utils.messages import DEFAULT_MAX_BATCH_BYTES
 from layer_utils.telemetry import emit_metric
 from manifest_provider.limits import Limits
+from manifest_provider.overrides import UploaderAllowlist
 from manifest_provider.packing import DEFAULT_MAX_MESSAGE_BYTES
 from manifest_provider.settings import ImportSettings
 
@@ -42,7 +43,8 @@ class ProviderConfig:
     ``time_margin_ms`` is the remaining time below which the provider hands over to a continuation;
     ``checkpoint_every`` is the number of import messages between checkpoints.
     ``max_receive_count`` is the IntakeQueue's ``maxReceiveCount``: a record on that delivery that
-    fails fails its job instead of going to the IntakeDLQ.
+    fails fails its job instead of going to the IntakeDLQ. ``uploader_allowlist`` is what an upload's S3
+    metadata may choose beyond the default settings (``THINGPRESS_UPLOADER_ALLOWED_*``).
     """
 
     jobs_table: str
@@ -63,6 +65,7 @@ class ProviderConfig:
     spool_memory_bytes: int = 8 * 1024 * 1024
     lease_slack_seconds: int = 60
     max_receive_count: int = 5
+    uploader_allowlist: UploaderAllowlist = field(default_factory=UploaderAllowlist)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ProviderConfig:
@@ -88,6 +91,7 @@ class ProviderConfig:
             limits=Limits.from_env(env),
             environ=env,
             max_receive_count=env_positive_int(env, "THINGPRESS_MAX_RECEIVE_COUNT", 5),
+            uploader_allowlist=UploaderAllowlist.from_env(env),
         )
 
     def default_settings(self) -> ImportSettings:

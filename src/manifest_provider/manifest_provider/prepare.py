@@ -49,7 +49,8 @@ def prepare_manifest(
 
     Args:
         source: the spooled manifest body (left at its start).
-        metadata: the object's user metadata (per-upload setting overrides).
+        metadata: the object's user metadata (per-upload setting overrides, within
+            ``config.uploader_allowlist``).
         job_id: the job.
         bucket: the manifest's bucket (where trust certificates live unless configured otherwise).
         key: the manifest's key (for format detection).
@@ -63,14 +64,19 @@ def prepare_manifest(
         The prepared manifest.
 
     Raises:
-        JobFailure: the settings are invalid, the format is unknown or a referenced target is missing.
+        JobFailure: the settings are invalid, the metadata overrides what the operator has not allowed,
+            the format is unknown or a referenced target is missing.
         AwsOperationError: AWS failed while checking targets or reading trust certificates.
 
     """
     try:
-        settings = config.default_settings().with_overrides(metadata)
+        own = config.default_settings()
+        settings = own.with_overrides(metadata)
     except ValueError as error:
         raise JobFailure(f"The import settings are invalid: {error}") from None
+    refused = config.uploader_allowlist.refusals(own, settings)
+    if refused:
+        raise JobFailure(f"The upload may not override these settings: {' '.join(refused)}")
     head = source.read(HEAD_BYTES)
     source.seek(0)
     try:

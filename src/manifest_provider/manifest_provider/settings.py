@@ -133,6 +133,16 @@ def parse_attributes(raw: str) -> dict[str, str]:
     return validate_attributes(data)
 
 
+def validate_attribute_name(name: object) -> str:
+    """Check a thing attribute name against the AWS IoT rules; raises ``ValueError`` naming it."""
+    if not isinstance(name, str) or not _ATTRIBUTE_NAME_RE.fullmatch(name) or len(name) > MAX_ATTRIBUTE_NAME:
+        raise ValueError(
+            f"Thing attribute name {name!r} is invalid: use 1 to {MAX_ATTRIBUTE_NAME} letters, digits "
+            "and the characters _ . , @ / : # -."
+        )
+    return name
+
+
 def validate_attributes(data: Mapping[str, Any]) -> dict[str, str]:
     """Check thing attributes against the AWS IoT rules.
 
@@ -148,15 +158,7 @@ def validate_attributes(data: Mapping[str, Any]) -> dict[str, str]:
     """
     attributes: dict[str, str] = {}
     for name, value in data.items():
-        if (
-            not isinstance(name, str)
-            or not _ATTRIBUTE_NAME_RE.fullmatch(name)
-            or len(name) > MAX_ATTRIBUTE_NAME
-        ):
-            raise ValueError(
-                f"Thing attribute name {name!r} is invalid: use 1 to {MAX_ATTRIBUTE_NAME} letters, digits "
-                "and the characters _ . , @ / : # -."
-            )
+        validate_attribute_name(name)
         if not isinstance(value, str):
             raise ValueError(
                 f"Thing attribute {name!r} must have a string value, not {type(value).__name__}."
