@@ -44,11 +44,8 @@ RESULTS = ROOT / "bench" / "results.json"
 PROVIDER = "ManifestProviderFunction"
 IMPORTER = "BulkImporterFunction"
 POLICY, GROUP, THING_TYPE = "bench-policy", "bench-group", "bench-type"
-UPLOAD_METADATA = {
-    "thingpress-policies": POLICY,
-    "thingpress-thing-groups": GROUP,
-    "thingpress-thing-type": THING_TYPE,
-}
+TARGET_PARAMETERS = {"PolicyNames": POLICY, "ThingGroupNames": GROUP, "ThingTypeName": THING_TYPE}
+"""The stack's own targets: set as the operator would, not per upload (uploader metadata is allowlisted)."""
 UNLIMITED_TPS = {api: 100_000 for api in DEFAULT_IOT_TPS}
 HANDLER_MODULES = ("manifest_provider.app", "bulk_importer.app")
 
@@ -84,7 +81,7 @@ class Pipeline:
         from thingpress.local.layers import MotoLock, mark_harness_client
         from thingpress.local.quota import QuotaEmulator
 
-        self.stack = LocalStack(TEMPLATE, parameters=dict(parameters), stack_name="bench")
+        self.stack = LocalStack(TEMPLATE, parameters={**TARGET_PARAMETERS, **parameters}, stack_name="bench")
         # Without quotas the emulator only counts the calls.
         self.quota = QuotaEmulator(quotas) if quotas is not None else QuotaEmulator(enabled=False)
         self.lock = MotoLock()
@@ -118,7 +115,7 @@ class Pipeline:
 
     def upload(self, key: str, body: bytes | Path) -> None:
         data = body.read_bytes() if isinstance(body, Path) else body
-        self.s3.put_object(Bucket=self.stack.bucket, Key=key, Body=data, Metadata=UPLOAD_METADATA)
+        self.s3.put_object(Bucket=self.stack.bucket, Key=key, Body=data)
 
     def run(self, max_seconds: float = 3600.0) -> Any:
         from thingpress.local.faults import FaultyEmulator

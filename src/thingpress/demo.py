@@ -41,6 +41,7 @@ from thingpress.localrun import (
     find_template,
     local_stack,
     new_capture,
+    operator_settings,
     upload_settings,
     upload_trusted_cas,
     upload_verifiers,
@@ -68,8 +69,9 @@ def local_import_command(
 ) -> int:
     """Run ``thingpress local import``: import one manifest through the local stack and print the report.
 
-    The import settings (expiry, trust anchors, thing-name sources and prefix) configure the local
-    ManifestProvider exactly as the stack's parameters configure the deployed one. With ``dashboard``
+    The import settings (policies, groups, type, expiry, trust anchors, thing-name sources and prefix)
+    configure the local ManifestProvider exactly as the stack's parameters configure the deployed one:
+    the command is the operator, not an uploader. With ``dashboard``
     the template's CloudWatch dashboard is drawn from the run's metrics into that HTML file. A stack
     that cannot start or a pipeline that does not finish raises ``CliError``.
 
@@ -79,17 +81,12 @@ def local_import_command(
     """
     body = manifest.read_bytes()
     key = f"{vendor or 'incoming'}/{manifest.name}"
-    metadata = upload_settings(
-        policies=policies,
-        thing_groups=thing_groups,
-        thing_type=thing_type,
-        vendor=vendor,
-        bundle_type=bundle_type,
-    )
+    metadata = upload_settings(vendor=vendor, bundle_type=bundle_type)
     template = find_template()
     capture = new_capture() if dashboard is not None else None
     with local_stack(template, quiet=as_json) as stack:
         environment = {
+            **operator_settings(policies=policies, thing_groups=thing_groups, thing_type=thing_type),
             "THINGPRESS_ALLOW_EXPIRED": "true" if allow_expired else "false",
             "THINGPRESS_THING_NAME_SOURCE": ",".join(name_sources),
             "THINGPRESS_THING_NAME_PREFIX": thing_name_prefix,
@@ -242,10 +239,10 @@ def build_demo_manifests(workdir: Path, count: int, signer: Issued) -> list[Demo
     """Generate the demo manifests in ``workdir``: one per vendor format and one with bad entries.
 
     Returns:
-        The manifests with their upload keys and metadata (demo policy, group and type).
+        The manifests with their upload keys (the demo policy, group and type are the stack's own:
+        `run_demo` configures them as the operator).
 
     """
-    metadata = upload_settings(policies=[DEMO_POLICY], thing_groups=[DEMO_GROUP], thing_type=DEMO_TYPE)
     plan = (
         ("espressif", "espressif/demo-espressif.csv", 0.0, 1),
         ("infineon", "infineon/demo-infineon.7z", 0.0, 2),
@@ -257,7 +254,7 @@ def build_demo_manifests(workdir: Path, count: int, signer: Issued) -> list[Demo
     for vendor, key, bad_fraction, seed in plan:
         path = workdir / key.replace("/", "-")
         summary = generate(vendor, count, path, bad_fraction=bad_fraction, signer=signer, seed=seed)
-        manifests.append(DemoManifest(Upload(key, path.read_bytes(), metadata), summary))
+        manifests.append(DemoManifest(Upload(key, path.read_bytes()), summary))
     return manifests
 
 
@@ -284,6 +281,12 @@ def run_demo(
     with tempfile.TemporaryDirectory(prefix="thingpress-demo-") as scratch, local_stack(template) as stack:
         iot = stack.client("iot")
         ensure_iot_resources(iot, policies=[DEMO_POLICY], thing_groups=[DEMO_GROUP], thing_type=DEMO_TYPE)
+        stack.configure_function(
+            PROVIDER,
+            environment=operator_settings(
+                policies=[DEMO_POLICY], thing_groups=[DEMO_GROUP], thing_type=DEMO_TYPE
+            ),
+        )
         signer = make_microchip_signer()
         signer_path = Path(scratch) / "verifiers" / "demo-signer.crt"
         signer_path.parent.mkdir()

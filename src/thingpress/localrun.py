@@ -174,27 +174,33 @@ def upload_trusted_cas(stack: Any, paths: Sequence[Path]) -> str:
     return prefix
 
 
-def upload_settings(
-    *,
-    policies: Sequence[str] = (),
-    thing_groups: Sequence[str] = (),
-    thing_type: str | None = None,
-    vendor: str | None = None,
-    bundle_type: str | None = None,
-) -> dict[str, str]:
-    """Return the S3 user metadata that overrides the import settings for one upload."""
+def upload_settings(*, vendor: str | None = None, bundle_type: str | None = None) -> dict[str, str]:
+    """Return the S3 user metadata of one upload: how its manifest is read (vendor, Infineon bundle).
+
+    These keys need no allowlist; what the stack grants is the operator's (`operator_settings`).
+    """
     metadata: dict[str, str] = {}
-    if policies:
-        metadata["thingpress-policies"] = ",".join(policies)
-    if thing_groups:
-        metadata["thingpress-thing-groups"] = ",".join(thing_groups)
-    if thing_type:
-        metadata["thingpress-thing-type"] = thing_type
     if vendor:
         metadata["thingpress-vendor"] = vendor
     if bundle_type:
         metadata["thingpress-bundle-type"] = bundle_type
     return metadata
+
+
+def operator_settings(
+    *, policies: Sequence[str] = (), thing_groups: Sequence[str] = (), thing_type: str | None = None
+) -> dict[str, str]:
+    """Return the ManifestProvider environment that makes these the stack's own settings.
+
+    The local commands act as the operator: they configure the function as the template's
+    ``PolicyNames``, ``ThingGroupNames`` and ``ThingTypeName`` would, instead of asking for them as an
+    uploader (S3 metadata, which the stack refuses beyond its allowlists).
+    """
+    return {
+        "THINGPRESS_POLICIES": ",".join(policies),
+        "THINGPRESS_THING_GROUPS": ",".join(thing_groups),
+        "THINGPRESS_THING_TYPE": thing_type or "",
+    }
 
 
 @dataclass(frozen=True)

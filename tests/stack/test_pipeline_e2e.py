@@ -57,6 +57,7 @@ PARAMETERS = {
     "ThingGroupNames": ",".join(GROUPS),
     "ThingTypeName": THING_TYPE,
     "CertsPerMessage": str(CERTS_PER_MESSAGE),
+    "UploaderAllowedNamePrefixes": "mixed-",  # the mixed manifests' metadata asks for MIXED_PREFIX
 }
 VERIFIER_KEY = "verifiers/microchip/e2e-signer.pem"
 MIXED_PREFIX = "mixed-"

@@ -83,6 +83,9 @@ PARAMETERS = {
     "PolicyNames": POLICIES[0],
     "ThingGroupNames": GROUPS[0],
     "ThingTypeName": THING_TYPE,
+    # The second manifest's metadata adds the other policies and groups, as the operator allows.
+    "UploaderAllowedPolicies": ",".join(POLICIES[1:]),
+    "UploaderAllowedThingGroups": ",".join(GROUPS[1:]),
     "CircuitBreakerConfig": json.dumps(
         {
             "default": {"threshold": 5, "timeout": 60, "success_threshold": 1},
