@@ -32,6 +32,30 @@ class PreparedManifest:
     warnings: tuple[str, ...]
 
 
+def choose_parser(vendor: str | None, key: str, head: bytes) -> vendors.VendorParser:
+    """Return the parser of the ``thingpress-vendor`` override, else the one detected from key and content.
+
+    The override chooses a format only where the key does not: under a vendor prefix it must name that
+    vendor, so an uploader confined to ``microchip/`` cannot skip the Microchip signature check or pick
+    another vendor's trusted CAs.
+
+    Raises:
+        ValueError: the override names an unknown vendor or contradicts the key's vendor prefix.
+        ManifestFormatError: no override, and no parser recognises the manifest.
+
+    """
+    if not vendor:
+        return vendors.detect(key, head)
+    parser = vendors.get_parser(vendor)
+    by_key = vendors.parser_for_key(key)
+    if by_key is not None and by_key is not parser:
+        raise ValueError(
+            f"S3 metadata 'thingpress-vendor' asks for {parser.name!r}, but a key under '{by_key.prefix}' "
+            f"is a {by_key.name} manifest."
+        )
+    return parser
+
+
 def prepare_manifest(
     source: BinaryIO,
     metadata: Mapping[str, str],
@@ -80,7 +104,7 @@ def prepare_manifest(
     head = source.read(HEAD_BYTES)
     source.seek(0)
     try:
-        parser = vendors.get_parser(settings.vendor) if settings.vendor else vendors.detect(key, head)
+        parser = choose_parser(settings.vendor, key, head)
     except (ValueError, vendors.ManifestFormatError) as error:
         raise JobFailure(str(error)) from None
     if not resuming:

@@ -30,6 +30,7 @@ __all__ = [
     "detect",
     "get_parser",
     "guarded_entries",
+    "parser_for_key",
 ]
 
 PARSERS: tuple[VendorParser, ...] = (
@@ -57,6 +58,12 @@ def get_parser(name: str) -> VendorParser:
     return parser
 
 
+def parser_for_key(key: str) -> VendorParser | None:
+    """Return the parser whose prefix is the first segment of ``key``, or None when it is no vendor's."""
+    first_segment = key.lstrip("/").split("/", 1)[0].lower() + "/"
+    return next((parser for parser in PARSERS if parser.prefix == first_segment), None)
+
+
 def detect(key: str, head: bytes) -> VendorParser:
     """Pick the parser for an uploaded manifest.
 
@@ -76,10 +83,9 @@ def detect(key: str, head: bytes) -> VendorParser:
     """
     if not head:
         raise ManifestFormatError("The manifest is empty.")
-    first_segment = key.lstrip("/").split("/", 1)[0].lower() + "/"
-    for parser in PARSERS:
-        if parser.prefix == first_segment:
-            return parser
+    by_key = parser_for_key(key)
+    if by_key is not None:
+        return by_key
     for parser in PARSERS:
         if parser.sniff(head):
             return parser

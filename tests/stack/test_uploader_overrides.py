@@ -169,6 +169,17 @@ class TestAStackWithAllowlists:
         assert_refused(result, *sentences)
         assert iot_state(stack) == before
 
+    def test_a_vendor_override_cannot_contradict_the_keys_vendor_prefix(self, stack: Pipeline) -> None:
+        before = iot_state(stack)
+        metadata = {"thingpress-vendor": "generated"}
+        result = stack.run("microchip/unsigned.json", manifest("unsigned"), metadata)
+        assert result.job.status == "FAILED", result.report
+        assert result.report["reason"] == (
+            "S3 metadata 'thingpress-vendor' asks for 'generated', but a key under 'microchip/' is a "
+            "microchip manifest."
+        )
+        assert iot_state(stack) == before
+
     def test_allowlisted_overrides_are_applied(self, stack: Pipeline) -> None:
         metadata = {
             "thingpress-policies": "DevicePolicy,TelemetryPolicy",

@@ -6,6 +6,7 @@ import pytest
 
 from manifest_provider.config import ProviderConfig
 from manifest_provider.overrides import UploaderAllowlist
+from manifest_provider.prepare import choose_parser
 from manifest_provider.settings import METADATA_KEYS, ImportSettings
 
 OWN = ImportSettings(
@@ -173,3 +174,12 @@ def test_a_bad_allowlist_entry_names_the_variable(suffix: str, value: str, messa
     variable = f"THINGPRESS_UPLOADER_ALLOWED_{suffix}"
     with pytest.raises(ValueError, match=f"^{variable}: {message}"):
         UploaderAllowlist.from_env({variable: value})
+
+
+def test_a_vendor_override_chooses_the_format_only_where_the_key_does_not() -> None:
+    pem = b"-----BEGIN CERTIFICATE-----\n"
+    assert choose_parser("generated", "incoming/devices.bin", pem).name == "generated"
+    assert choose_parser("microchip", "microchip/m.json", pem).name == "microchip"
+    assert choose_parser(None, "microchip/m.pem", pem).name == "microchip"
+    with pytest.raises(ValueError, match=r"^S3 metadata 'thingpress-vendor' asks for 'generated', but "):
+        choose_parser("generated", "Microchip/m.json", pem)
