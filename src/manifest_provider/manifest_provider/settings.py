@@ -2,11 +2,12 @@
 
 Defaults come from the environment (``THINGPRESS_POLICIES``, ``THINGPRESS_THING_GROUPS``,
 ``THINGPRESS_THING_TYPE``, ``THINGPRESS_THING_ATTRIBUTES``, ``THINGPRESS_THING_NAME_SOURCE``,
-``THINGPRESS_THING_NAME_PREFIX``, ``THINGPRESS_INFINEON_BUNDLE_TYPE``); one upload can override any of
-them with S3 user metadata (``thingpress-policies``, ``thingpress-thing-groups``,
+``THINGPRESS_THING_NAME_PREFIX``, ``THINGPRESS_INFINEON_BUNDLE_TYPE``); one upload can override them
+with S3 user metadata (``thingpress-policies``, ``thingpress-thing-groups``,
 ``thingpress-thing-type``, ``thingpress-attributes``, ``thingpress-thing-name-source``,
 ``thingpress-thing-name-prefix``, ``thingpress-vendor``, ``thingpress-bundle-type``), read from the
-GetObject response the provider makes anyway. Every value is validated with a clear English error.
+GetObject response the provider makes anyway. Every value is validated with a clear English error;
+what an upload may change at all is :mod:`manifest_provider.overrides`' decision.
 """
 
 from __future__ import annotations
