@@ -151,3 +151,20 @@ def test_a_report_written_before_pointers_existed_is_replaced(store: j.JobStore,
     assert read(aws, j.latest_report_key(KEY))["job_id"] == job.job_id
     assert store.latest_job_id(BUCKET, KEY) == job.job_id
     assert store.latest_job_id(BUCKET, "no/such/key.csv") is None
+
+
+def test_the_largest_outcome_items_fit_in_dynamodb(store: j.JobStore) -> None:
+    """Every field at its cap, as many records as an item holds: moto refuses items over 400 KB."""
+    _, job = store.create_job(BUCKET, "k" * 1024, "v1")
+    locator = "€" * 200  # shortened to MAX_LOCATOR_BYTES
+    reason = "€" * 400  # shortened to MAX_REASON_BYTES
+    most = j.MAX_RECORDS_PER_ITEM
+    failures = [j.FailureRecord(f"{i} {locator}", "ab" * 32, reason, "invalid_input") for i in range(most)]
+    duplicates = [j.FailureRecord(f"{i} {locator}", "ab" * 32, reason, "duplicate") for i in range(most)]
+    assert store.record_parse_outcome(job.job_id, 0, failures, duplicates)
+    per_message = 200  # the template's CertsPerMessage MaxValue
+    imported = [
+        j.ImportedRecord(f"{i} {locator}", "t" * 128, "ab" * 32, "fingerprint") for i in range(per_message)
+    ]
+    assert store.record_outcome(job.job_id, "000000", imported, [])
+    assert store.record_outcome(job.job_id, "000001", [], failures[:per_message])

@@ -33,7 +33,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from layer_utils.jobs import FINAL_STATUSES, Job, JobStatus, JobStore, latest_report_key
+from layer_utils.jobs import FINAL_STATUSES, Job, JobStatus, JobStore, job_report_key, latest_report_key
 from thingpress.generate import Summary, generate, make_microchip_signer
 from thingpress.local import EventSourceMappingEmulator, LocalStack, RunStats
 from thingpress.local.faults import function_client
@@ -446,7 +446,7 @@ def test_job_items_count_every_entry(first: FirstRun, vendor: str) -> None:
         assert job.failed == len(manifest.summary.bad)
         assert job.duplicates == 0
         assert job.settled == job.total
-        assert job.report_key == latest_report_key(key)
+        assert job.report_key == job_report_key(job.job_id)
     assert len(first.jobs) == len(first.manifests)
 
 
