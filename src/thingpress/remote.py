@@ -2,8 +2,8 @@
 
 Everything takes boto3 clients, so it works against AWS, LocalStack or the embedded local stack
 (set ``AWS_ENDPOINT_URL``). The report document is the same for a local run and a deployed stack:
-the job report (``reports/<manifest key>.json`` once written, else the job item's counters and its
-outcome items) plus ``things``, read back from the IoT registry. The CLI commands over these
+the job's report (built from the job item and its outcome items, as written to
+``reports/jobs/<job id>.json``) plus ``things``, read back from the IoT registry. The CLI commands over these
 functions are in `thingpress.remote_cli`.
 """
 
@@ -151,8 +151,11 @@ def message_job_ids(body: str) -> list[str]:
     return ids
 
 
-def find_job(store: JobStore, job_or_key: str) -> Job:
-    """Return the job whose id or manifest key is ``job_or_key`` (the newest when a key repeats).
+def find_job(store: JobStore, job_or_key: str, bucket: str | None = None) -> Job:
+    """Return the job whose id or manifest key is ``job_or_key``.
+
+    For a key that repeats: the job whose report the key's pointer in ``bucket`` holds (the newest
+    version's), else (no pointer yet, or no bucket) the newest job.
 
     Returns:
         The job.
@@ -162,6 +165,10 @@ def find_job(store: JobStore, job_or_key: str) -> Job:
 
     """
     job = store.get_job(job_or_key)
+    if job is not None:
+        return job
+    latest = store.latest_job_id(bucket, job_or_key) if bucket else None
+    job = store.get_job(latest) if latest else None
     if job is not None:
         return job
     for candidate in store.list_jobs():  # newest first

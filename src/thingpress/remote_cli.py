@@ -85,7 +85,8 @@ def report_command(
     """
     deployment = _deployment(stack, bucket, table)
     store = job_store(deployment, dynamodb=boto3.client("dynamodb"), s3=boto3.client("s3"))
-    report = with_things(boto3.client("iot"), job_report(store, find_job(store, job_or_key)))
+    job = find_job(store, job_or_key, deployment.bucket)
+    report = with_things(boto3.client("iot"), job_report(store, job))
     if as_json:
         print_json(report)
     else:

@@ -483,6 +483,22 @@ def test_report_reads_things_back(
     assert thing["certificate_id"] == report["imported"][0]["certificate_id"]
 
 
+def test_report_of_a_manifest_key_follows_its_pointer(
+    capsys: pytest.CaptureFixture[str], deployed: dict[str, Any]
+) -> None:
+    import boto3
+
+    from layer_utils.jobs import JobStore
+
+    store = JobStore("deployed-jobs", dynamodb=boto3.client("dynamodb"), s3=boto3.client("s3"))
+    # A later upload of the same key whose job has not finished: the pointer still names the first.
+    _, pending = store.create_job("deployed-manifests", "generated/one.txt", "v2", vendor="generated")
+    assert store.list_jobs()[0].job_id == pending.job_id
+    code, out, _ = run_cli(capsys, "report", "generated/one.txt", "--stack", "deployed", "--json")
+    assert code == 1
+    assert json.loads(out)["job_id"] == deployed["done"]
+
+
 def test_report_unknown_job(capsys: pytest.CaptureFixture[str], deployed: dict[str, Any]) -> None:
     code, out, err = run_cli(
         capsys, "report", "nope", "--bucket", "deployed-manifests", "--table", "deployed-jobs"

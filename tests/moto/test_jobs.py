@@ -192,7 +192,8 @@ def test_completion_and_report(store: j.JobStore, aws: dict[str, Any], emitted: 
     final = store.try_complete(job.job_id)
     assert final is not None
     assert final.status == j.JobStatus.COMPLETED_WITH_ERRORS
-    assert final.report_key == "reports/espressif/m.csv.json"
+    assert final.report_key == f"reports/jobs/{final.job_id}.json"
+    assert read_report(aws, final.report_key) == read_report(aws, "reports/espressif/m.csv.json")
     assert emitted == ["ManifestsCompleted"]
     assert store.try_complete(job.job_id) is None
     assert emitted == ["ManifestsCompleted"]
@@ -323,7 +324,8 @@ def test_fail_job_writes_report_once(store: j.JobStore, aws: dict[str, Any], emi
     failed = store.fail_job(job.job_id, "The manifest format is not recognised.")
     assert failed is not None
     assert failed.status == j.JobStatus.FAILED
-    assert failed.report_key == "reports/x/unknown.bin.json"
+    assert failed.report_key == f"reports/jobs/{failed.job_id}.json"
+    assert read_report(aws, failed.report_key) == read_report(aws, "reports/x/unknown.bin.json")
     assert store.fail_job(job.job_id, "again") is None
     assert emitted == ["ManifestsFailed"]
     report = read_report(aws, "reports/x/unknown.bin.json")
@@ -343,7 +345,7 @@ def test_ensure_report_repairs_a_failed_job_without_report(aws: dict[str, Any], 
     assert current.status == j.JobStatus.FAILED
     assert current.report_key is None
     repaired = store.ensure_report(current)
-    assert repaired.report_key == "reports/k.json"
+    assert repaired.report_key == f"reports/jobs/{repaired.job_id}.json"
     assert read_report(aws, "reports/k.json")["reason"] == "Bad."
 
 
@@ -408,7 +410,7 @@ def test_abandon_job_counts_unsettled_entries_and_writes_the_report(
     assert failed is not None
     assert (failed.status, failed.total, failed.settled) == (j.JobStatus.FAILED, 5, 5)
     assert (failed.succeeded, failed.failed, failed.unsettled) == (2, 3, 2)
-    assert failed.report_key == "reports/espressif/m.csv.json"
+    assert failed.report_key == f"reports/jobs/{failed.job_id}.json"
     assert emitted == ["ManifestsFailed"]
     report = read_report(aws, "reports/espressif/m.csv.json")
     assert (report["status"], report["reason"]) == (

@@ -208,7 +208,7 @@ def test_importer_batch(stack: Any, store: JobStore) -> None:
     done = store.get_job(job.job_id)
     assert done is not None
     assert (done.status, done.succeeded, done.failed) == (JobStatus.COMPLETED, len(entries), 0)
-    assert done.report_key == "reports/generated/example-batch.txt.json"
+    assert done.report_key == f"reports/jobs/{done.job_id}.json"
     for entry in entries:
         principals = iot.list_thing_principals(thingName=entry["thing_name"])["principals"]
         assert [principal.rsplit("/", 1)[-1] for principal in principals] == [entry["certificate_id"]]

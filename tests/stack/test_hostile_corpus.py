@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
-from layer_utils.jobs import FINAL_STATUSES, JobStore, report_key_for
+from layer_utils.jobs import FINAL_STATUSES, JobStore, latest_report_key
 from thingpress.certfactory import Issued, make_ca, make_device_cert
 from thingpress.local import LocalStack
 from thingpress.local.faults import FaultyEmulator
@@ -617,7 +617,7 @@ def corpus_run() -> Iterator[CorpusRun]:
         reports = {}
         for case in cases:
             if case.key in jobs:
-                body = s3.get_object(Bucket=stack.bucket, Key=report_key_for(case.key))["Body"].read()
+                body = s3.get_object(Bucket=stack.bucket, Key=latest_report_key(case.key))["Body"].read()
                 reports[case.key] = json.loads(body)
         iot = mark_harness_client(stack.client("iot"))
         things = frozenset(

@@ -33,7 +33,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from layer_utils.jobs import FINAL_STATUSES, Job, JobStatus, JobStore, report_key_for
+from layer_utils.jobs import FINAL_STATUSES, Job, JobStatus, JobStore, job_report_key, latest_report_key
 from thingpress.generate import Summary, generate, make_microchip_signer
 from thingpress.local import EventSourceMappingEmulator, LocalStack, RunStats
 from thingpress.local.faults import function_client
@@ -235,7 +235,7 @@ class Pipeline:
         return self.store.list_jobs()
 
     def report(self, key: str) -> dict[str, Any]:
-        body = self.client("s3").get_object(Bucket=self.stack.bucket, Key=report_key_for(key))["Body"]
+        body = self.client("s3").get_object(Bucket=self.stack.bucket, Key=latest_report_key(key))["Body"]
         return dict(json.loads(body.read()))
 
     def upload(self, manifest: Manifest) -> None:
@@ -447,7 +447,7 @@ def test_job_items_count_every_entry(first: FirstRun, vendor: str) -> None:
         assert job.failed == len(manifest.summary.bad)
         assert job.duplicates == 0
         assert job.settled == job.total
-        assert job.report_key == report_key_for(key)
+        assert job.report_key == job_report_key(job.job_id)
     assert len(first.jobs) == len(first.manifests)
 
 
@@ -528,7 +528,7 @@ class Phase:
 def report_bytes(pipeline: Pipeline, keys: Iterable[str]) -> dict[str, bytes]:
     s3 = pipeline.client("s3")
     return {
-        key: s3.get_object(Bucket=pipeline.stack.bucket, Key=report_key_for(key))["Body"].read()
+        key: s3.get_object(Bucket=pipeline.stack.bucket, Key=latest_report_key(key))["Body"].read()
         for key in keys
     }
 

@@ -34,7 +34,7 @@ from typing import Any
 
 import pytest
 
-from layer_utils.jobs import JobStore, report_key_for
+from layer_utils.jobs import JobStore, latest_report_key
 from thingpress.certfactory import Issued, make_ca, make_device_certs
 from thingpress.local import LocalStack
 from thingpress.local.faults import (
@@ -298,7 +298,7 @@ def test_jobs_add_up_and_their_reports_list_every_certificate(run: Run) -> None:
         assert (job.total, job.succeeded, job.failed, job.duplicates) == (count, count, 0, 0)
         assert job.succeeded + job.failed + job.duplicates == job.total
         report = json.loads(
-            s3.get_object(Bucket=run.stack.bucket, Key=report_key_for(manifest.key))["Body"].read()
+            s3.get_object(Bucket=run.stack.bucket, Key=latest_report_key(manifest.key))["Body"].read()
         )
         assert report["status"] == "COMPLETED"
         assert {entry["thing_name"] for entry in report["imported"]} == manifest.names

@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
-from layer_utils.jobs import Job, JobStore, report_key_for
+from layer_utils.jobs import Job, JobStore, latest_report_key
 from thingpress.certfactory import Issued, make_ca, make_device_cert
 from thingpress.generate import make_microchip_signer, write_infineon
 from thingpress.local import EventSourceMappingEmulator, LocalStack
@@ -89,7 +89,7 @@ def run_pipeline(
     assert sum(stats.moved_to_dlq.values()) == 0
     store = JobStore(stack.physical_id("JobsTable"), dynamodb=stack.client("dynamodb"), s3=s3)
     (job,) = [job for job in store.list_jobs() if job.key == key]
-    report_body = s3.get_object(Bucket=stack.bucket, Key=report_key_for(key))["Body"].read()
+    report_body = s3.get_object(Bucket=stack.bucket, Key=latest_report_key(key))["Body"].read()
     report = json.loads(report_body)
     assert report["status"] == str(job.status)
     paginator = stack.client("iot").get_paginator("list_things")

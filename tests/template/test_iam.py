@@ -215,7 +215,9 @@ def test_queue_consumption_is_scoped_to_the_functions_own_source_queue(
 def test_sweeper_only_reads_and_finishes_jobs_and_writes_reports(template: dict[str, Any]) -> None:
     statements = function_statements(template, "JobSweeperFunction")
     actions = actions_of(statements)
-    assert {a for a in actions if a.startswith(("sqs:", "iot:", "s3:"))} == {"s3:PutObject"}
+    assert {a for a in actions if a.startswith(("sqs:", "iot:", "s3:"))} == {"s3:GetObject", "s3:PutObject"}
+    (reports,) = [s for s in statements if "s3:GetObject" in as_list(s["Action"])]
+    assert reports["Resource"] == {"Fn::Sub": "${ManifestBucket.Arn}/reports/*"}
     (jobs,) = [s for s in statements if s["Sid"] == "JobsTable"]
     assert set(as_list(jobs["Action"])) == {
         "dynamodb:Scan",

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from layer_utils.jobs import FINAL_STATUSES, Job, JobStore, report_key_for
+from layer_utils.jobs import FINAL_STATUSES, Job, JobStore, latest_report_key
 from thingpress.local import EventSourceMappingEmulator, LocalStack
 from thingpress.localrun import LOCAL_IOT_TPS
 
@@ -75,7 +75,7 @@ class Pipeline:
         assert self.dlq_depths() == dict.fromkeys(DEAD_LETTER_QUEUES, 0)
         (job,) = [job for job in self.jobs.list_jobs() if job.key == key]
         assert job.status in FINAL_STATUSES, job
-        body_read = self.s3.get_object(Bucket=self.stack.bucket, Key=report_key_for(key))["Body"].read()
+        body_read = self.s3.get_object(Bucket=self.stack.bucket, Key=latest_report_key(key))["Body"].read()
         report = json.loads(body_read)
         assert report["status"] == str(job.status)
         text = json.dumps(report)

@@ -36,8 +36,9 @@ from layer_utils.jobstore.model import (
     JobNotFoundError,
     isoformat,
     job_id_for,
+    job_report_key,
+    latest_report_key,
     natural_key,
-    report_key_for,
     shorten,
 )
 from layer_utils.jobstore.store import JobStore
@@ -69,9 +70,10 @@ __all__ = [
     "check_transition",
     "isoformat",
     "job_id_for",
+    "job_report_key",
+    "latest_report_key",
     "lifecycle_next",
     "natural_key",
-    "report_key_for",
     "shorten",
     "store_for_function",
 ]

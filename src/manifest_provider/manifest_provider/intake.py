@@ -20,6 +20,8 @@ class ManifestRef:
     version_id: str | None
     etag: str | None
     size: int | None = None
+    sequencer: str | None = None
+    """The event's sequencer: a greater hexadecimal value is a later event of the same key."""
 
     @property
     def version(self) -> str:
@@ -61,12 +63,14 @@ def _object_ref(record: dict[str, Any], index: int) -> ManifestRef | str:
     if not etag and not version_id:
         raise ValueError(f"S3 event record {index} for {key} has neither an eTag nor a versionId.")
     size = obj.get("size")
+    sequencer = obj.get("sequencer")
     return ManifestRef(
         bucket=bucket,
         key=key,
         version_id=str(version_id) if version_id else None,
         etag=str(etag).strip('"') if etag else None,
         size=int(size) if isinstance(size, int) else None,
+        sequencer=str(sequencer) if sequencer else None,
     )
 
 

@@ -168,7 +168,9 @@ def fail_after_attempts(
     )
     try:
         if isinstance(subject, ManifestRef):
-            created, job = services.jobs.create_job(subject.bucket, subject.key, subject.version)
+            created, job = services.jobs.create_job(
+                subject.bucket, subject.key, subject.version, sequencer=subject.sequencer
+            )
             if created:
                 services.emit(MANIFESTS_RECEIVED, 1, None)
             version_id, etag = subject.version_id, subject.etag
@@ -214,7 +216,7 @@ def start_manifest(
         AwsOperationError: AWS failed in a way worth retrying.
 
     """
-    created, job = services.jobs.create_job(ref.bucket, ref.key, ref.version)
+    created, job = services.jobs.create_job(ref.bucket, ref.key, ref.version, sequencer=ref.sequencer)
     logger.set_correlation_id(job.job_id)
     if created:
         services.emit(MANIFESTS_RECEIVED, 1, None)

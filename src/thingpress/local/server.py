@@ -9,6 +9,7 @@ docs/ARCHITECTURE.md, "Local stack", for what the patches change.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import urllib.request
@@ -18,9 +19,13 @@ from typing import Any, Final
 
 import moto.core.config
 import moto.iot.models
+import moto.s3.models
 import moto.s3.notifications
+import moto.sqs.models
 from moto.iot.exceptions import InvalidRequestException, ResourceAlreadyExistsException
 from moto.moto_server.threaded_moto_server import ThreadedMotoServer
+from moto.s3.exceptions import S3ClientError
+from moto.sqs.exceptions import InvalidParameterValue
 
 from layer_utils.cert_utils import load_certificate
 
@@ -102,6 +107,52 @@ def _aws_event_version(original: Callable[..., Any]) -> Callable[..., Any]:
     return get_s3_event
 
 
+_S3_MAX_KEY_BYTES: Final = 1024
+_event_sequence = itertools.count(1)
+
+
+def _aws_event_sequencer(original: Callable[..., Any]) -> Callable[..., Any]:
+    """Add a sequencer to moto's S3 event records: hexadecimal, greater for a later event."""
+
+    def get_s3_event(event_name: str, bucket: Any, key: Any, notification_id: str) -> Any:
+        event = original(event_name, bucket, key, notification_id)
+        for record in event["Records"]:
+            record["s3"]["object"]["sequencer"] = f"{next(_event_sequence):018X}"
+        return event
+
+    return get_s3_event
+
+
+class _KeyTooLongError(S3ClientError):
+    code = "KeyTooLongError"
+    message = "Your key is too long"
+
+
+def _s3_key_length_limit(original: Callable[..., Any]) -> Callable[..., Any]:
+    """Make moto's S3 refuse object keys over 1024 UTF-8 bytes (PutObject, copies, multipart uploads)."""
+
+    def put_object(self: Any, bucket_name: str, key_name: str, *args: Any, **kwargs: Any) -> Any:
+        if len(key_name.encode("utf-8", errors="surrogatepass")) > _S3_MAX_KEY_BYTES:
+            raise _KeyTooLongError
+        return original(self, bucket_name, key_name, *args, **kwargs)
+
+    return put_object
+
+
+def _sqs_size_in_bytes(original: Callable[..., Any]) -> Callable[..., Any]:
+    """Make moto's SQS measure a message body in UTF-8 bytes, as AWS does, not in characters."""
+
+    def validate_message(self: Any, queue: Any, message_body: str, *args: Any, **kwargs: Any) -> Any:
+        limit = int(queue.maximum_message_size)
+        if len(message_body.encode("utf-8", errors="surrogatepass")) > limit:
+            raise InvalidParameterValue(
+                f"One or more parameters are invalid. Reason: Message must be shorter than {limit} bytes."
+            )
+        return original(self, queue, message_body, *args, **kwargs)
+
+    return validate_message
+
+
 @dataclass(frozen=True)
 class _FidelityPatch:
     owner: Any
@@ -141,6 +192,27 @@ FIDELITY_PATCHES: Final = (
         "S3 event records of a versioned object carry its versionId, which names the manifest version"
         " (the job's idempotency key); moto leaves it out, so a second upload of the same bytes would"
         " look like a duplicate event of the first.",
+    ),
+    _FidelityPatch(
+        moto.s3.notifications,
+        "_get_s3_event",
+        _aws_event_sequencer,
+        "S3 event records carry a sequencer that orders the events of one key (a later upload has a"
+        " greater one); moto leaves it out, and the job of each manifest version stores it to decide"
+        " which version's report is the key's latest.",
+    ),
+    _FidelityPatch(
+        moto.s3.models.S3Backend,
+        "put_object",
+        _s3_key_length_limit,
+        "S3 object keys: AWS refuses a key over 1024 UTF-8 bytes with KeyTooLongError; moto stores it.",
+    ),
+    _FidelityPatch(
+        moto.sqs.models.SQSBackend,
+        "_validate_message",
+        _sqs_size_in_bytes,
+        "SQS message size: AWS counts a body's UTF-8 bytes against the queue's MaximumMessageSize; moto"
+        " counts characters, so a body of multi-byte characters over the limit is accepted.",
     ),
 )
 

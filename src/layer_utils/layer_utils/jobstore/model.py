@@ -24,7 +24,16 @@ PARSE_PREFIX = "PARSE#"
 """Sort key prefix of the provider's outcome items (parse failures and duplicates)."""
 
 REPORT_PREFIX = "reports/"
-"""Reports are written to ``reports/<manifest key>.json`` in the manifest's bucket."""
+"""Every report key starts with this prefix (see ``job_report_key`` and ``latest_report_key``)."""
+
+JOB_REPORT_PREFIX = f"{REPORT_PREFIX}jobs/"
+"""Each job's own report is ``reports/jobs/<job id>.json``."""
+
+REPORT_SUFFIX = ".json"
+"""Every report key ends with this suffix."""
+
+MAX_S3_KEY_BYTES = 1024
+"""S3's limit on an object key, in UTF-8 bytes."""
 
 MAX_RECORDS_PER_ITEM = 200
 """Most failure or duplicate records one ``PARSE#`` item may hold (keeps items far below 400 KB)."""
@@ -61,9 +70,44 @@ def job_id_for(bucket: str, key: str, version: str) -> str:
     return digest[:32]
 
 
-def report_key_for(manifest_key: str) -> str:
-    """Return the S3 key of the report for ``manifest_key``."""
-    return f"{REPORT_PREFIX}{manifest_key}.json"
+def job_report_key(job_id: str) -> str:
+    """Return the S3 key of one job's own report: ``reports/jobs/<job id>.json``."""
+    return f"{JOB_REPORT_PREFIX}{job_id}{REPORT_SUFFIX}"
+
+
+def latest_report_key(manifest_key: str) -> str:
+    """Return the S3 key of the pointer to the latest report of ``manifest_key``, within 1024 bytes.
+
+    It is ``reports/<manifest key>.json`` when that fits in ``MAX_S3_KEY_BYTES``; a longer one keeps
+    the start of the manifest key that fits, then ``~`` and the SHA-256 of the whole key (hex).
+    """
+    raw = manifest_key.encode("utf-8", errors="surrogatepass")
+    direct = f"{REPORT_PREFIX}{manifest_key}{REPORT_SUFFIX}"
+    if len(REPORT_PREFIX) + len(raw) + len(REPORT_SUFFIX) <= MAX_S3_KEY_BYTES:
+        return direct
+    tail = f"~{hashlib.sha256(raw).hexdigest()}{REPORT_SUFFIX}"
+    room = MAX_S3_KEY_BYTES - len(REPORT_PREFIX) - len(tail)
+    head = raw[:room].decode("utf-8", errors="ignore")
+    return f"{REPORT_PREFIX}{head}{tail}"
+
+
+def manifest_digest(bucket: str, manifest_key: str) -> str:
+    """Return the SHA-256 (hex) that names a manifest key in its pointer's metadata."""
+    return hashlib.sha256(f"{bucket}\n{manifest_key}".encode("utf-8", errors="surrogatepass")).hexdigest()
+
+
+def version_rank(sequencer: str | None, created_at: str | None) -> tuple[int, str]:
+    """Return the order of a manifest version among the versions of its key: greater is newer.
+
+    ``sequencer`` is the S3 event's sequencer of the version (hexadecimal: a greater value is a later
+    event of the same key); a version without one ranks below every version with one, and versions
+    that tie are ordered by their job's ``created_at``.
+    """
+    try:
+        order = int(sequencer, 16) if sequencer else -1
+    except ValueError:
+        order = -1
+    return order, created_at or ""
 
 
 def isoformat(moment: datetime) -> str:
@@ -158,6 +202,12 @@ class Job:
     warnings: tuple[str, ...] = ()
     lease_expiries: int = 0
     unsettled: int = 0
+    sequencer: str | None = None
+
+    @property
+    def rank(self) -> tuple[int, str]:
+        """The order of this job's manifest version among its key's versions (``version_rank``)."""
+        return version_rank(self.sequencer, self.created_at)
 
     @property
     def is_final(self) -> bool:
@@ -240,4 +290,5 @@ class Job:
             warnings=tuple(str(warning) for warning in item.get("warnings") or ()),
             lease_expiries=int(item.get("lease_expiries", 0)),
             unsettled=int(item.get("unsettled", 0)),
+            sequencer=item.get("sequencer"),
         )

@@ -7,7 +7,6 @@ gives each write its DynamoDB status condition. The protocol is described in doc
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -15,6 +14,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from layer_utils.aws_utils import handle_aws_error
+from layer_utils.jobstore import report as reports
 from layer_utils.jobstore.lifecycle import INITIAL_STATUS, JobStatus, Step, check, status_condition
 from layer_utils.jobstore.model import (
     JOB_SK,
@@ -22,10 +22,8 @@ from layer_utils.jobstore.model import (
     Job,
     isoformat,
     job_id_for,
-    report_key_for,
     shorten,
 )
-from layer_utils.jobstore.report import build_report
 from layer_utils.jobstore.table import JobTable, is_conditional_failure
 from layer_utils.telemetry import MANIFESTS_COMPLETED, MANIFESTS_FAILED, logger
 
@@ -64,10 +62,12 @@ class JobStore(JobTable):
         *,
         settings: Mapping[str, Any] | None = None,
         vendor: str | None = None,
+        sequencer: str | None = None,
     ) -> tuple[bool, Job]:
         """Create the job of a manifest version unless it exists (the S3-event idempotency key).
 
-        ``version`` is the version id or ETag; ``vendor`` is given when known.
+        ``version`` is the version id or ETag; ``vendor`` is given when known; ``sequencer`` is the S3
+        event's, which orders the versions of one key (``Job.rank``).
 
         Returns:
             ``(True, new job)`` or ``(False, existing job)``.
@@ -94,6 +94,8 @@ class JobStore(JobTable):
         }
         if vendor is not None:
             item["vendor"] = vendor
+        if sequencer:
+            item["sequencer"] = sequencer
         try:
             self._ddb.put_item(
                 TableName=self.table_name,
@@ -107,7 +109,9 @@ class JobStore(JobTable):
             old: Mapping[str, Any] | None = error.response.get("Item")  # type: ignore[assignment]
             existing = Job.from_item(self._deser(old)) if old else self.get_job(job_id)
             if existing is None:  # deleted between the put and the read: a TTL race, try again
-                return self.create_job(bucket, key, version, settings=settings, vendor=vendor)
+                return self.create_job(
+                    bucket, key, version, settings=settings, vendor=vendor, sequencer=sequencer
+                )
             return False, existing
         except BotoCoreError as error:
             handle_aws_error(error, "dynamodb:PutItem", {"job_id": job_id})
@@ -396,9 +400,8 @@ class JobStore(JobTable):
 
         """
         values: dict[str, Any] = {":now": isoformat(self._now()), ":zero": 0}
-        return self._step(
-            job_id, Step.RESTART_PROGRESS_CLOCK, "SET updated_at = :now, lease_expiries = :zero", values
-        )
+        expression = "SET updated_at = :now, lease_expiries = :zero"
+        return self._step(job_id, Step.RESTART_PROGRESS_CLOCK, expression, values)
 
     def ensure_report(self, job: Job) -> Job:
         """Write the report of a final job that has none yet (``report_key`` unset).
@@ -421,30 +424,26 @@ class JobStore(JobTable):
     # ------------------------------------------------------------------------------ report
 
     def build_report(self, job: Job, status: JobStatus | None = None) -> dict[str, Any]:
-        """Return the report document of a job from its counters and all its outcome items.
+        """Return ``report.build_report`` of a job's counters and outcome items (``status`` overrides)."""
+        return reports.build_report(job, self.iter_outcome_items(job.job_id), status)
 
-        Args:
-            job: the job snapshot.
-            status: overrides the job's stored status (the final status while REPORTING).
-
-        Returns:
-            The report (see ``report.build_report``).
-
-        """
-        return build_report(job, self.iter_outcome_items(job.job_id), status)
+    def report_bucket(self, manifest_bucket: str) -> str:
+        """Return the bucket that holds the reports of the manifests of ``manifest_bucket`` (that one)."""
+        return manifest_bucket
 
     def write_report(self, job: Job, status: JobStatus | None = None) -> str:
-        """Write ``reports/<manifest key>.json`` to the manifest's bucket.
+        """Write the job's own report, then the pointer if no newer version's report holds it.
 
         Returns:
-            The report key.
+            The job's report key (``report.put_job_report``; the pointer: ``report.publish_latest``).
 
         """
-        report = self.build_report(job, status)
-        key = report_key_for(job.key)
-        body = json.dumps(report, indent=1, ensure_ascii=False).encode("utf-8")
-        try:
-            self._s3.put_object(Bucket=job.bucket, Key=key, Body=body, ContentType="application/json")
-        except (ClientError, BotoCoreError) as error:
-            handle_aws_error(error, "s3:PutObject", {"job_id": job.job_id, "key": key})
+        body = reports.report_body(self.build_report(job, status))
+        bucket = self.report_bucket(job.bucket)
+        key = reports.put_job_report(self._s3, bucket, job, body)
+        reports.publish_latest(self._s3, bucket, job, body)
         return key
+
+    def latest_job_id(self, bucket: str, manifest_key: str) -> str | None:
+        """Return the id of the job whose report is the latest of ``manifest_key`` (None before any)."""
+        return reports.latest_job_id(self._s3, self.report_bucket(bucket), bucket, manifest_key)
