@@ -84,8 +84,11 @@ def test_pointer_ends_at_the_newer_version_whatever_order_the_jobs_finish(
 
 
 def test_sequencers_compare_as_hexadecimal_values() -> None:
-    assert version_rank("0A", None) > version_rank("9", None)
-    assert version_rank("00FF", None) == version_rank("ff", None)
+    # AWS: right-pad the shorter sequencer with zeros, then compare the strings.
+    assert version_rank("9", None) > version_rank("0A", None)
+    assert version_rank("0A", None) == version_rank("0a00", None)
+    assert version_rank("0A1", None) > version_rank("0A", None)
+    assert version_rank("0062E9A1B2C3D4E5F6", None) > version_rank("0062E9A1B2C3D4E5", None)
     assert version_rank(None, "2025-01-02T00:00:00.000Z") < version_rank("0", None)
     assert version_rank("not hex", "b") == version_rank(None, "b")
     assert version_rank("01", "a") < version_rank("01", "b")

@@ -53,6 +53,7 @@ DEFAULT_TTL = timedelta(days=90)
 DUPLICATE_ERROR_CLASS = "duplicate"
 """The ``error_class`` of duplicate records."""
 
+_HEX_DIGITS = frozenset("0123456789ABCDEF")
 _NATURAL_RE = re.compile(r"(\d+)")
 
 
@@ -96,18 +97,19 @@ def manifest_digest(bucket: str, manifest_key: str) -> str:
     return hashlib.sha256(f"{bucket}\n{manifest_key}".encode("utf-8", errors="surrogatepass")).hexdigest()
 
 
-def version_rank(sequencer: str | None, created_at: str | None) -> tuple[int, str]:
+def version_rank(sequencer: str | None, created_at: str | None) -> tuple[int, str, str]:
     """Return the order of a manifest version among the versions of its key: greater is newer.
 
-    ``sequencer`` is the S3 event's sequencer of the version (hexadecimal: a greater value is a later
-    event of the same key); a version without one ranks below every version with one, and versions
-    that tie are ordered by their job's ``created_at``.
+    ``sequencer`` is the S3 event's sequencer of the version. AWS compares two sequencers of one key
+    by right-padding the shorter with zeros and comparing the strings; stripping trailing zeros
+    orders them the same way (``0`` is the lowest digit). A version without a (hexadecimal)
+    sequencer ranks below every version with one, and versions that tie are ordered by their job's
+    ``created_at``.
     """
-    try:
-        order = int(sequencer, 16) if sequencer else -1
-    except ValueError:
-        order = -1
-    return order, created_at or ""
+    digits = (sequencer or "").upper()
+    if not digits or any(char not in _HEX_DIGITS for char in digits):
+        return 0, "", created_at or ""
+    return 1, digits.rstrip("0"), created_at or ""
 
 
 def isoformat(moment: datetime) -> str:
@@ -205,7 +207,7 @@ class Job:
     sequencer: str | None = None
 
     @property
-    def rank(self) -> tuple[int, str]:
+    def rank(self) -> tuple[int, str, str]:
         """The order of this job's manifest version among its key's versions (``version_rank``)."""
         return version_rank(self.sequencer, self.created_at)
 
