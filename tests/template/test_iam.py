@@ -172,7 +172,7 @@ def test_resource_star_only_for_actions_without_resource_level_permissions(
                 f"{role} {statement['Sid']}: say in a comment why Resource '*' is needed"
             )
             if any(action.startswith("iot:") for action in actions):
-                # IoT writes on "*" are narrowed by the one condition key AWS offers them.
+                # IoT writes on "*" are narrowed by the global aws:RequestedRegion key (IoT has none).
                 assert statement["Condition"] == {
                     "StringEquals": {"aws:RequestedRegion": {"Ref": "AWS::Region"}}
                 }, f"{role} {statement['Sid']}"
