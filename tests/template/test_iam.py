@@ -16,6 +16,7 @@ SQS_CONSUMERS = ("ManifestProviderFunction", "BulkImporterFunction")
 # be granted on Resource "*" (Service Authorization Reference, "Resource types" column empty).
 NO_RESOURCE_LEVEL_ACTIONS = {
     "iot:RegisterCertificateWithoutCA",
+    "iot:AttachThingPrincipal",
     "xray:PutTraceSegments",
     "xray:PutTelemetryRecords",
     "cloudwatch:PutMetricData",
@@ -120,13 +121,16 @@ def test_every_function_has_its_own_role_and_no_managed_or_sam_policies(template
             "Principal": {"Service": "lambda.amazonaws.com"},
             "Action": "sts:AssumeRole",
         }
-    # Stand-alone policies could add permissions the roles' inline documents do not show.
+    # Stand-alone policies could add permissions the roles' inline documents do not show. The one
+    # managed policy is the uploaders', for the operator to attach: the template attaches it nowhere.
     standalone = {
-        name
+        name: resource
         for name, resource in template["Resources"].items()
         if resource["Type"] in {"AWS::IAM::Policy", "AWS::IAM::ManagedPolicy", "AWS::IAM::RolePolicy"}
     }
-    assert standalone == set()
+    assert set(standalone) == {"UploaderPolicy"}
+    assert standalone["UploaderPolicy"]["Type"] == "AWS::IAM::ManagedPolicy"
+    assert not {"Roles", "Users", "Groups"} & set(standalone["UploaderPolicy"]["Properties"])
 
 
 def test_statements_allow_only_named_actions_on_named_resources(template: dict[str, Any]) -> None:
@@ -167,8 +171,14 @@ def test_resource_star_only_for_actions_without_resource_level_permissions(
             assert "no resource-level" in comment, (
                 f"{role} {statement['Sid']}: say in a comment why Resource '*' is needed"
             )
-    # X-Ray in every role and RegisterCertificateWithoutCA in the importer's.
-    assert star_statements == 4
+            if any(action.startswith("iot:") for action in actions):
+                # IoT writes on "*" are narrowed by the global aws:RequestedRegion key (IoT has none).
+                assert statement["Condition"] == {
+                    "StringEquals": {"aws:RequestedRegion": {"Ref": "AWS::Region"}}
+                }, f"{role} {statement['Sid']}"
+                assert "aws:RequestedRegion" in comment
+    # X-Ray in every role; RegisterCertificateWithoutCA and AttachThingPrincipal in the importer's.
+    assert star_statements == 5
 
 
 def test_importer_registers_creates_and_attaches_only(template: dict[str, Any]) -> None:

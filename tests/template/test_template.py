@@ -12,7 +12,11 @@ import pytest
 from testing.helpers import TEMPLATE_PATH, as_list, branches
 
 # Actions AWS offers no resource-level permission for; only these may use Resource "*".
-NO_RESOURCE_LEVEL_ACTIONS = {"iot:RegisterCertificateWithoutCA", "cloudwatch:PutMetricData"}
+NO_RESOURCE_LEVEL_ACTIONS = {
+    "iot:RegisterCertificateWithoutCA",
+    "iot:AttachThingPrincipal",
+    "cloudwatch:PutMetricData",
+}
 NO_RESOURCE_LEVEL_PREFIXES = ("xray:",)
 
 CIRCUITS = [
@@ -289,7 +293,8 @@ def test_bucket_hardening(template: dict[str, Any]) -> None:
 def test_bucket_denies_insecure_transport(template: dict[str, Any]) -> None:
     policy = template["Resources"]["ManifestBucketPolicy"]["Properties"]
     assert policy["Bucket"] == {"Ref": "ManifestBucket"}
-    (deny,) = [s for s in policy["PolicyDocument"]["Statement"] if s["Effect"] == "Deny"]
+    (deny,) = [s for s in policy["PolicyDocument"]["Statement"] if s.get("Sid") == "DenyInsecureTransport"]
+    assert deny["Effect"] == "Deny"
     assert deny["Principal"] == "*"
     assert deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
     assert {"Fn::GetAtt": ["ManifestBucket", "Arn"]} in deny["Resource"]
