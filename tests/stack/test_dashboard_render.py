@@ -11,12 +11,16 @@ from __future__ import annotations
 import base64
 import html
 import re
+import shutil
+import subprocess
 import textwrap
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
+from matplotlib.image import imread
 
 from test_dashboard_metrics import (
     IMPORTER,
@@ -387,3 +391,41 @@ def test_load_dashboard_needs_exactly_one_dashboard(tmp_path: Path) -> None:
     path.write_text("Resources:\n  Queue:\n    Type: AWS::SQS::Queue\n", encoding="utf-8")
     with pytest.raises(DashboardError, match="0 dashboards"):
         load_dashboard(path)
+
+
+BROWSER = next(filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))), None)
+BOX = (640, 320)  # CSS pixels per chart in the contact sheet
+
+
+def colored_pixels(image: np.ndarray) -> int:
+    """Count clearly coloured pixels: plotted lines are coloured, text and frames are grey or black."""
+    spread = image.max(axis=2) - image.min(axis=2)
+    return int(np.count_nonzero(spread > 0.25))
+
+
+@pytest.mark.skipif(BROWSER is None, reason="no Chromium on this machine (Debian package: chromium)")
+def test_a_headless_browser_draws_every_chart(rendered: Path, tmp_path: Path) -> None:
+    """Each chart's SVG, as the page embeds it, rendered by Chromium, shows its coloured lines."""
+    page = rendered.read_text(encoding="utf-8")
+    images = [match["svg"] for match in FIGURE.finditer(page)]
+    width, height = BOX
+    sheet = tmp_path / "sheet.html"
+    sheet.write_text(
+        "<html><body style='margin:0;background:white'>"
+        + "".join(
+            f"<img style='position:absolute;left:0;top:{i * height}px;width:{width}px;height:{height}px' "
+            f"src='data:image/svg+xml;base64,{svg}'>"
+            for i, svg in enumerate(images)
+        )
+        + "</body></html>",
+        encoding="utf-8",
+    )
+    shot = tmp_path / "sheet.png"
+    command = [BROWSER or "", "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars"]
+    command += [f"--window-size={width},{height * len(images)}", f"--screenshot={shot}", sheet.as_uri()]
+    subprocess.run(command, check=True, capture_output=True, timeout=120)
+    pixels = imread(str(shot))[..., :3]
+    assert pixels.shape[:2] == (height * len(images), width)
+    titles = [html.unescape(match["title"]) for match in FIGURE.finditer(page)]
+    for index, title in enumerate(titles):
+        assert colored_pixels(pixels[index * height : (index + 1) * height]) > 50, title

@@ -33,6 +33,7 @@ from matplotlib.backends.backend_svg import FigureCanvasSVG
 from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, MaxNLocator
 
+from thingpress.dashboard.circuits import CIRCUIT_STATES, circuit_html, circuit_status_table
 from thingpress.dashboard.specs import MetricSpec, WidgetSpec, load_dashboard
 from thingpress.local.metrics_capture import MetricDatum, MetricsCapture, SeriesKey
 
@@ -41,7 +42,6 @@ __all__ = [
     "STATUS_DATA",
     "STATUS_NO_DATA",
     "PlotLine",
-    "circuit_status_table",
     "plot_line",
     "render_dashboard",
 ]
@@ -50,7 +50,6 @@ STATUS_DATA: Final = "data"
 STATUS_NO_DATA: Final = "no-data"
 STATUS_AWS_ONLY: Final = "aws-only"
 
-_CIRCUIT_STATES: Final = {0: "closed", 1: "half_open", 2: "open"}
 _MIN_BIN_SECONDS: Final = 0.1
 _TARGET_BINS: Final = 20
 _PIXELS_PER_UNIT: Final = 0.55  # inches per dashboard grid unit (24 units wide)
@@ -184,7 +183,7 @@ def _unit_names(units: Iterable[str]) -> list[str]:
     return sorted({_UNITS.get(unit, unit.lower()) for unit in units} - {""})
 
 
-def y_label(widget: WidgetSpec, units: Sequence[str], width: float) -> str:
+def _y_label(widget: WidgetSpec, units: Sequence[str], width: float) -> str:
     """Return a widget's y-axis label: the unit of its values and the statistic.
 
     A ``Sum`` is the sum over one bin, so its unit names the bin ("count per 0.5 s").
@@ -226,8 +225,8 @@ def _decorate(
             textcoords="offset points",
         )
     if {spec.name for spec in widget.metrics} == {"CircuitState"}:
-        axes.yaxis.set_major_locator(FixedLocator(sorted(_CIRCUIT_STATES)))
-        axes.set_yticklabels([_CIRCUIT_STATES[state].replace("_", "-") for state in sorted(_CIRCUIT_STATES)])
+        axes.yaxis.set_major_locator(FixedLocator(sorted(CIRCUIT_STATES)))
+        axes.set_yticklabels([CIRCUIT_STATES[state].replace("_", "-") for state in sorted(CIRCUIT_STATES)])
     elif set(units) <= {"Count", "None"}:  # counts and gauges: whole numbers only
         axes.yaxis.set_major_locator(MaxNLocator(integer=True))
     if widget.y_min is not None or widget.y_max is not None:
@@ -237,7 +236,7 @@ def _decorate(
         axes.set_ylim(low - margin, high + margin)
     else:  # counts, depths, durations: never negative, zero in sight, the top is the highest value
         axes.set_ylim(0, top if top > 0 else 1.0)
-    axes.set_ylabel(y_label(widget, units, width), fontsize=8).set_gid("y-label")
+    axes.set_ylabel(_y_label(widget, units, width), fontsize=8).set_gid("y-label")
     axes.set_xlabel(f"time since the first metric (s; {width:g} s bins)", fontsize=8).set_gid("x-label")
     axes.tick_params(labelsize=7)
     axes.grid(alpha=0.3)
@@ -291,80 +290,7 @@ def _draw(
     return _Panel(widget, status, svg, tuple(lines), local, width)
 
 
-# --- circuit summary ------------------------------------------------------------------------------
-
-
-def circuit_status_table(captured: MetricsCapture) -> dict[str, dict[str, Any]]:
-    """Summarise the circuits as the captured metrics report them, one entry per operation.
-
-    Args:
-        captured: The capture of a run.
-
-    Returns:
-        Per circuit name (the ``Operation`` dimension), sorted by name: ``state`` (the last
-        ``CircuitState`` gauge as ``closed``/``half_open``/``open``, or None when no gauge was
-        emitted), ``worst_state`` (the highest gauge value seen, as a name), ``opened`` and ``closed``
-        (how many ``CircuitOpened``/``CircuitClosed`` were emitted), ``reports`` (how many gauge
-        values) and ``last_reported`` (epoch seconds of the last metric).
-
-    """
-    rows: dict[str, dict[str, Any]] = {}
-    worst: dict[str, int] = {}
-    for datum in sorted(captured.data, key=lambda d: d.timestamp):
-        operation = datum.dimension_map.get("Operation")
-        if operation is None or datum.name not in ("CircuitState", "CircuitOpened", "CircuitClosed"):
-            continue
-        row = rows.setdefault(
-            operation,
-            {
-                "state": None,
-                "worst_state": None,
-                "opened": 0,
-                "closed": 0,
-                "reports": 0,
-                "last_reported": None,
-            },
-        )
-        row["last_reported"] = datum.timestamp
-        if datum.name == "CircuitOpened":
-            row["opened"] += int(datum.value)
-        elif datum.name == "CircuitClosed":
-            row["closed"] += int(datum.value)
-        else:
-            row["state"] = _CIRCUIT_STATES.get(int(datum.value), f"{datum.value:g}")
-            row["reports"] += 1
-            worst[operation] = max(worst.get(operation, 0), int(datum.value))
-            row["worst_state"] = _CIRCUIT_STATES.get(worst[operation], str(worst[operation]))
-    return dict(sorted(rows.items()))
-
-
 # --- the page -------------------------------------------------------------------------------------
-
-
-def _circuit_html(rows: Mapping[str, Mapping[str, Any]]) -> str:
-    if not rows:
-        return "<p>No circuit metrics were emitted.</p>"
-    header = "".join(
-        f"<th>{name}</th>"
-        for name in ("operation", "last state", "worst state", "opened", "closed", "gauge reports")
-    )
-    body = "".join(
-        "<tr>"
-        + "".join(
-            f"<td>{html.escape(str(value))}</td>"
-            for value in (
-                name,
-                row["state"],
-                row["worst_state"],
-                row["opened"],
-                row["closed"],
-                row["reports"],
-            )
-        )
-        + "</tr>"
-        for name, row in rows.items()
-    )
-    return f"<table class='circuits'><tr>{header}</tr>{body}</table>"
 
 
 def _panel_html(panel: _Panel) -> str:
@@ -468,7 +394,7 @@ def render_dashboard(captured: MetricsCapture, template_path: str | Path, out_pa
         "<!DOCTYPE html><html><head><meta charset='utf-8'>"
         f"<title>Thingpress dashboard (local run)</title><style>{_STYLE}</style></head><body>"
         f"<h1>Thingpress dashboard (local run of {html.escape(stack.stack_name)})</h1>"
-        f"<p>{html.escape(summary)}</p><h2>Circuits</h2>{_circuit_html(circuit_status_table(captured))}"
+        f"<p>{html.escape(summary)}</p><h2>Circuits</h2>{circuit_html(circuit_status_table(captured))}"
         f"<h2>Widgets</h2><div class='grid'>{charts}</div>"
         f"{_empty_html([panel for panel in panels if panel.status != STATUS_DATA])}"
         "</body></html>"
