@@ -1,16 +1,21 @@
-"""The dashboard drawn locally: one image per widget, with the run's data where the run has some.
+"""The dashboard drawn locally: one SVG chart per widget with data, the empty widgets in one list.
 
 The full render uses the captured run of test_dashboard_metrics (real handlers on the local stack,
-a circuit that opens and closes); the smaller tests use hand-made captures and templates.
+a circuit that opens and closes); the smaller tests use hand-made captures and templates. The charts
+are read back from the page as a browser gets them: the SVGs' axis texts (units, tick values) are
+parsed, and, where a Chromium is installed, the page is rendered to pixels.
 """
 
 from __future__ import annotations
 
 import base64
 import html
-import io
 import re
+import shutil
+import subprocess
 import textwrap
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -32,35 +37,93 @@ from thingpress.dashboard import (
     STATUS_NO_DATA,
     DashboardError,
     MetricSpec,
+    WidgetSpec,
     circuit_status_table,
     load_dashboard,
     plot_line,
     render_dashboard,
 )
-from thingpress.local.metrics_capture import MetricDatum, MetricsCapture
+from thingpress.local.metrics_capture import LOCAL_SOURCE, MetricDatum, MetricsCapture
 
 FIGURE = re.compile(
     r"<figure class='widget' data-title=\"(?P<title>[^\"]*)\" data-status='(?P<status>[^']*)'[^>]*>"
-    r"<img alt=\"[^\"]*\" src='data:image/png;base64,(?P<png>[^']*)'>"
+    r"<img alt=\"[^\"]*\" src='data:image/svg\+xml;base64,(?P<svg>[^']*)'>"
 )
+EMPTY_LIST = re.compile(r"<div class='no-data'><b>No data for:</b><ul>(?P<items>.*?)</ul></div>")
+EMPTY_ITEM = re.compile(r"<li data-title=\"(?P<title>[^\"]*)\" data-status='(?P<status>[^']*)'")
+SVG = "{http://www.w3.org/2000/svg}"
 # Widgets the local run has no stand-in for: CloudWatch computes them from SQS/Lambda internals.
 AWS_ONLY = {"Age of oldest message (seconds)", "Function throttles"}
+UNIT = re.compile(r"^(count per ([\d.]+ s|min) \(Sum\)|(count|ms|circuit state) \([\w, ]+\))$")
 
 
-def figures(page: str) -> dict[str, tuple[str, bytes]]:
+@dataclass(frozen=True)
+class Chart:
+    """What a drawn chart shows: its axis labels, y tick labels and how many series it draws."""
+
+    status: str
+    y_label: str
+    x_label: str
+    y_ticks: list[str]
+    legend: list[str]
+    series: int
+
+    @property
+    def y_max(self) -> float:
+        """The highest numeric y tick."""
+        return max(float(tick) for tick in self.y_ticks)
+
+
+def _texts(element: ET.Element) -> list[str]:
+    return ["".join(text.itertext()).strip() for text in element.iter(f"{SVG}text")]
+
+
+def parse_chart(status: str, svg: str) -> Chart:
+    """Read a chart's SVG as matplotlib wrote it: text kept as ``<text>``, our gids on the artists."""
+    root = ET.fromstring(svg)
+    groups = {group.get("id"): group for group in root.iter(f"{SVG}g")}
+    y_axis = groups["matplotlib.axis_2"]
+    ticks = [" ".join(_texts(g)) for g in y_axis.iter(f"{SVG}g") if (g.get("id") or "").startswith("ytick_")]
+    legend = [" ".join(_texts(g)) for g in root.iter(f"{SVG}g") if (g.get("id") or "").startswith("legend")]
+    return Chart(
+        status=status,
+        y_label=" ".join(_texts(groups["y-label"])),
+        x_label=" ".join(_texts(groups["x-label"])),
+        y_ticks=ticks,
+        legend=legend,
+        series=sum(1 for name in groups if (name or "").startswith("series-")),
+    )
+
+
+def charts(page: str) -> dict[str, Chart]:
+    """The drawn charts of a page, by widget title."""
     found = {
-        html.unescape(match["title"]): (match["status"], base64.b64decode(match["png"]))
+        html.unescape(match["title"]): parse_chart(match["status"], base64.b64decode(match["svg"]).decode())
         for match in FIGURE.finditer(page)
     }
     assert len(found) == len(FIGURE.findall(page)), "two widgets share a title"
     return found
 
 
-def colored_pixels(png: bytes) -> int:
-    """Count clearly coloured pixels: plotted lines are coloured, placeholder text is grey or black."""
-    image = imread(io.BytesIO(png), format="png")[..., :3]
-    spread = image.max(axis=2) - image.min(axis=2)
-    return int(np.count_nonzero(spread > 0.25))
+def empty_widgets(page: str) -> dict[str, str]:
+    """The widgets listed as having no data, by title, with their status."""
+    lists = EMPTY_LIST.findall(page)
+    if not lists:
+        return {}
+    (items,) = lists
+    under = page.index("<div class='no-data'>")
+    assert under > max(page.index("<div class='grid'>"), page.rfind("</figure>")), "not under the charts"
+    return {html.unescape(m["title"]): m["status"] for m in EMPTY_ITEM.finditer(items)}
+
+
+def widget_totals(capture: MetricsCapture, widgets: list[WidgetSpec]) -> dict[str, float]:
+    """Per widget of Sum metrics, the largest total one of its series reached in the run."""
+    series = capture.series()
+    return {
+        widget.title: max(sum(d.value for d in series.get(spec.key, [])) for spec in widget.metrics)
+        for widget in widgets
+        if {spec.stat for spec in widget.metrics} == {"Sum"}
+    }
 
 
 @pytest.fixture(scope="module")
@@ -75,33 +138,46 @@ def rendered(scenario: Scenario, tmp_path_factory: pytest.TempPathFactory) -> Pa
     return out
 
 
-def test_page_has_one_image_per_widget(rendered: Path) -> None:
+def test_every_widget_is_drawn_or_listed_once(rendered: Path) -> None:
     page = rendered.read_text(encoding="utf-8")
     titles = [widget.title for widget in load_dashboard(TEMPLATE)]
-    drawn = figures(page)
-    assert sorted(drawn) == sorted(titles)
-    for title, (_, png) in drawn.items():
-        assert png.startswith(b"\x89PNG\r\n\x1a\n"), title
-        assert imread(io.BytesIO(png), format="png").shape[1] >= 400, title
+    drawn, empty = charts(page), empty_widgets(page)
+    assert sorted([*drawn, *empty]) == sorted(titles)
+    assert {title for title, status in empty.items() if status == STATUS_AWS_ONLY} == AWS_ONLY
+    assert set(empty) == AWS_ONLY  # the scenario gives every other widget data
+    for title, chart in drawn.items():
+        assert chart.status == STATUS_DATA, title
+        assert chart.series >= 1, title
+        assert len(chart.legend) == 1, title
 
 
-def test_widgets_with_local_data_show_it_and_the_rest_say_why_not(rendered: Path) -> None:
-    drawn = figures(rendered.read_text(encoding="utf-8"))
-    for title, (status, png) in drawn.items():
-        if title in AWS_ONLY:
-            assert status == STATUS_AWS_ONLY, title
-            assert colored_pixels(png) == 0, title
-        else:
-            assert status == STATUS_DATA, title
-            assert colored_pixels(png) > 50, title
+def test_every_chart_carries_its_unit_and_no_sum_exceeds_its_total(
+    scenario: Scenario, rendered: Path
+) -> None:
+    drawn = charts(rendered.read_text(encoding="utf-8"))
+    stack = scenario.capture.stack
+    widgets = load_dashboard(TEMPLATE, physical_ids=stack.physical_ids, stack_name=stack.stack_name)
+    totals = widget_totals(scenario.capture, widgets)
+    for title, chart in drawn.items():
+        assert UNIT.match(chart.y_label), (title, chart.y_label)
+        assert chart.x_label.startswith("time since the first metric (s;"), title
+        if title in totals:
+            assert chart.y_label.startswith("count per "), title
+            assert chart.y_max <= max(totals[title], 1), (title, chart.y_ticks, totals[title])
+    assert drawn["Function duration p50 and p99"].y_label == "ms (p50, p99)"
+    assert drawn["Circuit state per operation (0 closed, 1 half-open, 2 open)"].y_ticks == [
+        "closed",
+        "half-open",
+        "open",
+    ]
 
 
 def test_page_tells_where_the_data_comes_from(rendered: Path) -> None:
     page = rendered.read_text(encoding="utf-8")
     assert "local stand-in for an AWS metric" in page
     assert "emitted by the code" in page
-    assert "AWS-only: CloudWatch publishes these" in page
-    assert "ApproximateAgeOfOldestMessage" in page
+    assert "(AWS-only: no local equivalent)" in page
+    assert "AWS/SQS ApproximateAgeOfOldestMessage" in page
 
 
 def test_circuit_table_reports_the_open_and_close(scenario: Scenario, rendered: Path) -> None:
@@ -130,14 +206,79 @@ def _datum(name: str, value: float, at: float, **dimensions: str) -> MetricDatum
     return MetricDatum("Thingpress", name, dims, value, "Count", at)
 
 
-def test_empty_capture_renders_placeholders(tmp_path: Path) -> None:
+def _duration(function: str, millis: float, at: float) -> MetricDatum:
+    dims = (("FunctionName", function),)
+    return MetricDatum("AWS/Lambda", "Duration", dims, millis, "Milliseconds", at, LOCAL_SOURCE)
+
+
+def _imported_120(start: float, seconds: float) -> list[MetricDatum]:
+    """120 certificates imported one by one, evenly over ``seconds``, and a manifest at either end."""
+    return [
+        *(_datum("CertificatesImported", 1, start + i * seconds / 120) for i in range(120)),
+        _datum("ManifestsReceived", 1, start),
+        _datum("ManifestsCompleted", 1, start + seconds),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("seconds", "unit"),
+    [(5.0, "count per 0.5 s (Sum)"), (1.0, "count per 0.1 s (Sum)"), (3600.0, "count per min (Sum)")],
+)
+def test_120_certificates_never_show_more_than_120(tmp_path: Path, seconds: float, unit: str) -> None:
+    capture = MetricsCapture()
+    capture.add(_imported_120(1000.0, seconds))
+    page = render_dashboard(capture, TEMPLATE, tmp_path / "d.html").read_text(encoding="utf-8")
+    throughput = charts(page)["Import throughput (per minute)"]
+    assert throughput.y_label == unit
+    assert 1 <= throughput.y_max <= 120, throughput.y_ticks
+    assert throughput.legend == ["imported (total 120)"]
+    assert "per 60 s on CloudWatch" in page if seconds < 3600 else "per 60 s on CloudWatch" not in page
+
+
+def test_duration_chart_carries_milliseconds(tmp_path: Path) -> None:
+    capture = MetricsCapture()
+    capture.add(
+        [
+            *(_duration("BulkImporterFunction", 100.0 * (i + 1), 1000.0 + i / 10) for i in range(10)),
+            _duration("ManifestProviderFunction", 250.0, 1000.2),
+        ]
+    )
+    page = render_dashboard(capture, TEMPLATE, tmp_path / "d.html").read_text(encoding="utf-8")
+    duration = charts(page)["Function duration p50 and p99"]
+    assert duration.y_label == "ms (p50, p99)"
+    assert duration.series == 4  # p50 and p99 of the two functions that ran
+    assert "BulkImporter p99 (max 1000 ms)" in duration.legend[0]
+    assert 900 <= duration.y_max <= 1000
+
+
+def test_widgets_without_data_collapse_into_one_list_under_the_charts(tmp_path: Path) -> None:
+    capture = MetricsCapture()
+    capture.add(_imported_120(1000.0, 5.0))
+    page = render_dashboard(capture, TEMPLATE, tmp_path / "d.html").read_text(encoding="utf-8")
+    titles = [widget.title for widget in load_dashboard(TEMPLATE)]
+    assert sorted(charts(page)) == ["Import throughput (per minute)", "Manifests"]
+    empty = empty_widgets(page)
+    assert sorted(empty) == sorted(set(titles) - {"Import throughput (per minute)", "Manifests"})
+    assert empty["Circuit transitions"] == STATUS_NO_DATA
+    assert {title for title, status in empty.items() if status == STATUS_AWS_ONLY} == {
+        "Queue depth (visible messages)",
+        "Messages in flight (not visible)",
+        "Function errors",
+        "Function duration p50 and p99",
+        "Function concurrent executions",
+        *AWS_ONLY,
+    }
+
+
+def test_empty_capture_draws_no_chart(tmp_path: Path) -> None:
     out = render_dashboard(MetricsCapture(), TEMPLATE, tmp_path / "empty.html")
-    drawn = figures(out.read_text(encoding="utf-8"))
-    statuses = {title: status for title, (status, _) in drawn.items()}
-    assert statuses["Manifests"] == STATUS_NO_DATA
-    assert statuses["Queue depth (visible messages)"] == STATUS_AWS_ONLY
-    assert set(statuses.values()) == {STATUS_NO_DATA, STATUS_AWS_ONLY}
-    assert "No circuit metrics were emitted." in out.read_text(encoding="utf-8")
+    page = out.read_text(encoding="utf-8")
+    assert charts(page) == {}
+    empty = empty_widgets(page)
+    assert empty["Manifests"] == STATUS_NO_DATA
+    assert empty["Queue depth (visible messages)"] == STATUS_AWS_ONLY
+    assert len(empty) == len(load_dashboard(TEMPLATE))
+    assert "No circuit metrics were emitted." in page
 
 
 def test_summary_bins_and_circuit_table_of_a_hand_made_capture(tmp_path: Path) -> None:
@@ -152,7 +293,7 @@ def test_summary_bins_and_circuit_table_of_a_hand_made_capture(tmp_path: Path) -
     )
     page = render_dashboard(capture, TEMPLATE, tmp_path / "d.html").read_text(encoding="utf-8")
     assert "4 emitted metric values in 2 series, 0 local samples of AWS metrics, over 10.0 s" in page
-    assert "(bins of 0.5 s; Sum shown per minute)" in page
+    assert "(bins of 0.5 s; a Sum is the sum in each bin)" in page
     assert circuit_status_table(capture)["iot:CreateThing"] == {
         "state": "closed",
         "worst_state": "open",
@@ -163,7 +304,7 @@ def test_summary_bins_and_circuit_table_of_a_hand_made_capture(tmp_path: Path) -
     }
 
 
-def test_plot_line_draws_sum_per_minute_and_other_statistics_without_gaps_filled() -> None:
+def test_plot_line_draws_the_sum_per_bin_and_other_statistics_without_gaps_filled() -> None:
     imported = MetricSpec(
         "Thingpress", "CertificatesImported", (("service", "thingpress"),), "Sum", 60, "imported"
     )
@@ -171,8 +312,8 @@ def test_plot_line_draws_sum_per_minute_and_other_statistics_without_gaps_filled
     data.append(_datum("CertificatesImported", 1, 1002.1))
     line = plot_line(imported, data, 1000.0, 0.5)
     assert line.times == [0.0, 0.5, 1.0, 1.5, 2.0]
-    assert line.values == [960.0, 0.0, 0.0, 0.0, 120.0]  # 8 in half a second is 960 a minute
-    assert (line.total, line.count) == (9.0, 3)
+    assert line.values == [8.0, 0.0, 0.0, 0.0, 1.0]  # the sum in each bin, as CloudWatch per period
+    assert (line.total, line.count, line.units) == (9.0, 3, frozenset({"Count"}))
     state = MetricSpec("Thingpress", "CircuitState", (("service", "thingpress"),), "Maximum", 60, "state")
     gauge = [
         _datum("CircuitState", 2, 1000.1),
@@ -250,3 +391,41 @@ def test_load_dashboard_needs_exactly_one_dashboard(tmp_path: Path) -> None:
     path.write_text("Resources:\n  Queue:\n    Type: AWS::SQS::Queue\n", encoding="utf-8")
     with pytest.raises(DashboardError, match="0 dashboards"):
         load_dashboard(path)
+
+
+BROWSER = next(filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))), None)
+BOX = (640, 320)  # CSS pixels per chart in the contact sheet
+
+
+def colored_pixels(image: np.ndarray) -> int:
+    """Count clearly coloured pixels: plotted lines are coloured, text and frames are grey or black."""
+    spread = image.max(axis=2) - image.min(axis=2)
+    return int(np.count_nonzero(spread > 0.25))
+
+
+@pytest.mark.skipif(BROWSER is None, reason="no Chromium on this machine (Debian package: chromium)")
+def test_a_headless_browser_draws_every_chart(rendered: Path, tmp_path: Path) -> None:
+    """Each chart's SVG, as the page embeds it, rendered by Chromium, shows its coloured lines."""
+    page = rendered.read_text(encoding="utf-8")
+    images = [match["svg"] for match in FIGURE.finditer(page)]
+    width, height = BOX
+    sheet = tmp_path / "sheet.html"
+    sheet.write_text(
+        "<html><body style='margin:0;background:white'>"
+        + "".join(
+            f"<img style='position:absolute;left:0;top:{i * height}px;width:{width}px;height:{height}px' "
+            f"src='data:image/svg+xml;base64,{svg}'>"
+            for i, svg in enumerate(images)
+        )
+        + "</body></html>",
+        encoding="utf-8",
+    )
+    shot = tmp_path / "sheet.png"
+    command = [BROWSER or "", "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars"]
+    command += [f"--window-size={width},{height * len(images)}", f"--screenshot={shot}", sheet.as_uri()]
+    subprocess.run(command, check=True, capture_output=True, timeout=120)
+    pixels = imread(str(shot))[..., :3]
+    assert pixels.shape[:2] == (height * len(images), width)
+    titles = [html.unescape(match["title"]) for match in FIGURE.finditer(page)]
+    for index, title in enumerate(titles):
+        assert colored_pixels(pixels[index * height : (index + 1) * height]) > 50, title

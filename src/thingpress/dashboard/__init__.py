@@ -1,15 +1,15 @@
 """The template's CloudWatch dashboard and alarms: read as metric specs, and drawn from a local run.
 
 `specs` reads the dashboard and alarms of ``template.yaml``; `render` draws the dashboard from the
-metrics a local run captured.
+metrics a local run captured, with the circuit summary of `circuits`.
 """
 
+from thingpress.dashboard.circuits import circuit_status_table
 from thingpress.dashboard.render import (
     STATUS_AWS_ONLY,
     STATUS_DATA,
     STATUS_NO_DATA,
     PlotLine,
-    circuit_status_table,
     plot_line,
     render_dashboard,
 )
