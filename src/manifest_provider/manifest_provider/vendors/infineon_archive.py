@@ -31,7 +31,7 @@ from py7zr.archiveinfo import HeaderStreamsInfo, SignatureHeader, StreamsInfo, r
 from py7zr.io import MemIO, Py7zIO, WriterFactory
 from py7zr.properties import PROPERTY
 
-from layer_utils.cert_utils import contains_private_key
+from layer_utils.cert_utils import KEY_SCAN_OVERLAP, contains_private_key
 from manifest_provider.limits import Limits
 from manifest_provider.vendors.base import ManifestFormatError
 
@@ -54,7 +54,6 @@ about three times over while parsing it, so this keeps parsing far below the pro
 
 _MAX_NAME_BYTES = 2 * (MAX_MEMBER_PATH_BYTES + 1)  # one member's name in UTF-16, with its terminator
 _SIGNATURE_BYTES = 32
-_KEY_SCAN_OVERLAP = 512  # bytes kept between writes so a private key header split across them is found
 # Exceptions py7zr and the decompressors it drives raise on corrupt or malicious archives.
 _ARCHIVE_ERRORS = (
     py7zr.exceptions.ArchiveError,
@@ -319,7 +318,7 @@ class MemberFile(Py7zIO):
     """Takes one member's bytes from py7zr and writes them to a file; never raises.
 
     ``error`` is the ``OSError`` that stopped the writing (the file is then incomplete);
-    ``private_key`` is whether the bytes, when scanned, contained a PEM private key.
+    ``private_key`` is whether the bytes, when scanned, contained private key material.
     """
 
     def __init__(self, path: Path, scan_keys: bool) -> None:
@@ -340,7 +339,7 @@ class MemberFile(Py7zIO):
         if self._scan_keys and not self.private_key:
             window = self._tail + bytes(s)
             self.private_key = contains_private_key(window)
-            self._tail = window[-_KEY_SCAN_OVERLAP:]
+            self._tail = window[-KEY_SCAN_OVERLAP:]
         if self._file is not None:
             try:
                 self._file.write(s)
