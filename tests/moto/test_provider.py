@@ -21,6 +21,7 @@ from manifest_provider import provider as p
 from manifest_provider import vendors
 from manifest_provider.intake import parse_intake_body
 from manifest_provider.overrides import UploaderAllowlist
+from manifest_provider.resources import missing_targets
 from manifest_provider.settings import ImportSettings
 from manifest_provider.stream import ManifestStream
 from testing.helpers import create_jobs_table, mock_aws_with_valid_certs, sqs_record
@@ -488,6 +489,44 @@ def test_missing_resources_and_bad_settings_fail_the_job(
     assert report["status"] == "FAILED"
     assert reason in report["reason"]
     assert metric_total(env, "ManifestsFailed") == 1
+
+
+def test_dynamic_thing_group_fails_before_anything_is_created(env: Env) -> None:
+    """moto has no CreateDynamicThingGroup: its DescribeThingGroup answer gets the fields AWS gives one."""
+    iot = env.aws["iot"]
+    iot.create_thing_group(thingGroupName="Online")
+
+    def as_dynamic(parsed: dict[str, Any], model: Any, **_kwargs: Any) -> None:
+        if parsed.get("thingGroupName") == "Online":
+            parsed.update(
+                indexName="AWS_Things", queryString="connectivity.connected:true", queryVersion="2017-09-30"
+            )
+
+    iot.meta.events.register("after-call.iot.DescribeThingGroup", as_dynamic)
+    env.environ["THINGPRESS_THING_GROUPS"] = "Fleet,Online"
+    data, _ = generated_manifest(3)
+    env.run(env.put("generated/x.txt", data))
+    job = env.job("generated/x.txt")
+    assert job.status == j.JobStatus.FAILED
+    reason = "Thing group 'Online' is a dynamic thing group; things cannot be added to it."
+    assert job.reason == reason
+    assert env.report("generated/x.txt")["reason"] == reason
+    assert env.messages() == []
+    assert iot.list_certificates()["certificates"] == []
+    assert iot.list_things()["things"] == []
+    assert iot.list_things_in_thing_group(thingGroupName="Fleet")["things"] == []
+
+
+def test_more_than_ten_policies_fail_before_any_call(env: Env) -> None:
+    calls: list[str] = []
+    iot = env.aws["iot"]
+    iot.meta.events.register("before-call.iot", lambda model, **_kwargs: calls.append(model.name))
+    settings = ImportSettings(policies=tuple(f"P{number}" for number in range(11)))
+    assert missing_targets(iot, settings) == [
+        "The settings name 11 policies; AWS IoT attaches at most 10 to a certificate."
+    ]
+    assert calls == []
+    assert missing_targets(iot, replace(settings, policies=("DevicePolicy",) * 11)) == []  # one policy
 
 
 def test_deprecated_thing_type_fails(env: Env) -> None:

@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from layer_utils.jobs import FINAL_STATUSES, JobStore, latest_report_key
+from testing import seven_zip_bombs
 from thingpress.certfactory import Issued, make_ca, make_device_cert
 from thingpress.local import LocalStack
 from thingpress.local.faults import FaultyEmulator
@@ -576,6 +577,27 @@ def build_corpus(material: Material) -> list[Case]:
         FAILED,
         reason=("archive",),
     )
+    add(
+        "seven-zip-long-names-header",
+        "infineon/long-names-header.7z",
+        seven_zip_bombs.long_names(2000, 65536),
+        FAILED,
+        reason=("-byte header; the limit for the members it may hold is",),
+    )
+    add(
+        "seven-zip-many-members-header",
+        "infineon/many-members-header.7z",
+        seven_zip_bombs.many_members(2_000_000),
+        FAILED,
+        reason=("more than 250000 archive members",),
+    )
+    add(
+        "seven-zip-huge-declared-header",
+        "infineon/huge-declared-header.7z",
+        seven_zip_bombs.declared_huge_header(),
+        FAILED,
+        reason=("-byte header; the limit for the members it may hold is",),
+    )
     return cases
 
 
@@ -686,6 +708,9 @@ def corpus_names() -> list[str]:
         "seven-zip-nested-too-deep",
         "wrong-bundle-type",
         "seven-zip-not-an-archive",
+        "seven-zip-long-names-header",
+        "seven-zip-many-members-header",
+        "seven-zip-huge-declared-header",
     ]
 
 

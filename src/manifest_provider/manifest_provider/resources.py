@@ -13,6 +13,7 @@ from layer_utils.aws_utils import ErrorClass, classify_error, handle_aws_error
 from layer_utils.cert_utils import ParsedCertificate, load_certificates
 from layer_utils.jobs import MAX_LOCATOR_BYTES, shorten
 from layer_utils.telemetry import logger
+from manifest_provider.settings import MAX_POLICIES
 
 if TYPE_CHECKING:
     from mypy_boto3_iot import IoTClient
@@ -53,7 +54,9 @@ def missing_targets(iot: IoTClient, settings: ImportSettings) -> list[str]:
 
     Makes one read call per resource (GetPolicy, DescribeThingGroup, DescribeThingType). Other AWS
     failures (throttling, access denied) are raised as ``AwsOperationError``, so the message is
-    retried rather than the job failed.
+    retried rather than the job failed. Refuses more than ``MAX_POLICIES`` policies (AWS IoT's
+    limit per certificate) before any call, and dynamic thing groups (DescribeThingGroup gives them a
+    ``queryString``), which AddThingToThingGroup refuses.
 
     Args:
         iot: The IoT client.
@@ -64,14 +67,22 @@ def missing_targets(iot: IoTClient, settings: ImportSettings) -> list[str]:
         deprecated."); an empty list means everything is there.
 
     """
+    if len(set(settings.policies)) > MAX_POLICIES:
+        return [
+            f"The settings name {len(set(settings.policies))} policies; AWS IoT attaches at most "
+            f"{MAX_POLICIES} to a certificate."
+        ]
     problems: list[str] = []
     for policy in settings.policies:
         if _read(partial(iot.get_policy, policyName=policy), "iot:GetPolicy", {"policy": policy}) is None:
             problems.append(f"Policy '{policy}' does not exist.")
     for group in settings.thing_groups:
         call = partial(iot.describe_thing_group, thingGroupName=group)
-        if _read(call, "iot:DescribeThingGroup", {"thing_group": group}) is None:
+        group_described = _read(call, "iot:DescribeThingGroup", {"thing_group": group})
+        if group_described is None:
             problems.append(f"Thing group '{group}' does not exist.")
+        elif group_described.get("queryString") is not None:
+            problems.append(f"Thing group '{group}' is a dynamic thing group; things cannot be added to it.")
     if settings.thing_type:
         call_type = partial(iot.describe_thing_type, thingTypeName=settings.thing_type)
         described = _read(call_type, "iot:DescribeThingType", {"thing_type": settings.thing_type})

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import BinaryIO, Protocol
 
-from layer_utils.cert_utils import ParsedCertificate, contains_private_key, load_certificate
+from layer_utils.cert_utils import KEY_SCAN_OVERLAP, ParsedCertificate, contains_private_key, load_certificate
 from manifest_provider.limits import Limits
 
 
@@ -281,7 +281,6 @@ def read_lines(source: BinaryIO, max_line_bytes: int) -> Iterator[Line]:
 
 
 _SCAN_CHUNK = 1024 * 1024
-_SCAN_OVERLAP = 512
 
 
 def private_key_reason(where: str) -> str:
@@ -302,7 +301,7 @@ def refuse_private_keys(source: BinaryIO, vendor: str, encoding: str = "utf-8") 
             hide a key.
 
     Raises:
-        ManifestFormatError: A PEM private key, plain or base64-encoded, appears anywhere.
+        ManifestFormatError: Private key material (see ``contains_private_key``) appears anywhere.
 
     """
     decoder = codecs.getincrementaldecoder(encoding)(errors="replace")
@@ -312,5 +311,5 @@ def refuse_private_keys(source: BinaryIO, vendor: str, encoding: str = "utf-8") 
         window = tail + decoder.decode(chunk).encode("utf-8")
         if contains_private_key(window):
             raise ManifestFormatError(private_key_reason(f"The {vendor} manifest"))
-        tail = window[-_SCAN_OVERLAP:]
+        tail = window[-KEY_SCAN_OVERLAP:]
     source.seek(0)

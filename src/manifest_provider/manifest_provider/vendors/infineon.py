@@ -50,6 +50,7 @@ from manifest_provider.vendors.base import (
     private_key_reason,
 )
 from manifest_provider.vendors.infineon_archive import (
+    MAX_MEMBER_PATH_BYTES,
     SEVEN_ZIP_MAGIC,
     VENDOR,
     Budget,
@@ -68,9 +69,6 @@ BUNDLE_TYPES = ("E0E0", "E0E1", "E0E2")
 MAX_MEMBER_NAME_BYTES = 255
 """The longest part (folder or file name) of a certificate member's path, in UTF-8 bytes: the file
 name limit of common file systems, so any tool that unpacks the archive can extract the member."""
-
-MAX_MEMBER_PATH_BYTES = 1024
-"""The longest certificate member path, in UTF-8 bytes."""
 
 _BUNDLE = re.compile(r"_(?P<bundle>[A-Za-z0-9]+)_Certs\.7z", re.IGNORECASE)
 
@@ -166,7 +164,7 @@ def _inner_entries(archive: _Certificates, workdir: Path, run: _Run, first: int)
     """
     budget = run.budget
     limits = budget.limits
-    with archive.path.open("rb") as file, open_archive(file, archive.name) as inner:
+    with archive.path.open("rb") as file, open_archive(file, archive.name, budget) as inner:
         members = [member for member in list_members(inner, archive.name) if not member.is_directory]
         declared = budget.admit(archive.name, members, archive.path.stat().st_size)
         for nested in (member.name for member in members if member.name.lower().endswith(".7z")):
@@ -223,7 +221,7 @@ def _entries(source: BinaryIO, options: ParseOptions) -> Iterator[ManifestEntry]
     with tempfile.TemporaryDirectory(prefix="thingpress-infineon-") as temp:
         workdir = Path(temp)
         outer_files = IndexedFiles(workdir / "outer", scan_keys=False)
-        with open_archive(source, "(the upload)") as outer:
+        with open_archive(source, "(the upload)", budget) as outer:
             members = list_members(outer, "(the upload)")
             declared = budget.admit("(the upload)", members, size)
             selected = _select_bundles(members, bundle)

@@ -1,6 +1,8 @@
 """Reading Infineon's hostile 7z archives: metadata checks, then extraction by member index.
 
-Before anything is decompressed, each archive level's metadata is checked against
+Before py7zr parses an archive's header, :func:`open_archive` bounds it (see :func:`check_header`):
+the header's size, encoded or decoded, its member count and the bytes of its member names. Then,
+before anything is decompressed, each archive level's metadata is checked against
 :class:`~manifest_provider.limits.Limits` by a :class:`Budget`: member count and declared uncompressed size
 (both summed over the levels), the compression ratio of each archive and the nesting depth (the
 upload is level 1). A member path that is not a plain relative path refuses the manifest.
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import io
 import lzma
+import os
 import re
 import struct
 from collections.abc import Collection
@@ -24,9 +27,11 @@ from pathlib import Path
 from typing import BinaryIO
 
 import py7zr
+from py7zr.archiveinfo import HeaderStreamsInfo, SignatureHeader, StreamsInfo, read_uint64
 from py7zr.io import MemIO, Py7zIO, WriterFactory
+from py7zr.properties import PROPERTY
 
-from layer_utils.cert_utils import contains_private_key
+from layer_utils.cert_utils import KEY_SCAN_OVERLAP, contains_private_key
 from manifest_provider.limits import Limits
 from manifest_provider.vendors.base import ManifestFormatError
 
@@ -36,7 +41,19 @@ VENDOR = "Infineon"
 SEVEN_ZIP_MAGIC = b"7z\xbc\xaf\x27\x1c"
 """The first bytes of every 7z archive."""
 
-_KEY_SCAN_OVERLAP = 512  # bytes kept between writes so a private key header split across them is found
+MAX_MEMBER_PATH_BYTES = 1024
+"""The longest certificate member path, in UTF-8 bytes."""
+
+HEADER_BYTES_PER_MEMBER = 4096
+"""Header bytes allowed for each member an archive may still hold: a name of ``MAX_MEMBER_PATH_BYTES``
+(at most 2,050 bytes in the header's UTF-16) plus its sizes, CRC, times and attributes, with room."""
+
+MAX_HEADER_BYTES = 32 * 1024 * 1024
+"""The largest 7z header, as stored or decoded, whatever the member limit: py7zr holds a header
+about three times over while parsing it, so this keeps parsing far below the provider's memory."""
+
+_MAX_NAME_BYTES = 2 * (MAX_MEMBER_PATH_BYTES + 1)  # one member's name in UTF-16, with its terminator
+_SIGNATURE_BYTES = 32
 # Exceptions py7zr and the decompressors it drives raise on corrupt or malicious archives.
 _ARCHIVE_ERRORS = (
     py7zr.exceptions.ArchiveError,
@@ -126,6 +143,110 @@ class Budget:
             )
         return size
 
+    def check_header(self, file: BinaryIO, archive: str) -> None:
+        """Bound the header of the 7z in ``file`` before py7zr parses it; leave ``file`` at its start.
+
+        The stored header, and an encoded header's declared decoded size, may be at most
+        ``HEADER_BYTES_PER_MEMBER`` per member the limits still allow, and ``MAX_HEADER_BYTES``. The
+        member count is charged against those limits, and the names may average at most the bytes
+        of a ``MAX_MEMBER_PATH_BYTES`` path.
+
+        Raises:
+            ManifestFormatError: The header breaks a bound or cannot be read.
+
+        """
+        remaining = self.limits.max_archive_entries - self.entries
+        limit = min(max(remaining, 1) * HEADER_BYTES_PER_MEMBER, MAX_HEADER_BYTES)
+        try:
+            signature = SignatureHeader.retrieve(file)  # py7zr's reader of the 32-byte start header
+            _check_header_size(signature.nextheadersize, limit, archive)
+            file.seek(_SIGNATURE_BYTES + signature.nextheaderofs)
+            header = io.BytesIO(file.read(signature.nextheadersize))
+            if header.read(1) == PROPERTY.ENCODED_HEADER:
+                header = _decode_header(file, header, limit, archive)
+                header.read(1)
+            count, names = _member_count_and_names(header)
+        except _ARCHIVE_ERRORS as error:
+            raise ManifestFormatError(_unreadable(archive, error)) from None
+        finally:
+            file.seek(0)
+        if count > remaining:
+            raise ManifestFormatError(
+                f"The {VENDOR} manifest holds more than {self.limits.max_archive_entries} archive members "
+                f"(counted up to {quote(archive)})."
+            )
+        if names > 1 + count * _MAX_NAME_BYTES:
+            raise ManifestFormatError(
+                f"The {VENDOR} archive {quote(archive)} has {names} bytes of member names for {count} "
+                f"members, more than {_MAX_NAME_BYTES} bytes each."
+            )
+
+
+def _check_header_size(size: int, limit: int, archive: str) -> None:
+    """Refuse a header of ``size`` bytes (stored or decoded) over ``limit``.
+
+    Raises:
+        ManifestFormatError: ``size`` is over ``limit``.
+
+    """
+    if size > limit:
+        raise ManifestFormatError(
+            f"The {VENDOR} archive {quote(archive)} has a {size}-byte header; the limit for the "
+            f"members it may hold is {limit} bytes."
+        )
+
+
+def _decode_header(file: BinaryIO, encoded: io.BytesIO, limit: int, archive: str) -> io.BytesIO:
+    """Decode an encoded header, after checking its declared size, as py7zr's ``Header`` does.
+
+    Returns:
+        The decoded (plain) header.
+
+    Raises:
+        ManifestFormatError: The declared size is over ``limit``.
+        py7zr.exceptions.Bad7zFile: The packed header is truncated.
+
+    """
+    streams = HeaderStreamsInfo.retrieve(encoded)
+    folders = streams.unpackinfo.folders
+    _check_header_size(sum(max(folder.unpacksizes[-1], 0) for folder in folders), limit, archive)
+    decoded = bytearray()
+    start = _SIGNATURE_BYTES
+    for folder in folders:
+        size = folder.unpacksizes[-1]
+        start += streams.packinfo.packpos
+        file.seek(start)
+        decompressor = folder.get_decompressor(streams.packinfo.packsizes[0])
+        end = len(decoded) + size
+        while len(decoded) < end:
+            before = (len(decoded), decompressor.consumed)
+            decoded += decompressor.decompress(file, max_length=end - len(decoded))
+            if (len(decoded), decompressor.consumed) == before:
+                raise py7zr.exceptions.Bad7zFile("truncated encoded header")
+        start += streams.packinfo.packsizes[0]
+    return io.BytesIO(decoded)
+
+
+def _member_count_and_names(header: io.BytesIO) -> tuple[int, int]:
+    """Return a plain header's member count and the bytes of its name table (0, 0 when it has none).
+
+    Hand-parsed because py7zr's ``FilesInfo`` builds every member as it reads the count and names.
+    """
+    pid = header.read(1)
+    if pid == PROPERTY.MAIN_STREAMS_INFO:
+        StreamsInfo.retrieve(header)
+        pid = header.read(1)
+    if pid != PROPERTY.FILES_INFO:
+        return 0, 0
+    count = read_uint64(header)
+    names = 0
+    while (prop := header.read(1)) not in {PROPERTY.END, b""}:
+        size = read_uint64(header)
+        if prop == PROPERTY.NAME:
+            names = size
+        header.seek(size, os.SEEK_CUR)
+    return count, names
+
 
 def printable(text: str) -> str:
     """Return ``text`` with every unprintable character (line breaks and other controls) escaped."""
@@ -157,16 +278,17 @@ def _unreadable(archive: str, error: Exception) -> str:
     return f"The {VENDOR} archive {quote(archive)} cannot be read: {error}."
 
 
-def open_archive(file: BinaryIO, archive: str) -> py7zr.SevenZipFile:
-    """Open the 7z archive in ``file``, named ``archive`` in messages.
+def open_archive(file: BinaryIO, archive: str, budget: Budget) -> py7zr.SevenZipFile:
+    """Open the 7z archive in ``file``, named ``archive`` in messages, once its header fits ``budget``.
 
     Returns:
         The opened archive.
 
     Raises:
-        ManifestFormatError: The archive's headers cannot be read.
+        ManifestFormatError: The archive's header breaks a bound or cannot be read.
 
     """
+    budget.check_header(file, archive)
     try:
         return py7zr.SevenZipFile(file, mode="r")
     except _ARCHIVE_ERRORS as error:
@@ -196,7 +318,7 @@ class MemberFile(Py7zIO):
     """Takes one member's bytes from py7zr and writes them to a file; never raises.
 
     ``error`` is the ``OSError`` that stopped the writing (the file is then incomplete);
-    ``private_key`` is whether the bytes, when scanned, contained a PEM private key.
+    ``private_key`` is whether the bytes, when scanned, contained private key material.
     """
 
     def __init__(self, path: Path, scan_keys: bool) -> None:
@@ -217,7 +339,7 @@ class MemberFile(Py7zIO):
         if self._scan_keys and not self.private_key:
             window = self._tail + bytes(s)
             self.private_key = contains_private_key(window)
-            self._tail = window[-_KEY_SCAN_OVERLAP:]
+            self._tail = window[-KEY_SCAN_OVERLAP:]
         if self._file is not None:
             try:
                 self._file.write(s)
