@@ -12,7 +12,12 @@ import pytest
 from testing.helpers import TEMPLATE_PATH, as_list, branches
 
 # Actions AWS offers no resource-level permission for; only these may use Resource "*".
-NO_RESOURCE_LEVEL_ACTIONS = {"iot:RegisterCertificateWithoutCA", "cloudwatch:PutMetricData"}
+NO_RESOURCE_LEVEL_ACTIONS = {
+    "iot:RegisterCertificateWithoutCA",
+    "iot:ListPrincipalThings",
+    "iot:ListAttachedPolicies",
+    "cloudwatch:PutMetricData",
+}
 NO_RESOURCE_LEVEL_PREFIXES = ("xray:",)
 
 CIRCUITS = [

@@ -2,6 +2,13 @@
 
 For each SQS record (one import message, see ``layer_utils.messages``):
 
+0. Before any IoT call, the job is read (one GetItem): it must exist, be PARSING or IMPORTING
+   (``IMPORT_STATUSES``) and have signed the message (its ``mac`` is the HMAC-SHA256 of the message
+   keyed with the job's secret). A message that fails this check is refused: it makes no IoT call
+   and is dropped (deleted from the queue) with a warning and the metric ``ImportMessagesRefused``
+   (dimension ``Reason``: ``unknown_job``, ``not_importing`` or ``bad_mac``). Dropping, rather
+   than failing to the DLQ, is safe: a forged message has nothing to retry, and a late duplicate of a
+   job that finished or failed has nothing left to count.
 1. The entries are imported concurrently (``THINGPRESS_IMPORT_THREADS`` threads sharing the
    invocation's per-API rate limiter) with :func:`bulk_importer.iot_import.import_certificate`. When
    the invocation's time budget runs low, no new entry is started: the unstarted entries are
@@ -29,8 +36,9 @@ same message. Its ``attempt`` grows only when it carries a retryable failure, an
 only then. For the chain ``C``, ``C.r1``, ``C.r1.r2``… this gives the ``C.r<attempt>`` names of
 the architecture.
 
-DynamoDB is called per record, never per certificate: ``record_outcome`` and ``try_complete``, plus
-one read of the chunk item on a redelivery.
+DynamoDB is called per record, never per certificate: the job read, ``record_outcome`` and
+``try_complete``, plus one read of the chunk item on a redelivery. The re-enqueued child is signed
+with the job's secret from that read.
 """
 
 from __future__ import annotations
@@ -56,15 +64,24 @@ from bulk_importer.iot_import import (
 from bulk_importer.rate_limit import rates_from_env
 from layer_utils.aws_utils import ThingpressError
 from layer_utils.circuit import CircuitRegistry
-from layer_utils.env import env_positive_int, env_required
-from layer_utils.jobs import FailureRecord, ImportedRecord, JobNotFoundError, JobStore
-from layer_utils.messages import ImportEntry, ImportMessage, decode_message, encode_import_message
+from layer_utils.env import env_bool, env_positive_int, env_required
+from layer_utils.jobs import IMPORT_STATUSES, FailureRecord, ImportedRecord, Job, JobNotFoundError, JobStore
+from layer_utils.messages import (
+    ImportEntry,
+    ImportMessage,
+    decode_message,
+    encode_import_message,
+    sign_import_message,
+    verify_import_message,
+)
 from layer_utils.protected import SEND_OPERATION, Limiter, protected_call
 from layer_utils.telemetry import (
     CERTIFICATES_FAILED,
     CERTIFICATES_IMPORTED,
     DIM_ERROR_CLASS,
+    DIM_REASON,
     FAILURE_EXHAUSTED,
+    IMPORT_MESSAGES_REFUSED,
     logger,
 )
 
@@ -109,7 +126,9 @@ class ImporterConfig:
     per record; ``max_entry_attempts`` the tries before a retryable failure is final;
     ``deadline_margin_ms`` the time kept free at the end of an invocation; ``base_delay_seconds``
     the first re-enqueue backoff (doubled per attempt, capped at 900 s, with jitter); ``rates`` this
-    invocation's share of each IoT API quota, in calls per second (``rate_limit.rates_from_env``).
+    invocation's share of each IoT API quota, in calls per second (``rate_limit.rates_from_env``);
+    ``adopt_existing_things`` whether an existing thing Thingpress did not create may be used (the
+    operator's ``AdoptExistingThings``; by default it is a conflict).
     """
 
     import_queue_url: str
@@ -119,13 +138,15 @@ class ImporterConfig:
     deadline_margin_ms: int = DEFAULT_DEADLINE_MARGIN_MS
     base_delay_seconds: float = DEFAULT_BASE_DELAY_SECONDS
     rates: Mapping[str, float] = field(default_factory=lambda: rates_from_env({}))
+    adopt_existing_things: bool = False
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ImporterConfig:
         """Build the configuration from the environment.
 
         Reads ``THINGPRESS_IMPORT_QUEUE_URL``, ``THINGPRESS_JOBS_TABLE``, ``THINGPRESS_IMPORT_THREADS``,
-        ``THINGPRESS_MAX_ENTRY_ATTEMPTS``, ``THINGPRESS_IOT_TPS`` and ``THINGPRESS_MAX_CONCURRENCY``.
+        ``THINGPRESS_MAX_ENTRY_ATTEMPTS``, ``THINGPRESS_IOT_TPS``, ``THINGPRESS_MAX_CONCURRENCY`` and
+        ``THINGPRESS_ADOPT_EXISTING_THINGS``.
 
         Args:
             environ: The environment; ``os.environ`` when None.
@@ -146,6 +167,7 @@ class ImporterConfig:
                 env, "THINGPRESS_MAX_ENTRY_ATTEMPTS", DEFAULT_MAX_ENTRY_ATTEMPTS
             ),
             rates=rates_from_env(env),
+            adopt_existing_things=env_bool(env, "THINGPRESS_ADOPT_EXISTING_THINGS"),
         )
 
 
@@ -175,7 +197,8 @@ class RecordResult:
     ``recorded`` is False when the chunk had been recorded before (a redelivery: nothing was counted
     again). ``requeued`` entries went back to the queue in ``requeue_chunk`` with
     ``requeue_attempt`` after ``delay_seconds``; ``spilled`` of them were never started.
-    ``completed`` is True when this record finished the job.
+    ``completed`` is True when this record finished the job. ``refused`` names why the message was
+    refused before any IoT call (``unknown_job``, ``not_importing``, ``bad_mac``), else None.
     """
 
     job_id: str
@@ -191,6 +214,7 @@ class RecordResult:
     delay_seconds: int
     completed: bool
     iot_calls: int
+    refused: str | None = None
 
 
 def deadline(remaining_ms: Callable[[], int], margin_ms: int) -> Callable[[], bool]:
@@ -228,7 +252,7 @@ def _entry_key(locator: str, certificate_id: str | None) -> tuple[str, str | Non
 
 
 def _import_safely(
-    services: Services, message: ImportMessage, entry: ImportEntry, arns: ArnContext
+    services: Services, message: ImportMessage, entry: ImportEntry, arns: ArnContext, adopt: bool
 ) -> ImportOutcome:
     """Import one entry; an unexpected exception becomes a retryable ``unknown`` outcome, logged."""
     try:
@@ -239,6 +263,7 @@ def _import_safely(
             arns=arns,
             limiter=services.limiter,
             registry=services.registry,
+            adopt=adopt,
         )
     except Exception as error:
         logger.exception(
@@ -253,7 +278,7 @@ def _run_entries(
     services: Services,
     message: ImportMessage,
     arns: ArnContext,
-    threads: int,
+    config: ImporterConfig,
     out_of_time: Callable[[], bool],
 ) -> list[ImportOutcome | None]:
     """Import the entries on a thread pool, in order; entries never started are None (spilled)."""
@@ -269,9 +294,11 @@ def _run_entries(
                 if index >= len(entries) or out_of_time():
                     return
                 position[0] += 1
-            outcomes[index] = _import_safely(services, message, entries[index], arns)
+            outcomes[index] = _import_safely(
+                services, message, entries[index], arns, config.adopt_existing_things
+            )
 
-    workers = max(1, min(threads, len(entries)))
+    workers = max(1, min(config.threads, len(entries)))
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="import") as pool:
         for future in [pool.submit(worker) for _ in range(workers)]:
             future.result()
@@ -346,6 +373,57 @@ def decode_import_message(body: str) -> ImportMessage:
     return message
 
 
+def refusal(message: ImportMessage, job: Job | None) -> str | None:
+    """Return why ``message`` must not be acted on (``unknown_job``, ``not_importing``, ``bad_mac``), or None.
+
+    Args:
+        message: the decoded import message.
+        job: its job as read now (None when it does not exist).
+
+    Returns:
+        The reason, or None when the job exists, is importing and signed the message.
+
+    """
+    if job is None:
+        return "unknown_job"
+    if job.status not in IMPORT_STATUSES:
+        return "not_importing"
+    if not verify_import_message(message, job.secret):
+        return "bad_mac"
+    return None
+
+
+def _refused(services: Services, message: ImportMessage, job: Job | None, reason: str) -> RecordResult:
+    """Drop a refused message: a warning, the metric, and a result that says nothing was done."""
+    logger.warning(
+        "Import message refused before any IoT call; it is dropped",
+        extra={
+            "job_id": message.job_id,
+            "chunk": message.chunk,
+            "reason": reason,
+            "job_status": None if job is None else str(job.status),
+            "entries": len(message.entries),
+        },
+    )
+    services.emit(IMPORT_MESSAGES_REFUSED, 1, {DIM_REASON: reason})
+    return RecordResult(
+        job_id=message.job_id,
+        chunk=message.chunk,
+        attempt=message.attempt,
+        imported=0,
+        failed=0,
+        requeued=0,
+        spilled=0,
+        recorded=False,
+        requeue_chunk=None,
+        requeue_attempt=None,
+        delay_seconds=0,
+        completed=False,
+        iot_calls=0,
+        refused=reason,
+    )
+
+
 def handle_import_body(
     body: str,
     services: Services,
@@ -359,11 +437,11 @@ def handle_import_body(
     ``arns`` says where the IoT resources live; ``out_of_time`` says when to stop starting entries.
 
     Returns:
-        What happened.
+        What happened (``refused`` set when the message was dropped before any IoT call).
 
     Raises:
         UnusableMessageError: the body is not an import message.
-        JobNotFoundError: the job does not exist.
+        JobNotFoundError: the job disappeared between the check and the recording.
         AwsOperationError: the outcome could not be recorded (also ``CircuitOpenError`` and
             ``RequeueError`` when the rest could not be re-enqueued): the caller must then fail the
             record so SQS delivers it again (processing is idempotent).
@@ -371,7 +449,11 @@ def handle_import_body(
     """
     message = decode_import_message(body)
     logger.set_correlation_id(message.job_id)
-    outcomes = _run_entries(services, message, arns, config.threads, out_of_time)
+    job = services.jobs.get_job(message.job_id)
+    refused = refusal(message, job)
+    if refused is not None or job is None:
+        return _refused(services, message, job, refused or "unknown_job")
+    outcomes = _run_entries(services, message, arns, config, out_of_time)
     exhausted_at = message.attempt + 1 >= config.max_entry_attempts
 
     imported: list[ImportedRecord] = []
@@ -437,6 +519,7 @@ def handle_import_body(
             entries=tuple(message.entries[index] for index in pending),
             attempt=requeue_attempt,
         )
+        child = sign_import_message(child, job.secret or "")
         _send(services, config, child, delay)
 
     if recorded:

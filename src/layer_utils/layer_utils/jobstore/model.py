@@ -158,6 +158,8 @@ class Job:
     warnings: tuple[str, ...] = ()
     lease_expiries: int = 0
     unsettled: int = 0
+    secret: str | None = field(default=None, repr=False)
+    """The key of the job's import message MACs (``layer_utils.messages``); never reported or logged."""
 
     @property
     def is_final(self) -> bool:
@@ -240,4 +242,5 @@ class Job:
             warnings=tuple(str(warning) for warning in item.get("warnings") or ()),
             lease_expiries=int(item.get("lease_expiries", 0)),
             unsettled=int(item.get("unsettled", 0)),
+            secret=item.get("secret"),
         )

@@ -27,6 +27,7 @@ from layer_utils.jobstore.model import (
 )
 from layer_utils.jobstore.report import build_report
 from layer_utils.jobstore.table import JobTable, is_conditional_failure
+from layer_utils.messages import new_job_secret
 from layer_utils.telemetry import MANIFESTS_COMPLETED, MANIFESTS_FAILED, logger
 
 
@@ -121,9 +122,12 @@ class JobStore(JobTable):
         adds one to ``lease_expiries``, which the sweep compares with its maximum; that path costs a
         second UpdateItem, as does finding another invocation's live lease.
 
+        The first claim also gives the job its secret (``secret``, kept by later claims), the key of
+        its import messages' MACs.
+
         Returns:
-            The job (status PARSING, with its checkpoint), or None when another live invocation holds the
-            lease or the job is past parsing.
+            The job (status PARSING, with its checkpoint and secret), or None when another live invocation
+            holds the lease or the job is past parsing.
 
         """
         now = self._now()
@@ -133,8 +137,12 @@ class JobStore(JobTable):
             ":until": int(lease_until.timestamp()),
             ":epoch": int(now.timestamp()),
             ":now": isoformat(now),
+            ":secret": new_job_secret(),
         }
-        claim = "SET #status = :parsing, lease_owner = :owner, lease_until = :until, updated_at = :now"
+        claim = (
+            "SET #status = :parsing, lease_owner = :owner, lease_until = :until, updated_at = :now,"
+            " secret = if_not_exists(secret, :secret)"
+        )
         claimed = self._step(
             job_id,
             Step.CLAIM_PARSE,
