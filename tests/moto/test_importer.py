@@ -16,11 +16,10 @@ import pytest
 from botocore.exceptions import ClientError
 
 from bulk_importer import app
+from bulk_importer.config import ImporterConfig, Services
 from bulk_importer.importer import (
-    ImporterConfig,
     RecordResult,
     RequeueError,
-    Services,
     UnusableMessageError,
     backoff_seconds,
     deadline,

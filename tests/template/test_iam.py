@@ -16,13 +16,18 @@ SQS_CONSUMERS = ("ManifestProviderFunction", "BulkImporterFunction")
 # be granted on Resource "*" (Service Authorization Reference, "Resource types" column empty).
 NO_RESOURCE_LEVEL_ACTIONS = {
     "iot:RegisterCertificateWithoutCA",
+    "iot:ListPrincipalThings",
+    "iot:ListAttachedPolicies",
     "xray:PutTraceSegments",
     "xray:PutTelemetryRecords",
     "cloudwatch:PutMetricData",
 }
 # What the importer needs: register certificates, create things, attach, group, and the conflict
-# path's reads and thing update. Nothing that deletes, detaches or changes a certificate.
+# path's reads (an existing certificate's things and policies) and thing update. Nothing that deletes,
+# detaches or changes a certificate.
 IMPORTER_IOT_ACTIONS = {
+    "iot:ListPrincipalThings",
+    "iot:ListAttachedPolicies",
     "iot:RegisterCertificateWithoutCA",
     "iot:CreateThing",
     "iot:AttachThingPrincipal",

@@ -2,13 +2,8 @@
 
 For each SQS record (one import message, see ``layer_utils.messages``):
 
-0. Before any IoT call, the job is read (one GetItem): it must exist, be PARSING or IMPORTING
-   (``IMPORT_STATUSES``) and have signed the message (its ``mac`` is the HMAC-SHA256 of the message
-   keyed with the job's secret). A message that fails this check is refused: it makes no IoT call
-   and is dropped (deleted from the queue) with a warning and the metric ``ImportMessagesRefused``
-   (dimension ``Reason``: ``unknown_job``, ``not_importing`` or ``bad_mac``). Dropping, rather
-   than failing to the DLQ, is safe: a forged message has nothing to retry, and a late duplicate of a
-   job that finished or failed has nothing left to count.
+0. Before any IoT call, the job is read (one GetItem) and :func:`bulk_importer.admission.refusal`
+   checks it; a refused message makes no IoT call and is dropped with a warning and a metric.
 1. The entries are imported concurrently (``THINGPRESS_IMPORT_THREADS`` threads sharing the
    invocation's per-API rate limiter) with :func:`bulk_importer.iot_import.import_certificate`. When
    the invocation's time budget runs low, no new entry is started: the unstarted entries are
@@ -44,16 +39,17 @@ with the job's secret from that read.
 from __future__ import annotations
 
 import math
-import os
 import random
 import re
 import threading
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from bulk_importer.admission import refusal
+from bulk_importer.config import ImporterConfig, Services
 from bulk_importer.iot_import import (
     CIRCUIT_OPEN,
     ArnContext,
@@ -61,20 +57,16 @@ from bulk_importer.iot_import import (
     OutcomeStatus,
     import_certificate,
 )
-from bulk_importer.rate_limit import rates_from_env
 from layer_utils.aws_utils import ThingpressError
-from layer_utils.circuit import CircuitRegistry
-from layer_utils.env import env_bool, env_positive_int, env_required
-from layer_utils.jobs import IMPORT_STATUSES, FailureRecord, ImportedRecord, Job, JobNotFoundError, JobStore
+from layer_utils.jobs import FailureRecord, ImportedRecord, Job, JobNotFoundError
 from layer_utils.messages import (
     ImportEntry,
     ImportMessage,
     decode_message,
     encode_import_message,
     sign_import_message,
-    verify_import_message,
 )
-from layer_utils.protected import SEND_OPERATION, Limiter, protected_call
+from layer_utils.protected import SEND_OPERATION, protected_call
 from layer_utils.telemetry import (
     CERTIFICATES_FAILED,
     CERTIFICATES_IMPORTED,
@@ -86,14 +78,8 @@ from layer_utils.telemetry import (
 )
 
 if TYPE_CHECKING:
-    from mypy_boto3_iot import IoTClient
-    from mypy_boto3_sqs import SQSClient
+    pass
 
-DEFAULT_THREADS = 8
-DEFAULT_MAX_ENTRY_ATTEMPTS = 8
-DEFAULT_DEADLINE_MARGIN_MS = 60_000
-"""Stop starting entries when less than this remains (capped at a quarter of the invocation's budget)."""
-DEFAULT_BASE_DELAY_SECONDS = 2.0
 MAX_DELAY_SECONDS = 900
 """The SQS maximum for ``DelaySeconds``."""
 
@@ -104,9 +90,6 @@ _FAILURE_DIMENSIONS = frozenset(
 )
 _GENERATION = re.compile(r"\.r\d+")
 
-Emit = Callable[[str, float, Mapping[str, str] | None], None]
-"""Emits a count metric: name, value, extra dimensions (None for none)."""
-
 
 class UnusableMessageError(ThingpressError):
     """The record's body is not an import message (not JSON, another schema or malformed)."""
@@ -116,78 +99,6 @@ class RequeueError(ThingpressError):
     """SQS refused the message that re-enqueues a record's unsettled entries."""
 
     retryable = True
-
-
-@dataclass(frozen=True)
-class ImporterConfig:
-    """The importer's settings.
-
-    ``import_queue_url`` and ``jobs_table`` locate the resources; ``threads`` is the worker threads
-    per record; ``max_entry_attempts`` the tries before a retryable failure is final;
-    ``deadline_margin_ms`` the time kept free at the end of an invocation; ``base_delay_seconds``
-    the first re-enqueue backoff (doubled per attempt, capped at 900 s, with jitter); ``rates`` this
-    invocation's share of each IoT API quota, in calls per second (``rate_limit.rates_from_env``);
-    ``adopt_existing_things`` whether an existing thing Thingpress did not create may be used (the
-    operator's ``AdoptExistingThings``; by default it is a conflict).
-    """
-
-    import_queue_url: str
-    jobs_table: str
-    threads: int = DEFAULT_THREADS
-    max_entry_attempts: int = DEFAULT_MAX_ENTRY_ATTEMPTS
-    deadline_margin_ms: int = DEFAULT_DEADLINE_MARGIN_MS
-    base_delay_seconds: float = DEFAULT_BASE_DELAY_SECONDS
-    rates: Mapping[str, float] = field(default_factory=lambda: rates_from_env({}))
-    adopt_existing_things: bool = False
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> ImporterConfig:
-        """Build the configuration from the environment.
-
-        Reads ``THINGPRESS_IMPORT_QUEUE_URL``, ``THINGPRESS_JOBS_TABLE``, ``THINGPRESS_IMPORT_THREADS``,
-        ``THINGPRESS_MAX_ENTRY_ATTEMPTS``, ``THINGPRESS_IOT_TPS``, ``THINGPRESS_MAX_CONCURRENCY`` and
-        ``THINGPRESS_ADOPT_EXISTING_THINGS``.
-
-        Args:
-            environ: The environment; ``os.environ`` when None.
-
-        Returns:
-            The configuration.
-
-        Raises:
-            ValueError: naming the variable that is missing or invalid.
-
-        """
-        env = os.environ if environ is None else environ
-        return cls(
-            import_queue_url=env_required(env, "THINGPRESS_IMPORT_QUEUE_URL"),
-            jobs_table=env_required(env, "THINGPRESS_JOBS_TABLE"),
-            threads=env_positive_int(env, "THINGPRESS_IMPORT_THREADS", DEFAULT_THREADS),
-            max_entry_attempts=env_positive_int(
-                env, "THINGPRESS_MAX_ENTRY_ATTEMPTS", DEFAULT_MAX_ENTRY_ATTEMPTS
-            ),
-            rates=rates_from_env(env),
-            adopt_existing_things=env_bool(env, "THINGPRESS_ADOPT_EXISTING_THINGS"),
-        )
-
-
-@dataclass(frozen=True)
-class Services:
-    """What the importer talks to.
-
-    ``iot`` and ``sqs`` are boto3 clients, ``jobs`` the job store (it alone reads and writes the
-    JobsTable), ``limiter`` the per-API rate limiter shared by every thread, ``rng`` the source of
-    backoff jitter, ``emit`` the metric emitter and ``registry`` the circuits of the importer's
-    protected calls (the handler builds it from the environment).
-    """
-
-    iot: IoTClient
-    sqs: SQSClient
-    jobs: JobStore
-    limiter: Limiter
-    rng: random.Random
-    emit: Emit
-    registry: CircuitRegistry = field(default_factory=CircuitRegistry)
 
 
 @dataclass(frozen=True)
@@ -371,26 +282,6 @@ def decode_import_message(body: str) -> ImportMessage:
             "only import messages belong there."
         )
     return message
-
-
-def refusal(message: ImportMessage, job: Job | None) -> str | None:
-    """Return why ``message`` must not be acted on (``unknown_job``, ``not_importing``, ``bad_mac``), or None.
-
-    Args:
-        message: the decoded import message.
-        job: its job as read now (None when it does not exist).
-
-    Returns:
-        The reason, or None when the job exists, is importing and signed the message.
-
-    """
-    if job is None:
-        return "unknown_job"
-    if job.status not in IMPORT_STATUSES:
-        return "not_importing"
-    if not verify_import_message(message, job.secret):
-        return "bad_mac"
-    return None
 
 
 def _refused(services: Services, message: ImportMessage, job: Job | None, reason: str) -> RecordResult:

@@ -120,14 +120,12 @@ class JobStore(JobTable):
         Succeeds when the job is RECEIVED or PARSING and the lease is free, expired or held live by
         ``owner``. Taking over an expired lease (its holder died without finishing or releasing it)
         adds one to ``lease_expiries``, which the sweep compares with its maximum; that path costs a
-        second UpdateItem, as does finding another invocation's live lease.
-
-        The first claim also gives the job its secret (``secret``, kept by later claims), the key of
-        its import messages' MACs.
+        second UpdateItem, as does finding another invocation's live lease. The first claim gives the job
+        its secret, which signs its import messages (later claims keep it).
 
         Returns:
-            The job (status PARSING, with its checkpoint and secret), or None when another live invocation
-            holds the lease or the job is past parsing.
+            The job (status PARSING, with its checkpoint), or None when another live invocation holds the
+            lease or the job is past parsing.
 
         """
         now = self._now()
@@ -139,17 +137,10 @@ class JobStore(JobTable):
             ":now": isoformat(now),
             ":secret": new_job_secret(),
         }
-        claim = (
-            "SET #status = :parsing, lease_owner = :owner, lease_until = :until, updated_at = :now,"
-            " secret = if_not_exists(secret, :secret)"
-        )
-        claimed = self._step(
-            job_id,
-            Step.CLAIM_PARSE,
-            claim,
-            values,
-            also="(attribute_not_exists(lease_owner) OR (lease_owner = :owner AND lease_until >= :epoch))",
-        )
+        claim = "SET #status = :parsing, lease_owner = :owner, lease_until = :until, updated_at = :now, "
+        claim += "secret = if_not_exists(secret, :secret)"
+        free = "(attribute_not_exists(lease_owner) OR (lease_owner = :owner AND lease_until >= :epoch))"
+        claimed = self._step(job_id, Step.CLAIM_PARSE, claim, values, also=free)
         if claimed is not None:
             return claimed
         values[":one"] = 1
