@@ -172,8 +172,8 @@ def test_resource_star_only_for_actions_without_resource_level_permissions(
             assert "no resource-level" in comment, (
                 f"{role} {statement['Sid']}: say in a comment why Resource '*' is needed"
             )
-    # X-Ray in every role and RegisterCertificateWithoutCA in the importer's.
-    assert star_statements == 4
+    # X-Ray in every role, RegisterCertificateWithoutCA and the existing-certificate reads in the importer's.
+    assert star_statements == 5
 
 
 def test_importer_registers_creates_and_attaches_only(template: dict[str, Any]) -> None:
