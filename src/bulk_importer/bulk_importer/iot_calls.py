@@ -37,6 +37,7 @@ class IotCalls:
     def __init__(
         self, iot: IoTClient, limiter: Limiter, registry: CircuitRegistry, entry: ImportEntry
     ) -> None:
+        """Take the client, the rate limiter, the circuit registry and the entry; no call is made yet."""
         self.iot = iot
         self.limiter = limiter
         self.registry = registry
