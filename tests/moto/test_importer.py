@@ -16,11 +16,10 @@ import pytest
 from botocore.exceptions import ClientError
 
 from bulk_importer import app
+from bulk_importer.config import ImporterConfig, Services
 from bulk_importer.importer import (
-    ImporterConfig,
     RecordResult,
     RequeueError,
-    Services,
     UnusableMessageError,
     backoff_seconds,
     deadline,
@@ -31,7 +30,7 @@ from bulk_importer.iot_import import ArnContext
 from bulk_importer.rate_limit import rates_from_env
 from layer_utils.aws_utils import TransientError, clear_client_cache
 from layer_utils.circuit import CircuitRegistry
-from layer_utils.jobs import JobNotFoundError, JobStatus, JobStore
+from layer_utils.jobs import JobStatus, JobStore
 from layer_utils.messages import (
     Checkpoint,
     ContinuationMessage,
@@ -41,6 +40,7 @@ from layer_utils.messages import (
     decode_message,
     encode_continuation_message,
     encode_import_message,
+    sign_import_message,
 )
 from testing.helpers import create_jobs_table, mock_aws_with_valid_certs, shared_circuit_registry, sqs_record
 from thingpress.certfactory import Issued, make_ca, make_device_cert
@@ -191,11 +191,22 @@ class World:
         assert self.jobs.mark_parsed(job.job_id, "provider", total, {"entries_done": total}) is not None
         return job.job_id
 
+    def sign(self, message: ImportMessage) -> ImportMessage:
+        """Sign ``message`` with its job's secret, as the provider does."""
+        job = self.jobs.get_job(message.job_id)
+        assert job is not None and job.secret
+        return sign_import_message(message, job.secret)
+
     def run(
-        self, message: ImportMessage, out_of_time: Any = NEVER, config: ImporterConfig | None = None
+        self,
+        message: ImportMessage,
+        out_of_time: Any = NEVER,
+        config: ImporterConfig | None = None,
+        *,
+        signed: bool = True,
     ) -> RecordResult:
         return handle_import_body(
-            encode_import_message(message),
+            encode_import_message(self.sign(message) if signed else message),
             self.services,
             config or self.config,
             arns=ARNS,
@@ -385,8 +396,9 @@ def test_duplicate_delivery_counts_nothing_twice(world: World, certs: list[Issue
     assert (job.succeeded, job.settled) == (3, 3)
     assert world.metrics == [("CertificatesImported", 3, None)]
     assert world.sqs.sent == []
-    # The second run re-registered idempotently: register -> DescribeCertificate on the conflict path.
-    assert world.services.limiter.calls - calls_after_first == 3 * (4 + 1 + 1)  # type: ignore[attr-defined]
+    # The second run re-registered idempotently: register -> DescribeCertificate, ListPrincipalThings and
+    # ListAttachedPolicies on the existing-certificate path, then the 3 + P + G - 1 other writes.
+    assert world.services.limiter.calls - calls_after_first == 3 * (4 + 1 + 1 + 2)  # type: ignore[attr-defined]
 
 
 def test_exhausted_entries_fail_permanently_with_the_last_error(world: World, certs: list[Issued]) -> None:
@@ -530,9 +542,69 @@ def test_unusable_bodies_are_refused(world: World) -> None:
             handle_import_body(body, world.services, world.config, arns=ARNS, out_of_time=NEVER)
 
 
-def test_unknown_job_is_an_error(world: World, certs: list[Issued]) -> None:
-    with pytest.raises(JobNotFoundError):
-        world.run(message("0" * 32, "000000", [entry(certs[0], 0)]))
+def test_unknown_job_is_refused_before_any_iot_call(world: World, certs: list[Issued]) -> None:
+    result = world.run(message("0" * 32, "000000", [entry(certs[0], 0)]), signed=False)
+
+    assert result.refused == "unknown_job"
+    assert (result.iot_calls, result.recorded, result.requeued) == (0, False, 0)
+    assert world.services.limiter.calls == 0  # type: ignore[attr-defined]
+    assert world.aws.iot.list_certificates()["certificates"] == []
+    assert world.metrics == [("ImportMessagesRefused", 1, {"Reason": "unknown_job"})]
+    assert world.sqs.sent == []
+
+
+@pytest.mark.parametrize("forgery", ["unsigned", "wrong secret", "entries changed", "settings changed"])
+def test_a_message_the_job_did_not_sign_is_refused_before_any_iot_call(
+    world: World, certs: list[Issued], forgery: str
+) -> None:
+    job_id = world.start_job(total=1)
+    genuine = world.sign(message(job_id, "000000", [entry(certs[0], 0)]))
+    forged = {
+        "unsigned": dataclasses.replace(genuine, mac=""),
+        "wrong secret": sign_import_message(genuine, "not-the-job-secret"),
+        "entries changed": dataclasses.replace(genuine, entries=(entry(certs[1], 1),)),
+        "settings changed": dataclasses.replace(genuine, settings=MessageSettings(policies=("admin",))),
+    }[forgery]
+
+    result = world.run(forged, signed=False)
+
+    assert (result.refused, result.iot_calls) == ("bad_mac", 0)
+    assert world.services.limiter.calls == 0  # type: ignore[attr-defined]
+    assert world.aws.iot.list_certificates()["certificates"] == []
+    assert world.metrics == [("ImportMessagesRefused", 1, {"Reason": "bad_mac"})]
+    job = world.jobs.get_job(job_id)
+    assert job is not None
+    assert (job.status, job.settled) == (JobStatus.IMPORTING, 0)
+    # The genuine message is still acted on.
+    assert world.run(genuine, signed=False).imported == 1
+
+
+def test_a_message_of_a_job_that_is_not_importing_is_refused_before_any_iot_call(
+    world: World, certs: list[Issued]
+) -> None:
+    job_id = world.start_job(total=1)
+    genuine = world.sign(message(job_id, "000000", [entry(certs[0], 0)]))
+    assert world.jobs.fail_job(job_id, "The operator stopped the job.") is not None
+
+    result = world.run(genuine, signed=False)
+
+    assert (result.refused, result.iot_calls) == ("not_importing", 0)
+    assert world.aws.iot.list_certificates()["certificates"] == []
+    assert world.metrics == [("ImportMessagesRefused", 1, {"Reason": "not_importing"})]
+
+
+def test_a_requeued_child_is_signed_and_accepted(world: World, certs: list[Issued]) -> None:
+    entries = [entry(cert, i) for i, cert in enumerate(certs[:2])]
+    job_id = world.start_job(total=2)
+    world.iot.throttled = {entries[1].certificate_pem}
+    world.run(message(job_id, "000000", entries))
+    ((child, _delay),) = world.sqs.messages()
+    world.iot.throttled = set()
+
+    result = world.run(child, signed=False)
+
+    assert child.mac and result.refused is None
+    assert (result.imported, result.completed) == (1, True)
 
 
 # ------------------------------------------------------------------------------------------ handler
@@ -562,7 +634,9 @@ def handler_world(aws: Aws) -> World:
 def test_handler_reports_only_the_unusable_record(aws: Aws, handler_env: None, certs: list[Issued]) -> None:
     world = handler_world(aws)
     job_id = world.start_job(total=2)
-    good = encode_import_message(message(job_id, "000000", [entry(certs[0], 0), entry(certs[1], 1)]))
+    good = encode_import_message(
+        world.sign(message(job_id, "000000", [entry(certs[0], 0), entry(certs[1], 1)]))
+    )
     event = {"Records": [sqs_record("m-good", good), sqs_record("m-bad", "{not json")]}
 
     response = app.lambda_handler(event, FakeLambdaContext("BulkImporterFunction", timeout_seconds=300))
@@ -586,7 +660,7 @@ def test_handler_fails_the_record_whose_requeue_cannot_be_sent(
     registry.configure("iot:CreateThing", threshold=1, timeout=600)
     registry.record_failure("iot:CreateThing")
     monkeypatch.setenv("THINGPRESS_IMPORT_QUEUE_URL", aws.queue_url + "-missing")
-    body = encode_import_message(message(job_id, "000000", entries))
+    body = encode_import_message(world.sign(message(job_id, "000000", entries)))
     event = {"Records": [sqs_record("m-1", body)]}
 
     with shared_circuit_registry(registry):

@@ -12,9 +12,11 @@ from botocore.exceptions import ClientError, EndpointConnectionError
 
 from bulk_importer.iot_import import ArnContext, ImportOutcome, OutcomeStatus, import_certificate
 from layer_utils.circuit import CircuitRegistry
+from layer_utils.iot_names import OWNER_ATTRIBUTE
 from layer_utils.messages import ImportEntry, MessageSettings
 from testing.helpers import mock_aws_with_valid_certs
 from thingpress.certfactory import Issued, make_ca, make_device_cert
+from thingpress.local.server import MotoFidelity
 
 ARNS = ArnContext(partition="aws", region="us-east-1", account="123456789012")
 HAPPY = ["RegisterCertificateWithoutCA", "CreateThing", "AttachThingPrincipal"]
@@ -70,11 +72,16 @@ def make_policy(iot: Any, name: str) -> None:
 
 
 def run(
-    iot: Any, entry: ImportEntry, settings: MessageSettings, registry: CircuitRegistry | None = None
+    iot: Any,
+    entry: ImportEntry,
+    settings: MessageSettings,
+    registry: CircuitRegistry | None = None,
+    *,
+    adopt: bool = False,
 ) -> tuple[ImportOutcome, list[str]]:
     limiter = RecordingLimiter()
     outcome = import_certificate(
-        iot, entry, settings, arns=ARNS, limiter=limiter, registry=registry or CircuitRegistry()
+        iot, entry, settings, arns=ARNS, limiter=limiter, registry=registry or CircuitRegistry(), adopt=adopt
     )
     assert outcome.calls == len(limiter.apis)
     return outcome, limiter.apis
@@ -117,7 +124,7 @@ def test_new_certificate_costs_exactly_3_plus_p_plus_g_calls(
     assert certificate["certificateArn"] == cert_arn
     thing = iot.describe_thing(thingName="dev-1")
     assert thing.get("thingTypeName") == settings.thing_type
-    assert thing["attributes"] == dict(settings.attributes)
+    assert thing["attributes"] == {**settings.attributes, OWNER_ATTRIBUTE: entry.certificate_id}
     assert iot.list_thing_principals(thingName="dev-1")["principals"] == [cert_arn]
     attached = {p["policyName"] for p in iot.list_attached_policies(target=cert_arn)["policies"]}
     assert attached == set(policy_names)
@@ -125,7 +132,7 @@ def test_new_certificate_costs_exactly_3_plus_p_plus_g_calls(
         assert iot.list_things_in_thing_group(thingGroupName=group)["things"] == ["dev-1"]
 
 
-def test_reimport_of_the_same_certificate_costs_one_describe_more(iot: Any, ca: Issued) -> None:
+def test_reimport_of_the_same_certificate_costs_three_reads_more(iot: Any, ca: Issued) -> None:
     make_policy(iot, "p")
     iot.create_thing_group(thingGroupName="g")
     settings = MessageSettings(policies=("p",), thing_groups=("g",))
@@ -139,6 +146,8 @@ def test_reimport_of_the_same_certificate_costs_one_describe_more(iot: Any, ca: 
     assert recorder.calls == [
         "RegisterCertificateWithoutCA",
         "DescribeCertificate",
+        "ListPrincipalThings",
+        "ListAttachedPolicies",
         "CreateThing",
         "AttachThingPrincipal",
         "AttachPolicy",
@@ -240,16 +249,20 @@ def client_error(code: str, message: str, status: int, operation: str) -> Client
 def test_existing_thing_with_another_type_is_a_conflict(iot: Any, ca: Issued) -> None:
     iot.create_thing_type(thingTypeName="gateway")
     iot.create_thing_type(thingTypeName="sensor")
-    iot.create_thing(thingName="dev-5", thingTypeName="gateway")
-    wrapped = AwsLikeIot(iot)
     entry = entry_for(make_device_cert("dev-5", ca), "dev-5", locator="uniqueId 0123ABCD")
+    mark = {"attributes": {OWNER_ATTRIBUTE: entry.certificate_id}}  # Thingpress made it, as a gateway
+    iot.create_thing(thingName="dev-5", thingTypeName="gateway", attributePayload=mark)
+    wrapped = AwsLikeIot(iot)
 
     outcome, _ = run(wrapped, entry, MessageSettings(thing_type="sensor", policies=("p",)))  # type: ignore[arg-type]
 
     assert outcome.status is OutcomeStatus.FAILED
     assert outcome.error_class == "conflict"
     assert outcome.api == "CreateThing"
-    assert outcome.reason == "uniqueId 0123ABCD: thing dev-5 exists with thing type gateway, expected sensor."
+    assert outcome.reason == (
+        "uniqueId 0123ABCD: thing dev-5 exists with thing type gateway, expected sensor. Left in AWS IoT: "
+        f"certificate {entry.certificate_id} (ACTIVE, attached to no thing, with no policy)."
+    )
     assert wrapped.calls == ["register_certificate_without_ca", "create_thing", "describe_thing"]
     assert iot.describe_thing(thingName="dev-5")["thingTypeName"] == "gateway"
 
@@ -259,13 +272,16 @@ def test_existing_thing_without_type_is_a_conflict_when_a_type_is_wanted(iot: An
     iot.create_thing(thingName="dev-6")
     entry = entry_for(make_device_cert("dev-6", ca), "dev-6")
 
-    outcome, _ = run(AwsLikeIot(iot), entry, MessageSettings(thing_type="sensor"))  # type: ignore[arg-type]
+    outcome, _ = run(AwsLikeIot(iot), entry, MessageSettings(thing_type="sensor"), adopt=True)  # type: ignore[arg-type]
 
     assert outcome.status is OutcomeStatus.FAILED
-    assert outcome.reason == "row 1: thing dev-6 exists with no thing type, expected sensor."
+    assert outcome.reason is not None
+    assert outcome.reason.startswith(
+        "row 1: thing dev-6 exists with no thing type, expected sensor. Left in AWS IoT:"
+    )
 
 
-def test_existing_thing_with_other_attributes_is_merged_with_one_update(iot: Any, ca: Issued) -> None:
+def test_adopted_thing_with_other_attributes_is_merged_with_one_update(iot: Any, ca: Issued) -> None:
     iot.create_thing_type(thingTypeName="sensor")
     iot.create_thing(
         thingName="dev-7",
@@ -276,7 +292,7 @@ def test_existing_thing_with_other_attributes_is_merged_with_one_update(iot: Any
     entry = entry_for(make_device_cert("dev-7", ca), "dev-7")
     settings = MessageSettings(thing_type="sensor", attributes={"batch": "2", "vendor": "infineon"})
 
-    outcome, limited = run(wrapped, entry, settings)  # type: ignore[arg-type]
+    outcome, limited = run(wrapped, entry, settings, adopt=True)  # type: ignore[arg-type]
 
     assert outcome.status is OutcomeStatus.IMPORTED
     assert wrapped.calls == [
@@ -294,14 +310,16 @@ def test_existing_thing_with_other_attributes_is_merged_with_one_update(iot: Any
         "AttachThingPrincipal",
     ]
     thing = iot.describe_thing(thingName="dev-7")
+    # An adopted thing gets no ownership attribute: Thingpress did not create it.
     assert thing["attributes"] == {"site": "lyon", "batch": "2", "vendor": "infineon"}
     assert thing["thingTypeName"] == "sensor"
 
 
 def test_existing_identical_thing_needs_no_extra_call(iot: Any, ca: Issued) -> None:
-    iot.create_thing(thingName="dev-8", attributePayload={"attributes": {"a": "1"}})
-    wrapped = AwsLikeIot(iot)
     entry = entry_for(make_device_cert("dev-8", ca), "dev-8")
+    mark = {"attributes": {"a": "1", OWNER_ATTRIBUTE: entry.certificate_id}}
+    iot.create_thing(thingName="dev-8", attributePayload=mark)
+    wrapped = AwsLikeIot(iot)
 
     outcome, _ = run(wrapped, entry, MessageSettings(attributes={"a": "1"}))  # type: ignore[arg-type]
 
@@ -353,6 +371,10 @@ def test_missing_policy_is_a_permanent_not_found_naming_the_policy(iot: Any, ca:
         "row 4: AttachPolicy for policy deleted-policy failed (ResourceNotFoundException"
     )
     assert calls == [*HAPPY, "AttachPolicy", "AttachPolicy"]
+    assert outcome.reason.endswith(
+        f" Left in AWS IoT: certificate {entry.certificate_id} (ACTIVE, attached to thing dev-11, with"
+        " policies exists); thing dev-11 (created by this import)."
+    )
 
 
 def test_missing_thing_type_is_a_permanent_not_found(iot: Any, ca: Issued) -> None:
@@ -377,6 +399,8 @@ def test_access_denied_is_permanent(iot: Any, ca: Issued) -> None:
     assert outcome.error_class == "access_denied"
     assert outcome.reason == (
         "row 1: AddThingToThingGroup for thing group g failed (AccessDeniedException: not authorized)."
+        f" Left in AWS IoT: certificate {entry.certificate_id} (ACTIVE, attached to thing dev-13, with no"
+        " policy); thing dev-13 (created by this import)."
     )
 
 
@@ -416,3 +440,176 @@ def test_arn_context_from_function_arn() -> None:
     assert arns.thing_arn("dev") == "arn:aws-cn:iot:cn-north-1:210987654321:thing/dev"
     with pytest.raises(ValueError, match="not-an-arn"):
         ArnContext.from_function_arn("not-an-arn")
+
+
+# --- never take over ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def aws_iot() -> Iterator[Any]:
+    """moto with the local stack's fidelity patches (CreateThing conflicts, EXCLUSIVE_THING), as AWS."""
+    fidelity = MotoFidelity()
+    with mock_aws_with_valid_certs():
+        fidelity.apply()
+        try:
+            yield boto3.client("iot", region_name="us-east-1")
+        finally:
+            fidelity.restore()
+
+
+def snapshot(iot: Any, thing_name: str) -> dict[str, Any]:
+    """What a thing looks like from outside: description, principals and groups."""
+    described = iot.describe_thing(thingName=thing_name)
+    return {
+        "attributes": described.get("attributes"),
+        "type": described.get("thingTypeName"),
+        "version": described.get("version"),
+        "principals": sorted(iot.list_thing_principals(thingName=thing_name)["principals"]),
+        "groups": sorted(
+            g["groupName"] for g in iot.list_thing_groups_for_thing(thingName=thing_name)["thingGroups"]
+        ),
+    }
+
+
+def test_a_foreign_thing_is_not_taken_over(aws_iot: Any, ca: Issued) -> None:
+    make_policy(aws_iot, "p")
+    aws_iot.create_thing_group(thingGroupName="g")
+    aws_iot.create_thing(thingName="dev-20", attributePayload={"attributes": {"owner": "someone"}})
+    before = snapshot(aws_iot, "dev-20")
+    entry = entry_for(make_device_cert("dev-20", ca), "dev-20", locator="row 3")
+
+    outcome, calls = run(
+        aws_iot, entry, MessageSettings(policies=("p",), thing_groups=("g",), attributes={"a": "b"})
+    )
+
+    assert outcome.status is OutcomeStatus.FAILED
+    assert (outcome.error_class, outcome.api) == ("conflict", "CreateThing")
+    assert outcome.reason == (
+        "row 3: thing dev-20 already exists and was not created by Thingpress; refusing to take it over for"
+        f" certificate {entry.certificate_id}. Left in AWS IoT: certificate {entry.certificate_id} (ACTIVE,"
+        " attached to no thing, with no policy)."
+    )
+    assert calls == ["RegisterCertificateWithoutCA", "CreateThing", "DescribeThing"]
+    assert snapshot(aws_iot, "dev-20") == before
+    cert_arn = ARNS.certificate_arn(entry.certificate_id)
+    assert aws_iot.list_principal_things(principal=cert_arn)["things"] == []
+    assert aws_iot.list_attached_policies(target=cert_arn)["policies"] == []
+
+
+def test_a_thing_thingpress_made_for_another_certificate_is_not_taken_over(aws_iot: Any, ca: Issued) -> None:
+    first = entry_for(make_device_cert("dev-21", ca), "dev-21")
+    second = entry_for(make_device_cert("dev-21b", ca), "dev-21")
+    assert run(aws_iot, first, MessageSettings())[0].status is OutcomeStatus.IMPORTED
+
+    outcome, _ = run(aws_iot, second, MessageSettings())
+
+    assert outcome.status is OutcomeStatus.FAILED
+    assert outcome.reason is not None
+    assert f"was created by Thingpress for certificate {first.certificate_id}" in outcome.reason
+    assert aws_iot.list_thing_principals(thingName="dev-21")["principals"] == [
+        ARNS.certificate_arn(first.certificate_id)
+    ]
+
+
+def test_adopt_mode_uses_a_foreign_thing_without_marking_it(aws_iot: Any, ca: Issued) -> None:
+    aws_iot.create_thing(thingName="dev-22", attributePayload={"attributes": {"owner": "someone"}})
+    entry = entry_for(make_device_cert("dev-22", ca), "dev-22")
+
+    outcome, calls = run(aws_iot, entry, MessageSettings(attributes={"a": "b"}), adopt=True)
+
+    assert outcome.status is OutcomeStatus.IMPORTED
+    assert calls == [*HAPPY[:2], "DescribeThing", "UpdateThing", HAPPY[2]]
+    assert aws_iot.describe_thing(thingName="dev-22")["attributes"] == {"owner": "someone", "a": "b"}
+    assert aws_iot.list_thing_principals(thingName="dev-22")["principals"] == [
+        ARNS.certificate_arn(entry.certificate_id)
+    ]
+
+
+def test_a_certificate_attached_elsewhere_is_refused_before_any_write(aws_iot: Any, ca: Issued) -> None:
+    entry = entry_for(make_device_cert("dev-23", ca), "dev-23", locator="row 8")
+    cert_arn = aws_iot.register_certificate_without_ca(certificatePem=entry.certificate_pem, status="ACTIVE")[
+        "certificateArn"
+    ]
+    aws_iot.create_thing(thingName="elsewhere")
+    aws_iot.attach_thing_principal(thingName="elsewhere", principal=cert_arn)
+
+    outcome, calls = run(aws_iot, entry, MessageSettings())
+
+    assert (outcome.status, outcome.error_class, outcome.api) == (
+        OutcomeStatus.FAILED,
+        "conflict",
+        "ListPrincipalThings",
+    )
+    assert outcome.reason == (
+        f"row 8: certificate {entry.certificate_id} is already attached to thing elsewhere; refusing to"
+        " attach it to thing dev-23 too."
+    )
+    assert calls == ["RegisterCertificateWithoutCA", "DescribeCertificate", "ListPrincipalThings"]
+    assert aws_iot.list_principal_things(principal=cert_arn)["things"] == ["elsewhere"]
+    assert aws_iot.list_things()["things"] == [
+        {"thingName": "elsewhere"} | aws_iot.list_things()["things"][0]
+    ]
+    assert [t["thingName"] for t in aws_iot.list_things()["things"]] == ["elsewhere"]
+
+
+def test_the_exclusive_attach_refuses_a_certificate_attached_meanwhile(aws_iot: Any, ca: Issued) -> None:
+    """The race the pre-check cannot see: another thing took the certificate before the attach."""
+    entry = entry_for(make_device_cert("dev-24", ca), "dev-24")
+    cert_arn = ARNS.certificate_arn(entry.certificate_id)
+    aws_iot.create_thing(thingName="racer")
+
+    class Racing:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(aws_iot, name)
+
+        def create_thing(self, **kwargs: Any) -> Any:
+            aws_iot.attach_thing_principal(thingName="racer", principal=cert_arn)
+            return aws_iot.create_thing(**kwargs)
+
+    outcome, _ = run(Racing(), entry, MessageSettings())
+
+    assert (outcome.status, outcome.error_class, outcome.api) == (
+        OutcomeStatus.FAILED,
+        "conflict",
+        "AttachThingPrincipal",
+    )
+    assert outcome.reason is not None
+    assert "cannot be attached exclusively to thing dev-24" in outcome.reason
+    assert outcome.reason.endswith(
+        f"Left in AWS IoT: certificate {entry.certificate_id} (ACTIVE, attached to no thing, with no policy);"
+        " thing dev-24 (created by this import)."
+    )
+    assert aws_iot.list_principal_things(principal=cert_arn)["things"] == ["racer"]
+
+
+def test_more_than_ten_policies_on_an_existing_certificate_are_refused_before_any_write(
+    aws_iot: Any, ca: Issued
+) -> None:
+    entry = entry_for(make_device_cert("dev-25", ca), "dev-25", locator="row 2")
+    cert_arn = aws_iot.register_certificate_without_ca(certificatePem=entry.certificate_pem, status="ACTIVE")[
+        "certificateArn"
+    ]
+    for index in range(9):
+        make_policy(aws_iot, f"old-{index}")
+        aws_iot.attach_policy(policyName=f"old-{index}", target=cert_arn)
+    make_policy(aws_iot, "new-a")
+    make_policy(aws_iot, "new-b")
+
+    outcome, calls = run(aws_iot, entry, MessageSettings(policies=("old-0", "new-a", "new-b")))
+
+    assert (outcome.status, outcome.error_class, outcome.api) == (
+        OutcomeStatus.FAILED,
+        "conflict",
+        "ListAttachedPolicies",
+    )
+    assert outcome.reason == (
+        f"row 2: certificate {entry.certificate_id} has 9 policies attached already; with the settings'"
+        " policies it would have 11, more than the 10 AWS IoT allows."
+    )
+    assert calls[-1] == "ListAttachedPolicies"
+    assert len(aws_iot.list_attached_policies(target=cert_arn)["policies"]) == 9
+    assert aws_iot.list_things()["things"] == []
+    # Exactly 10 in all is fine (old-0 is attached already).
+    assert (
+        run(aws_iot, entry, MessageSettings(policies=("old-0", "new-a")))[0].status is OutcomeStatus.IMPORTED
+    )

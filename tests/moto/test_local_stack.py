@@ -472,6 +472,33 @@ def test_create_thing_conflicts_like_aws(stack: LocalStack) -> None:
     assert iot.describe_thing(thingName="dev-1")["thingTypeName"] == "sensor"
 
 
+def test_exclusive_attach_refuses_a_principal_attached_elsewhere_like_aws(stack: LocalStack) -> None:
+    iot = stack.client("iot")
+    device = make_device_cert("device-1", make_ca("Local Stack Test CA"))
+    cert_arn = iot.register_certificate_without_ca(certificatePem=device.pem(), status="ACTIVE")[
+        "certificateArn"
+    ]
+    for name in ("foreign", "mine", "third"):
+        iot.create_thing(thingName=name)
+    iot.attach_thing_principal(thingName="foreign", principal=cert_arn)  # NON_EXCLUSIVE_THING by default
+
+    with pytest.raises(ClientError) as refused:
+        iot.attach_thing_principal(thingName="mine", principal=cert_arn, thingPrincipalType="EXCLUSIVE_THING")
+
+    assert refused.value.response["Error"]["Code"] == "InvalidRequestException"
+    assert iot.list_principal_things(principal=cert_arn)["things"] == ["foreign"]
+    # Exclusive on the thing that holds it already is fine; then no other thing may have it.
+    iot.attach_thing_principal(thingName="foreign", principal=cert_arn, thingPrincipalType="EXCLUSIVE_THING")
+    with pytest.raises(ClientError) as non_exclusive:
+        iot.attach_thing_principal(thingName="third", principal=cert_arn)
+    assert non_exclusive.value.response["Error"]["Code"] == "InvalidRequestException"
+    assert iot.list_principal_things(principal=cert_arn)["things"] == ["foreign"]
+    # Once detached, the principal is free again.
+    iot.detach_thing_principal(thingName="foreign", principal=cert_arn)
+    iot.attach_thing_principal(thingName="mine", principal=cert_arn, thingPrincipalType="EXCLUSIVE_THING")
+    assert iot.list_principal_things(principal=cert_arn)["things"] == ["mine"]
+
+
 def test_fidelity_patches_are_removed_on_stop(project: Path) -> None:
     original = moto.iot.models.IoTBackend.create_thing
     with LocalStack(project / "template.yaml"):

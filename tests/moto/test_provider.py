@@ -1103,7 +1103,7 @@ def test_settings_from_env_and_overrides() -> None:
         ({"THINGPRESS_THING_ATTRIBUTES": '{"a": 1}'}, "must have a string value"),
         ({"THINGPRESS_THING_ATTRIBUTES": '{"a b": "1"}'}, "Thing attribute name 'a b' is invalid"),
         ({"THINGPRESS_THING_ATTRIBUTES": '{"a": "x y"}'}, "Thing attribute 'a' has an invalid value"),
-        ({"THINGPRESS_THING_ATTRIBUTES": '{"a": "1", "b": "2", "c": "3", "d": "4"}'}, "at most 3 attributes"),
+        ({"THINGPRESS_THING_ATTRIBUTES": '{"a": "1", "b": "2", "c": "3"}'}, "at most 2 attributes"),
         ({"THINGPRESS_THING_NAME_SOURCE": "mac"}, "Thing name source 'mac' is invalid"),
         ({"THINGPRESS_THING_NAME_PREFIX": "a b"}, "Thing name prefix 'a b' is invalid"),
         ({"THINGPRESS_INFINEON_BUNDLE_TYPE": "E0E9"}, "Infineon bundle type 'E0E9' is invalid"),

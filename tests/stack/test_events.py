@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from layer_utils.jobs import JobStatus, JobStore, job_id_for
+from layer_utils.messages import ImportMessage, decode_message, encode_import_message, sign_import_message
 from thingpress import invoke
 from thingpress.generate import Summary, generate, make_microchip_signer
 from thingpress.localrun import ensure_iot_resources, local_stack
@@ -199,9 +200,14 @@ def test_importer_batch(stack: Any, store: JobStore) -> None:
     _, job = store.create_job(stack.bucket, "generated/example-batch.txt", "example", vendor="generated")
     assert store.claim_parse(job.job_id, "test", datetime.now(UTC) + timedelta(minutes=5))
     assert store.mark_parsed(job.job_id, "test", len(entries), {"entries_done": len(entries)})
-    text = json.dumps(event).replace(messages[0]["job_id"], job.job_id)
+    secret = store.get_job(job.job_id).secret  # type: ignore[union-attr]
+    assert secret
+    for record in event["Records"]:  # the sample is unsigned: sign it for this job, as the provider would
+        sample = decode_message(record["body"].replace(messages[0]["job_id"], job.job_id))
+        assert isinstance(sample, ImportMessage)
+        record["body"] = encode_import_message(sign_import_message(sample, secret))
 
-    outcome = run(stack, IMPORTER, json.loads(text))
+    outcome = run(stack, IMPORTER, event)
 
     assert outcome.error is None, outcome.error
     assert outcome.response == NO_FAILURES

@@ -17,13 +17,18 @@ SQS_CONSUMERS = ("ManifestProviderFunction", "BulkImporterFunction")
 NO_RESOURCE_LEVEL_ACTIONS = {
     "iot:RegisterCertificateWithoutCA",
     "iot:AttachThingPrincipal",
+    "iot:ListPrincipalThings",
+    "iot:ListAttachedPolicies",
     "xray:PutTraceSegments",
     "xray:PutTelemetryRecords",
     "cloudwatch:PutMetricData",
 }
 # What the importer needs: register certificates, create things, attach, group, and the conflict
-# path's reads and thing update. Nothing that deletes, detaches or changes a certificate.
+# path's reads (an existing certificate's things and policies) and thing update. Nothing that deletes,
+# detaches or changes a certificate.
 IMPORTER_IOT_ACTIONS = {
+    "iot:ListPrincipalThings",
+    "iot:ListAttachedPolicies",
     "iot:RegisterCertificateWithoutCA",
     "iot:CreateThing",
     "iot:AttachThingPrincipal",
@@ -177,8 +182,9 @@ def test_resource_star_only_for_actions_without_resource_level_permissions(
                     "StringEquals": {"aws:RequestedRegion": {"Ref": "AWS::Region"}}
                 }, f"{role} {statement['Sid']}"
                 assert "aws:RequestedRegion" in comment
-    # X-Ray in every role; RegisterCertificateWithoutCA and AttachThingPrincipal in the importer's.
-    assert star_statements == 5
+    # X-Ray in every role; RegisterCertificateWithoutCA, AttachThingPrincipal and the existing-certificate
+    # reads in the importer's.
+    assert star_statements == 6
 
 
 def test_importer_registers_creates_and_attaches_only(template: dict[str, Any]) -> None:

@@ -15,6 +15,8 @@ from testing.helpers import TEMPLATE_PATH, as_list, branches
 NO_RESOURCE_LEVEL_ACTIONS = {
     "iot:RegisterCertificateWithoutCA",
     "iot:AttachThingPrincipal",
+    "iot:ListPrincipalThings",
+    "iot:ListAttachedPolicies",
     "cloudwatch:PutMetricData",
 }
 NO_RESOURCE_LEVEL_PREFIXES = ("xray:",)
@@ -92,6 +94,7 @@ IMPORTER_ENV = {
     "THINGPRESS_MAX_CONCURRENCY",
     "THINGPRESS_IMPORT_THREADS",
     "THINGPRESS_MAX_ENTRY_ATTEMPTS",
+    "THINGPRESS_ADOPT_EXISTING_THINGS",
 }
 PSEUDO_PARAMETERS = {
     "AWS::AccountId",

@@ -88,7 +88,7 @@ def pack_entries(
 ) -> Iterator[m.ImportMessage]:
     """Pack ``entries`` in order with one ``MessagePacker``, as the provider does."""
     packer = MessagePacker(
-        job_id, settings, max_entries=max_entries, max_bytes=max_bytes, first_chunk=first_chunk
+        job_id, settings, secret="s", max_entries=max_entries, max_bytes=max_bytes, first_chunk=first_chunk
     )
     for item in entries:
         message = packer.add(item)
@@ -129,7 +129,7 @@ def test_pack_one_per_message_and_too_large_entry() -> None:
     huge = entry(1, "x" * 5000)
     with pytest.raises(ValueError, match="Entry row 1 is too large"):
         list(pack_entries("j", SETTINGS, [huge], max_entries=5, max_bytes=2000))
-    packer = MessagePacker("j", SETTINGS, max_entries=5, max_bytes=2000)
+    packer = MessagePacker("j", SETTINGS, secret="s", max_entries=5, max_bytes=2000)
     assert not packer.fits(huge)
     assert packer.fits(entry(2))
 

@@ -20,9 +20,8 @@ from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, pro
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from bulk_importer.config import ImporterConfig, Services
 from bulk_importer.importer import (
-    ImporterConfig,
-    Services,
     UnusableMessageError,
     deadline,
     handle_import_body,

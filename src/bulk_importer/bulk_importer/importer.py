@@ -9,27 +9,32 @@ runs low (the rest are *spilled*); the settled entries (imported, or failed for 
 as ONE smaller message; ``JobStore.try_complete`` finishes the job when its last entry settles.
 Nothing is ever dropped: if the re-enqueue fails, the record fails and SQS delivers it again.
 
+Before any IoT call, the job is read (one GetItem) and :func:`bulk_importer.admission.refusal`
+checks it; a refused message makes no IoT call and is dropped with a warning and a metric.
+
 Why the unsettled entries travel as ONE re-enqueued message, recorded before it is sent, and how
 its ``<chunk>.r<n>`` name makes redeliveries count every entry exactly once: docs/ARCHITECTURE.md,
 "Messages".
 
-DynamoDB is called per record, never per certificate: ``record_outcome`` and ``try_complete``, plus
-one read of the chunk item on a redelivery.
+DynamoDB is called per record, never per certificate: the job read, ``record_outcome`` and
+``try_complete``, plus one read of the chunk item on a redelivery. The re-enqueued child is signed
+with the job's secret from that read.
 """
 
 from __future__ import annotations
 
 import math
-import os
 import random
 import re
 import threading
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from bulk_importer.admission import refusal
+from bulk_importer.config import ImporterConfig, Services
 from bulk_importer.iot_import import (
     CIRCUIT_OPEN,
     ArnContext,
@@ -37,30 +42,29 @@ from bulk_importer.iot_import import (
     OutcomeStatus,
     import_certificate,
 )
-from bulk_importer.rate_limit import rates_from_env
 from layer_utils.aws_utils import ThingpressError
-from layer_utils.circuit import CircuitRegistry
-from layer_utils.env import env_positive_int, env_required
-from layer_utils.jobs import FailureRecord, ImportedRecord, JobNotFoundError, JobStore
-from layer_utils.messages import ImportEntry, ImportMessage, decode_message, encode_import_message
-from layer_utils.protected import SEND_OPERATION, Limiter, protected_call
+from layer_utils.jobs import FailureRecord, ImportedRecord, Job, JobNotFoundError
+from layer_utils.messages import (
+    ImportEntry,
+    ImportMessage,
+    decode_message,
+    encode_import_message,
+    sign_import_message,
+)
+from layer_utils.protected import SEND_OPERATION, protected_call
 from layer_utils.telemetry import (
     CERTIFICATES_FAILED,
     CERTIFICATES_IMPORTED,
     DIM_ERROR_CLASS,
+    DIM_REASON,
     FAILURE_EXHAUSTED,
+    IMPORT_MESSAGES_REFUSED,
     logger,
 )
 
 if TYPE_CHECKING:
-    from mypy_boto3_iot import IoTClient
-    from mypy_boto3_sqs import SQSClient
+    pass
 
-DEFAULT_THREADS = 8
-DEFAULT_MAX_ENTRY_ATTEMPTS = 8
-DEFAULT_DEADLINE_MARGIN_MS = 60_000
-"""Stop starting entries when less than this remains (capped at a quarter of the invocation's budget)."""
-DEFAULT_BASE_DELAY_SECONDS = 2.0
 MAX_DELAY_SECONDS = 900
 """The SQS maximum for ``DelaySeconds``."""
 
@@ -70,9 +74,6 @@ _FAILURE_DIMENSIONS = frozenset(
     {"invalid_input", "conflict", "not_found", "access_denied", "send_failed", FAILURE_EXHAUSTED, "unknown"}
 )
 _GENERATION = re.compile(r"\.r\d+")
-
-Emit = Callable[[str, float, Mapping[str, str] | None], None]
-"""Emits a count metric: name, value, extra dimensions (None for none)."""
 
 
 class UnusableMessageError(ThingpressError):
@@ -86,80 +87,14 @@ class RequeueError(ThingpressError):
 
 
 @dataclass(frozen=True)
-class ImporterConfig:
-    """The importer's settings.
-
-    ``import_queue_url`` and ``jobs_table`` locate the resources; ``threads`` is the worker threads
-    per record; ``max_entry_attempts`` the tries before a retryable failure is final;
-    ``deadline_margin_ms`` the time kept free at the end of an invocation; ``base_delay_seconds``
-    the first re-enqueue backoff (doubled per attempt, capped at 900 s, with jitter); ``rates`` this
-    invocation's share of each IoT API quota, in calls per second (``rate_limit.rates_from_env``).
-    """
-
-    import_queue_url: str
-    jobs_table: str
-    threads: int = DEFAULT_THREADS
-    max_entry_attempts: int = DEFAULT_MAX_ENTRY_ATTEMPTS
-    deadline_margin_ms: int = DEFAULT_DEADLINE_MARGIN_MS
-    base_delay_seconds: float = DEFAULT_BASE_DELAY_SECONDS
-    rates: Mapping[str, float] = field(default_factory=lambda: rates_from_env({}))
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> ImporterConfig:
-        """Build the configuration from the environment.
-
-        Reads ``THINGPRESS_IMPORT_QUEUE_URL``, ``THINGPRESS_JOBS_TABLE``, ``THINGPRESS_IMPORT_THREADS``,
-        ``THINGPRESS_MAX_ENTRY_ATTEMPTS``, ``THINGPRESS_IOT_TPS`` and ``THINGPRESS_MAX_CONCURRENCY``.
-
-        Args:
-            environ: The environment; ``os.environ`` when None.
-
-        Returns:
-            The configuration.
-
-        Raises:
-            ValueError: naming the variable that is missing or invalid.
-
-        """
-        env = os.environ if environ is None else environ
-        return cls(
-            import_queue_url=env_required(env, "THINGPRESS_IMPORT_QUEUE_URL"),
-            jobs_table=env_required(env, "THINGPRESS_JOBS_TABLE"),
-            threads=env_positive_int(env, "THINGPRESS_IMPORT_THREADS", DEFAULT_THREADS),
-            max_entry_attempts=env_positive_int(
-                env, "THINGPRESS_MAX_ENTRY_ATTEMPTS", DEFAULT_MAX_ENTRY_ATTEMPTS
-            ),
-            rates=rates_from_env(env),
-        )
-
-
-@dataclass(frozen=True)
-class Services:
-    """What the importer talks to.
-
-    ``iot`` and ``sqs`` are boto3 clients, ``jobs`` the job store (it alone reads and writes the
-    JobsTable), ``limiter`` the per-API rate limiter shared by every thread, ``rng`` the source of
-    backoff jitter, ``emit`` the metric emitter and ``registry`` the circuits of the importer's
-    protected calls (the handler builds it from the environment).
-    """
-
-    iot: IoTClient
-    sqs: SQSClient
-    jobs: JobStore
-    limiter: Limiter
-    rng: random.Random
-    emit: Emit
-    registry: CircuitRegistry = field(default_factory=CircuitRegistry)
-
-
-@dataclass(frozen=True)
 class RecordResult:
     """What processing one import message did.
 
     ``recorded`` is False when the chunk had been recorded before (a redelivery: nothing was counted
     again). ``requeued`` entries went back to the queue in ``requeue_chunk`` with
     ``requeue_attempt`` after ``delay_seconds``; ``spilled`` of them were never started.
-    ``completed`` is True when this record finished the job.
+    ``completed`` is True when this record finished the job. ``refused`` names why the message was
+    refused before any IoT call (``unknown_job``, ``not_importing``, ``bad_mac``), else None.
     """
 
     job_id: str
@@ -175,6 +110,7 @@ class RecordResult:
     delay_seconds: int
     completed: bool
     iot_calls: int
+    refused: str | None = None
 
 
 def deadline(remaining_ms: Callable[[], int], margin_ms: int) -> Callable[[], bool]:
@@ -212,7 +148,7 @@ def _entry_key(locator: str, certificate_id: str | None) -> tuple[str, str | Non
 
 
 def _import_safely(
-    services: Services, message: ImportMessage, entry: ImportEntry, arns: ArnContext
+    services: Services, message: ImportMessage, entry: ImportEntry, arns: ArnContext, adopt: bool
 ) -> ImportOutcome:
     """Import one entry; an unexpected exception becomes a retryable ``unknown`` outcome, logged."""
     try:
@@ -223,6 +159,7 @@ def _import_safely(
             arns=arns,
             limiter=services.limiter,
             registry=services.registry,
+            adopt=adopt,
         )
     except Exception as error:
         logger.exception(
@@ -237,7 +174,7 @@ def _run_entries(
     services: Services,
     message: ImportMessage,
     arns: ArnContext,
-    threads: int,
+    config: ImporterConfig,
     out_of_time: Callable[[], bool],
 ) -> list[ImportOutcome | None]:
     """Import the entries on a thread pool, in order; entries never started are None (spilled)."""
@@ -253,9 +190,11 @@ def _run_entries(
                 if index >= len(entries) or out_of_time():
                     return
                 position[0] += 1
-            outcomes[index] = _import_safely(services, message, entries[index], arns)
+            outcomes[index] = _import_safely(
+                services, message, entries[index], arns, config.adopt_existing_things
+            )
 
-    workers = max(1, min(threads, len(entries)))
+    workers = max(1, min(config.threads, len(entries)))
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="import") as pool:
         for future in [pool.submit(worker) for _ in range(workers)]:
             future.result()
@@ -330,6 +269,37 @@ def decode_import_message(body: str) -> ImportMessage:
     return message
 
 
+def _refused(services: Services, message: ImportMessage, job: Job | None, reason: str) -> RecordResult:
+    """Drop a refused message: a warning, the metric, and a result that says nothing was done."""
+    logger.warning(
+        "Import message refused before any IoT call; it is dropped",
+        extra={
+            "job_id": message.job_id,
+            "chunk": message.chunk,
+            "reason": reason,
+            "job_status": None if job is None else str(job.status),
+            "entries": len(message.entries),
+        },
+    )
+    services.emit(IMPORT_MESSAGES_REFUSED, 1, {DIM_REASON: reason})
+    return RecordResult(
+        job_id=message.job_id,
+        chunk=message.chunk,
+        attempt=message.attempt,
+        imported=0,
+        failed=0,
+        requeued=0,
+        spilled=0,
+        recorded=False,
+        requeue_chunk=None,
+        requeue_attempt=None,
+        delay_seconds=0,
+        completed=False,
+        iot_calls=0,
+        refused=reason,
+    )
+
+
 def handle_import_body(
     body: str,
     services: Services,
@@ -343,11 +313,11 @@ def handle_import_body(
     ``arns`` says where the IoT resources live; ``out_of_time`` says when to stop starting entries.
 
     Returns:
-        What happened.
+        What happened (``refused`` set when the message was dropped before any IoT call).
 
     Raises:
         UnusableMessageError: the body is not an import message.
-        JobNotFoundError: the job does not exist.
+        JobNotFoundError: the job disappeared between the check and the recording.
         AwsOperationError: the outcome could not be recorded (also ``CircuitOpenError`` and
             ``RequeueError`` when the rest could not be re-enqueued): the caller must then fail the
             record so SQS delivers it again (processing is idempotent).
@@ -355,7 +325,11 @@ def handle_import_body(
     """
     message = decode_import_message(body)
     logger.set_correlation_id(message.job_id)
-    outcomes = _run_entries(services, message, arns, config.threads, out_of_time)
+    job = services.jobs.get_job(message.job_id)
+    refused = refusal(message, job)
+    if refused is not None or job is None:
+        return _refused(services, message, job, refused or "unknown_job")
+    outcomes = _run_entries(services, message, arns, config, out_of_time)
     exhausted_at = message.attempt + 1 >= config.max_entry_attempts
 
     imported: list[ImportedRecord] = []
@@ -421,6 +395,7 @@ def handle_import_body(
             entries=tuple(message.entries[index] for index in pending),
             attempt=requeue_attempt,
         )
+        child = sign_import_message(child, job.secret or "")
         _send(services, config, child, delay)
 
     if recorded:

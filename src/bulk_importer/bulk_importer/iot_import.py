@@ -1,44 +1,54 @@
-"""Register one certificate as an AWS IoT thing with the fewest IoT calls.
+"""Register one certificate as an AWS IoT thing with the fewest IoT calls, never taking over.
 
 A new certificate costs exactly ``3 + P + G`` calls (P policies, G thing groups), in this order:
-``RegisterCertificateWithoutCA`` (status ACTIVE), ``CreateThing``, ``AttachThingPrincipal``,
-``AttachPolicy`` per policy and ``AddThingToThingGroup`` per group. Nothing is read before a write;
-the certificate ARN is computed locally from the function's partition, region and account. Reads
-happen only on conflict paths: ``DescribeCertificate`` when the certificate exists already (to refuse
-a revoked or inactive one) and ``DescribeThing`` when ``CreateThing`` reports a thing with another
-configuration (to report a thing-type conflict, or merge the attributes with one ``UpdateThing``).
+``RegisterCertificateWithoutCA`` (status ACTIVE), ``CreateThing`` (with the ownership attribute
+``thingpress-cert=<certificate id>``), ``AttachThingPrincipal`` (``EXCLUSIVE_THING``), ``AttachPolicy``
+per policy and ``AddThingToThingGroup`` per group. Nothing is read before a write; the certificate
+ARN is computed locally from the function's partition, region and account.
+
+Reads happen only on conflict paths. When the certificate exists already: ``DescribeCertificate``
+(a revoked or inactive one is refused), ``ListPrincipalThings`` (a certificate attached to another
+thing is refused) and ``ListAttachedPolicies`` (more than 10 policies in all is refused), all before
+any write. When ``CreateThing`` reports a thing with another configuration: ``DescribeThing``. A thing
+that Thingpress did not create for this certificate (no ownership attribute naming it) is refused
+unless the operator allows adopting existing things; a thing of another type is always refused;
+otherwise the settings' attributes are merged with one ``UpdateThing``.
 
 Every call is a :func:`layer_utils.protected.protected_call`: it waits for the rate limiter, runs
 through its circuit breaker ``iot:<Operation>`` (of the registry passed in) and turns AWS errors into
-typed errors. The outcome says
-whether the certificate was imported, must be retried later (throttled, transient, circuit open) or
-failed for good (with one English sentence naming the entry and the API that failed). Everything is
-idempotent, so a retried or redelivered entry can be imported again safely. AWS errors are logged
-by ``handle_aws_error``; reporting the outcome is the caller's business.
+typed errors. The outcome says whether the certificate was imported, must be retried later
+(throttled, transient, circuit open) or failed for good (with one English sentence naming the entry
+and the API that failed). The reason of an entry that fails for good after some of its writes
+succeeded names what it leaves in AWS IoT (:mod:`bulk_importer.leftovers`). Everything is idempotent, so
+a retried or redelivered entry can be imported again safely. AWS errors are logged by
+``handle_aws_error``; reporting the outcome is the caller's business.
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from botocore.exceptions import ClientError
-
+from bulk_importer.iot_calls import AlreadyExists, Effects, IotCalls
+from bulk_importer.leftovers import left_in_iot
 from layer_utils.cert_utils import certificate_arn, parse_function_arn, thing_arn
 from layer_utils.circuit import CircuitOpenError
 from layer_utils.errors import AwsOperationError, ErrorClass
+from layer_utils.iot_names import OWNER_ATTRIBUTE
 from layer_utils.messages import ImportEntry, MessageSettings
-from layer_utils.protected import Limiter, protected_call
+from layer_utils.protected import Limiter
 
 if TYPE_CHECKING:
     from mypy_boto3_iot import IoTClient
 
     from layer_utils.circuit import CircuitRegistry
 
-ALREADY_EXISTS_CODE = "ResourceAlreadyExistsException"
 ACTIVE = "ACTIVE"
+EXCLUSIVE_THING = "EXCLUSIVE_THING"
+
+MAX_POLICIES_PER_CERTIFICATE = 10
+"""AWS IoT attaches at most 10 policies to one certificate, counting those attached already."""
 
 CONFLICT = "conflict"
 """Error class of a certificate or thing that exists in AWS IoT in a state Thingpress must not touch."""
@@ -120,56 +130,18 @@ class _Retry(Exception):
         super().__init__(reason)
 
 
-@dataclass(frozen=True)
-class _AlreadyExists:
-    """The call answered ResourceAlreadyExistsException; the parsed error response."""
+def _register(
+    calls: IotCalls, entry: ImportEntry, settings: MessageSettings, cert_arn: str, effects: Effects
+) -> None:
+    """Register the certificate ACTIVE, or accept an existing registration Thingpress may use.
 
-    response: Mapping[str, Any]
+    An existing certificate must be ACTIVE, attached to no thing but the entry's, and have room for
+    the settings' policies (at most ``MAX_POLICIES_PER_CERTIFICATE`` in all).
 
+    Raises:
+        _Refused: the certificate is not one Thingpress may use.
 
-class _Calls:
-    """Makes the IoT calls of one entry: rate limit, circuit breaker, typed errors and a call count."""
-
-    def __init__(
-        self, iot: IoTClient, limiter: Limiter, registry: CircuitRegistry, entry: ImportEntry
-    ) -> None:
-        self.iot = iot
-        self.limiter = limiter
-        self.registry = registry
-        self.entry = entry
-        self.count = 0
-        self.api: str | None = None
-
-    def invoke(self, api: str, method: Callable[..., Any], *, exists_ok: bool = False, **params: Any) -> Any:
-        """Call ``method(**params)`` as the IoT operation ``api``, protected.
-
-        Args:
-            api: the IoT operation name, e.g. ``CreateThing``.
-            method: the client method.
-            exists_ok: whether ResourceAlreadyExistsException is an answer rather than an error.
-            **params: the call's parameters.
-
-        Returns:
-            The response, or ``_AlreadyExists`` when ``exists_ok`` and the resource exists.
-
-        """
-        self.api = api
-        context = {"locator": self.entry.locator, "thing_name": self.entry.thing_name}
-
-        def call() -> Any:
-            self.count += 1
-            try:
-                return method(**params)
-            except ClientError as error:
-                if exists_ok and error.response.get("Error", {}).get("Code") == ALREADY_EXISTS_CODE:
-                    return _AlreadyExists(error.response)
-                raise
-
-        return protected_call(self.registry, f"iot:{api}", call, limiter=self.limiter, context=context)
-
-
-def _register(calls: _Calls, entry: ImportEntry) -> None:
-    """Register the certificate ACTIVE, or accept an existing ACTIVE registration of it."""
+    """
     api = "RegisterCertificateWithoutCA"
     response = calls.invoke(
         api,
@@ -178,21 +150,42 @@ def _register(calls: _Calls, entry: ImportEntry) -> None:
         certificatePem=entry.certificate_pem,
         status=ACTIVE,
     )
-    if isinstance(response, _AlreadyExists):
-        registered_id = str(response.response.get("resourceId") or entry.certificate_id)
-        _check_id(api, entry, registered_id)
-        description = calls.invoke(
-            "DescribeCertificate", calls.iot.describe_certificate, certificateId=registered_id
-        )
-        status = str(description.get("certificateDescription", {}).get("status", "UNKNOWN"))
-        if status != ACTIVE:
-            raise _Refused(
-                "DescribeCertificate",
-                f"{entry.locator}: certificate {registered_id} is {status} in AWS IoT; refusing to attach "
-                f"it to thing {entry.thing_name}.",
-            )
+    if not isinstance(response, AlreadyExists):
+        _check_id(api, entry, str(response.get("certificateId", "")))
+        effects.registered = effects.certificate_active = True
         return
-    _check_id(api, entry, str(response.get("certificateId", "")))
+    registered_id = str(response.response.get("resourceId") or entry.certificate_id)
+    _check_id(api, entry, registered_id)
+    description = calls.invoke(
+        "DescribeCertificate", calls.iot.describe_certificate, certificateId=registered_id
+    )
+    status = str(description.get("certificateDescription", {}).get("status", "UNKNOWN"))
+    if status != ACTIVE:
+        raise _Refused(
+            "DescribeCertificate",
+            f"{entry.locator}: certificate {registered_id} is {status} in AWS IoT; refusing to attach "
+            f"it to thing {entry.thing_name}.",
+        )
+    listed = calls.invoke("ListPrincipalThings", calls.iot.list_principal_things, principal=cert_arn)
+    others = sorted(name for name in listed.get("things", []) if name != entry.thing_name)
+    if others:
+        raise _Refused(
+            "ListPrincipalThings",
+            f"{entry.locator}: certificate {registered_id} is already attached to thing {others[0]}; "
+            f"refusing to attach it to thing {entry.thing_name} too.",
+        )
+    effects.certificate_active = True
+    effects.already_attached = entry.thing_name in listed.get("things", [])
+    attached = calls.invoke("ListAttachedPolicies", calls.iot.list_attached_policies, target=cert_arn)
+    effects.had_policies = frozenset(str(policy["policyName"]) for policy in attached.get("policies", []))
+    total = len(effects.had_policies | set(settings.policies))
+    if total > MAX_POLICIES_PER_CERTIFICATE:
+        raise _Refused(
+            "ListAttachedPolicies",
+            f"{entry.locator}: certificate {registered_id} has {len(effects.had_policies)} policies "
+            f"attached already; with the settings' policies it would have {total}, more than the "
+            f"{MAX_POLICIES_PER_CERTIFICATE} AWS IoT allows.",
+        )
 
 
 def _check_id(api: str, entry: ImportEntry, registered_id: str) -> None:
@@ -204,15 +197,20 @@ def _check_id(api: str, entry: ImportEntry, registered_id: str) -> None:
         )
 
 
-def _create_thing(calls: _Calls, entry: ImportEntry, settings: MessageSettings) -> None:
-    """Create the thing, or reconcile an existing thing that has another configuration."""
-    params: dict[str, Any] = {"thingName": entry.thing_name}
+def _create_thing(
+    calls: IotCalls, entry: ImportEntry, settings: MessageSettings, adopt: bool, effects: Effects
+) -> None:
+    """Create the thing marked as Thingpress's, or reconcile an existing thing Thingpress may use."""
+    params: dict[str, Any] = {
+        "thingName": entry.thing_name,
+        "attributePayload": {"attributes": {**settings.attributes, OWNER_ATTRIBUTE: entry.certificate_id}},
+    }
     if settings.thing_type:
         params["thingTypeName"] = settings.thing_type
-    if settings.attributes:
-        params["attributePayload"] = {"attributes": dict(settings.attributes)}
     response = calls.invoke("CreateThing", calls.iot.create_thing, exists_ok=True, **params)
-    if not isinstance(response, _AlreadyExists):
+    if not isinstance(response, AlreadyExists):
+        # AWS also answers so for an identical thing: one Thingpress created for this certificate.
+        effects.thing_created = not effects.already_attached
         return
     try:
         existing = calls.invoke("DescribeThing", calls.iot.describe_thing, thingName=entry.thing_name)
@@ -224,6 +222,17 @@ def _create_thing(calls: _Calls, entry: ImportEntry, settings: MessageSettings) 
                 "it could be described.",
             ) from error
         raise
+    current_attributes = existing.get("attributes") or {}
+    owner = current_attributes.get(OWNER_ATTRIBUTE)
+    if owner != entry.certificate_id and not adopt:
+        made_by = (
+            f"was created by Thingpress for certificate {owner}" if owner else "was not created by Thingpress"
+        )
+        raise _Refused(
+            "CreateThing",
+            f"{entry.locator}: thing {entry.thing_name} already exists and {made_by}; refusing to take it "
+            f"over for certificate {entry.certificate_id}.",
+        )
     current_type = existing.get("thingTypeName") or None
     if settings.thing_type and current_type != settings.thing_type:
         shown = f"thing type {current_type}" if current_type else "no thing type"
@@ -231,7 +240,7 @@ def _create_thing(calls: _Calls, entry: ImportEntry, settings: MessageSettings) 
             "CreateThing",
             f"{entry.locator}: thing {entry.thing_name} exists with {shown}, expected {settings.thing_type}.",
         )
-    current_attributes = existing.get("attributes") or {}
+    # An adopted thing keeps its own ownership attribute (or none): Thingpress did not create it.
     changed = {
         name: value for name, value in settings.attributes.items() if current_attributes.get(name) != value
     }
@@ -242,6 +251,28 @@ def _create_thing(calls: _Calls, entry: ImportEntry, settings: MessageSettings) 
             thingName=entry.thing_name,
             attributePayload={"attributes": changed, "merge": True},
         )
+        effects.updated = True
+
+
+def _attach(calls: IotCalls, entry: ImportEntry, cert_arn: str, effects: Effects) -> None:
+    """Attach the certificate to the thing exclusively; another thing holding it is a conflict."""
+    try:
+        calls.invoke(
+            "AttachThingPrincipal",
+            calls.iot.attach_thing_principal,
+            thingName=entry.thing_name,
+            principal=cert_arn,
+            thingPrincipalType=EXCLUSIVE_THING,
+        )
+    except AwsOperationError as error:
+        if error.code != "InvalidRequestException":
+            raise
+        raise _Refused(
+            "AttachThingPrincipal",
+            f"{entry.locator}: certificate {entry.certificate_id} cannot be attached exclusively to thing "
+            f"{entry.thing_name} ({error.message or error.code}).",
+        ) from error
+    effects.attached = not effects.already_attached
 
 
 def import_certificate(
@@ -252,12 +283,13 @@ def import_certificate(
     arns: ArnContext,
     limiter: Limiter,
     registry: CircuitRegistry,
+    adopt: bool = False,
 ) -> ImportOutcome:
     """Register ``entry``'s certificate and create, attach and group its thing in AWS IoT.
 
     AWS and circuit-breaker errors become RETRY (throttled, transient, circuit open) or FAILED
     (anything else, including ``access_denied``, which ``handle_aws_error`` logs as an error);
-    programming errors propagate.
+    programming errors propagate. A FAILED entry's reason names what it leaves in AWS IoT.
 
     Args:
         iot: the IoT client.
@@ -266,28 +298,30 @@ def import_certificate(
         arns: where the resources live.
         limiter: the rate limiter shared by the invocation's threads.
         registry: the function's circuit registry.
+        adopt: whether an existing thing Thingpress did not create may be used (the operator's choice).
 
     Returns:
         The outcome.
 
     """
-    calls = _Calls(iot, limiter, registry, entry)
+    calls = IotCalls(iot, limiter, registry, entry)
     cert_arn = arns.certificate_arn(entry.certificate_id)
+    effects = Effects()
     target = f"thing {entry.thing_name}"
     try:
         target = f"certificate {entry.certificate_id}"
-        _register(calls, entry)
+        _register(calls, entry, settings, cert_arn, effects)
         target = f"thing {entry.thing_name}" + (
             f" of type {settings.thing_type}" if settings.thing_type else ""
         )
-        _create_thing(calls, entry, settings)
+        _create_thing(calls, entry, settings, adopt, effects)
         target = f"thing {entry.thing_name}"
-        calls.invoke(
-            "AttachThingPrincipal", iot.attach_thing_principal, thingName=entry.thing_name, principal=cert_arn
-        )
+        _attach(calls, entry, cert_arn, effects)
         for policy in settings.policies:
             target = f"policy {policy}"
             calls.invoke("AttachPolicy", iot.attach_policy, policyName=policy, target=cert_arn)
+            if policy not in effects.had_policies:
+                effects.policies.append(policy)
         for group in settings.thing_groups:
             target = f"thing group {group}"
             calls.invoke(
@@ -296,8 +330,10 @@ def import_certificate(
                 thingGroupName=group,
                 thingName=entry.thing_name,
             )
+            effects.groups.append(group)
     except _Refused as refused:
-        return ImportOutcome(entry, OutcomeStatus.FAILED, calls.count, refused.api, CONFLICT, str(refused))
+        reason = str(refused) + left_in_iot(entry, effects)
+        return ImportOutcome(entry, OutcomeStatus.FAILED, calls.count, refused.api, CONFLICT, reason)
     except _Retry as retry:
         return ImportOutcome(
             entry, OutcomeStatus.RETRY, calls.count, retry.api, ErrorClass.TRANSIENT.value, str(retry)
@@ -315,5 +351,6 @@ def import_certificate(
             return ImportOutcome(
                 entry, OutcomeStatus.RETRY, calls.count, api, error.error_class.value, reason
             )
+        reason += left_in_iot(entry, effects)
         return ImportOutcome(entry, OutcomeStatus.FAILED, calls.count, api, error.error_class.value, reason)
     return ImportOutcome(entry, OutcomeStatus.IMPORTED, calls.count)

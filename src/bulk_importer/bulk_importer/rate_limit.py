@@ -30,6 +30,9 @@ DEFAULT_IOT_TPS: Mapping[str, float] = {
     "DescribeCertificate": 10.0,
     "DescribeThing": 350.0,
     "UpdateThing": 100.0,
+    # Conflict-path reads of an existing certificate.
+    "ListPrincipalThings": 10.0,
+    "ListAttachedPolicies": 15.0,
 }
 """AWS IoT Core default account quotas (transactions per second) of the APIs the importer calls."""
 

@@ -17,6 +17,13 @@ THING_NAME_MAX_LENGTH = IOT_NAME_MAX_LENGTH
 THING_NAME_PATTERN = re.compile(rf"^[a-zA-Z0-9:_-]{{1,{IOT_NAME_MAX_LENGTH}}}$")
 """The thing names AWS IoT accepts (use ``fullmatch``)."""
 
+OWNER_ATTRIBUTE = "thingpress-cert"
+"""The thing attribute Thingpress sets at CreateThing: the id of the certificate it created the thing for.
+
+It tells later which things Thingpress created, and for which certificate (see docs/ARCHITECTURE.md,
+"Ownership"). Settings may not use this name, and one attribute of each limit is reserved for it.
+"""
+
 _IOT_NAME_RE = re.compile(r"[a-zA-Z0-9:_-]+")
 _IOT_NAME_ALLOWED = "letters, digits, ':', '_' and '-'"
 _IOT_POLICY_NAME_RE = re.compile(r"[\w+=,.@-]+", re.ASCII)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from layer_utils.clients import get_client
 from layer_utils.jobstore.lifecycle import (
     FINAL_STATUSES,
+    IMPORT_STATUSES,
     INITIAL_STATUS,
     LIFECYCLE,
     IllegalTransitionError,
@@ -49,6 +50,7 @@ __all__ = [
     "DEFAULT_TTL",
     "DUPLICATE_ERROR_CLASS",
     "FINAL_STATUSES",
+    "IMPORT_STATUSES",
     "INITIAL_STATUS",
     "JOB_SK",
     "LIFECYCLE",

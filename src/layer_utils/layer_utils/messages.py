@@ -3,13 +3,20 @@
 Both are plain UTF-8 JSON objects with a ``schema`` field (see docs/ARCHITECTURE.md, "Messages").
 Certificates travel as PEM text. Bodies are encoded compactly and ASCII-only (JSON escapes
 for anything else), so every body consists of characters SQS accepts and its byte size is exact.
+
+An import message carries ``mac``: HMAC-SHA256, keyed with its job's secret (stored on the job item),
+over the message's canonical JSON without ``mac``. The importer recomputes it before any IoT call, so
+only the provider and the importer, which read the job item, can write a message it acts on.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
+import secrets
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 IMPORT_SCHEMA = "thingpress.import/1"
@@ -29,6 +36,9 @@ SQS_MAX_BATCH_ENTRIES = 10
 
 CHUNK_DIGITS = 6
 """Provider chunk ids are zero-padded to this many digits (``000012``)."""
+
+MAC_HEX_LENGTH = 64
+"""The length of an import message's ``mac`` (hex HMAC-SHA256)."""
 
 
 def _encode(document: Mapping[str, Any]) -> str:
@@ -142,10 +152,11 @@ class ImportMessage:
     settings: MessageSettings
     entries: tuple[ImportEntry, ...]
     attempt: int = 0
+    mac: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        """Return the JSON form."""
-        return {
+        """Return the JSON form (``mac`` only when the message is signed)."""
+        data: dict[str, Any] = {
             "schema": IMPORT_SCHEMA,
             "job_id": self.job_id,
             "chunk": self.chunk,
@@ -153,6 +164,33 @@ class ImportMessage:
             "settings": self.settings.to_dict(),
             "entries": [entry.to_dict() for entry in self.entries],
         }
+        if self.mac:
+            data["mac"] = self.mac
+        return data
+
+
+def new_job_secret() -> str:
+    """Return a fresh random per-job secret (256 bits, hex) for signing import messages."""
+    return secrets.token_hex(32)
+
+
+def _mac(message: ImportMessage, secret: str) -> str:
+    document = message.to_dict()
+    document.pop("mac", None)
+    canonical = json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hmac.new(secret.encode("ascii"), canonical.encode("ascii"), hashlib.sha256).hexdigest()
+
+
+def sign_import_message(message: ImportMessage, secret: str) -> ImportMessage:
+    """Return ``message`` with its ``mac`` computed with the job's ``secret``."""
+    return replace(message, mac=_mac(message, secret))
+
+
+def verify_import_message(message: ImportMessage, secret: str | None) -> bool:
+    """Return whether ``message`` carries a valid ``mac`` for the job's ``secret`` (False without one)."""
+    if not secret or not message.mac:
+        return False
+    return hmac.compare_digest(message.mac, _mac(message, secret))
 
 
 @dataclass(frozen=True)
@@ -261,6 +299,7 @@ def _decode_import(data: dict[str, Any]) -> ImportMessage:
         attempt=_require_int(data, "attempt"),
         settings=MessageSettings.from_dict(data.get("settings")),
         entries=tuple(ImportEntry.from_dict(item, index) for index, item in enumerate(raw_entries)),
+        mac=data["mac"] if isinstance(data.get("mac"), str) else "",
     )
 
 

@@ -56,12 +56,14 @@ CIRCUIT_STATE = "CircuitState"
 CIRCUIT_OPENED = "CircuitOpened"
 CIRCUIT_CLOSED = "CircuitClosed"
 JOBS_SWEPT = "JobsSwept"
+IMPORT_MESSAGES_REFUSED = "ImportMessagesRefused"
 
 # Dimension names.
 DIM_SERVICE = "service"
 DIM_ERROR_CLASS = "ErrorClass"
 DIM_API = "Api"
 DIM_OPERATION = "Operation"
+DIM_REASON = "Reason"
 
 # Values of the ErrorClass dimension of CertificatesFailed that are not AWS error classes.
 FAILURE_SEND_FAILED = "send_failed"

@@ -13,6 +13,7 @@ from layer_utils.messages import (
     chunk_id,
     encode_import_message,
     encoded_entry_size,
+    sign_import_message,
 )
 
 DEFAULT_MAX_MESSAGE_BYTES = 240_000
@@ -24,7 +25,8 @@ class MessagePacker:
 
     Feed entries with ``add``; it returns a full message when the next entry would not fit. Call
     ``flush`` at the end for the last, partial message. Chunk ids are numbered from ``first_chunk``
-    so packing is deterministic: the same entries and budgets always give the same messages.
+    so packing is deterministic: the same entries and budgets always give the same messages. Every
+    message is signed with the job's ``secret`` (``layer_utils.messages.sign_import_message``).
     """
 
     def __init__(
@@ -32,11 +34,12 @@ class MessagePacker:
         job_id: str,
         settings: MessageSettings,
         *,
+        secret: str,
         max_entries: int,
         max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         first_chunk: int = 0,
     ) -> None:
-        """Take the job id, settings, the budgets and the first chunk number.
+        """Take the job id, settings, the job's secret, the budgets and the first chunk number.
 
         Raises:
             ValueError: ``max_entries`` < 1, or ``max_bytes`` cannot hold the envelope.
@@ -46,12 +49,15 @@ class MessagePacker:
             raise ValueError(f"Entries per message must be at least 1 (got {max_entries}).")
         self._job_id = job_id
         self._settings = settings
+        self._secret = secret
         self._max_entries = max_entries
         self._max_bytes = max_bytes
         self._next_chunk = first_chunk
         self._pending: list[ImportEntry] = []
         self._pending_bytes = 0
-        probe = ImportMessage(job_id, chunk_id(first_chunk), settings, (), attempt=0)
+        probe = sign_import_message(
+            ImportMessage(job_id, chunk_id(first_chunk), settings, (), attempt=0), secret
+        )
         # The envelope with an empty entries list; each entry adds its size plus one comma.
         self._envelope_bytes = body_size(encode_import_message(probe)) + 2
         if self._envelope_bytes >= max_bytes:
@@ -106,8 +112,9 @@ class MessagePacker:
         """Return the message holding the pending entries (``None`` when there are none)."""
         if not self._pending:
             return None
-        message = ImportMessage(
-            self._job_id, chunk_id(self._next_chunk), self._settings, tuple(self._pending)
+        message = sign_import_message(
+            ImportMessage(self._job_id, chunk_id(self._next_chunk), self._settings, tuple(self._pending)),
+            self._secret,
         )
         self._next_chunk += 1
         self._pending = []

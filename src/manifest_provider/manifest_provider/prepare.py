@@ -61,6 +61,7 @@ def prepare_manifest(
     metadata: Mapping[str, str],
     *,
     job_id: str,
+    secret: str,
     bucket: str,
     key: str,
     resuming: bool,
@@ -76,6 +77,7 @@ def prepare_manifest(
         metadata: the object's user metadata (per-upload setting overrides, within
             ``config.uploader_allowlist``).
         job_id: the job.
+        secret: the job's secret, which signs its import messages.
         bucket: the manifest's bucket (where trust certificates live unless configured otherwise).
         key: the manifest's key (for format detection).
         resuming: whether the run continues from a checkpoint (the targets were checked before).
@@ -135,6 +137,7 @@ def prepare_manifest(
     packer = MessagePacker(
         job_id,
         settings.message_settings(),
+        secret=secret,
         max_entries=config.certs_per_message,
         max_bytes=config.max_message_bytes,
         first_chunk=first_chunk,

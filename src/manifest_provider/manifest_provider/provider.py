@@ -361,6 +361,7 @@ def run_manifest(run: ManifestRun) -> RunResult:
                 source,
                 metadata,
                 job_id=job.job_id,
+                secret=job.secret or "",
                 bucket=job.bucket,
                 key=job.key,
                 resuming=run.resuming,

@@ -25,6 +25,7 @@ from layer_utils.aws_utils import (
     validate_thing_type_name,
 )
 from layer_utils.cert_utils import DEFAULT_NAME_SOURCES, parse_name_sources
+from layer_utils.iot_names import OWNER_ATTRIBUTE
 from layer_utils.messages import MessageSettings
 
 BUNDLE_TYPES = ("E0E0", "E0E1", "E0E2")
@@ -41,6 +42,9 @@ MAX_ATTRIBUTES_TYPED = 50
 
 MAX_ATTRIBUTES_UNTYPED = 3
 """A thing without a thing type has at most 3 attributes."""
+
+RESERVED_ATTRIBUTES = 1
+"""Attributes of each limit kept for Thingpress: the ownership attribute ``OWNER_ATTRIBUTE``."""
 
 MAX_ATTRIBUTE_NAME = 128
 MAX_ATTRIBUTE_VALUE = 800
@@ -136,6 +140,10 @@ def parse_attributes(raw: str) -> dict[str, str]:
 
 def validate_attribute_name(name: object) -> str:
     """Check a thing attribute name against the AWS IoT rules; raises ``ValueError`` naming it."""
+    if name == OWNER_ATTRIBUTE:
+        raise ValueError(
+            f"Thing attribute name {name!r} is reserved: Thingpress marks the things it creates with it."
+        )
     if not isinstance(name, str) or not _ATTRIBUTE_NAME_RE.fullmatch(name) or len(name) > MAX_ATTRIBUTE_NAME:
         raise ValueError(
             f"Thing attribute name {name!r} is invalid: use 1 to {MAX_ATTRIBUTE_NAME} letters, digits "
@@ -234,8 +242,15 @@ class ImportSettings:
     bundle_type: str = "E0E0"
 
     def __post_init__(self) -> None:
-        """Check the attribute count against the thing type (3 without a type, 50 with one)."""
-        limit = MAX_ATTRIBUTES_TYPED if self.thing_type else MAX_ATTRIBUTES_UNTYPED
+        """Check the attribute count against the thing type (2 without a type, 49 with one).
+
+        AWS IoT allows 3 and 50; one of each is reserved for the ownership attribute.
+
+        Raises:
+            ValueError: too many attributes.
+
+        """
+        limit = (MAX_ATTRIBUTES_TYPED if self.thing_type else MAX_ATTRIBUTES_UNTYPED) - RESERVED_ATTRIBUTES
         if len(self.attributes) > limit:
             kind = "with a thing type" if self.thing_type else "without a thing type"
             raise ValueError(

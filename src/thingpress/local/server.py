@@ -19,6 +19,7 @@ from typing import Any, Final
 
 import moto.core.config
 import moto.iot.models
+import moto.iot.responses
 import moto.s3.models
 import moto.s3.notifications
 import moto.sqs.models
@@ -70,6 +71,34 @@ def _strict_create_thing(original: Callable[..., Any]) -> Callable[..., Any]:
         return existing
 
     return create_thing
+
+
+def _exclusive_attach(original: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap moto's AttachThingPrincipal response with AWS's ``thingPrincipalType`` rules."""
+
+    def attach_thing_principal(self: Any) -> Any:
+        thing_name = self._get_param("thingName")
+        principal = self.headers.get("x-amzn-principal")
+        exclusive = self._get_param("thingPrincipalType") == "EXCLUSIVE_THING"
+        backend = self.iot_backend
+        others = sorted(
+            name for arn, name in backend.principal_things if arn == principal and name != thing_name
+        )
+        if exclusive and others:
+            raise InvalidRequestException(
+                f"Principal {principal} is attached to thing {others[0]}; it cannot be attached exclusively"
+                f" to thing {thing_name}."
+            )
+        holders: dict[str, str] = backend.__dict__.setdefault("thingpress_exclusive_things", {})
+        holder = holders.get(principal)
+        if holder not in (None, thing_name) and (principal, holder) in backend.principal_things:
+            raise InvalidRequestException(f"Principal {principal} is attached exclusively to thing {holder}.")
+        result = original(self)
+        if exclusive:
+            holders[principal] = thing_name
+        return result
+
+    return attach_thing_principal
 
 
 def _tolerant_certificate_id(_original: Callable[..., Any]) -> Callable[..., Any]:
@@ -169,6 +198,14 @@ FIDELITY_PATCHES: Final = (
         "CreateThing on an existing name: AWS returns the thing when type, attributes and billing group"
         " match and raises ResourceAlreadyExistsException otherwise; moto silently overwrites it (losing"
         " the thing id and hiding conflicts the importer must report).",
+    ),
+    _FidelityPatch(
+        moto.iot.responses.IoTResponse,
+        "attach_thing_principal",
+        _exclusive_attach,
+        "AttachThingPrincipal with thingPrincipalType EXCLUSIVE_THING: AWS refuses (InvalidRequestException)"
+        " a principal attached to another thing, and any other thing for a principal attached exclusively;"
+        " moto ignores the type and attaches a certificate to as many things as asked.",
     ),
     _FidelityPatch(
         moto.iot.models.FakeCertificate,

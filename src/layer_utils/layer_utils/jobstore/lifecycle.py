@@ -29,6 +29,13 @@ class JobStatus(enum.StrEnum):
 INITIAL_STATUS = JobStatus.RECEIVED
 """The status ``create_job`` gives a new job."""
 
+IMPORT_STATUSES = (JobStatus.PARSING, JobStatus.IMPORTING)
+"""The statuses in which a job's import messages are acted on.
+
+The provider sends them only after ``CLAIM_PARSE`` (PARSING), and every entry has settled once
+``CLAIM_REPORT`` leaves IMPORTING: a message of a job in any other status is unknown or late.
+"""
+
 
 class Step(enum.StrEnum):
     """A kind of write to the job item, named after the ``JobStore`` method that makes it."""

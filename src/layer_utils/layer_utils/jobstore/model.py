@@ -205,6 +205,8 @@ class Job:
     lease_expiries: int = 0
     unsettled: int = 0
     sequencer: str | None = None
+    secret: str | None = field(default=None, repr=False)
+    """The key of the job's import message MACs (``layer_utils.messages``); never reported or logged."""
 
     @property
     def rank(self) -> tuple[int, str, str]:
@@ -293,4 +295,5 @@ class Job:
             lease_expiries=int(item.get("lease_expiries", 0)),
             unsettled=int(item.get("unsettled", 0)),
             sequencer=item.get("sequencer"),
+            secret=item.get("secret"),
         )

@@ -25,6 +25,7 @@ from layer_utils.jobstore.model import (
     shorten,
 )
 from layer_utils.jobstore.table import JobTable, is_conditional_failure
+from layer_utils.messages import new_job_secret
 from layer_utils.telemetry import MANIFESTS_COMPLETED, MANIFESTS_FAILED, logger
 
 
@@ -123,7 +124,8 @@ class JobStore(JobTable):
         Succeeds when the job is RECEIVED or PARSING and the lease is free, expired or held live by
         ``owner``. Taking over an expired lease (its holder died without finishing or releasing it)
         adds one to ``lease_expiries``, which the sweep compares with its maximum; that path costs a
-        second UpdateItem, as does finding another invocation's live lease.
+        second UpdateItem, as does finding another invocation's live lease. The first claim gives the job
+        its secret, which signs its import messages (later claims keep it).
 
         Returns:
             The job (status PARSING, with its checkpoint), or None when another live invocation holds the
@@ -137,15 +139,12 @@ class JobStore(JobTable):
             ":until": int(lease_until.timestamp()),
             ":epoch": int(now.timestamp()),
             ":now": isoformat(now),
+            ":secret": new_job_secret(),
         }
-        claim = "SET #status = :parsing, lease_owner = :owner, lease_until = :until, updated_at = :now"
-        claimed = self._step(
-            job_id,
-            Step.CLAIM_PARSE,
-            claim,
-            values,
-            also="(attribute_not_exists(lease_owner) OR (lease_owner = :owner AND lease_until >= :epoch))",
-        )
+        claim = "SET #status = :parsing, lease_owner = :owner, lease_until = :until, updated_at = :now, "
+        claim += "secret = if_not_exists(secret, :secret)"
+        free = "(attribute_not_exists(lease_owner) OR (lease_owner = :owner AND lease_until >= :epoch))"
+        claimed = self._step(job_id, Step.CLAIM_PARSE, claim, values, also=free)
         if claimed is not None:
             return claimed
         values[":one"] = 1
