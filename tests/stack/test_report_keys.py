@@ -79,8 +79,12 @@ def assert_report_agrees(report: dict[str, Any], job: Job) -> None:
 def test_the_pointer_ends_at_the_newer_version_when_the_older_job_finishes_last(tmp_path: Path) -> None:
     with pipeline() as run:
         bucket = run.stack.bucket
-        older = run.s3.put_object(Bucket=bucket, Key=KEY, Body=manifest(tmp_path, 3, seed=1))["VersionId"]
-        newer = run.s3.put_object(Bucket=bucket, Key=KEY, Body=manifest(tmp_path, 4, seed=2))["VersionId"]
+        # The same bytes uploaded twice are two versions (two jobs). The older job re-imports the
+        # certificates onto the things the newer job made for them, so both complete. (Different
+        # certificates under the same thing names would be conflicts: Thingpress never takes over.)
+        body = manifest(tmp_path, 3, seed=1)
+        older = run.s3.put_object(Bucket=bucket, Key=KEY, Body=body)["VersionId"]
+        newer = run.s3.put_object(Bucket=bucket, Key=KEY, Body=body)["VersionId"]
         late = hold_event_of(run, older)
 
         drain(run)  # only the newer version's job runs
@@ -94,7 +98,7 @@ def test_the_pointer_ends_at_the_newer_version_when_the_older_job_finishes_last(
         jobs = jobs_of(run, KEY)
         assert set(jobs) == {older, newer}
         for job in jobs.values():
-            assert job.status == JobStatus.COMPLETED
+            assert job.status == JobStatus.COMPLETED, read(run, job_report_key(job.job_id))["failures"]
             assert job.report_key == job_report_key(job.job_id)
             assert_report_agrees(read(run, job_report_key(job.job_id)), job)
         assert jobs[older].completed_at is not None and jobs[newer].completed_at is not None
@@ -102,7 +106,7 @@ def test_the_pointer_ends_at_the_newer_version_when_the_older_job_finishes_last(
         assert int(jobs[older].sequencer, 16) < int(jobs[newer].sequencer, 16)
         latest = read(run, latest_report_key(KEY))
         assert latest == read(run, job_report_key(jobs[newer].job_id))
-        assert latest["succeeded"] == 4
+        assert latest["succeeded"] == 3
         assert run.jobs.latest_job_id(bucket, KEY) == jobs[newer].job_id
         assert run.dlq_depths() == {"IntakeDLQ": 0, "ImportDLQ": 0}
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from layer_utils.iot_names import OWNER_ATTRIBUTE
 from testing.pipeline import Pipeline, Result, pipeline
 from thingpress.certfactory import Issued, make_ca, make_device_cert
 
@@ -195,7 +196,11 @@ class TestAStackWithAllowlists:
         for name in names:
             thing = stack.iot.describe_thing(thingName=name)
             assert thing["thingTypeName"] == "Gateway"
-            assert thing["attributes"] == {"tenant": "acme", "batch": "b-17"}
+            assert thing["attributes"] == {
+                "tenant": "acme",
+                "batch": "b-17",
+                OWNER_ATTRIBUTE: thing["attributes"][OWNER_ATTRIBUTE],
+            }
             (certificate,) = result.things[name]
             arn = stack.iot.describe_certificate(certificateId=certificate)["certificateDescription"][
                 "certificateArn"
