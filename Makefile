@@ -23,12 +23,13 @@ help: ## List the targets
 
 # .venv in two layers: `make demo` needs only the runtime (the thingpress package and its pyproject
 # dependencies, at the versions pinned in constraints.txt); `make install` adds the development tools.
+# --no-compile: Python compiles what the CLI imports on first use, not all of matplotlib and moto now.
 $(VENV)/.runtime: constraints.txt pyproject.toml
 	@python=$$($(FIND_PYTHON) $(PYTHON)) || exit 1; \
 	if [ -x $(PY) ] && ! $(FIND_PYTHON) $(PY) >/dev/null 2>&1; then rm -rf $(VENV); fi; \
 	if [ ! -x $(PY) ]; then echo "Creating $(VENV) with $$python"; "$$python" -m venv $(VENV); fi
 	$(PY) -m pip install $(PIP_FLAGS) -c constraints.txt setuptools
-	$(PY) -m pip install $(PIP_FLAGS) -c constraints.txt --no-build-isolation -e .
+	$(PY) -m pip install $(PIP_FLAGS) --no-compile -c constraints.txt --no-build-isolation -e .
 	touch $@
 
 $(VENV)/.installed: $(VENV)/.runtime requirements-dev.txt constraints.txt
