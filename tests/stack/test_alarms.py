@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from layer_utils import telemetry
-from test_dashboard_metrics import NAMESPACE, SERVICE, TEMPLATE, Scenario, run_scenario
+from test_dashboard_metrics import NAMESPACE, REFUSALS, SERVICE, TEMPLATE, Scenario, run_scenario
 from thingpress.cfn import load_template
 from thingpress.dashboard import AlarmSpec, load_alarms
 
@@ -50,6 +50,7 @@ def test_the_template_has_the_expected_alarms(alarms: list[AlarmSpec]) -> None:
         "StuckImportAlarm",
         "JobSweeperErrorsAlarm",
         "JobsSweptAlarm",
+        "ImportMessagesRefusedAlarm",
     }
 
 
@@ -108,6 +109,20 @@ def test_circuit_open_alarm_fires_on_the_captured_run(scenario: Scenario, alarms
     emitted = scenario.capture.emitted()
     highest = max(d.value for metric in alarm.metrics for d in emitted.get(metric.key, []))
     assert highest >= alarm.threshold
+
+
+def test_refused_messages_alarm_covers_every_reason_and_fires_on_the_captured_run(
+    scenario: Scenario, alarms: list[AlarmSpec]
+) -> None:
+    """The scenario sent one forged or late import message per reason: any of them reaches the threshold."""
+    (alarm,) = [alarm for alarm in alarms if alarm.logical_id == "ImportMessagesRefusedAlarm"]
+    assert {m.name for m in alarm.metrics} == {telemetry.IMPORT_MESSAGES_REFUSED}
+    assert sorted(m.dimension_map["Reason"] for m in alarm.metrics) == sorted(REFUSALS)
+    assert {(m.stat, m.period) for m in alarm.metrics} == {("Sum", 300)}
+    assert (alarm.threshold, alarm.comparison) == (1, "GreaterThanOrEqualToThreshold")
+    emitted = scenario.capture.emitted()
+    for metric in alarm.metrics:
+        assert sum(d.value for d in emitted[metric.key]) >= alarm.threshold, metric
 
 
 def test_expressions_only_reference_declared_queries(alarms: list[AlarmSpec]) -> None:

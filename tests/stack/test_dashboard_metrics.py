@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import functools
+import hashlib
 import io
 import json
 import sys
@@ -28,15 +29,23 @@ import pytest
 from aws_lambda_powertools import Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 
+from bulk_importer.admission import BAD_MAC, NOT_IMPORTING, UNKNOWN_JOB
 from layer_utils import telemetry
 from layer_utils.aws_utils import ErrorClass
 from layer_utils.circuit import CircuitRegistry
 from layer_utils.jobs import JobStore
+from layer_utils.messages import (
+    ImportEntry,
+    ImportMessage,
+    MessageSettings,
+    encode_import_message,
+    sign_import_message,
+)
 from testing.helpers import shared_circuit_registry
 from thingpress.certfactory import make_ca, make_device_cert, make_device_certs
 from thingpress.dashboard import MetricSpec, load_dashboard
 from thingpress.generate import write_generated
-from thingpress.local import EventSourceMappingEmulator, LocalStack
+from thingpress.local import EventSourceMappingEmulator, LocalStack, RunStats
 from thingpress.local.layers import ApiCall, ServerLayer, StartResponse, WsgiApp, json_error_response
 from thingpress.local.metrics_capture import (
     MetricsCapture,
@@ -66,6 +75,7 @@ CONTRACT: dict[str, tuple[str, ...]] = {
     "CircuitOpened": ("Operation",),
     "CircuitClosed": ("Operation",),
     "JobsSwept": (),
+    "ImportMessagesRefused": ("Reason",),
 }
 
 
@@ -311,6 +321,33 @@ def mixed_manifest() -> bytes:
     return out.getvalue() + GARBAGE_LINE + b"\n"
 
 
+# The import messages the importer must drop, one per ImportMessagesRefused reason.
+REFUSALS = (UNKNOWN_JOB, NOT_IMPORTING, BAD_MAC)
+
+
+def send_forged_import_messages(
+    stack: LocalStack, emulator: EventSourceMappingEmulator, done_key: str
+) -> RunStats:
+    """Send the ImportQueue a message for each refusal reason and run the importer on them.
+
+    A message for a job that does not exist, a late one for the finished job of ``done_key`` and one
+    for a job that is parsing but signed with a guessed secret.
+    """
+    store = JobStore(stack.physical_id("JobsTable"), dynamodb=stack.client("dynamodb"), s3=stack.client("s3"))
+    (done,) = [job for job in store.list_jobs() if job.key == done_key]
+    _, parsing = store.create_job(stack.bucket, "generated/dashboard-parsing.txt", "v1")
+    assert store.claim_parse(parsing.job_id, "dashboard-test", datetime.now(UTC) + timedelta(hours=1))
+    forged = make_device_cert("dash-forged", make_ca("Forger CA"))
+    entry = ImportEntry("line 1", "dash-forged", hashlib.sha256(forged.der()).hexdigest(), forged.pem())
+    settings = MessageSettings(policies=(POLICY,), thing_groups=(GROUP,))
+    job_ids = {UNKNOWN_JOB: "0" * 32, NOT_IMPORTING: done.job_id, BAD_MAC: parsing.job_id}
+    sqs, queue_url = stack.client("sqs"), stack.physical_id("ImportQueue")
+    for reason in REFUSALS:
+        message = sign_import_message(ImportMessage(job_ids[reason], "000000", settings, (entry,)), "guessed")
+        sqs.send_message(QueueUrl=queue_url, MessageBody=encode_import_message(message))
+    return emulator.run_until_idle(max_seconds=60)
+
+
 @functools.cache
 def run_scenario() -> Scenario:
     """Run the pipeline on a fresh local stack and capture every metric it emits.
@@ -363,10 +400,13 @@ def run_scenario() -> Scenario:
                 clock=lambda: long_ago,
             )
             old_store.create_job(stack.bucket, keys["stuck"], "v1")
+            refusal_stats = send_forged_import_messages(stack, emulator, keys["mixed"])
             (schedule,) = stack.schedules
             sweep = emulator.invoke_scheduled(schedule)
             circuits = registry.status()
         assert stats.idle, stats
+        assert refusal_stats.idle and refusal_stats.errors == refusal_stats.failed_records == 0, refusal_stats
+        assert refusal_stats.records.get(IMPORTER) == len(REFUSALS), refusal_stats
         assert sweep.error is None, sweep.error
         jobs = {}
         for name, key in keys.items():
@@ -458,6 +498,7 @@ EXERCISED = [
     ],
     ("CircuitState", {"Operation": "sqs:SendMessageBatch"}),
     ("JobsSwept", {}),
+    *[("ImportMessagesRefused", {"Reason": reason}) for reason in REFUSALS],
 ]
 
 
@@ -498,6 +539,9 @@ def test_counts_match_the_reports(scenario: Scenario) -> None:
     assert total("ManifestsCompleted") == 1
     assert total("ManifestsFailed") == 2  # the unreadable manifest and the swept job
     assert total("JobsSwept") == 1
+    assert {reason: total("ImportMessagesRefused", Reason=reason) for reason in REFUSALS} == dict.fromkeys(
+        REFUSALS, 1
+    )
     assert total("CertificatesImported") == GOOD_DEVICES - 1
     assert total("CertificatesQueued") == GOOD_DEVICES - 1
     assert total("DuplicatesSkipped") == 1
@@ -529,6 +573,8 @@ def test_plotted_dimension_values_are_ones_the_code_can_emit() -> None:
             assert operation in {"iot": iot, "sqs": sqs}[service], spec
         if "ErrorClass" in dims:
             assert dims["ErrorClass"] in failure_classes, spec
+        if "Reason" in dims:
+            assert dims["Reason"] in REFUSALS, spec
     plotted_classes = {
         spec.dimension_map["ErrorClass"] for spec in code_metrics() if spec.name == "CertificatesFailed"
     }

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from bulk_importer.admission import BAD_MAC, NOT_IMPORTING, UNKNOWN_JOB
 from testing.helpers import TEMPLATE_PATH, as_list, branches
 
 # Actions AWS offers no resource-level permission for; only these may use Resource "*".
@@ -572,6 +573,27 @@ def test_unfinished_jobs_are_failed_by_the_provider_and_swept_on_a_schedule(temp
     alarm = template["Resources"]["JobsSweptAlarm"]["Properties"]
     assert (alarm["MetricName"], alarm["Namespace"]) == ("JobsSwept", {"Ref": "MetricsNamespace"})
     assert alarm["Dimensions"] == [{"Name": "service", "Value": {"Ref": "ServiceName"}}]
+
+
+def test_refused_import_messages_alarm_sums_every_reason(template: dict[str, Any]) -> None:
+    props = template["Resources"]["ImportMessagesRefusedAlarm"]["Properties"]
+    queries = [m for m in props["Metrics"] if "MetricStat" in m]
+    reasons = set()
+    for query in queries:
+        metric = query["MetricStat"]["Metric"]
+        assert (metric["MetricName"], metric["Namespace"]) == (
+            "ImportMessagesRefused",
+            {"Ref": "MetricsNamespace"},
+        )
+        service, reason = metric["Dimensions"]
+        assert service == {"Name": "service", "Value": {"Ref": "ServiceName"}}
+        assert reason["Name"] == "Reason"
+        reasons.add(reason["Value"])
+    assert reasons == {UNKNOWN_JOB, NOT_IMPORTING, BAD_MAC}
+    (expression,) = [m["Expression"] for m in props["Metrics"] if "Expression" in m]
+    assert all(f"FILL({query['Id']}, 0)" in expression for query in queries)
+    assert (props["Threshold"], props["ComparisonOperator"]) == (1, "GreaterThanOrEqualToThreshold")
+    assert props["AlarmActions"] == [{"Ref": "AlarmTopic"}]
 
 
 def test_the_sweep_waits_for_every_retry_of_a_manifest(template: dict[str, Any]) -> None:
