@@ -112,6 +112,16 @@ def test_other_services_are_named_by_target_or_route(
     assert identify_call(request_environ) == expected
 
 
+def test_labels_match_the_path_as_sent_not_the_decoded_path() -> None:
+    # ListAttachedPolicies' {target} is a certificate ARN: its '/' arrives percent-encoded.
+    sent = "/attached-policies/arn%3Aaws%3Aiot%3Aus-east-1%3A123456789012%3Acert%2Fab12"
+    request = environ("POST", "/attached-policies/arn:aws:iot:us-east-1:123456789012:cert/ab12", "iot")
+    assert identify_call(request) == ApiCall("iot", None)
+    assert identify_call({**request, "RAW_URI": f"{sent}?recursive=false"}) == ApiCall(
+        "iot", "ListAttachedPolicies"
+    )
+
+
 def test_unsigned_requests_are_not_aws_calls() -> None:
     assert identify_call({"REQUEST_METHOD": "POST", "PATH_INFO": "/moto-api/reset"}) is None
 

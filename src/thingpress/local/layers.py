@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from functools import cache
 from types import TracebackType
 from typing import Any, Final, Self
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlsplit
 
 import botocore.session
 from botocore.exceptions import UnknownServiceError
@@ -164,7 +164,10 @@ def identify_call(environ: Mapping[str, Any]) -> ApiCall | None:
     if not protocol.startswith("rest"):
         return ApiCall(service, None)
     method = str(environ.get("REQUEST_METHOD", "GET")).upper()
-    path = str(environ.get("PATH_INFO", "/")) or "/"
+    # Routes match the path as sent: a label such as ListAttachedPolicies' {target} (a certificate
+    # ARN) carries a percent-encoded '/', which PATH_INFO has already decoded.
+    raw = str(environ.get("RAW_URI") or environ.get("REQUEST_URI") or "")
+    path = urlsplit(raw).path if raw else str(environ.get("PATH_INFO", "/")) or "/"
     query = parse_qs(str(environ.get("QUERY_STRING", "")), keep_blank_values=True)
     candidates = [route for route in routes if route.method == method and route.pattern.fullmatch(path)]
     for route in candidates:
