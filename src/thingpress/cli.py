@@ -3,20 +3,28 @@
 Exit codes: 0 when everything was imported or valid, 1 when some entries failed, 2 for a usage or
 environment error. Errors are one line on stderr, never a traceback (set ``THINGPRESS_DEBUG=1`` to
 see the traceback of an unexpected error). ``--json`` prints exactly one JSON document on stdout.
+A bare ``thingpress`` prints the help on stdout and exits 2 (no command is a usage error);
+``thingpress --version`` prints the version. The commands that talk to a deployed stack (``status``,
+``report``, ``sweep``, ``redrive``) take ``--region`` and ``--profile``, as the AWS CLI does.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
+import tomllib
 import traceback
 from collections.abc import Callable, Sequence
+from importlib import metadata
 from pathlib import Path
 from typing import Any, NoReturn
 
+from botocore.exceptions import NoCredentialsError, NoRegionError
+
 from layer_utils.cert_utils import DEFAULT_NAME_SOURCES, parse_name_sources
-from thingpress.console import CliError
+from thingpress.console import CliError, handler_logs_to_stderr
 
 EXIT_OK = 0
 EXIT_FAILED_ENTRIES = 1
@@ -24,6 +32,15 @@ EXIT_USAGE = 2
 
 VENDORS = ("espressif", "infineon", "microchip", "generated")
 BUNDLE_TYPES = ("E0E0", "E0E1", "E0E2")
+
+
+def version() -> str:
+    """Return the installed package's version, else the one in the source tree's ``pyproject.toml``."""
+    try:
+        return metadata.version("thingpress")
+    except metadata.PackageNotFoundError:
+        pyproject = Path(__file__).resolve().parents[2] / "pyproject.toml"
+        return str(tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"]["version"])
 
 
 class _Parser(argparse.ArgumentParser):
@@ -127,17 +144,31 @@ def _add_manifest_arguments(parser: argparse.ArgumentParser, *, vendor_help: str
     parser.add_argument("--json", action="store_true", help="print one JSON document")
 
 
+def _add_aws_options(parser: argparse.ArgumentParser) -> None:
+    """Add ``--region`` and ``--profile`` (and ``--json``) to a command that talks to a deployed stack."""
+    parser.add_argument(
+        "--region", help="AWS region (default: $AWS_REGION, $AWS_DEFAULT_REGION, the profile's region)"
+    )
+    parser.add_argument("--profile", help="named profile of the AWS config files (default: $AWS_PROFILE)")
+    parser.add_argument("--json", action="store_true", help="print one JSON document")
+
+
 def _add_remote_target(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stack", help="CloudFormation stack name (resolves the bucket and table)")
     parser.add_argument("--bucket", help="intake bucket name (with --table, instead of --stack)")
     parser.add_argument("--table", help="jobs table name (with --bucket, instead of --stack)")
-    parser.add_argument("--json", action="store_true", help="print one JSON document")
+    _add_aws_options(parser)
+
+
+def _aws(args: argparse.Namespace) -> dict[str, Any]:
+    return {"region": args.region, "profile": args.profile, "as_json": args.json}
 
 
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser of the ``thingpress`` command and its subcommands."""
     parser = _Parser(prog="thingpress", description=__doc__.splitlines()[0])
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     local = commands.add_parser("local", help="run the pipeline on the embedded local AWS emulator")
     local_commands = local.add_subparsers(dest="local_command", metavar="SUBCOMMAND", required=True)
@@ -191,7 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     redrive.add_argument("--stack", help="CloudFormation stack name (redrives both DLQs)")
     redrive.add_argument("--queue", metavar="DLQ_URL")
     redrive.add_argument("--to", metavar="SOURCE_URL")
-    redrive.add_argument("--json", action="store_true", help="print one JSON document")
+    _add_aws_options(redrive)
     redrive.set_defaults(handler=_cmd_redrive)
 
     demo = commands.add_parser("demo", help="the whole pipeline on every vendor format, locally")
@@ -258,14 +289,16 @@ def _cmd_status(args: argparse.Namespace) -> int:
     from thingpress import remote_cli  # noqa: PLC0415
 
     stack, bucket, table = _remote_target(args)
-    return remote_cli.status_command(stack=stack, bucket=bucket, table=table, as_json=args.json)
+    with handler_logs_to_stderr(logging.ERROR):  # the CLI reports AWS failures itself
+        return remote_cli.status_command(stack=stack, bucket=bucket, table=table, **_aws(args))
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
     from thingpress import remote_cli  # noqa: PLC0415
 
     stack, bucket, table = _remote_target(args)
-    return remote_cli.report_command(args.job, stack=stack, bucket=bucket, table=table, as_json=args.json)
+    with handler_logs_to_stderr(logging.ERROR):  # the CLI reports AWS failures itself
+        return remote_cli.report_command(args.job, stack=stack, bucket=bucket, table=table, **_aws(args))
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
@@ -280,7 +313,8 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     from thingpress import remote_cli  # noqa: PLC0415
 
     stack, bucket, table = _remote_target(args)
-    return remote_cli.sweep_command(stack=stack, bucket=bucket, table=table, as_json=args.json)
+    with handler_logs_to_stderr(logging.ERROR):  # the CLI reports AWS failures itself
+        return remote_cli.sweep_command(stack=stack, bucket=bucket, table=table, **_aws(args))
 
 
 def _cmd_redrive(args: argparse.Namespace) -> int:
@@ -290,7 +324,8 @@ def _cmd_redrive(args: argparse.Namespace) -> int:
         raise CliError("Use either --stack or --queue with --to, not both.")
     if not args.stack and not (args.queue and args.to):
         raise CliError("Name the queues with --stack NAME or with both --queue DLQ_URL and --to SOURCE_URL.")
-    return remote_cli.redrive_command(stack=args.stack, queue=args.queue, to=args.to, as_json=args.json)
+    with handler_logs_to_stderr(logging.ERROR):  # the CLI reports AWS failures itself
+        return remote_cli.redrive_command(stack=args.stack, queue=args.queue, to=args.to, **_aws(args))
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -305,6 +340,13 @@ def _describe(error: BaseException) -> str:
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
+def _aws_setup_message(error: NoRegionError | NoCredentialsError) -> str:
+    """Return the one sentence that says how to give the CLI the missing AWS region or credentials."""
+    from thingpress import remote_cli  # noqa: PLC0415
+
+    return remote_cli.NO_REGION if isinstance(error, NoRegionError) else remote_cli.NO_CREDENTIALS
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``thingpress`` command; every error is reported as one line on stderr.
 
@@ -316,12 +358,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     """
     try:
-        args = build_parser().parse_args(argv)
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if args.command is None:
+            parser.print_help()
+            return EXIT_USAGE
         handler: Callable[[argparse.Namespace], int] = args.handler
         return handler(args)
     except CliError as error:
         print(f"thingpress: {error}", file=sys.stderr)
         return error.exit_code
+    except (NoRegionError, NoCredentialsError) as error:
+        print(f"thingpress: {_aws_setup_message(error)}", file=sys.stderr)
+        return EXIT_USAGE
     except KeyboardInterrupt:
         print("thingpress: interrupted.", file=sys.stderr)
         return 130

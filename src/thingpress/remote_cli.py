@@ -1,15 +1,18 @@
 """The ``status``, ``report``, ``redrive`` and ``sweep`` commands over `thingpress.remote`, with printing.
 
-Clients come from boto3's default session, so ``AWS_ENDPOINT_URL`` points them at LocalStack or the
-embedded local stack.
+Clients come from one boto3 session per command (`aws_session`), made with ``--profile`` and the
+region from ``--region``, ``AWS_REGION``, ``AWS_DEFAULT_REGION`` or the profile's configuration, as
+the AWS CLI resolves them. ``AWS_ENDPOINT_URL`` points them at LocalStack or the embedded local stack.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import boto3
+from botocore.exceptions import BotoCoreError, ProfileNotFound
 
 from job_sweeper.sweeper import SweepResult
 from thingpress.console import CliError, failures_table, jobs_table, out_console, print_json, things_table
@@ -26,10 +29,45 @@ from thingpress.remote import (
     with_things,
 )
 
+NO_REGION = "No AWS region: pass --region or set AWS_REGION."
+NO_CREDENTIALS = "No AWS credentials found: configure a profile (aws configure) or pass --profile."
 
-def _deployment(stack: str | None, bucket: str | None, table: str | None) -> Deployment:
+
+def aws_session(*, region: str | None = None, profile: str | None = None) -> boto3.Session:
+    """Return the boto3 session a command talks to a deployed stack with.
+
+    The region is ``region`` (``--region``), else ``AWS_REGION``, else ``AWS_DEFAULT_REGION`` or the
+    profile's configured region (botocore's own lookup). The credentials are the profile's
+    (``profile``, else ``AWS_PROFILE`` or the default chain).
+
+    Returns:
+        A session with a region and credentials.
+
+    Raises:
+        CliError: The profile does not exist, or there is no region or no credentials (exit code 2).
+
+    """
+    try:
+        session = boto3.Session(profile_name=profile or None)
+        resolved = region or os.environ.get("AWS_REGION", "").strip() or session.region_name
+        if not resolved:
+            raise CliError(NO_REGION)
+        credentials = session.get_credentials()
+    except ProfileNotFound as error:
+        name = error.kwargs.get("profile")
+        raise CliError(f"No AWS profile named {name!r}: check --profile or AWS_PROFILE.") from None
+    except BotoCoreError as error:
+        raise CliError(f"AWS configuration error: {error}.") from None
+    if credentials is None:
+        raise CliError(NO_CREDENTIALS)
+    return boto3.Session(profile_name=profile or None, region_name=resolved)
+
+
+def _deployment(
+    session: boto3.Session, stack: str | None, bucket: str | None, table: str | None
+) -> Deployment:
     if stack:
-        return resolve_stack(boto3.client("cloudformation"), stack)
+        return resolve_stack(session.client("cloudformation"), stack)
     if bucket is None or table is None:
         raise CliError("Name the deployment with --stack, or with both --bucket and --table.")
     return Deployment(bucket=bucket, table=table)
@@ -53,7 +91,15 @@ def report_exit_code(reports: Sequence[Mapping[str, Any]]) -> int:
     return 0 if good else 1
 
 
-def status_command(*, stack: str | None, bucket: str | None, table: str | None, as_json: bool) -> int:
+def status_command(
+    *,
+    stack: str | None,
+    bucket: str | None,
+    table: str | None,
+    as_json: bool,
+    region: str | None = None,
+    profile: str | None = None,
+) -> int:
     """Run ``thingpress status``: list every job (newest first) with its status and counts.
 
     An unknown stack raises ``CliError``.
@@ -62,8 +108,9 @@ def status_command(*, stack: str | None, bucket: str | None, table: str | None, 
         0 when every job completed without failures, 1 otherwise.
 
     """
-    deployment = _deployment(stack, bucket, table)
-    store = job_store(deployment, dynamodb=boto3.client("dynamodb"), s3=boto3.client("s3"))
+    session = aws_session(region=region, profile=profile)
+    deployment = _deployment(session, stack, bucket, table)
+    store = job_store(deployment, dynamodb=session.client("dynamodb"), s3=session.client("s3"))
     summaries = [job_summary(job) for job in store.list_jobs()]
     if as_json:
         print_json({"bucket": deployment.bucket, "table": deployment.table, "jobs": summaries})
@@ -73,7 +120,14 @@ def status_command(*, stack: str | None, bucket: str | None, table: str | None, 
 
 
 def report_command(
-    job_or_key: str, *, stack: str | None, bucket: str | None, table: str | None, as_json: bool
+    job_or_key: str,
+    *,
+    stack: str | None,
+    bucket: str | None,
+    table: str | None,
+    as_json: bool,
+    region: str | None = None,
+    profile: str | None = None,
 ) -> int:
     """Run ``thingpress report``: one job's report with the things read back from IoT.
 
@@ -83,10 +137,11 @@ def report_command(
         0 when the job completed without failures, 1 otherwise.
 
     """
-    deployment = _deployment(stack, bucket, table)
-    store = job_store(deployment, dynamodb=boto3.client("dynamodb"), s3=boto3.client("s3"))
+    session = aws_session(region=region, profile=profile)
+    deployment = _deployment(session, stack, bucket, table)
+    store = job_store(deployment, dynamodb=session.client("dynamodb"), s3=session.client("s3"))
     job = find_job(store, job_or_key, deployment.bucket)
-    report = with_things(boto3.client("iot"), job_report(store, job))
+    report = with_things(session.client("iot"), job_report(store, job))
     if as_json:
         print_json(report)
     else:
@@ -94,7 +149,15 @@ def report_command(
     return report_exit_code([report])
 
 
-def redrive_command(*, stack: str | None, queue: str | None, to: str | None, as_json: bool) -> int:
+def redrive_command(
+    *,
+    stack: str | None,
+    queue: str | None,
+    to: str | None,
+    as_json: bool,
+    region: str | None = None,
+    profile: str | None = None,
+) -> int:
     """Run ``thingpress redrive``: move DLQ messages back to their source queues and report the counts.
 
     With ``stack`` both DLQs are redriven; before a message is sent back, the unfinished jobs it
@@ -110,11 +173,12 @@ def redrive_command(*, stack: str | None, queue: str | None, to: str | None, as_
             too).
 
     """
-    sqs = boto3.client("sqs")
+    session = aws_session(region=region, profile=profile)
+    sqs = session.client("sqs")
     pairs: list[tuple[str, str]] = []
     deployment: Deployment | None = None
     if stack:
-        deployment = resolve_stack(boto3.client("cloudformation"), stack)
+        deployment = resolve_stack(session.client("cloudformation"), stack)
         for dlq, source in (
             (deployment.intake_dlq, deployment.intake_queue),
             (deployment.import_dlq, deployment.import_queue),
@@ -128,7 +192,7 @@ def redrive_command(*, stack: str | None, queue: str | None, to: str | None, as_
             raise CliError("Name the queues with --stack, or with both --queue and --to.")
         pairs.append((queue, to))
     store = (
-        job_store(deployment, dynamodb=boto3.client("dynamodb"), s3=boto3.client("s3"))
+        job_store(deployment, dynamodb=session.client("dynamodb"), s3=session.client("s3"))
         if deployment is not None
         else None
     )
@@ -177,7 +241,15 @@ def print_swept(result: SweepResult) -> None:
         console.print(f"  {job.key} ({job.job_id}): {job.was} -> {job.status}. {job.reason or ''}".rstrip())
 
 
-def sweep_command(*, stack: str | None, bucket: str | None, table: str | None, as_json: bool) -> int:
+def sweep_command(
+    *,
+    stack: str | None,
+    bucket: str | None,
+    table: str | None,
+    as_json: bool,
+    region: str | None = None,
+    profile: str | None = None,
+) -> int:
     """Run ``thingpress sweep``: finish the jobs that stopped making progress now, as the JobSweeper does.
 
     The limits are the stack's ``StalledJobMinutes`` and ``MaxParseLeaseExpiries`` (the defaults with
@@ -187,8 +259,9 @@ def sweep_command(*, stack: str | None, bucket: str | None, table: str | None, a
         0 when no job was stuck, 1 when the sweep finished some.
 
     """
-    deployment = _deployment(stack, bucket, table)
-    store = job_store(deployment, dynamodb=boto3.client("dynamodb"), s3=boto3.client("s3"))
+    session = aws_session(region=region, profile=profile)
+    deployment = _deployment(session, stack, bucket, table)
+    store = job_store(deployment, dynamodb=session.client("dynamodb"), s3=session.client("s3"))
     result = run_sweep(store, deployment)
     if as_json:
         print_json(result.to_dict())

@@ -38,7 +38,6 @@ def assert_one_line_error(err: str) -> None:
 @pytest.mark.parametrize(
     "argv",
     [
-        [],
         ["frobnicate"],
         ["check"],
         ["local"],
@@ -88,6 +87,36 @@ def test_help_exits_zero(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     for command in ("local", "check", "invoke", "status", "report", "generate", "sweep", "redrive", "demo"):
         assert command in out
+
+
+def test_bare_command_prints_help_and_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run_cli(capsys)
+    assert code == 2
+    assert out.startswith("usage: thingpress")
+    assert "status" in out
+    assert err == ""
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    import tomllib
+
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["--version"])
+    assert exit_info.value.code == 0
+    expected = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["version"]
+    assert capsys.readouterr().out == f"thingpress {expected}\n"
+
+
+def test_version_falls_back_to_pyproject(monkeypatch: pytest.MonkeyPatch) -> None:
+    import tomllib
+    from importlib import metadata
+
+    def not_installed(name: str) -> str:
+        raise metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(metadata, "version", not_installed)
+    expected = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["version"]
+    assert cli.version() == expected
 
 
 def test_console_script_usage_error_has_no_traceback() -> None:
