@@ -201,7 +201,7 @@ def test_load_accepts_every_encoding(device: Issued) -> None:
 
 
 def test_der_ending_in_whitespace_bytes_is_not_stripped(intermediate: Issued) -> None:
-    for serial in range(1, 400):
+    for serial in range(1, 2000):  # ECDSA signatures vary: 1 in 64 ends in whitespace
         issued = make_device_cert("D", intermediate, serial=serial)
         if issued.der()[-1:] in {b"\n", b" ", b"\t", b"\r"}:
             assert load_certificate(issued.der()) == parsed(issued)
