@@ -191,6 +191,14 @@ def build_parser() -> argparse.ArgumentParser:
     invoke.add_argument("event", type=_existing_file, metavar="EVENT_FILE")
     invoke.add_argument("--template", type=_existing_file, default=None, metavar="FILE")
     invoke.add_argument("--build-dir", type=Path, default=Path(".aws-sam/build"), metavar="DIR")
+    invoke.add_argument(
+        "--upload",
+        type=_existing_file,
+        default=None,
+        metavar="FILE",
+        help="the manifest to upload for the event's S3 notification (default: the file in the event's "
+        "folder named like the key)",
+    )
     invoke.set_defaults(handler=_cmd_invoke)
 
     status = commands.add_parser("status", help="jobs of a deployed stack")
@@ -282,7 +290,9 @@ def _cmd_check(args: argparse.Namespace) -> int:
 def _cmd_invoke(args: argparse.Namespace) -> int:
     from thingpress import invoke  # noqa: PLC0415
 
-    return invoke.invoke_command(args.function, args.event, template=args.template, build_dir=args.build_dir)
+    return invoke.invoke_command(
+        args.function, args.event, template=args.template, build_dir=args.build_dir, upload=args.upload
+    )
 
 
 def _cmd_status(args: argparse.Namespace) -> int:

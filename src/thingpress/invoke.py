@@ -14,7 +14,8 @@ resources must be set in the caller's environment (as with ``sam local invoke --
 any of the function's variables set in the caller's environment override the template.
 
 Sample events name the bucket ``thingpress-manifests-example``; that name is replaced by the
-function's ``THINGPRESS_BUCKET`` before the call.
+function's ``THINGPRESS_BUCKET`` before the call. The manifests an S3 event names are uploaded first,
+and the outcome is judged with the jobs the event started (:mod:`thingpress.invoke_support`).
 """
 
 from __future__ import annotations
@@ -25,12 +26,19 @@ import subprocess  # only our own interpreter is run  # nosec B404
 import sys
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from thingpress.cfn import NO_VALUE, Resolver, TemplateError, function_properties, load_template
+from thingpress.cfn import Resolver, TemplateError, function_properties, load_template
 from thingpress.console import CliError, print_json
+from thingpress.invoke_support import (
+    environment_for_endpoint,
+    event_jobs,
+    invocation_problem,
+    prepare_uploads,
+    warn_if_source,
+)
 
 EXAMPLE_BUCKET = "thingpress-manifests-example"
 """The bucket name used by the sample events in ``events/``; replaced by the real bucket at invoke time."""
@@ -114,11 +122,20 @@ class Invocation:
     error: Mapping[str, Any] | None
     module_file: str | None
     spec: FunctionSpec
+    jobs: tuple[Any, ...] = ()
+    """The ``layer_utils`` jobs the event names or started, looked up after the call."""
+    unknown_jobs: tuple[str, ...] = ()
+    """Job ids the event's messages name that are not in the JobsTable after the call."""
 
     @property
     def document(self) -> Any:
         """What ``sam local invoke`` prints: the response, or the error document."""
         return self.error if self.error is not None else self.response
+
+    @property
+    def problem(self) -> str | None:
+        """One sentence saying why the invocation did not succeed, or None when it did."""
+        return invocation_problem(self)
 
 
 def _layer_ids(template: Mapping[str, Any], layers: Any) -> list[str]:
@@ -200,46 +217,6 @@ def resolve_function(template_path: Path, logical_id: str, build_dir: Path) -> F
         timeout=timeout,
         memory=memory,
     )
-
-
-def environment_for_endpoint(
-    template_path: Path, spec: FunctionSpec, caller: Mapping[str, str]
-) -> dict[str, str]:
-    """Return the function's environment for a run against an external endpoint.
-
-    Template values that do not depend on stack resources are resolved locally; a variable set in
-    ``caller`` wins.
-
-    Args:
-        template_path: The template.
-        spec: The function spec.
-        caller: The caller's environment.
-
-    Returns:
-        The environment.
-
-    Raises:
-        CliError: A variable refers to a stack resource and is not set by the caller (the first is
-            named).
-
-    """
-    resolver = Resolver(load_template(template_path))
-    resolved: dict[str, str] = {}
-    for name, value in spec.environment.items():
-        if name in caller:
-            resolved[name] = caller[name]
-            continue
-        try:
-            result = resolver.resolve(value, where=f"{spec.logical_id}.Environment.Variables.{name}")
-        except TemplateError as error:
-            raise CliError(
-                f"{name} of {spec.logical_id} refers to a stack resource; set {name} in the environment "
-                f"to run against {caller.get('AWS_ENDPOINT_URL', 'the endpoint')}."
-            ) from error
-        if result is NO_VALUE:
-            continue
-        resolved[name] = result if isinstance(result, str) else json.dumps(result)
-    return resolved
 
 
 def rewrite_event(event: Any, bucket: str | None) -> Any:
@@ -331,10 +308,14 @@ def invoke(
     build_dir: Path = DEFAULT_BUILD_DIR,
     stack: Any = None,
     caller_env: Mapping[str, str] | None = None,
+    sources: tuple[Path, ...] = (),
+    upload: Path | None = None,
 ) -> Invocation:
     """Invoke one function of the template on ``event`` (the Python API behind ``thingpress invoke``).
 
-    A template or environment problem raises ``CliError``.
+    A template or environment problem raises ``CliError``. When ``sources`` or ``upload`` is given,
+    the manifests the event's S3 notifications name are uploaded first (``prepare_uploads``); the
+    jobs those notifications name are looked up after the call (``Invocation.jobs``).
 
     Args:
         logical_id: The function's logical id.
@@ -345,6 +326,8 @@ def invoke(
             used; None: ``AWS_ENDPOINT_URL`` from ``caller_env`` is the endpoint, or a local stack is
             started for the call.
         caller_env: The caller's environment (default ``os.environ``).
+        sources: Directories holding the manifests S3 notifications name (by base name).
+        upload: The file to upload for every S3 notification.
 
     Returns:
         The invocation outcome.
@@ -353,67 +336,88 @@ def invoke(
     caller = dict(os.environ if caller_env is None else caller_env)
     spec = resolve_function(template, logical_id, build_dir)
     if stack is not None:
-        _warn_if_source(spec, build_dir)
-        return _invoke_on_stack(spec, event, stack)
+        warn_if_source(spec, build_dir)
+        return _invoke_on_stack(spec, event, stack, sources, upload)
     if caller.get("AWS_ENDPOINT_URL"):
         environment = environment_for_endpoint(template, spec, caller)
         environment["AWS_ENDPOINT_URL"] = caller["AWS_ENDPOINT_URL"]
-        _warn_if_source(spec, build_dir)
-        return run_handler(spec, rewrite_event(event, environment.get("THINGPRESS_BUCKET")), environment)
+        warn_if_source(spec, build_dir)
+        return _invoke_on_endpoint(spec, event, environment, sources, upload)
     from thingpress.local import LocalStack  # noqa: PLC0415 - the emulator loads only when needed
 
-    _warn_if_source(spec, build_dir)
+    warn_if_source(spec, build_dir)
     with LocalStack(template) as local_stack:
-        return _invoke_on_stack(spec, event, local_stack)
+        return _invoke_on_stack(spec, event, local_stack, sources, upload)
 
 
-def stale_build_files(spec: FunctionSpec) -> list[Path]:
-    """Return the source ``.py`` files whose copy in the build output is missing or different.
-
-    Empty when the function runs from the source tree or the build output is current.
-    """
-    if not spec.from_build:
-        return []
-    stale: list[Path] = []
-    for source, built in zip(spec.source_dirs, (spec.code_dir, *spec.layer_dirs), strict=True):
-        for path in sorted(source.rglob("*.py")):
-            copy = built / path.relative_to(source)
-            if not copy.is_file() or copy.read_bytes() != path.read_bytes():
-                stale.append(path)
-    return stale
-
-
-def _warn_if_source(spec: FunctionSpec, build_dir: Path) -> None:
-    if not spec.from_build:
-        print(
-            f"warning: no build output at {build_dir / spec.logical_id}; running {spec.logical_id} "
-            "from the source tree (run `sam build` to test the packaged code).",
-            file=sys.stderr,
-        )
-        return
-    stale = stale_build_files(spec)
-    if stale:
-        print(
-            f"warning: the build output of {spec.logical_id} is older than the source ({len(stale)} files "
-            f"differ, e.g. {stale[0]}); run `sam build` to run the current code.",
-            file=sys.stderr,
-        )
-
-
-def _invoke_on_stack(spec: FunctionSpec, event: Any, stack: Any) -> Invocation:
+def _invoke_on_stack(
+    spec: FunctionSpec, event: Any, stack: Any, sources: tuple[Path, ...], upload: Path | None
+) -> Invocation:
     environment = {key: str(value) for key, value in stack.function_env(spec.logical_id).items()}
     environment["AWS_ENDPOINT_URL"] = stack.endpoint_url
-    name = stack.physical_id(spec.logical_id)
-    return run_handler(
-        spec, rewrite_event(event, environment.get("THINGPRESS_BUCKET")), environment, function_name=name
+    return _run_prepared(
+        spec,
+        event,
+        environment,
+        {"s3": stack.client("s3"), "dynamodb": stack.client("dynamodb")},
+        (sources, upload),
+        function_name=stack.physical_id(spec.logical_id),
+        table=stack.physical_id("JobsTable"),
     )
 
 
-def invoke_command(function: str, event_path: Path, *, template: Path | None, build_dir: Path) -> int:
+def _invoke_on_endpoint(
+    spec: FunctionSpec,
+    event: Any,
+    environment: dict[str, str],
+    sources: tuple[Path, ...],
+    upload: Path | None,
+) -> Invocation:
+    import boto3  # noqa: PLC0415 - only this path needs its own clients
+
+    endpoint = environment["AWS_ENDPOINT_URL"]
+    clients = {name: boto3.client(name, endpoint_url=endpoint) for name in ("s3", "dynamodb")}
+    table = environment.get("THINGPRESS_JOBS_TABLE")
+    return _run_prepared(spec, event, environment, clients, (sources, upload), table=table)
+
+
+def _run_prepared(
+    spec: FunctionSpec,
+    event: Any,
+    environment: dict[str, str],
+    clients: Mapping[str, Any],
+    files: tuple[tuple[Path, ...], Path | None],
+    *,
+    table: str | None,
+    function_name: str | None = None,
+) -> Invocation:
+    """Prepare the event's uploads, run the handler, and attach the jobs the event started."""
+    bucket = environment.get("THINGPRESS_BUCKET")
+    event = rewrite_event(event, bucket)
+    sources, upload = files
+    if bucket and (sources or upload is not None):
+        event = prepare_uploads(event, clients["s3"], bucket, list(sources), upload)
+    outcome = run_handler(spec, event, environment, function_name=function_name)
+    if not table:
+        return outcome
+    from layer_utils.jobs import JobStore  # noqa: PLC0415 - the layer loads only when needed
+
+    store = JobStore(table, dynamodb=clients["dynamodb"], s3=clients["s3"])
+    jobs, unknown = event_jobs(event, store)
+    return replace(outcome, jobs=jobs, unknown_jobs=unknown)
+
+
+def invoke_command(
+    function: str, event_path: Path, *, template: Path | None, build_dir: Path, upload: Path | None = None
+) -> int:
     """Run ``thingpress invoke``: print the handler's JSON response (or error document) on stdout.
 
+    The manifests the event's S3 notifications name are uploaded first: ``upload``, or the file of
+    the same name next to the event file. When the invocation did not succeed (``Invocation.problem``)
+    one line on stderr says why.
+
     Returns:
-        0 when the handler returned, 1 when it raised.
+        0 when the handler returned, no record failed and no job the event started failed; 1 otherwise.
 
     Raises:
         CliError: The template is missing or the event file is not JSON.
@@ -426,6 +430,17 @@ def invoke_command(function: str, event_path: Path, *, template: Path | None, bu
         event = json.loads(event_path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as error:
         raise CliError(f"Event file {event_path} is not valid JSON: {error}.") from error
-    outcome = invoke(function, event, template=template_path, build_dir=build_dir)
+    outcome = invoke(
+        function,
+        event,
+        template=template_path,
+        build_dir=build_dir,
+        sources=(event_path.parent,),
+        upload=upload,
+    )
     print_json(outcome.document)
-    return 0 if outcome.error is None else 1
+    problem = outcome.problem
+    if problem is None:
+        return 0
+    print(f"thingpress invoke: {problem}", file=sys.stderr)
+    return 1

@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import urllib.parse
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -43,8 +44,8 @@ COVERED = {
     "provider-s3-generated.json",
     "provider-s3-incoming.json",
     "provider-s3-test-event.json",
-    "provider-continuation.json",
-    "importer-batch.json",
+    "provider-continuation-failure.json",
+    "importer-batch-failure.json",
     "sweeper-schedule.json",
 }
 
@@ -113,8 +114,88 @@ def test_every_event_file_is_covered() -> None:
     assert {path.name for path in EVENTS.glob("*.json")} == COVERED
 
 
+# --- what `thingpress invoke` prepares and how it judges the outcome ------------------------------------
+
+
+def invoke_sample(stack: Any, function: str, name: str, upload: Path | None = None) -> invoke.Invocation:
+    """Run a sample as `thingpress invoke` does: manifests come from events/ or ``upload``."""
+    return invoke.invoke(
+        function,
+        load_event(name),
+        template=TEMPLATE,
+        build_dir=BUILD_DIR,
+        stack=stack,
+        sources=(EVENTS,),
+        upload=upload,
+    )
+
+
+def test_espressif_sample_succeeds_with_its_manifest(stack: Any, store: JobStore) -> None:
+    outcome = invoke_sample(stack, PROVIDER, "provider-s3-espressif.json")
+
+    assert outcome.response == NO_FAILURES
+    assert outcome.problem is None
+    (job,) = outcome.jobs
+    assert (job.key, job.vendor, job.status, job.total, job.failed) == (
+        "espressif/manifest-espressif.csv",
+        "espressif",
+        JobStatus.IMPORTING,
+        2,
+        0,
+    )
+    stored = stack.client("s3").get_object(Bucket=stack.bucket, Key=job.key, VersionId=job.version)
+    assert stored["Body"].read() == (EVENTS / "manifest-espressif.csv").read_bytes()
+    assert len(drain_import_queue(stack)) == 2
+
+
+def test_upload_option_replaces_the_manifest(stack: Any, tmp_path: Path) -> None:
+    manifest = tmp_path / "mine.txt"
+    generate("generated", 3, manifest, bad_fraction=0.34, seed=23)
+    outcome = invoke_sample(stack, PROVIDER, "provider-s3-generated.json", upload=manifest)
+
+    (job,) = outcome.jobs
+    assert (job.key, job.total, job.failed) == ("generated/certificates_test.txt", 3, 1)
+    assert outcome.problem == (
+        f"Job {job.job_id} for generated/certificates_test.txt has 1 failed entries (status IMPORTING)."
+    )
+
+
+def test_missing_manifest_is_a_failed_job(stack: Any) -> None:
+    outcome = invoke_sample(stack, PROVIDER, "provider-s3-infineon.json")
+
+    assert outcome.response == NO_FAILURES
+    (job,) = outcome.jobs
+    assert job.status == JobStatus.FAILED
+    assert outcome.problem is not None
+    assert outcome.problem.startswith(f"Job {job.job_id} for infineon/manifest-infineon.7z ended FAILED: ")
+    assert "no longer exists" in outcome.problem
+
+
+def test_failure_samples_are_judged_failures(stack: Any) -> None:
+    for function, name in (
+        (IMPORTER, "importer-batch-failure.json"),
+        (PROVIDER, "provider-continuation-failure.json"),
+    ):
+        outcome = invoke_sample(stack, function, name)
+        job_id = json.loads(load_event(name)["Records"][0]["body"])["job_id"]
+        assert outcome.unknown_jobs == (job_id,), name
+        assert outcome.problem is not None
+        assert outcome.problem.startswith(f"The event names job {job_id}, which is not in"), name
+
+
+def test_batch_item_failures_are_a_problem() -> None:
+    spec = invoke.FunctionSpec("F", "m.f", Path(), (), from_build=False)
+    failed = invoke.Invocation(
+        {"batchItemFailures": [{"itemIdentifier": "a"}, {"itemIdentifier": "b"}]}, None, None, spec
+    )
+    assert failed.problem == "2 record(s) of the event failed (batchItemFailures: a, b)."
+    raised = invoke.Invocation(None, {"errorType": "KeyError"}, None, spec)
+    assert raised.problem == "The F handler raised KeyError."
+    assert invoke.Invocation(NO_FAILURES, None, None, spec).problem is None
+
+
 def test_events_use_the_bucket_placeholder() -> None:
-    for name in COVERED - {"importer-batch.json", "sweeper-schedule.json"}:
+    for name in COVERED - {"importer-batch-failure.json", "sweeper-schedule.json"}:
         assert invoke.EXAMPLE_BUCKET in (EVENTS / name).read_text(), name
 
 
@@ -168,7 +249,7 @@ def test_provider_s3_test_event(stack: Any, store: JobStore) -> None:
 def test_provider_continuation(stack: Any, store: JobStore, tmp_path: Path) -> None:
     manifest = tmp_path / "certificates.txt"
     summary = generate("generated", 12, manifest, seed=22)
-    event = load_event("provider-continuation.json")
+    event = load_event("provider-continuation-failure.json")  # made to succeed: the test creates its job
     message = json.loads(event["Records"][0]["body"])
     put = stack.client("s3").put_object(Bucket=stack.bucket, Key=message["key"], Body=manifest.read_bytes())
     # The job the continuation refers to: received, and its earlier parser's lease has run out.
@@ -191,7 +272,7 @@ def test_provider_continuation(stack: Any, store: JobStore, tmp_path: Path) -> N
 
 
 def test_importer_batch(stack: Any, store: JobStore) -> None:
-    event = load_event("importer-batch.json")
+    event = load_event("importer-batch-failure.json")  # made to succeed: signed for a real job below
     messages = [json.loads(record["body"]) for record in event["Records"]]
     entries = [entry for message in messages for entry in message["entries"]]
     settings = messages[0]["settings"]
@@ -289,3 +370,32 @@ def test_cli_against_the_endpoint(stack: Any) -> None:
     )
     assert completed.returncode == 0, completed.stderr
     assert json.loads(completed.stdout) == NO_FAILURES
+
+
+@pytest.mark.parametrize(
+    ("function", "name", "status", "says"),
+    [
+        (PROVIDER, "provider-s3-espressif.json", 0, ""),
+        (IMPORTER, "importer-batch-failure.json", 1, "thingpress invoke: The event names job "),
+    ],
+)
+def test_cli_exit_status(function: str, name: str, status: int, says: str) -> None:
+    # Its own process and local stack, as from a shell (one local stack per process).
+    environment = {key: value for key, value in os.environ.items() if key != "AWS_ENDPOINT_URL"}
+    environment["PYTHONPATH"] = os.pathsep.join(str(REPO_ROOT / "src" / part) for part in ("", "layer_utils"))
+    completed = subprocess.run(
+        [sys.executable, "-m", "thingpress.cli", "invoke", function, str(EVENTS / name)],
+        cwd=REPO_ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert completed.returncode == status, completed.stderr
+    assert json.loads(completed.stdout) == NO_FAILURES
+    lines = [line for line in completed.stderr.splitlines() if line.startswith("thingpress invoke:")]
+    assert lines == (
+        [line for line in completed.stderr.splitlines() if line.startswith(says)] if says else []
+    )
+    assert len(lines) == (1 if says else 0)
