@@ -15,6 +15,7 @@ import boto3
 from botocore.exceptions import BotoCoreError, ProfileNotFound
 
 from job_sweeper.sweeper import SweepResult
+from layer_utils.jobs import JobStore
 from thingpress.console import CliError, failures_table, jobs_table, out_console, print_json, things_table
 from thingpress.remote import (
     Deployment,
@@ -73,6 +74,19 @@ def _deployment(
     return Deployment(bucket=bucket, table=table)
 
 
+def _connect(
+    stack: str | None, bucket: str | None, table: str | None, *, region: str | None, profile: str | None
+) -> tuple[boto3.Session, Deployment, JobStore]:
+    """Open the session, find the deployment and build its job store (one place for every command)."""
+    session = aws_session(region=region, profile=profile)
+    deployment = _deployment(session, stack, bucket, table)
+    return (
+        session,
+        deployment,
+        job_store(deployment, dynamodb=session.client("dynamodb"), s3=session.client("s3")),
+    )
+
+
 def print_report(report: Mapping[str, Any], *, title: str | None = None) -> None:
     """Print one job report for people: counts, failures with locators, things read back from IoT."""
     console = out_console()
@@ -108,9 +122,7 @@ def status_command(
         0 when every job completed without failures, 1 otherwise.
 
     """
-    session = aws_session(region=region, profile=profile)
-    deployment = _deployment(session, stack, bucket, table)
-    store = job_store(deployment, dynamodb=session.client("dynamodb"), s3=session.client("s3"))
+    _session, deployment, store = _connect(stack, bucket, table, region=region, profile=profile)
     summaries = [job_summary(job) for job in store.list_jobs()]
     if as_json:
         print_json({"bucket": deployment.bucket, "table": deployment.table, "jobs": summaries})
@@ -137,9 +149,7 @@ def report_command(
         0 when the job completed without failures, 1 otherwise.
 
     """
-    session = aws_session(region=region, profile=profile)
-    deployment = _deployment(session, stack, bucket, table)
-    store = job_store(deployment, dynamodb=session.client("dynamodb"), s3=session.client("s3"))
+    session, deployment, store = _connect(stack, bucket, table, region=region, profile=profile)
     job = find_job(store, job_or_key, deployment.bucket)
     report = with_things(session.client("iot"), job_report(store, job))
     if as_json:
@@ -259,9 +269,7 @@ def sweep_command(
         0 when no job was stuck, 1 when the sweep finished some.
 
     """
-    session = aws_session(region=region, profile=profile)
-    deployment = _deployment(session, stack, bucket, table)
-    store = job_store(deployment, dynamodb=session.client("dynamodb"), s3=session.client("s3"))
+    _session, deployment, store = _connect(stack, bucket, table, region=region, profile=profile)
     result = run_sweep(store, deployment)
     if as_json:
         print_json(result.to_dict())
