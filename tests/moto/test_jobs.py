@@ -525,11 +525,14 @@ def test_lifecycle_table_is_the_documented_state_machine() -> None:
         s.PARSING: {s.PARSING, s.IMPORTING, s.FAILED},
         s.IMPORTING: {s.REPORTING, s.FAILED, s.IMPORTING},
         s.REPORTING: {s.COMPLETED, s.COMPLETED_WITH_ERRORS, s.FAILED, s.REPORTING},
-        s.COMPLETED: set(),
-        s.COMPLETED_WITH_ERRORS: set(),
-        s.FAILED: set(),
+        # Only an undo moves a job on from the end of its import (and may run again).
+        s.COMPLETED: {s.COMPLETED, s.UNDONE, s.UNDO_PARTIAL},
+        s.COMPLETED_WITH_ERRORS: {s.COMPLETED_WITH_ERRORS, s.UNDONE, s.UNDO_PARTIAL},
+        s.FAILED: {s.FAILED, s.UNDONE, s.UNDO_PARTIAL},
+        s.UNDONE: {s.UNDONE, s.UNDO_PARTIAL},
+        s.UNDO_PARTIAL: {s.UNDONE, s.UNDO_PARTIAL},
     }
-    assert {s.COMPLETED, s.COMPLETED_WITH_ERRORS, s.FAILED} == j.FINAL_STATUSES
+    assert {s.COMPLETED, s.COMPLETED_WITH_ERRORS, s.FAILED, s.UNDONE, s.UNDO_PARTIAL} == j.FINAL_STATUSES
     assert j.LIFECYCLE[j.Step.MARK_PARSED].allows(s.PARSING, s.IMPORTING)
     assert not j.LIFECYCLE[j.Step.MARK_PARSED].allows(s.RECEIVED, s.IMPORTING)
     assert not j.LIFECYCLE[j.Step.FINISH].allows(s.REPORTING, s.IMPORTING)

@@ -24,6 +24,8 @@ class JobStatus(enum.StrEnum):
     COMPLETED = "COMPLETED"
     COMPLETED_WITH_ERRORS = "COMPLETED_WITH_ERRORS"
     FAILED = "FAILED"
+    UNDONE = "UNDONE"
+    UNDO_PARTIAL = "UNDO_PARTIAL"
 
 
 INITIAL_STATUS = JobStatus.RECEIVED
@@ -48,6 +50,8 @@ class Step(enum.StrEnum):
     FAIL = "fail"
     ABANDON = "abandon"
     RESTART_PROGRESS_CLOCK = "restart_progress_clock"
+    UNDO_CHECKPOINT = "undo_checkpoint"
+    FINISH_UNDO = "finish_undo"
 
 
 @dataclass(frozen=True)
@@ -68,6 +72,9 @@ class Transition:
 
 
 _UNFINISHED = (JobStatus.RECEIVED, JobStatus.PARSING, JobStatus.IMPORTING)
+UNDO_STATUSES = (JobStatus.UNDONE, JobStatus.UNDO_PARTIAL)
+"""The statuses an undo leaves; an import's final statuses and these may be undone (again)."""
+_UNDOABLE = (JobStatus.COMPLETED, JobStatus.COMPLETED_WITH_ERRORS, JobStatus.FAILED, *UNDO_STATUSES)
 
 LIFECYCLE: Mapping[Step, Transition] = MappingProxyType(
     {
@@ -82,6 +89,8 @@ LIFECYCLE: Mapping[Step, Transition] = MappingProxyType(
         Step.FAIL: Transition(_UNFINISHED, (JobStatus.FAILED,)),
         Step.ABANDON: Transition(_UNFINISHED, (JobStatus.FAILED,)),
         Step.RESTART_PROGRESS_CLOCK: Transition((*_UNFINISHED, JobStatus.REPORTING)),
+        Step.UNDO_CHECKPOINT: Transition(_UNDOABLE),
+        Step.FINISH_UNDO: Transition(_UNDOABLE, UNDO_STATUSES),
     }
 )
 """The transition table: every write to a job item's status, and where it may happen."""
@@ -96,8 +105,11 @@ def next_statuses(status: JobStatus) -> frozenset[JobStatus]:
     return frozenset(reachable)
 
 
-FINAL_STATUSES = frozenset(status for status in JobStatus if not next_statuses(status))
-"""Statuses a job never leaves (COMPLETED, COMPLETED_WITH_ERRORS and FAILED)."""
+FINAL_STATUSES = frozenset(
+    status for status in JobStatus if not next_statuses(status) - {status, *UNDO_STATUSES}
+)
+"""Statuses whose import is over (COMPLETED, COMPLETED_WITH_ERRORS, FAILED, and after an undo UNDONE
+and UNDO_PARTIAL): only an undo moves a job on from them."""
 
 
 class IllegalTransitionError(ValueError):

@@ -216,6 +216,9 @@ class Job:
     lease_expiries: int = 0
     unsettled: int = 0
     sequencer: str | None = None
+    undo: dict[str, Any] | None = None
+    """The undo checkpoint (``jobstore.undo``): ``run``, ``next``, ``done``, ``started_at``, counts."""
+    undo_report_key: str | None = None
     secret: str | None = field(default=None, repr=False)
     """The key of the job's import message MACs (``layer_utils.messages``); never reported or logged."""
 
@@ -307,4 +310,6 @@ class Job:
             unsettled=int(item.get("unsettled", 0)),
             sequencer=item.get("sequencer"),
             secret=item.get("secret"),
+            undo=item.get("undo"),
+            undo_report_key=item.get("undo_report_key"),
         )

@@ -24,12 +24,13 @@ from layer_utils.jobstore.model import (
     job_id_for,
     shorten,
 )
-from layer_utils.jobstore.table import JobTable, is_conditional_failure
+from layer_utils.jobstore.table import is_conditional_failure
+from layer_utils.jobstore.undo import UndoJournal
 from layer_utils.messages import new_job_secret
 from layer_utils.telemetry import MANIFESTS_COMPLETED, MANIFESTS_FAILED, logger
 
 
-class JobStore(JobTable):
+class JobStore(UndoJournal):
     """Reads and writes jobs in the JobsTable and writes their reports to S3.
 
     Every method raises ``AwsOperationError`` when DynamoDB or S3 fails.
@@ -425,10 +426,6 @@ class JobStore(JobTable):
     def build_report(self, job: Job, status: JobStatus | None = None) -> dict[str, Any]:
         """Return ``report.build_report`` of a job's counters and outcome items (``status`` overrides)."""
         return reports.build_report(job, self.iter_outcome_items(job.job_id), status)
-
-    def report_bucket(self, manifest_bucket: str) -> str:
-        """Return the bucket that holds the reports of the manifests of ``manifest_bucket`` (that one)."""
-        return manifest_bucket
 
     def write_report(self, job: Job, status: JobStatus | None = None) -> str:
         """Write the job's own report, then the pointer if no newer version's report holds it.
