@@ -24,6 +24,7 @@ from typing import Any, NoReturn
 from botocore.exceptions import NoCredentialsError, NoRegionError
 
 from layer_utils.cert_utils import DEFAULT_NAME_SOURCES, parse_name_sources
+from thingpress import cli_local
 from thingpress.console import CliError, handler_logs_to_stderr
 
 EXIT_OK = 0
@@ -162,77 +163,8 @@ def _add_remote_target(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stack", help="CloudFormation stack name (resolves the bucket and table)")
     parser.add_argument("--bucket", help="intake bucket name (with --table, instead of --stack)")
     parser.add_argument("--table", help="jobs table name (with --bucket, instead of --stack)")
-    _add_local_option(parser, "the stack `thingpress local up` serves (instead of --stack)")
+    cli_local.add_local_option(parser, "the stack `thingpress local up` serves (instead of --stack)")
     _add_aws_options(parser)
-
-
-# --- the persistent local stack (thingpress local up / down, --local) --------------------------------
-
-
-def _add_local_option(parser: argparse.ArgumentParser, help_text: str) -> None:
-    """Add ``--local`` and ``--state DIR``: reach the stack ``thingpress local up`` serves from DIR."""
-    parser.add_argument("--local", action="store_true", help=help_text)
-    parser.add_argument(
-        "--state",
-        type=Path,
-        metavar="DIR",
-        help="the local stack's state folder (default: $THINGPRESS_LOCAL_STATE or .thingpress/local)",
-    )
-
-
-def _add_local_up_down(local_commands: Any) -> None:
-    """Add ``local up`` (serve a stack until stopped) and ``local down`` (stop it)."""
-    up = local_commands.add_parser("up", help="serve a local stack on 127.0.0.1 until `local down` or Ctrl-C")
-    up.add_argument("--policy", action="append", default=[], dest="policies", metavar="P")
-    up.add_argument("--thing-group", action="append", default=[], dest="thing_groups", metavar="G")
-    up.add_argument("--thing-type", metavar="T")
-    up.add_argument("--verifiers", type=_existing_dir, metavar="DIR", help="Microchip signer certificates")
-    _add_operator_options(up)
-    up.add_argument("--state", type=Path, metavar="DIR", help="state folder (default: .thingpress/local)")
-    up.add_argument("--json", action="store_true", help="print the stack's state as one JSON document")
-    up.set_defaults(handler=_cmd_local_up)
-    down = local_commands.add_parser("down", help="stop the local stack `local up` serves")
-    down.add_argument("--state", type=Path, metavar="DIR", help="state folder (default: .thingpress/local)")
-    down.set_defaults(handler=_cmd_local_down)
-
-
-def _local_folder(args: argparse.Namespace) -> Path | None:
-    """Return the state folder of ``--local`` (None without it); refuse it with another target."""
-    from thingpress.localstate import state_dir  # noqa: PLC0415
-
-    if not getattr(args, "local", False):
-        if getattr(args, "state", None) is not None:
-            raise CliError("--state names a local stack's folder; use it with --local.")
-        return None
-    others = [
-        f"--{name}" for name in ("stack", "bucket", "table", "region", "profile") if getattr(args, name, None)
-    ]
-    if others:
-        raise CliError(f"--local reaches the local stack; it does not combine with {', '.join(others)}.")
-    return state_dir(args.state)
-
-
-def _cmd_local_up(args: argparse.Namespace) -> int:
-    from thingpress.localserve import OperatorSettings, up_command  # noqa: PLC0415
-    from thingpress.localstate import state_dir  # noqa: PLC0415
-
-    settings = OperatorSettings(
-        policies=tuple(args.policies),
-        thing_groups=tuple(args.thing_groups),
-        thing_type=args.thing_type or None,
-        allow_expired=args.allow_expired,
-        trusted_cas=tuple(args.trusted_ca),
-        name_sources=tuple(args.thing_name_source),
-        thing_name_prefix=args.thing_name_prefix,
-    )
-    return up_command(state_dir(args.state), settings, verifiers=args.verifiers, as_json=args.json)
-
-
-def _cmd_local_down(args: argparse.Namespace) -> int:
-    from thingpress.localserve import down_command  # noqa: PLC0415
-    from thingpress.localstate import state_dir  # noqa: PLC0415
-
-    return down_command(state_dir(args.state))
 
 
 def _aws(args: argparse.Namespace) -> dict[str, Any]:
@@ -255,9 +187,13 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument(
         "--dashboard", type=Path, metavar="HTML", help="draw the dashboard from the run's metrics"
     )
-    _add_local_option(imp, "import into the stack `thingpress local up` serves (default: it, when one runs)")
+    cli_local.add_local_option(
+        imp, "import into the stack `thingpress local up` serves (default: it, when one runs)"
+    )
     imp.set_defaults(handler=_cmd_local_import)
-    _add_local_up_down(local_commands)
+    cli_local.add_local_up_down(
+        local_commands, operator_options=_add_operator_options, directory=_existing_dir
+    )
 
     check = commands.add_parser("check", help="validate a manifest offline (no emulator, no AWS)")
     _add_manifest_arguments(check, vendor_help="vendor format (default: sniff)")
@@ -382,7 +318,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
     stack, bucket, table = _remote_target(args)
     with handler_logs_to_stderr(logging.ERROR):  # the CLI reports AWS failures itself
         return remote_cli.status_command(
-            stack=stack, bucket=bucket, table=table, **_aws(args), local=_local_folder(args)
+            stack=stack, bucket=bucket, table=table, **_aws(args), local=cli_local.local_folder(args)
         )
 
 
@@ -392,7 +328,12 @@ def _cmd_report(args: argparse.Namespace) -> int:
     stack, bucket, table = _remote_target(args)
     with handler_logs_to_stderr(logging.ERROR):  # the CLI reports AWS failures itself
         return remote_cli.report_command(
-            args.job, stack=stack, bucket=bucket, table=table, **_aws(args), local=_local_folder(args)
+            args.job,
+            stack=stack,
+            bucket=bucket,
+            table=table,
+            **_aws(args),
+            local=cli_local.local_folder(args),
         )
 
 
@@ -410,7 +351,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     stack, bucket, table = _remote_target(args)
     with handler_logs_to_stderr(logging.ERROR):  # the CLI reports AWS failures itself
         return remote_cli.sweep_command(
-            stack=stack, bucket=bucket, table=table, **_aws(args), local=_local_folder(args)
+            stack=stack, bucket=bucket, table=table, **_aws(args), local=cli_local.local_folder(args)
         )
 
 
