@@ -45,6 +45,7 @@ from layer_utils.messages import (
 from testing.helpers import create_jobs_table, mock_aws_with_valid_certs, shared_circuit_registry, sqs_record
 from thingpress.certfactory import Issued, make_ca, make_device_cert
 from thingpress.local.context import FakeLambdaContext
+from thingpress.local.server import MotoFidelity
 
 TABLE = "jobs"
 BUCKET = "intake"
@@ -101,9 +102,21 @@ class FlakyIot:
         self._client = client
         self.throttled: set[str] = set()
         self.broken: set[str] = set()
+        self.throttled_things: set[str] = set()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._client, name)
+
+    def create_thing(self, **kwargs: Any) -> Any:
+        if kwargs["thingName"] in self.throttled_things:
+            raise ClientError(
+                {
+                    "Error": {"Code": "ThrottlingException", "Message": "Rate exceeded"},
+                    "ResponseMetadata": {"HTTPStatusCode": 400},
+                },
+                "CreateThing",
+            )
+        return self._client.create_thing(**kwargs)
 
     def register_certificate_without_ca(self, **kwargs: Any) -> Any:
         if kwargs["certificatePem"] in self.throttled:
@@ -671,3 +684,89 @@ def test_handler_fails_the_record_whose_requeue_cannot_be_sent(
     assert job is not None
     assert (job.failed, job.settled) == (1, 1)  # the revoked certificate, recorded before the send
     assert aws.sqs.receive_message(QueueUrl=aws.queue_url).get("Messages") is None
+
+
+# ------------------------------------------------------------------------------------------ ledger
+
+
+def test_the_ledger_records_what_each_entry_made(world: World, certs: list[Issued]) -> None:
+    job_id = world.start_job(2)
+    entries = [entry(certs[0], 0), entry(certs[1], 1)]
+
+    world.run(message(job_id, "000000", entries))
+
+    ledger = {item.thing_name: item for item in world.jobs.ledger(job_id)}
+    assert set(ledger) == {"dev-0", "dev-1"}
+    first = ledger["dev-0"]
+    assert (first.outcome, first.certificate, first.thing, first.principal) == (
+        "imported",
+        "registered",
+        "created",
+        "attached",
+    )
+    assert (first.policies_attached, first.policies_found) == (("p",), ())
+    assert (first.groups_added, first.groups_found) == (("g",), ())
+    job = world.jobs.get_job(job_id)
+    assert job is not None and job.report_key
+    report = json.loads(world.aws.s3.get_object(Bucket=BUCKET, Key=job.report_key)["Body"].read())
+    assert report["imported"][0]["ledger"] == first.to_dict()
+    assert "l" not in report["imported"][0]
+
+
+def test_a_retried_attempt_keeps_what_the_first_one_made(world: World, certs: list[Issued]) -> None:
+    job_id = world.start_job(1)
+    world.iot.throttled_things.add("dev-2")
+
+    first = world.run(message(job_id, "000000", [entry(certs[2], 2)]))
+    assert first.requeued == 1 and first.requeue_chunk is not None
+    world.iot.throttled_things.clear()
+    child = message(job_id, first.requeue_chunk, [entry(certs[2], 2)], attempt=1)
+    world.run(child)
+
+    (only,) = list(world.jobs.ledger(job_id))
+    # The second attempt found the certificate the first one registered: the job still made it.
+    assert (only.outcome, only.certificate, only.thing, only.principal) == (
+        "imported",
+        "registered",
+        "created",
+        "attached",
+    )
+
+
+def test_a_second_import_of_the_same_certificates_finds_everything(world: World, certs: list[Issued]) -> None:
+    job_id = world.start_job(1)
+    world.run(message(job_id, "000000", [entry(certs[3], 3)]))
+    created, again = world.jobs.create_job(BUCKET, "espressif/m.csv", "v2", settings=SETTINGS.to_dict())
+    assert created
+    assert world.jobs.claim_parse(again.job_id, "provider", datetime.now(UTC) + timedelta(hours=1))
+    assert world.jobs.mark_parsed(again.job_id, "provider", 1, {"entries_done": 1})
+
+    world.run(message(again.job_id, "000000", [entry(certs[3], 3)]))
+
+    (only,) = list(world.jobs.ledger(again.job_id))
+    assert (only.certificate, only.thing, only.principal) == ("found", "found", "found")
+    assert (only.policies_attached, only.policies_found) == ((), ("p",))
+    assert (only.groups_added, only.groups_found) == ((), ("g",))
+
+
+def test_an_adopted_thing_tells_new_groups_from_its_own(world: World, certs: list[Issued]) -> None:
+    world.aws.iot.create_thing(thingName="dev-4")
+    world.aws.iot.create_thing_group(thingGroupName="own")
+    world.aws.iot.add_thing_to_thing_group(thingGroupName="own", thingName="dev-4")
+    settings = MessageSettings(policies=("p",), thing_groups=("own", "g"))
+    job_id = world.start_job(1)
+    config = dataclasses.replace(world.config, adopt_existing_things=True)
+    fidelity = MotoFidelity()  # CreateThing answers ResourceAlreadyExists for the existing thing, as AWS
+    fidelity.apply()
+    try:
+        world.run(
+            dataclasses.replace(message(job_id, "000000", [entry(certs[4], 4)]), settings=settings),
+            config=config,
+        )
+    finally:
+        fidelity.restore()
+
+    (only,) = list(world.jobs.ledger(job_id))
+    assert (only.certificate, only.thing, only.principal) == ("registered", "found", "attached")
+    assert (only.groups_added, only.groups_found) == (("g",), ("own",))
+    assert only.thing_type is None

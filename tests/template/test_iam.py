@@ -37,6 +37,7 @@ IMPORTER_IOT_ACTIONS = {
     "iot:DescribeCertificate",
     "iot:DescribeThing",
     "iot:UpdateThing",
+    "iot:ListThingGroupsForThing",
 }
 FORBIDDEN_IOT_PREFIXES = (
     "iot:Delete",

@@ -16,9 +16,11 @@ Why the unsettled entries travel as ONE re-enqueued message, recorded before it 
 its ``<chunk>.r<n>`` name makes redeliveries count every entry exactly once: docs/ARCHITECTURE.md,
 "Messages".
 
-DynamoDB is called per record, never per certificate: the job read, ``record_outcome`` and
-``try_complete``, plus one read of the chunk item on a redelivery. The re-enqueued child is signed
-with the job's secret from that read.
+The chunk's outcome item also carries each entry's ledger (what it made and found in AWS IoT,
+docs/ARCHITECTURE.md, "Ledger"), including the partial ledger of entries re-enqueued after an
+attempt that changed something. DynamoDB is called per record, never per certificate: the job read,
+``record_outcome`` and ``try_complete``, plus one read of the chunk item on a redelivery. The
+re-enqueued child is signed with the job's secret from that read.
 """
 
 from __future__ import annotations
@@ -31,7 +33,6 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from bulk_importer.admission import refusal
 from bulk_importer.config import ImporterConfig, Services
@@ -44,6 +45,7 @@ from bulk_importer.iot_import import (
 )
 from layer_utils.aws_utils import ThingpressError
 from layer_utils.jobs import FailureRecord, ImportedRecord, Job, JobNotFoundError
+from layer_utils.jobstore.ledger import scope_of
 from layer_utils.messages import (
     ImportEntry,
     ImportMessage,
@@ -61,9 +63,6 @@ from layer_utils.telemetry import (
     IMPORT_MESSAGES_REFUSED,
     logger,
 )
-
-if TYPE_CHECKING:
-    pass
 
 MAX_DELAY_SECONDS = 900
 """The SQS maximum for ``DelaySeconds``."""
@@ -334,29 +333,54 @@ def handle_import_body(
 
     imported: list[ImportedRecord] = []
     failures: list[FailureRecord] = []
+    partial: list[ImportedRecord] = []
     pending: list[int] = []
+    scope = scope_of(message.settings.policies, message.settings.thing_groups, message.settings.thing_type)
     for index, (entry, outcome) in enumerate(zip(message.entries, outcomes, strict=True)):
+        ledger = None if outcome is None else outcome.ledger(scope)
         if outcome is None:
             pending.append(index)
         elif outcome.status is OutcomeStatus.IMPORTED:
             imported.append(
-                ImportedRecord(entry.locator, entry.thing_name, entry.certificate_id, entry.name_source)
+                ImportedRecord(
+                    entry.locator, entry.thing_name, entry.certificate_id, entry.name_source, ledger
+                )
             )
         elif outcome.status is OutcomeStatus.FAILED:
             failures.append(
                 FailureRecord(
-                    entry.locator, entry.certificate_id, outcome.reason or "", outcome.error_class or ""
+                    entry.locator,
+                    entry.certificate_id,
+                    outcome.reason or "",
+                    outcome.error_class or "",
+                    entry.thing_name,
+                    ledger,
                 )
             )
         elif exhausted_at:
             reason = f"{(outcome.reason or entry.locator).removesuffix('.')}; gave up after "
             reason += f"{message.attempt + 1} attempts."
-            failures.append(FailureRecord(entry.locator, entry.certificate_id, reason, FAILURE_EXHAUSTED))
+            failures.append(
+                FailureRecord(
+                    entry.locator, entry.certificate_id, reason, FAILURE_EXHAUSTED, entry.thing_name, ledger
+                )
+            )
         else:
             pending.append(index)
+            if ledger:
+                partial.append(
+                    ImportedRecord(entry.locator, entry.thing_name, entry.certificate_id, None, ledger)
+                )
 
     try:
-        recorded = services.jobs.record_outcome(message.job_id, message.chunk, imported, failures)
+        recorded = services.jobs.record_outcome(
+            message.job_id,
+            message.chunk,
+            imported,
+            failures,
+            scope=scope,
+            partial=[record.to_dict() for record in partial],
+        )
     except JobNotFoundError:
         logger.error(
             "Job of an import message does not exist; the record will reach the dead-letter queue",

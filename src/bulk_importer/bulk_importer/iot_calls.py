@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
+from layer_utils.jobstore.ledger import ATTACHED, CREATED, FOUND, REGISTERED, LedgerMarks
 from layer_utils.messages import ImportEntry
 from layer_utils.protected import Limiter, protected_call
 
@@ -82,7 +83,9 @@ class Effects:
     ``groups``: the policies it attached and the groups it added the thing to. ``updated``: it merged
     attributes into an existing thing. ``had_policies``: the policies an existing certificate had;
     ``already_attached``: the existing certificate was attached to the thing before;
-    ``certificate_active``: the certificate is known to be registered and ACTIVE.
+    ``certificate_active``: the certificate is known to be registered and ACTIVE. ``thing_found``:
+    the thing existed (and was not created by this attempt); ``groups_before``: the groups an existing
+    thing was read to be in (None when not read: its groups then count as found).
     """
 
     registered: bool = False
@@ -94,3 +97,22 @@ class Effects:
     had_policies: frozenset[str] = frozenset()
     already_attached: bool = False
     certificate_active: bool = False
+    thing_found: bool = False
+    groups_before: frozenset[str] | None = None
+
+    def ledger_marks(self) -> LedgerMarks:
+        """Return what the attempt made and found, for the job's ledger."""
+        added = [
+            group
+            for group in self.groups
+            if self.thing_created or (self.groups_before is not None and group not in self.groups_before)
+        ]
+        return LedgerMarks(
+            certificate=REGISTERED if self.registered else (FOUND if self.certificate_active else None),
+            thing=CREATED if self.thing_created else (FOUND if self.thing_found else None),
+            principal=ATTACHED if self.attached else (FOUND if self.already_attached else None),
+            policies_attached=list(self.policies),
+            policies_found=sorted(self.had_policies),
+            groups_added=added,
+            groups_found=[group for group in self.groups if group not in added],
+        )

@@ -9,7 +9,9 @@ ARN is computed locally from the function's partition, region and account.
 Reads happen only on conflict paths. When the certificate exists already: ``DescribeCertificate``
 (a revoked or inactive one is refused), ``ListPrincipalThings`` (a certificate attached to another
 thing is refused) and ``ListAttachedPolicies`` (more than 10 policies in all is refused), all before
-any write. When ``CreateThing`` reports a thing with another configuration: ``DescribeThing``. A thing
+any write. When ``CreateThing`` reports a thing with another configuration: ``DescribeThing``, and when the
+settings name thing groups ``ListThingGroupsForThing`` (the ledger tells the groups the import adds
+from those the thing was in). A thing
 that Thingpress did not create for this certificate (no ownership attribute naming it) is refused
 unless the operator allows adopting existing things; a thing of another type is always refused;
 otherwise the settings' attributes are merged with one ``UpdateThing``.
@@ -27,6 +29,7 @@ a retried or redelivered entry can be imported again safely. AWS errors are logg
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +39,7 @@ from layer_utils.cert_utils import certificate_arn, parse_function_arn, thing_ar
 from layer_utils.circuit import CircuitOpenError
 from layer_utils.errors import AwsOperationError, ErrorClass
 from layer_utils.iot_names import OWNER_ATTRIBUTE
+from layer_utils.jobstore.ledger import encode
 from layer_utils.messages import ImportEntry, MessageSettings
 from layer_utils.protected import Limiter
 
@@ -107,6 +111,12 @@ class ImportOutcome:
     api: str | None = None
     error_class: str | None = None
     reason: str | None = None
+    effects: Effects | None = None
+    """What the attempt made and found in AWS IoT (the entry's ledger)."""
+
+    def ledger(self, scope: Mapping[str, Any]) -> dict[str, Any] | None:
+        """Return the entry's compact ledger over an item's ``scope`` (None when nothing was touched)."""
+        return None if self.effects is None else encode(self.effects.ledger_marks(), scope)
 
     @property
     def retryable(self) -> bool:
@@ -211,6 +221,7 @@ def _create_thing(
     if not isinstance(response, AlreadyExists):
         # AWS also answers so for an identical thing: one Thingpress created for this certificate.
         effects.thing_created = not effects.already_attached
+        effects.thing_found = effects.already_attached
         return
     try:
         existing = calls.invoke("DescribeThing", calls.iot.describe_thing, thingName=entry.thing_name)
@@ -222,6 +233,7 @@ def _create_thing(
                 "it could be described.",
             ) from error
         raise
+    effects.thing_found = True
     current_attributes = existing.get("attributes") or {}
     owner = current_attributes.get(OWNER_ATTRIBUTE)
     if owner != entry.certificate_id and not adopt:
@@ -240,6 +252,15 @@ def _create_thing(
             "CreateThing",
             f"{entry.locator}: thing {entry.thing_name} exists with {shown}, expected {settings.thing_type}.",
         )
+    if settings.thing_groups:
+        # The ledger must tell the groups this job adds the existing thing to from those it was in.
+        listed = calls.invoke(
+            "ListThingGroupsForThing",
+            calls.iot.list_thing_groups_for_thing,
+            thingName=entry.thing_name,
+            maxResults=250,
+        )
+        effects.groups_before = frozenset(str(group["groupName"]) for group in listed.get("thingGroups", []))
     # An adopted thing keeps its own ownership attribute (or none): Thingpress did not create it.
     changed = {
         name: value for name, value in settings.attributes.items() if current_attributes.get(name) != value
@@ -333,24 +354,34 @@ def import_certificate(
             effects.groups.append(group)
     except _Refused as refused:
         reason = str(refused) + left_in_iot(entry, effects)
-        return ImportOutcome(entry, OutcomeStatus.FAILED, calls.count, refused.api, CONFLICT, reason)
+        return ImportOutcome(entry, OutcomeStatus.FAILED, calls.count, refused.api, CONFLICT, reason, effects)
     except _Retry as retry:
         return ImportOutcome(
-            entry, OutcomeStatus.RETRY, calls.count, retry.api, ErrorClass.TRANSIENT.value, str(retry)
+            entry,
+            OutcomeStatus.RETRY,
+            calls.count,
+            retry.api,
+            ErrorClass.TRANSIENT.value,
+            str(retry),
+            effects,
         )
     except CircuitOpenError as error:
         reason = (
             f"{entry.locator}: {calls.api} was not called because the circuit {error.circuit_name} is open."
         )
-        return ImportOutcome(entry, OutcomeStatus.RETRY, calls.count, calls.api, CIRCUIT_OPEN, reason)
+        return ImportOutcome(
+            entry, OutcomeStatus.RETRY, calls.count, calls.api, CIRCUIT_OPEN, reason, effects
+        )
     except AwsOperationError as error:
         api = error.operation.removeprefix("iot:")
         detail = f"{error.code}: {error.message}" if error.message else error.code
         reason = f"{entry.locator}: {api} for {target} failed ({detail})."
         if error.retryable:
             return ImportOutcome(
-                entry, OutcomeStatus.RETRY, calls.count, api, error.error_class.value, reason
+                entry, OutcomeStatus.RETRY, calls.count, api, error.error_class.value, reason, effects
             )
         reason += left_in_iot(entry, effects)
-        return ImportOutcome(entry, OutcomeStatus.FAILED, calls.count, api, error.error_class.value, reason)
-    return ImportOutcome(entry, OutcomeStatus.IMPORTED, calls.count)
+        return ImportOutcome(
+            entry, OutcomeStatus.FAILED, calls.count, api, error.error_class.value, reason, effects
+        )
+    return ImportOutcome(entry, OutcomeStatus.IMPORTED, calls.count, effects=effects)

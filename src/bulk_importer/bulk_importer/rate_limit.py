@@ -33,6 +33,8 @@ DEFAULT_IOT_TPS: Mapping[str, float] = {
     # Conflict-path reads of an existing certificate.
     "ListPrincipalThings": 10.0,
     "ListAttachedPolicies": 15.0,
+    # The ledger's read of an existing thing's groups (adopt path only).
+    "ListThingGroupsForThing": 100.0,
 }
 """AWS IoT Core default account quotas (transactions per second) of the APIs the importer calls."""
 

@@ -144,16 +144,20 @@ class ImportedRecord:
     thing_name: str
     certificate_id: str
     name_source: str | None = None
+    ledger: Mapping[str, Any] | None = None
+    """The compact ledger (``jobstore.ledger.encode``), stored as ``l``."""
 
-    def to_dict(self) -> dict[str, str]:
-        """Return the stored and reported form."""
-        data = {
+    def to_dict(self) -> dict[str, Any]:
+        """Return the stored form."""
+        data: dict[str, Any] = {
             "locator": shorten(self.locator, MAX_LOCATOR_BYTES),
             "thing_name": self.thing_name,
             "certificate_id": self.certificate_id,
         }
         if self.name_source is not None:
             data["name_source"] = self.name_source
+        if self.ledger:
+            data["l"] = dict(self.ledger)
         return data
 
 
@@ -165,15 +169,22 @@ class FailureRecord:
     certificate_id: str | None
     reason: str
     error_class: str
+    thing_name: str | None = None
+    ledger: Mapping[str, Any] | None = None
+    """What the failed entry left in AWS IoT (``jobstore.ledger.encode``), stored as ``l``."""
 
-    def to_dict(self) -> dict[str, str | None]:
+    def to_dict(self) -> dict[str, Any]:
         """Return the stored form (the reason is shortened to ``MAX_REASON_BYTES``)."""
-        return {
+        data: dict[str, Any] = {
             "locator": shorten(self.locator, MAX_LOCATOR_BYTES),
             "certificate_id": self.certificate_id,
             "reason": shorten(self.reason),
             "error_class": self.error_class,
         }
+        if self.ledger:
+            data["thing_name"] = self.thing_name
+            data["l"] = dict(self.ledger)
+        return data
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from layer_utils.aws_utils import handle_aws_error
+from layer_utils.jobstore.ledger import read_ledger
 from layer_utils.jobstore.lifecycle import JobStatus
 from layer_utils.jobstore.model import (
     Job,
@@ -40,14 +41,19 @@ def build_report(
 
     Returns:
         The report; lists are sorted by the natural order of locators, then certificate id and reason.
+        Imported and failed entries that made or found something in AWS IoT carry their ``ledger``.
 
     """
+    items = list(items)
+    ledgers = {(entry.locator, entry.certificate_id): entry.to_dict() for entry in read_ledger(items)}
     imported: list[dict[str, Any]] = []
     failures: list[dict[str, Any]] = []
     duplicates: list[dict[str, Any]] = []
     for item in items:
-        imported.extend(item.get("imported", []))
-        failures.extend(_report_failure(record) for record in item.get("failures", []))
+        imported.extend(
+            _with_ledger(_report_imported(record), ledgers) for record in item.get("imported", [])
+        )
+        failures.extend(_with_ledger(_report_failure(record), ledgers) for record in item.get("failures", []))
         duplicates.extend(_report_failure(record) for record in item.get("duplicates", []))
     imported.sort(key=lambda r: (natural_key(r["locator"]), r["certificate_id"]))
     failures.sort(key=_failure_sort_key)
@@ -58,6 +64,17 @@ def build_report(
         "failures": failures,
         "duplicate_entries": duplicates,
     }
+
+
+def _report_imported(record: Mapping[str, Any]) -> dict[str, Any]:
+    return {name: value for name, value in record.items() if name != "l"}
+
+
+def _with_ledger(record: dict[str, Any], ledgers: Mapping[tuple[str, str], dict[str, Any]]) -> dict[str, Any]:
+    ledger = ledgers.get((record["locator"], record.get("certificate_id") or ""))
+    if ledger is not None:
+        record["ledger"] = ledger
+    return record
 
 
 def _report_failure(record: Mapping[str, Any]) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import BotoCoreError, ClientError
 
 from layer_utils.aws_utils import handle_aws_error
+from layer_utils.jobstore.ledger import LedgerEntry, read_ledger
 from layer_utils.jobstore.lifecycle import FINAL_STATUSES, JobStatus
 from layer_utils.jobstore.model import (
     CHUNK_PREFIX,
@@ -196,6 +197,21 @@ class JobTable:
         except (ClientError, BotoCoreError) as error:
             handle_aws_error(error, "dynamodb:Query", {"job_id": job_id})
 
+    def ledger(self, job_id: str) -> Iterator[LedgerEntry]:
+        """Yield the ledger of every entry of a job that made or found something in AWS IoT.
+
+        One paginated Query of the job's outcome items (``ledger.read_ledger`` merges retried
+        attempts); entries recorded before the ledger existed yield nothing.
+
+        Returns:
+            The entries' ``LedgerEntry`` (a lazy iterator).
+
+        Raises:
+            AwsOperationError: DynamoDB failed.
+
+        """
+        return read_ledger(self.iter_outcome_items(job_id))
+
     def recorded_entries(self, job_id: str, chunk: str) -> frozenset[tuple[str, str | None]]:
         """Return the entries the outcome item of an import chunk recorded (a consistent read).
 
@@ -235,11 +251,16 @@ class JobTable:
         chunk: str,
         imported: Sequence[ImportedRecord],
         failures: Sequence[FailureRecord],
+        *,
+        scope: Mapping[str, Any] | None = None,
+        partial: Sequence[Mapping[str, Any]] = (),
     ) -> bool:
         """Record the outcome of one import chunk, exactly once.
 
         One TransactWriteItems puts the item ``CHUNK#<chunk>`` (condition ``attribute_not_exists(sk)``)
-        and adds ``succeeded``, ``failed`` and ``settled`` to the job.
+        and adds ``succeeded``, ``failed`` and ``settled`` to the job. ``scope`` (``ledger.scope_of``)
+        and ``partial`` (``{locator, thing_name, certificate_id, l}`` of entries re-enqueued after an
+        attempt that changed AWS IoT) complete the ledger (docs/ARCHITECTURE.md, "Ledger").
 
         Returns:
             False when the chunk was recorded before (a redelivery: nothing changes).
@@ -248,7 +269,12 @@ class JobTable:
             JobNotFoundError: the job does not exist.
 
         """
-        return self._record(job_id, CHUNK_PREFIX + chunk, imported, failures, ())
+        extra: dict[str, Any] = {}
+        if scope is not None:
+            extra["scope"] = dict(scope)
+        if partial:
+            extra["partial"] = [dict(record) for record in partial]
+        return self._record(job_id, CHUNK_PREFIX + chunk, imported, failures, (), extra=extra)
 
     def record_parse_outcome(
         self,
@@ -284,8 +310,11 @@ class JobTable:
         imported: Sequence[ImportedRecord],
         failures: Sequence[FailureRecord],
         duplicates: Sequence[FailureRecord],
+        *,
+        extra: Mapping[str, Any] | None = None,
     ) -> bool:
         item = {
+            **(extra or {}),
             "pk": job_id,
             "sk": sk,
             "imported": [record.to_dict() for record in imported],
