@@ -223,6 +223,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_remote_target(report)
     report.set_defaults(handler=_cmd_report)
 
+    reconcile = commands.add_parser(
+        "reconcile", help="compare a job's ledger with IoT: exit 0 no drift, 1 drift"
+    )
+    reconcile.add_argument("job", metavar="JOB_ID_OR_MANIFEST_KEY")
+    _add_remote_target(reconcile)
+    reconcile.set_defaults(handler=_cmd_reconcile)
+
     generate = commands.add_parser("generate", help="write a synthetic manifest")
     generate.add_argument("--vendor", choices=VENDORS, required=True)
     generate.add_argument("--count", type=_positive_int, required=True)
@@ -334,6 +341,21 @@ def _cmd_report(args: argparse.Namespace) -> int:
             table=table,
             **_aws(args),
             local=cli_local.local_folder(args),
+        )
+
+
+def _cmd_reconcile(args: argparse.Namespace) -> int:
+    from thingpress import reconcile_cli  # noqa: PLC0415
+
+    stack, bucket, table = _remote_target(args)
+    with handler_logs_to_stderr(logging.ERROR):  # the CLI reports AWS failures itself
+        return reconcile_cli.reconcile_command(
+            args.job,
+            stack=stack,
+            bucket=bucket,
+            table=table,
+            local=cli_local.local_folder(args),
+            **_aws(args),
         )
 
 

@@ -16,7 +16,9 @@ from typing import Any, Final, Literal
 
 from botocore.exceptions import ClientError
 
-__all__ = ["DRIFT_KINDS", "Drift", "Expectation", "reconcile", "reconcile_entry"]
+from layer_utils.jobstore.ledger import CREATED, OUTCOME_IMPORTED, REGISTERED, LedgerEntry
+
+__all__ = ["DRIFT_KINDS", "Drift", "Expectation", "Reconciliation", "reconcile", "reconcile_entry"]
 
 DriftKind = Literal["missing", "extra", "changed"]
 DRIFT_KINDS: Final = ("missing", "extra", "changed")
@@ -25,13 +27,35 @@ ACTIVE: Final = "ACTIVE"
 
 @dataclass(frozen=True)
 class Expectation:
-    """What one ledger entry says IoT holds for one imported certificate."""
+    """What one ledger entry says IoT holds for one imported certificate.
+
+    ``owns_thing``: the job created the thing, so its groups and type are exactly the ledger's (a
+    thing it found may have had more groups and any type). ``owns_certificate``: the job registered
+    the certificate, so its policies are exactly the ledger's.
+    """
 
     certificate_id: str
     thing_name: str
     policies: tuple[str, ...] = ()
     thing_groups: tuple[str, ...] = ()
     thing_type: str | None = None
+    owns_thing: bool = True
+    owns_certificate: bool = True
+
+    @classmethod
+    def of(cls, entry: LedgerEntry) -> Expectation | None:
+        """Return what an imported entry's ledger expects (None for a failed or only-tried entry)."""
+        if entry.outcome != OUTCOME_IMPORTED:
+            return None
+        return cls(
+            certificate_id=entry.certificate_id,
+            thing_name=entry.thing_name,
+            policies=(*entry.policies_attached, *entry.policies_found),
+            thing_groups=(*entry.groups_added, *entry.groups_found),
+            thing_type=entry.thing_type,
+            owns_thing=entry.thing == CREATED,
+            owns_certificate=entry.certificate == REGISTERED,
+        )
 
 
 @dataclass(frozen=True)
@@ -93,12 +117,16 @@ def _certificate_id(principal: str) -> str:
 
 
 def _compare_sets(
-    make: Callable[..., Drift], resource: str, expected: Iterable[str], actual: Iterable[str]
+    make: Callable[..., Drift],
+    resource: str,
+    expected: Iterable[str],
+    actual: Iterable[str],
+    *,
+    extra: bool = True,
 ) -> list[Drift]:
     wanted, held = set(expected), set(actual)
-    return [make("missing", resource, expected=name) for name in sorted(wanted - held)] + [
-        make("extra", resource, actual=name) for name in sorted(held - wanted)
-    ]
+    missing = [make("missing", resource, expected=name) for name in sorted(wanted - held)]
+    return missing + [make("extra", resource, actual=name) for name in sorted(held - wanted) if extra]
 
 
 def reconcile_entry(iot: Any, expectation: Expectation) -> list[Drift]:
@@ -135,7 +163,7 @@ def reconcile_entry(iot: Any, expectation: Expectation) -> list[Drift]:
             raise
         drifts.append(make("missing", "thing", expected=thing))
     else:
-        if (thing_type or None) != expectation.thing_type:
+        if expectation.owns_thing and (thing_type or None) != expectation.thing_type:
             drifts.append(make("changed", "thing_type", expected=expectation.thing_type, actual=thing_type))
         principals = [
             _certificate_id(p) for p in _pages(iot, "list_thing_principals", "principals", thingName=thing)
@@ -144,10 +172,14 @@ def reconcile_entry(iot: Any, expectation: Expectation) -> list[Drift]:
         groups = [
             g["groupName"] for g in _pages(iot, "list_thing_groups_for_thing", "thingGroups", thingName=thing)
         ]
-        drifts += _compare_sets(make, "thing_group", expectation.thing_groups, groups)
+        drifts += _compare_sets(
+            make, "thing_group", expectation.thing_groups, groups, extra=expectation.owns_thing
+        )
     if arn is not None:
         policies = [p["policyName"] for p in _pages(iot, "list_attached_policies", "policies", target=arn)]
-        drifts += _compare_sets(make, "policy", expectation.policies, policies)
+        drifts += _compare_sets(
+            make, "policy", expectation.policies, policies, extra=expectation.owns_certificate
+        )
         others = [
             name for name in _pages(iot, "list_principal_things", "things", principal=arn) if name != thing
         ]
@@ -155,6 +187,29 @@ def reconcile_entry(iot: Any, expectation: Expectation) -> list[Drift]:
     return drifts
 
 
-def reconcile(iot: Any, expectations: Iterable[Expectation]) -> list[Drift]:
-    """Return the drift of every ledger entry, in the entries' order (`reconcile_entry`)."""
-    return [drift for expectation in expectations for drift in reconcile_entry(iot, expectation)]
+@dataclass(frozen=True)
+class Reconciliation:
+    """The drift of one job: how many imported entries were compared, and every difference."""
+
+    entries: int
+    drifts: tuple[Drift, ...]
+
+    def counts(self) -> dict[str, int]:
+        """Return the number of drifts of each kind (``missing``, ``extra``, ``changed``)."""
+        return {kind: sum(drift.kind == kind for drift in self.drifts) for kind in DRIFT_KINDS}
+
+
+def reconcile(iot: Any, ledger: Iterable[LedgerEntry]) -> Reconciliation:
+    """Compare every imported entry of a job's ledger with IoT (`reconcile_entry`), in ledger order.
+
+    Args:
+        iot: An IoT client.
+        ledger: The job's ledger (``JobStore.ledger``); failed and only-tried entries are skipped.
+
+    Returns:
+        The entries compared and their drift.
+
+    """
+    expectations = [e for e in map(Expectation.of, ledger) if e is not None]
+    drifts = tuple(drift for expectation in expectations for drift in reconcile_entry(iot, expectation))
+    return Reconciliation(len(expectations), drifts)
