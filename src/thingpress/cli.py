@@ -24,6 +24,7 @@ from typing import Any, NoReturn
 from botocore.exceptions import NoCredentialsError, NoRegionError
 
 from layer_utils.cert_utils import DEFAULT_NAME_SOURCES, parse_name_sources
+from thingpress import cli_local
 from thingpress.console import CliError, handler_logs_to_stderr
 
 EXIT_OK = 0
@@ -113,6 +114,12 @@ def _add_manifest_arguments(parser: argparse.ArgumentParser, *, vendor_help: str
         default=os.environ.get("THINGPRESS_INFINEON_BUNDLE_TYPE", "").strip().upper() or "E0E0",
         help="Infineon bundle (default: $THINGPRESS_INFINEON_BUNDLE_TYPE or E0E0)",
     )
+    _add_operator_options(parser)
+    parser.add_argument("--json", action="store_true", help="print one JSON document")
+
+
+def _add_operator_options(parser: argparse.ArgumentParser) -> None:
+    """Add the import settings that are the operator's (the stack's parameters), not an uploader's."""
     parser.add_argument(
         "--allow-expired",
         action="store_true",
@@ -141,7 +148,6 @@ def _add_manifest_arguments(parser: argparse.ArgumentParser, *, vendor_help: str
         metavar="PREFIX",
         help="prefix added to every thing name (default: $THINGPRESS_THING_NAME_PREFIX)",
     )
-    parser.add_argument("--json", action="store_true", help="print one JSON document")
 
 
 def _add_aws_options(parser: argparse.ArgumentParser) -> None:
@@ -157,6 +163,7 @@ def _add_remote_target(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stack", help="CloudFormation stack name (resolves the bucket and table)")
     parser.add_argument("--bucket", help="intake bucket name (with --table, instead of --stack)")
     parser.add_argument("--table", help="jobs table name (with --bucket, instead of --stack)")
+    cli_local.add_local_option(parser, "the stack `thingpress local up` serves (instead of --stack)")
     _add_aws_options(parser)
 
 
@@ -180,7 +187,13 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument(
         "--dashboard", type=Path, metavar="HTML", help="draw the dashboard from the run's metrics"
     )
+    cli_local.add_local_option(
+        imp, "import into the stack `thingpress local up` serves (default: it, when one runs)"
+    )
     imp.set_defaults(handler=_cmd_local_import)
+    cli_local.add_local_up_down(
+        local_commands, operator_options=_add_operator_options, directory=_existing_dir
+    )
 
     check = commands.add_parser("check", help="validate a manifest offline (no emulator, no AWS)")
     _add_manifest_arguments(check, vendor_help="vendor format (default: sniff)")
@@ -209,6 +222,13 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("job", metavar="JOB_ID_OR_MANIFEST_KEY")
     _add_remote_target(report)
     report.set_defaults(handler=_cmd_report)
+
+    reconcile = commands.add_parser(
+        "reconcile", help="compare a job's ledger with IoT: exit 0 no drift, 1 drift"
+    )
+    reconcile.add_argument("job", metavar="JOB_ID_OR_MANIFEST_KEY")
+    _add_remote_target(reconcile)
+    reconcile.set_defaults(handler=_cmd_reconcile)
 
     generate = commands.add_parser("generate", help="write a synthetic manifest")
     generate.add_argument("--vendor", choices=VENDORS, required=True)
@@ -247,6 +267,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _remote_target(args: argparse.Namespace) -> tuple[str | None, str | None, str | None]:
+    if getattr(args, "local", False):
+        return None, None, None
     if args.stack and (args.bucket or args.table):
         raise CliError("Use either --stack or --bucket with --table, not both.")
     if not args.stack and not (args.bucket and args.table):
@@ -277,6 +299,8 @@ def _cmd_local_import(args: argparse.Namespace) -> int:
         thing_groups=args.thing_groups,
         thing_type=args.thing_type,
         dashboard=args.dashboard,
+        use_local=args.local,
+        local_state=args.state,
         **_manifest_settings(args),
     )
 
@@ -300,7 +324,9 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
     stack, bucket, table = _remote_target(args)
     with handler_logs_to_stderr(logging.ERROR):  # the CLI reports AWS failures itself
-        return remote_cli.status_command(stack=stack, bucket=bucket, table=table, **_aws(args))
+        return remote_cli.status_command(
+            stack=stack, bucket=bucket, table=table, **_aws(args), local=cli_local.local_folder(args)
+        )
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
@@ -308,7 +334,29 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
     stack, bucket, table = _remote_target(args)
     with handler_logs_to_stderr(logging.ERROR):  # the CLI reports AWS failures itself
-        return remote_cli.report_command(args.job, stack=stack, bucket=bucket, table=table, **_aws(args))
+        return remote_cli.report_command(
+            args.job,
+            stack=stack,
+            bucket=bucket,
+            table=table,
+            **_aws(args),
+            local=cli_local.local_folder(args),
+        )
+
+
+def _cmd_reconcile(args: argparse.Namespace) -> int:
+    from thingpress import reconcile_cli  # noqa: PLC0415
+
+    stack, bucket, table = _remote_target(args)
+    with handler_logs_to_stderr(logging.ERROR):  # the CLI reports AWS failures itself
+        return reconcile_cli.reconcile_command(
+            args.job,
+            stack=stack,
+            bucket=bucket,
+            table=table,
+            local=cli_local.local_folder(args),
+            **_aws(args),
+        )
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
@@ -324,7 +372,9 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
     stack, bucket, table = _remote_target(args)
     with handler_logs_to_stderr(logging.ERROR):  # the CLI reports AWS failures itself
-        return remote_cli.sweep_command(stack=stack, bucket=bucket, table=table, **_aws(args))
+        return remote_cli.sweep_command(
+            stack=stack, bucket=bucket, table=table, **_aws(args), local=cli_local.local_folder(args)
+        )
 
 
 def _cmd_redrive(args: argparse.Namespace) -> int:

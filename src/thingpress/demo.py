@@ -43,10 +43,11 @@ from thingpress.localrun import (
     new_capture,
     operator_settings,
     upload_settings,
-    upload_trusted_cas,
     upload_verifiers,
     write_dashboard,
 )
+from thingpress.localserve import OperatorSettings, import_to_running
+from thingpress.localstate import find_running, require_running, state_dir
 
 # --- thingpress local import ----------------------------------------------------------------------
 
@@ -66,6 +67,8 @@ def local_import_command(
     thing_name_prefix: str = "",
     dashboard: Path | None = None,
     as_json: bool,
+    use_local: bool = False,
+    local_state: Path | None = None,
 ) -> int:
     """Run ``thingpress local import``: import one manifest through the local stack and print the report.
 
@@ -75,28 +78,54 @@ def local_import_command(
     the template's CloudWatch dashboard is drawn from the run's metrics into that HTML file. A stack
     that cannot start or a pipeline that does not finish raises ``CliError``.
 
+    When a stack started by ``thingpress local up`` runs from the state folder ``local_state``
+    (`thingpress.localstate.state_dir`), the manifest goes to that stack instead (required with
+    ``use_local``), whose operator settings these must match (`thingpress.localserve.import_to_running`).
+
     Returns:
         0 when every entry was imported, 1 when some failed (or the job failed).
+
+    Raises:
+        CliError: ``--dashboard`` with a running stack, or no running stack with ``use_local``.
 
     """
     body = manifest.read_bytes()
     key = f"{vendor or 'incoming'}/{manifest.name}"
     metadata = upload_settings(vendor=vendor, bundle_type=bundle_type)
+    settings = OperatorSettings(
+        policies=tuple(policies),
+        thing_groups=tuple(thing_groups),
+        thing_type=thing_type or None,
+        allow_expired=allow_expired,
+        trusted_cas=tuple(trusted_cas),
+        name_sources=tuple(name_sources),
+        thing_name_prefix=thing_name_prefix,
+    )
+    folder = state_dir(local_state)
+    running = require_running(folder) if use_local else find_running(folder)
+    if running is not None:
+        if dashboard is not None:
+            raise CliError(
+                "--dashboard draws a fresh stack's metrics; it does not apply to a running local stack."
+            )
+        report = import_to_running(
+            running,
+            manifest,
+            key=key,
+            metadata=metadata,
+            settings=settings,
+            verifiers=verifiers,
+            show_progress=not as_json,
+        )
+        if as_json:
+            print_json(report)
+        else:
+            remote_cli.print_report(report, title=f"Job {report.get('job_id', '-')}")
+        return remote_cli.report_exit_code([report])
     template = find_template()
     capture = new_capture() if dashboard is not None else None
     with local_stack(template, quiet=as_json) as stack:
-        environment = {
-            **operator_settings(policies=policies, thing_groups=thing_groups, thing_type=thing_type),
-            "THINGPRESS_ALLOW_EXPIRED": "true" if allow_expired else "false",
-            "THINGPRESS_THING_NAME_SOURCE": ",".join(name_sources),
-            "THINGPRESS_THING_NAME_PREFIX": thing_name_prefix,
-        }
-        if trusted_cas:
-            environment["THINGPRESS_TRUSTED_CA_PREFIX"] = upload_trusted_cas(stack, trusted_cas)
-        stack.configure_function(PROVIDER, environment=environment)
-        ensure_iot_resources(
-            stack.client("iot"), policies=policies, thing_groups=thing_groups, thing_type=thing_type
-        )
+        settings.apply(stack)
         if verifiers is not None:
             upload_verifiers(stack, verifiers)
         (report,) = LocalRun(stack, show_progress=not as_json).run(

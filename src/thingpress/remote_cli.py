@@ -3,12 +3,15 @@
 Clients come from one boto3 session per command (`aws_session`), made with ``--profile`` and the
 region from ``--region``, ``AWS_REGION``, ``AWS_DEFAULT_REGION`` or the profile's configuration, as
 the AWS CLI resolves them. ``AWS_ENDPOINT_URL`` points them at LocalStack or the embedded local stack.
+With ``--local`` (``local``), the clients and names are those of the stack ``thingpress local up``
+serves (`thingpress.localstate`).
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -17,6 +20,7 @@ from botocore.exceptions import BotoCoreError, ProfileNotFound
 from job_sweeper.sweeper import SweepResult
 from layer_utils.jobs import JobStore
 from thingpress.console import CliError, failures_table, jobs_table, out_console, print_json, things_table
+from thingpress.localstate import RunningStack, require_running
 from thingpress.remote import (
     Deployment,
     find_job,
@@ -75,11 +79,30 @@ def _deployment(
 
 
 def _connect(
-    stack: str | None, bucket: str | None, table: str | None, *, region: str | None, profile: str | None
-) -> tuple[boto3.Session, Deployment, JobStore]:
-    """Open the session, find the deployment and build its job store (one place for every command)."""
-    session = aws_session(region=region, profile=profile)
-    deployment = _deployment(session, stack, bucket, table)
+    stack: str | None,
+    bucket: str | None,
+    table: str | None,
+    *,
+    region: str | None,
+    profile: str | None,
+    local: Path | None = None,
+) -> tuple[boto3.Session | RunningStack, Deployment, JobStore]:
+    """Open the session, find the deployment and build its job store (one place for every command).
+
+    With ``local`` (a state folder) the session and deployment are those of the stack ``thingpress
+    local up`` runs from it (`thingpress.localstate.require_running`).
+
+    Returns:
+        The session (or running local stack) that makes clients, the deployment and its job store.
+
+    """
+    session: boto3.Session | RunningStack
+    if local is not None:
+        session = require_running(local)
+        deployment = session.deployment
+    else:
+        session = aws_session(region=region, profile=profile)
+        deployment = _deployment(session, stack, bucket, table)
     return (
         session,
         deployment,
@@ -113,6 +136,7 @@ def status_command(
     as_json: bool,
     region: str | None = None,
     profile: str | None = None,
+    local: Path | None = None,
 ) -> int:
     """Run ``thingpress status``: list every job (newest first) with its status and counts.
 
@@ -122,7 +146,7 @@ def status_command(
         0 when every job completed without failures, 1 otherwise.
 
     """
-    _session, deployment, store = _connect(stack, bucket, table, region=region, profile=profile)
+    _session, deployment, store = _connect(stack, bucket, table, region=region, profile=profile, local=local)
     summaries = [job_summary(job) for job in store.list_jobs()]
     if as_json:
         print_json({"bucket": deployment.bucket, "table": deployment.table, "jobs": summaries})
@@ -140,6 +164,7 @@ def report_command(
     as_json: bool,
     region: str | None = None,
     profile: str | None = None,
+    local: Path | None = None,
 ) -> int:
     """Run ``thingpress report``: one job's report with the things read back from IoT.
 
@@ -149,7 +174,7 @@ def report_command(
         0 when the job completed without failures, 1 otherwise.
 
     """
-    session, deployment, store = _connect(stack, bucket, table, region=region, profile=profile)
+    session, deployment, store = _connect(stack, bucket, table, region=region, profile=profile, local=local)
     job = find_job(store, job_or_key, deployment.bucket)
     report = with_things(session.client("iot"), job_report(store, job))
     if as_json:
@@ -259,6 +284,7 @@ def sweep_command(
     as_json: bool,
     region: str | None = None,
     profile: str | None = None,
+    local: Path | None = None,
 ) -> int:
     """Run ``thingpress sweep``: finish the jobs that stopped making progress now, as the JobSweeper does.
 
@@ -269,7 +295,7 @@ def sweep_command(
         0 when no job was stuck, 1 when the sweep finished some.
 
     """
-    _session, deployment, store = _connect(stack, bucket, table, region=region, profile=profile)
+    _session, deployment, store = _connect(stack, bucket, table, region=region, profile=profile, local=local)
     result = run_sweep(store, deployment)
     if as_json:
         print_json(result.to_dict())

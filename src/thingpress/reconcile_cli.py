@@ -1,0 +1,83 @@
+"""``thingpress reconcile``: a job's ledger against AWS IoT, printed as drift, with an exit code for scripts.
+
+Exit codes: 0 no drift, 1 drift, 2 usage or environment error (no such job or stack, no AWS
+credentials). The comparison is `layer_utils.reconcile`; the deployment is reached as by ``status``
+and ``report`` (``--stack``, ``--bucket`` with ``--table``, or ``--local``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from rich.table import Table
+
+from layer_utils.reconcile import Reconciliation, reconcile
+from thingpress.console import out_console, print_json
+from thingpress.remote import find_job
+from thingpress.remote_cli import _connect
+
+
+def drift_table(result: Reconciliation, *, title: str) -> Table:
+    """Return a table of the drift: kind, resource, thing, certificate, the ledger's and IoT's value."""
+    table = Table(title=title)
+    for column in ("kind", "resource", "thing", "certificate", "ledger", "IoT"):
+        table.add_column(column)
+    for drift in result.drifts:
+        table.add_row(
+            drift.kind,
+            drift.resource.replace("_", " "),
+            drift.thing_name,
+            drift.certificate_id[:16] + "…",
+            drift.expected or "-",
+            drift.actual or "-",
+        )
+    return table
+
+
+def reconcile_command(
+    job_or_key: str,
+    *,
+    stack: str | None,
+    bucket: str | None,
+    table: str | None,
+    as_json: bool,
+    region: str | None = None,
+    profile: str | None = None,
+    local: Path | None = None,
+) -> int:
+    """Run ``thingpress reconcile``: compare the ledger of one job with IoT and print the drift.
+
+    No matching job raises ``CliError``.
+
+    Returns:
+        0 when IoT holds exactly what the ledger says, 1 when it drifted.
+
+    """
+    session, deployment, store = _connect(stack, bucket, table, region=region, profile=profile, local=local)
+    job = find_job(store, job_or_key, deployment.bucket)
+    result = reconcile(session.client("iot"), store.ledger(job.job_id))
+    document: dict[str, Any] = {
+        "job_id": job.job_id,
+        "key": job.key,
+        "status": str(job.status),
+        "entries": result.entries,
+        "drift": result.counts(),
+        "drifts": [drift.to_dict() for drift in result.drifts],
+    }
+    if as_json:
+        print_json(document)
+    else:
+        console = out_console()
+        counts = ", ".join(f"{count} {kind}" for kind, count in result.counts().items())
+        if result.drifts:
+            console.print(drift_table(result, title=f"Drift of job {job.job_id} ({job.key})"))
+            console.print(
+                f"{len(result.drifts)} differences over {result.entries} imported entries: {counts}."
+            )
+        else:
+            console.print(
+                f"No drift: IoT holds what job {job.job_id} ({job.key}) recorded for its"
+                f" {result.entries} imported entries."
+            )
+    return 1 if result.drifts else 0
