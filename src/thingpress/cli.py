@@ -20,12 +20,10 @@ import traceback
 from collections.abc import Callable, Sequence
 from importlib import metadata
 from pathlib import Path
-from typing import Any
 
 from botocore.exceptions import NoCredentialsError, NoRegionError
 
 from thingpress.cli_options import (
-    AWS_COMMANDS,
     EXIT_CODES,
     EXIT_USAGE,
     VENDORS,
@@ -36,12 +34,15 @@ from thingpress.cli_options import (
     add_manifest_arguments,
     add_remote_target,
     aws_arguments,
+    check_global_options,
     example,
     existing_dir,
     existing_file,
     fraction,
+    manifest_settings,
     positive_int,
     remote_exit,
+    remote_target,
 )
 from thingpress.console import CliError, handler_logs, handler_logs_to_stderr
 
@@ -271,37 +272,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _check_global_options(args: argparse.Namespace) -> None:
-    """Refuse ``--region`` or ``--profile`` before a command that does not talk to AWS."""
-    if args.command not in AWS_COMMANDS and (args.region or args.profile):
-        option = "--region" if args.region else "--profile"
-        raise CliError(
-            f"{option} applies only to {', '.join(AWS_COMMANDS)}; {args.command} does not talk to AWS."
-        )
-
-
-def _remote_target(args: argparse.Namespace) -> tuple[str | None, str | None, str | None]:
-    if args.stack and (args.bucket or args.table):
-        raise CliError("Use either --stack or --bucket with --table, not both.")
-    if not args.stack and not (args.bucket and args.table):
-        raise CliError("Name the deployment with --stack NAME or with both --bucket and --table.")
-    return args.stack, args.bucket, args.table
-
-
-def _manifest_settings(args: argparse.Namespace) -> dict[str, Any]:
-    """Return the values of `_add_manifest_arguments`'s options as keyword arguments (check, local import)."""
-    return {
-        "vendor": args.vendor,
-        "verifiers": args.verifiers,
-        "trusted_cas": args.trusted_ca,
-        "bundle_type": args.bundle_type,
-        "allow_expired": args.allow_expired,
-        "name_sources": args.thing_name_source,
-        "thing_name_prefix": args.thing_name_prefix,
-        "as_json": args.json,
-    }
-
-
 def _cmd_local_import(args: argparse.Namespace) -> int:
     from thingpress import demo  # noqa: PLC0415 - the emulator loads only when needed
 
@@ -311,7 +281,7 @@ def _cmd_local_import(args: argparse.Namespace) -> int:
         thing_groups=args.thing_groups,
         thing_type=args.thing_type,
         dashboard=args.dashboard,
-        **_manifest_settings(args),
+        **manifest_settings(args),
     )
 
 
@@ -319,7 +289,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
     from thingpress import check  # noqa: PLC0415
 
     with handler_logs_to_stderr():  # the parsers' loggers exist only now
-        return check.check_command(args.manifest, **_manifest_settings(args))
+        return check.check_command(args.manifest, **manifest_settings(args))
 
 
 def _cmd_invoke(args: argparse.Namespace) -> int:
@@ -339,7 +309,7 @@ def _cmd_invoke(args: argparse.Namespace) -> int:
 def _cmd_status(args: argparse.Namespace) -> int:
     from thingpress import remote_cli  # noqa: PLC0415
 
-    stack, bucket, table = _remote_target(args)
+    stack, bucket, table = remote_target(args)
     with handler_logs_to_stderr(logging.ERROR):  # the CLI reports AWS failures itself
         code = remote_cli.status_command(stack=stack, bucket=bucket, table=table, **aws_arguments(args))
     return remote_exit(args, code)
@@ -348,7 +318,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
 def _cmd_report(args: argparse.Namespace) -> int:
     from thingpress import remote_cli  # noqa: PLC0415
 
-    stack, bucket, table = _remote_target(args)
+    stack, bucket, table = remote_target(args)
     with handler_logs_to_stderr(logging.ERROR):  # the CLI reports AWS failures itself
         code = remote_cli.report_command(
             args.job, stack=stack, bucket=bucket, table=table, **aws_arguments(args)
@@ -367,7 +337,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 def _cmd_sweep(args: argparse.Namespace) -> int:
     from thingpress import remote_cli  # noqa: PLC0415
 
-    stack, bucket, table = _remote_target(args)
+    stack, bucket, table = remote_target(args)
     with handler_logs_to_stderr(logging.ERROR):  # the CLI reports AWS failures itself
         code = remote_cli.sweep_command(stack=stack, bucket=bucket, table=table, **aws_arguments(args))
     return remote_exit(args, code)
@@ -421,7 +391,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command is None:
             parser.print_help()
             return EXIT_USAGE
-        _check_global_options(args)
+        check_global_options(args)
         handler: Callable[[argparse.Namespace], int] = args.handler
         with handler_logs(verbose=args.verbose):
             return handler(args)

@@ -206,3 +206,35 @@ def aws_arguments(args: argparse.Namespace) -> dict[str, Any]:
 def remote_exit(args: argparse.Namespace, code: int) -> int:
     """Return ``code`` (1: a job had failures) only with ``--fail-on-errors``; 0 otherwise."""
     return code if args.fail_on_errors else EXIT_OK
+
+
+def check_global_options(args: argparse.Namespace) -> None:
+    """Refuse ``--region`` or ``--profile`` before a command that does not talk to AWS."""
+    if args.command not in AWS_COMMANDS and (args.region or args.profile):
+        option = "--region" if args.region else "--profile"
+        raise CliError(
+            f"{option} applies only to {', '.join(AWS_COMMANDS)}; {args.command} does not talk to AWS."
+        )
+
+
+def remote_target(args: argparse.Namespace) -> tuple[str | None, str | None, str | None]:
+    """Return ``--stack``, ``--bucket`` and ``--table``; ``CliError`` unless exactly one way is used."""
+    if args.stack and (args.bucket or args.table):
+        raise CliError("Use either --stack or --bucket with --table, not both.")
+    if not args.stack and not (args.bucket and args.table):
+        raise CliError("Name the deployment with --stack NAME or with both --bucket and --table.")
+    return args.stack, args.bucket, args.table
+
+
+def manifest_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """Return the values of `_add_manifest_arguments`'s options as keyword arguments (check, local import)."""
+    return {
+        "vendor": args.vendor,
+        "verifiers": args.verifiers,
+        "trusted_cas": args.trusted_ca,
+        "bundle_type": args.bundle_type,
+        "allow_expired": args.allow_expired,
+        "name_sources": args.thing_name_source,
+        "thing_name_prefix": args.thing_name_prefix,
+        "as_json": args.json,
+    }
