@@ -10,7 +10,8 @@ import json
 import logging
 import sys
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
+from contextvars import ContextVar
 from typing import Any, TextIO
 
 from rich.console import Console
@@ -106,6 +107,30 @@ def spinner(message: str, *, enabled: bool = True) -> Iterator[None]:
         yield
 
 
+_VERBOSE_LOGS: ContextVar[bool] = ContextVar("thingpress_verbose_logs", default=False)
+
+
+@contextmanager
+def handler_logs(*, verbose: bool) -> Iterator[None]:
+    """Keep the handlers' logs out of a CLI command's output unless ``verbose`` (``-v``).
+
+    Without ``verbose`` every log record is dropped in the block (``logging.disable``), including those
+    of loggers created inside it. With ``verbose`` the records go to stderr at the loggers' own levels:
+    the loggers that exist now are redirected here, and `handler_logs_to_stderr` (which the commands
+    call after importing the handlers) then redirects at every level too.
+    """
+    token = _VERBOSE_LOGS.set(verbose)
+    previous = logging.root.manager.disable
+    if not verbose:
+        logging.disable(logging.CRITICAL)
+    try:
+        with handler_logs_to_stderr() if verbose else nullcontext():
+            yield
+    finally:
+        logging.disable(previous)
+        _VERBOSE_LOGS.reset(token)
+
+
 @contextmanager
 def handler_logs_to_stderr(level: int = logging.WARNING) -> Iterator[None]:
     """Send log records that would go to stdout to stderr instead, at ``level`` and above, in the block.
@@ -113,7 +138,10 @@ def handler_logs_to_stderr(level: int = logging.WARNING) -> Iterator[None]:
     The local stack runs the Lambda handlers in this process, and Powertools logs to the stdout of
     the moment its logger was made; this keeps stdout for the command's own output (one JSON
     document with ``--json``). Every stream handler not already writing to stderr is redirected.
+    Inside ``handler_logs(verbose=True)`` (``-v``) every level passes, whatever ``level`` says.
     """
+    if _VERBOSE_LOGS.get():
+        level = logging.NOTSET
     loggers = [logging.getLogger()]
     loggers += [item for item in logging.root.manager.loggerDict.values() if isinstance(item, logging.Logger)]
     swapped: list[tuple[logging.StreamHandler[Any], Any, int]] = []

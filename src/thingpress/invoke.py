@@ -5,7 +5,8 @@ MemorySize). Its code comes from the ``sam build`` output (``<build dir>/<Logica
 layer's ``<build dir>/<LayerId>/python`` on the path as ``/opt/python`` would be); without build
 output it falls back to the source tree with a warning. The handler runs in a subprocess whose
 ``PYTHONPATH`` starts with the code and layer directories, so the built code, not the editable
-install, is what runs. Its logs go to stderr, its JSON response to stdout.
+install, is what runs. Its JSON response goes to stdout; its logs go to stderr with ``-v`` (and
+when the process dies without a result), and are dropped otherwise.
 
 AWS calls go to the endpoint in ``AWS_ENDPOINT_URL`` when it is set; otherwise a local stack
 (:mod:`thingpress.local`) is started for the call. The function's environment comes from the
@@ -14,8 +15,10 @@ resources must be set in the caller's environment (as with ``sam local invoke --
 any of the function's variables set in the caller's environment override the template.
 
 Sample events name the bucket ``thingpress-manifests-example``; that name is replaced by the
-function's ``THINGPRESS_BUCKET`` before the call. The manifests an S3 event names are uploaded first,
-and the outcome is judged with the jobs the event started (:mod:`thingpress.invoke_support`).
+function's ``THINGPRESS_BUCKET`` before the call. The manifests an S3 event names are uploaded first
+(with the Microchip verifiers, for a function that reads them), unsigned sample import messages get
+a job and its signature, and the outcome is judged with the jobs the event started or names
+(:mod:`thingpress.invoke_support`).
 """
 
 from __future__ import annotations
@@ -26,17 +29,19 @@ import subprocess  # only our own interpreter is run  # nosec B404
 import sys
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from thingpress.cfn import Resolver, TemplateError, function_properties, load_template
 from thingpress.console import CliError, print_json
+from thingpress.invoke_spec import FunctionSpec, resolve_function
 from thingpress.invoke_support import (
     environment_for_endpoint,
     event_jobs,
     invocation_problem,
+    prepare_import_jobs,
     prepare_uploads,
+    upload_verifiers,
     warn_if_source,
 )
 
@@ -91,26 +96,6 @@ sys.exit(status)
 
 
 @dataclass(frozen=True)
-class FunctionSpec:
-    """Where and how to run one function.
-
-    ``handler`` is ``module.function``; ``code_dir`` and ``layer_dirs`` go on ``PYTHONPATH`` in that
-    order; ``from_build`` says whether they come from the ``sam build`` output; ``environment`` is
-    the template's (unresolved) Environment.Variables; ``timeout`` and ``memory`` are the function's.
-    """
-
-    logical_id: str
-    handler: str
-    code_dir: Path
-    layer_dirs: tuple[Path, ...]
-    from_build: bool
-    source_dirs: tuple[Path, ...] = ()
-    environment: Mapping[str, Any] = field(default_factory=dict)
-    timeout: float = 3.0
-    memory: int = 128
-
-
-@dataclass(frozen=True)
 class Invocation:
     """The outcome of one handler call.
 
@@ -138,87 +123,6 @@ class Invocation:
         return invocation_problem(self)
 
 
-def _layer_ids(template: Mapping[str, Any], layers: Any) -> list[str]:
-    ids: list[str] = []
-    for layer in layers or []:
-        if isinstance(layer, dict) and set(layer) == {"Ref"} and isinstance(layer["Ref"], str):
-            ids.append(layer["Ref"])
-        else:
-            raise TemplateError(
-                f"Layer {layer!r} is not a !Ref to a layer in the template; it cannot run locally."
-            )
-    resources = template.get("Resources") or {}
-    for layer_id in ids:
-        if (resources.get(layer_id) or {}).get("Type") != "AWS::Serverless::LayerVersion":
-            raise TemplateError(f"Layer {layer_id} is not an AWS::Serverless::LayerVersion in the template.")
-    return ids
-
-
-def resolve_function(template_path: Path, logical_id: str, build_dir: Path) -> FunctionSpec:
-    """Read ``logical_id`` from the template and locate its code and layers.
-
-    The build output is used when ``<build_dir>/<logical_id>`` exists, the source tree (CodeUri,
-    ContentUri relative to the template) otherwise.
-
-    Args:
-        template_path: The template.
-        logical_id: The function's logical id.
-        build_dir: The ``sam build`` directory.
-
-    Returns:
-        The function spec.
-
-    Raises:
-        CliError: The template does not define the function or its code cannot be found.
-
-    """
-    try:
-        template = load_template(template_path)
-        properties = function_properties(template, logical_id)
-        layer_ids = _layer_ids(template, properties.get("Layers"))
-    except TemplateError as error:
-        raise CliError(str(error)) from error
-    handler = properties.get("Handler")
-    code_uri = properties.get("CodeUri")
-    if not isinstance(handler, str) or "." not in handler or not isinstance(code_uri, str):
-        raise CliError(f"Function {logical_id} needs a string Handler (module.function) and a local CodeUri.")
-    base = template_path.resolve().parent
-    build = build_dir if build_dir.is_absolute() else base / build_dir
-    built_code = build / logical_id
-    from_build = built_code.is_dir()
-    resources = template.get("Resources") or {}
-    source_dirs = (
-        base / code_uri,
-        *(base / str(resources[layer_id]["Properties"]["ContentUri"]) for layer_id in layer_ids),
-    )
-    if from_build:
-        code_dir = built_code
-        layer_dirs = tuple(build / layer_id / "python" for layer_id in layer_ids)
-    else:
-        code_dir, layer_dirs = source_dirs[0], source_dirs[1:]
-    for directory in (code_dir, *layer_dirs):
-        if not directory.is_dir():
-            raise CliError(f"Code directory {directory} of {logical_id} does not exist.")
-    environment = (properties.get("Environment") or {}).get("Variables") or {}
-    try:
-        resolver = Resolver(template)
-        timeout = float(resolver.resolve(properties.get("Timeout", 3), where=f"{logical_id}.Timeout"))
-        memory = int(resolver.resolve(properties.get("MemorySize", 128), where=f"{logical_id}.MemorySize"))
-    except (TemplateError, TypeError, ValueError) as error:
-        raise CliError(f"Timeout or MemorySize of {logical_id} cannot be read: {error}") from error
-    return FunctionSpec(
-        logical_id=logical_id,
-        handler=handler,
-        code_dir=code_dir,
-        layer_dirs=layer_dirs,
-        from_build=from_build,
-        source_dirs=source_dirs,
-        environment=dict(environment),
-        timeout=timeout,
-        memory=memory,
-    )
-
-
 def rewrite_event(event: Any, bucket: str | None) -> Any:
     """Return ``event`` with the sample bucket name replaced by ``bucket`` (unchanged when None).
 
@@ -238,10 +142,12 @@ def run_handler(
     function_name: str | None = None,
     function_arn: str | None = None,
     python: str = sys.executable,
+    echo_logs: bool = True,
 ) -> Invocation:
     """Run the handler of ``spec`` on ``event`` in a subprocess and return the outcome.
 
-    The handler's output (logs) goes to this process's stderr.
+    The handler's output (logs) goes to this process's stderr when ``echo_logs`` or when the process
+    died without writing a result; it is dropped otherwise.
 
     Args:
         spec: The function spec.
@@ -251,6 +157,7 @@ def run_handler(
         function_name: The function name for the context.
         function_arn: The function ARN for the context.
         python: The interpreter.
+        echo_logs: Copy the handler's output to stderr.
 
     Returns:
         The outcome.
@@ -291,7 +198,8 @@ def run_handler(
             stderr=subprocess.STDOUT,
             check=False,
         )
-        sys.stderr.write(completed.stdout.decode("utf-8", "replace"))
+        if echo_logs or not result_path.is_file():
+            sys.stderr.write(completed.stdout.decode("utf-8", "replace"))
         if not result_path.is_file():
             raise CliError(f"The {spec.logical_id} handler process exited with code {completed.returncode}.")
         document = json.loads(result_path.read_text(encoding="utf-8"))
@@ -310,12 +218,16 @@ def invoke(
     caller_env: Mapping[str, str] | None = None,
     sources: tuple[Path, ...] = (),
     upload: Path | None = None,
+    verifiers: Path | None = None,
+    echo_logs: bool = True,
 ) -> Invocation:
     """Invoke one function of the template on ``event`` (the Python API behind ``thingpress invoke``).
 
     A template or environment problem raises ``CliError``. When ``sources`` or ``upload`` is given,
-    the manifests the event's S3 notifications name are uploaded first (``prepare_uploads``); the
-    jobs those notifications name are looked up after the call (``Invocation.jobs``).
+    the manifests the event's S3 notifications name are uploaded first (``prepare_uploads``), and
+    ``verifiers`` under the function's Microchip verifier prefix; unsigned import messages for a job
+    that does not exist get one (``prepare_import_jobs``). The jobs the event started or names are
+    looked up after the call (``Invocation.jobs``).
 
     Args:
         logical_id: The function's logical id.
@@ -328,6 +240,8 @@ def invoke(
         caller_env: The caller's environment (default ``os.environ``).
         sources: Directories holding the manifests S3 notifications name (by base name).
         upload: The file to upload for every S3 notification.
+        verifiers: A directory of Microchip signer certificates to upload first.
+        echo_logs: Copy the handler's logs to stderr.
 
     Returns:
         The invocation outcome.
@@ -335,50 +249,67 @@ def invoke(
     """
     caller = dict(os.environ if caller_env is None else caller_env)
     spec = resolve_function(template, logical_id, build_dir)
+    prepare = _Preparation(sources, upload, verifiers, echo_logs)
     if stack is not None:
         warn_if_source(spec, build_dir)
-        return _invoke_on_stack(spec, event, stack, sources, upload)
+        return _invoke_on_stack(spec, event, stack, prepare)
     if caller.get("AWS_ENDPOINT_URL"):
         environment = environment_for_endpoint(template, spec, caller)
         environment["AWS_ENDPOINT_URL"] = caller["AWS_ENDPOINT_URL"]
         warn_if_source(spec, build_dir)
-        return _invoke_on_endpoint(spec, event, environment, sources, upload)
+        return _invoke_on_endpoint(spec, event, environment, prepare)
     from thingpress.local import LocalStack  # noqa: PLC0415 - the emulator loads only when needed
 
     warn_if_source(spec, build_dir)
     with LocalStack(template) as local_stack:
-        return _invoke_on_stack(spec, event, local_stack, sources, upload)
+        return _invoke_on_stack(spec, event, local_stack, prepare)
 
 
-def _invoke_on_stack(
-    spec: FunctionSpec, event: Any, stack: Any, sources: tuple[Path, ...], upload: Path | None
-) -> Invocation:
+@dataclass(frozen=True)
+class _Preparation:
+    """What `invoke` prepares before the call (see its arguments) and whether logs are echoed."""
+
+    sources: tuple[Path, ...]
+    upload: Path | None
+    verifiers: Path | None
+    echo_logs: bool
+
+    @property
+    def active(self) -> bool:
+        """Whether the event's references are prepared (``thingpress invoke`` does; tests may not)."""
+        return bool(self.sources) or self.upload is not None or self.verifiers is not None
+
+
+_CLIENTS = ("s3", "dynamodb", "iot")
+
+
+def _invoke_on_stack(spec: FunctionSpec, event: Any, stack: Any, prepare: _Preparation) -> Invocation:
     environment = {key: str(value) for key, value in stack.function_env(spec.logical_id).items()}
     environment["AWS_ENDPOINT_URL"] = stack.endpoint_url
     return _run_prepared(
         spec,
         event,
         environment,
-        {"s3": stack.client("s3"), "dynamodb": stack.client("dynamodb")},
-        (sources, upload),
+        {name: stack.client(name) for name in _CLIENTS},
+        prepare,
         function_name=stack.physical_id(spec.logical_id),
         table=stack.physical_id("JobsTable"),
     )
 
 
 def _invoke_on_endpoint(
-    spec: FunctionSpec,
-    event: Any,
-    environment: dict[str, str],
-    sources: tuple[Path, ...],
-    upload: Path | None,
+    spec: FunctionSpec, event: Any, environment: dict[str, str], prepare: _Preparation
 ) -> Invocation:
     import boto3  # noqa: PLC0415 - only this path needs its own clients
 
     endpoint = environment["AWS_ENDPOINT_URL"]
-    clients = {name: boto3.client(name, endpoint_url=endpoint) for name in ("s3", "dynamodb")}
+    clients = {
+        "s3": boto3.client("s3", endpoint_url=endpoint),
+        "dynamodb": boto3.client("dynamodb", endpoint_url=endpoint),
+        "iot": boto3.client("iot", endpoint_url=endpoint),
+    }
     table = environment.get("THINGPRESS_JOBS_TABLE")
-    return _run_prepared(spec, event, environment, clients, (sources, upload), table=table)
+    return _run_prepared(spec, event, environment, clients, prepare, table=table)
 
 
 def _run_prepared(
@@ -386,35 +317,48 @@ def _run_prepared(
     event: Any,
     environment: dict[str, str],
     clients: Mapping[str, Any],
-    files: tuple[tuple[Path, ...], Path | None],
+    prepare: _Preparation,
     *,
     table: str | None,
     function_name: str | None = None,
 ) -> Invocation:
-    """Prepare the event's uploads, run the handler, and attach the jobs the event started."""
-    bucket = environment.get("THINGPRESS_BUCKET")
-    event = rewrite_event(event, bucket)
-    sources, upload = files
-    if bucket and (sources or upload is not None):
-        event = prepare_uploads(event, clients["s3"], bucket, list(sources), upload)
-    outcome = run_handler(spec, event, environment, function_name=function_name)
-    if not table:
-        return outcome
+    """Prepare what the event refers to, run the handler, and attach the jobs the event started or names."""
     from layer_utils.jobs import JobStore  # noqa: PLC0415 - the layer loads only when needed
 
-    store = JobStore(table, dynamodb=clients["dynamodb"], s3=clients["s3"])
+    bucket = environment.get("THINGPRESS_BUCKET")
+    event = rewrite_event(event, bucket)
+    store = JobStore(table, dynamodb=clients["dynamodb"], s3=clients["s3"]) if table else None
+    if bucket and prepare.active:
+        verifier_prefix = environment.get("THINGPRESS_MICROCHIP_VERIFIER_PREFIX")
+        if prepare.verifiers is not None and verifier_prefix:
+            upload_verifiers(clients["s3"], bucket, verifier_prefix, prepare.verifiers)
+        event = prepare_uploads(event, clients["s3"], bucket, list(prepare.sources), prepare.upload)
+        if store is not None:
+            event = prepare_import_jobs(event, store, clients["iot"], bucket)
+    outcome = run_handler(spec, event, environment, function_name=function_name, echo_logs=prepare.echo_logs)
+    if store is None:
+        return outcome
     jobs, unknown = event_jobs(event, store)
     return replace(outcome, jobs=jobs, unknown_jobs=unknown)
 
 
 def invoke_command(
-    function: str, event_path: Path, *, template: Path | None, build_dir: Path, upload: Path | None = None
+    function: str,
+    event_path: Path,
+    *,
+    template: Path | None,
+    build_dir: Path,
+    upload: Path | None = None,
+    verifiers: Path | None = None,
+    verbose: bool = False,
 ) -> int:
     """Run ``thingpress invoke``: print the handler's JSON response (or error document) on stdout.
 
     The manifests the event's S3 notifications name are uploaded first: ``upload``, or the file of
-    the same name next to the event file. When the invocation did not succeed (``Invocation.problem``)
-    one line on stderr says why.
+    the same name next to the event file; so are the Microchip ``verifiers`` (default: the event
+    folder's ``verifiers/``, when it exists). Unsigned import messages get a job and its signature.
+    The handler's logs reach stderr only when ``verbose``. When the invocation did not succeed
+    (``Invocation.problem``) one line on stderr says why.
 
     Returns:
         0 when the handler returned, no record failed and no job the event started failed; 1 otherwise.
@@ -430,6 +374,7 @@ def invoke_command(
         event = json.loads(event_path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as error:
         raise CliError(f"Event file {event_path} is not valid JSON: {error}.") from error
+    folder_verifiers = event_path.parent / "verifiers"
     outcome = invoke(
         function,
         event,
@@ -437,6 +382,8 @@ def invoke_command(
         build_dir=build_dir,
         sources=(event_path.parent,),
         upload=upload,
+        verifiers=verifiers or (folder_verifiers if folder_verifiers.is_dir() else None),
+        echo_logs=verbose,
     )
     print_json(outcome.document)
     problem = outcome.problem

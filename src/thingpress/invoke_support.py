@@ -2,7 +2,9 @@
 
 The function's environment against an external endpoint, the build-output freshness warning, the
 manifests an event's S3 notifications (direct or inside SQS record bodies) name and that are
-uploaded first, and the jobs the event started or names, looked up in the JobsTable afterwards.
+uploaded first, the Microchip verifiers uploaded with them, the job that unsigned sample import
+messages need (created and signed for here), and the jobs the event started or names, looked up in
+the JobsTable afterwards.
 """
 
 from __future__ import annotations
@@ -10,7 +12,10 @@ from __future__ import annotations
 import json
 import sys
 import urllib.parse
+import uuid
 from collections.abc import Mapping
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,7 +23,7 @@ from thingpress.cfn import NO_VALUE, Resolver, TemplateError, load_template
 from thingpress.console import CliError
 
 if TYPE_CHECKING:
-    from thingpress.invoke import FunctionSpec
+    from thingpress.invoke_spec import FunctionSpec
 
 
 def s3_notifications(event: Any) -> list[dict[str, Any]]:
@@ -80,6 +85,96 @@ def prepare_uploads(event: Any, s3: Any, bucket: str, sources: list[Path], uploa
             for inner in s3_notifications(body):
                 patch(inner)
             record["body"] = json.dumps(body)
+    return event
+
+
+INVOKE_OWNER = "thingpress-invoke"
+"""The parse-lease owner of the jobs `prepare_import_jobs` creates."""
+
+
+def upload_verifiers(s3: Any, bucket: str, prefix: str, directory: Path) -> list[str]:
+    """Upload every ``.crt``/``.pem`` file of ``directory`` under the Microchip verifier ``prefix``.
+
+    Returns:
+        The keys written.
+
+    """
+    keys: list[str] = []
+    for path in sorted(directory.iterdir()):
+        if path.is_file() and path.suffix.lower() in {".crt", ".pem"}:
+            key = f"{prefix}{path.name}"
+            s3.put_object(Bucket=bucket, Key=key, Body=path.read_bytes())
+            keys.append(key)
+    print(f"Uploaded {len(keys)} verifier(s) from {directory} to s3://{bucket}/{prefix}.", file=sys.stderr)
+    return keys
+
+
+def prepare_import_jobs(event: Any, store: Any, iot: Any, bucket: str) -> Any:
+    """Give the unsigned import messages of ``event`` the job they need, and sign them for it.
+
+    A live import message is acted on only when its job exists and is importing, and when it carries
+    the ``mac`` that job's secret gives (issue 12). A sample cannot carry either, so for each job id
+    whose messages are all unsigned and which is not in the JobsTable, this creates a job (key
+    ``invoke/<sample job id>``, a fresh version each run), takes it through parsing to IMPORTING with
+    the messages' entry count, rewrites the messages to its id and signs them with its secret. The
+    policies, thing groups and thing type the messages' settings name are created when absent. Signed
+    messages, and messages for a job that exists, are left as they are: they are judged as sent.
+
+    Args:
+        event: The event (SQS records whose bodies may be import messages).
+        store: The ``layer_utils`` JobStore of the target.
+        iot: An IoT client of the target.
+        bucket: The intake bucket the jobs are recorded under.
+
+    Returns:
+        The event with the prepared messages replaced.
+
+    """
+    from layer_utils.messages import (  # noqa: PLC0415 - the layer loads only when needed
+        ImportMessage,
+        decode_message,
+        encode_import_message,
+        sign_import_message,
+    )
+    from thingpress.localrun import ensure_iot_resources  # noqa: PLC0415 - loads boto's IoT model
+
+    event = json.loads(json.dumps(event))
+    records = [record for record in event.get("Records") or [] if isinstance(record, dict)]
+    messages: dict[int, ImportMessage] = {}
+    for index, record in enumerate(records):
+        try:
+            message = decode_message(str(record.get("body", "")))
+        except ValueError:
+            continue
+        if isinstance(message, ImportMessage):
+            messages[index] = message
+    by_job: dict[str, list[int]] = {}
+    for index, message in messages.items():
+        by_job.setdefault(message.job_id, []).append(index)
+    for sample_id, indexes in by_job.items():
+        if any(messages[index].mac for index in indexes) or store.get_job(sample_id) is not None:
+            continue
+        total = sum(len(messages[index].entries) for index in indexes)
+        _, job = store.create_job(bucket, f"invoke/{sample_id}", uuid.uuid4().hex)
+        store.claim_parse(job.job_id, INVOKE_OWNER, datetime.now(UTC) + timedelta(minutes=5))
+        store.mark_parsed(job.job_id, INVOKE_OWNER, total, {"entries_done": total})
+        secret = store.get_job(job.job_id).secret
+        for index in indexes:
+            message = messages[index]
+            settings = message.settings
+            ensure_iot_resources(
+                iot,
+                policies=settings.policies,
+                thing_groups=settings.thing_groups,
+                thing_type=settings.thing_type,
+            )
+            signed = sign_import_message(replace(message, job_id=job.job_id), secret)
+            records[index]["body"] = encode_import_message(signed)
+        print(
+            f"Created job {job.job_id} ({total} entries) for the sample's job {sample_id} and signed "
+            f"its {len(indexes)} import message(s) with the job's secret.",
+            file=sys.stderr,
+        )
     return event
 
 

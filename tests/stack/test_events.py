@@ -1,8 +1,9 @@
 """Every sample event in events/ runs through `thingpress invoke` against the local stack.
 
-Each test maps the sample event onto the local stack the way a user would before `sam local invoke`:
-the bucket placeholder is replaced by `thingpress invoke` itself, and the test uploads the object the
-event names (and patches the event's versionId/eTag to that upload) or creates the job it refers to.
+The success samples run as `thingpress invoke` runs them (`invoke_sample`): it uploads the manifest
+an S3 event names from events/ (and events/verifiers/), and gives unsigned sample import messages a
+job and its signature; each test then follows the job to its end state, things in IoT included.
+Other tests map a sample onto the local stack by hand (their own manifest, or a job they create).
 The handlers run in a subprocess from the `sam build` output when there is one, else from the source.
 """
 
@@ -22,10 +23,9 @@ from typing import Any
 import pytest
 
 from layer_utils.jobs import JobStatus, JobStore, job_id_for
-from layer_utils.messages import ImportMessage, decode_message, encode_import_message, sign_import_message
 from thingpress import invoke
 from thingpress.generate import Summary, generate, make_microchip_signer
-from thingpress.localrun import ensure_iot_resources, local_stack
+from thingpress.localrun import local_stack
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 EVENTS = REPO_ROOT / "events"
@@ -37,16 +37,28 @@ IMPORTER = "BulkImporterFunction"
 SWEEPER = "JobSweeperFunction"
 NO_FAILURES: dict[str, Any] = {"batchItemFailures": []}
 
-COVERED = {
-    "provider-s3-espressif.json",
-    "provider-s3-infineon.json",
-    "provider-s3-microchip.json",
-    "provider-s3-generated.json",
-    "provider-s3-incoming.json",
-    "provider-s3-test-event.json",
-    "provider-continuation-failure.json",
-    "importer-batch-failure.json",
-    "sweeper-schedule.json",
+SUCCESS_SAMPLES = {
+    "provider-s3-espressif.json": PROVIDER,
+    "provider-s3-infineon.json": PROVIDER,
+    "provider-s3-microchip.json": PROVIDER,
+    "provider-s3-generated.json": PROVIDER,
+    "provider-s3-incoming.json": PROVIDER,
+    "provider-s3-test-event.json": PROVIDER,
+    "importer-batch.json": IMPORTER,
+    "sweeper-schedule.json": SWEEPER,
+}
+FAILURE_SAMPLES = {
+    "provider-continuation-failure.json": PROVIDER,
+    "importer-batch-failure.json": IMPORTER,
+}
+COVERED = set(SUCCESS_SAMPLES) | set(FAILURE_SAMPLES)
+MANIFESTS = {
+    # the manifest each provider success sample names, in events/, with its vendor and entry count
+    "provider-s3-espressif.json": ("manifest-espressif.csv", "espressif", 2),
+    "provider-s3-infineon.json": ("manifest-infineon.7z", "infineon", 3),
+    "provider-s3-microchip.json": ("ECC608-TMNGTLSS-B.json", "microchip", 3),
+    "provider-s3-generated.json": ("certificates_test.txt", "generated", 3),
+    "provider-s3-incoming.json": ("batch 2025-01 devices.csv", "espressif", 3),
 }
 
 
@@ -111,23 +123,114 @@ def upload_for_event(stack: Any, event: dict[str, Any], body: bytes) -> tuple[st
 
 
 def test_every_event_file_is_covered() -> None:
-    assert {path.name for path in EVENTS.glob("*.json")} == COVERED
+    manifests = {manifest for manifest, _, _ in MANIFESTS.values()}
+    assert {path.name for path in EVENTS.iterdir() if path.is_file()} == COVERED | manifests
+    assert [path.name for path in (EVENTS / "verifiers").iterdir()] == ["events-signer.crt"]
+    assert all(name.endswith("-failure.json") for name in FAILURE_SAMPLES)
+    assert not any("failure" in name for name in SUCCESS_SAMPLES)
 
 
 # --- what `thingpress invoke` prepares and how it judges the outcome ------------------------------------
 
 
-def invoke_sample(stack: Any, function: str, name: str, upload: Path | None = None) -> invoke.Invocation:
-    """Run a sample as `thingpress invoke` does: manifests come from events/ or ``upload``."""
+def invoke_sample(
+    stack: Any, function: str, name: str, upload: Path | None = None, sources: tuple[Path, ...] = (EVENTS,)
+) -> invoke.Invocation:
+    """Run a sample as `thingpress invoke` does: manifests from events/ or ``upload``, verifiers too."""
     return invoke.invoke(
         function,
         load_event(name),
         template=TEMPLATE,
         build_dir=BUILD_DIR,
         stack=stack,
-        sources=(EVENTS,),
+        sources=sources,
         upload=upload,
+        verifiers=EVENTS / "verifiers" if sources else None,
     )
+
+
+def import_queued(stack: Any) -> invoke.Invocation:
+    """Run the BulkImporter on every message of the ImportQueue, as one SQS batch (then delete them)."""
+    sqs = stack.client("sqs")
+    url = stack.physical_id("ImportQueue")
+    records: list[dict[str, Any]] = []
+    while messages := sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", []):
+        for message in messages:
+            records.append(
+                {
+                    "messageId": message["MessageId"],
+                    "receiptHandle": message["ReceiptHandle"],
+                    "body": message["Body"],
+                    "attributes": {"ApproximateReceiveCount": "1"},
+                    "messageAttributes": {},
+                    "eventSource": "aws:sqs",
+                    "eventSourceARN": f"arn:aws:sqs:us-east-1:123456789012:{url.rsplit('/', 1)[-1]}",
+                    "awsRegion": "us-east-1",
+                }
+            )
+            sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+    assert records, "the provider queued no import message"
+    return run(stack, IMPORTER, {"Records": records})
+
+
+def assert_things_in_iot(stack: Any, imported: list[dict[str, Any]], settings: dict[str, Any]) -> None:
+    """Each imported entry is a thing in IoT with exactly its certificate, policies and groups."""
+    iot = stack.client("iot")
+    for entry in imported:
+        principals = iot.list_thing_principals(thingName=entry["thing_name"])["principals"]
+        assert [principal.rsplit("/", 1)[-1] for principal in principals] == [entry["certificate_id"]]
+        policies = iot.list_attached_policies(target=principals[0])["policies"]
+        assert [policy["policyName"] for policy in policies] == list(settings.get("policies") or [])
+        groups = iot.list_thing_groups_for_thing(thingName=entry["thing_name"])["thingGroups"]
+        assert [group["groupName"] for group in groups] == list(settings.get("thing_groups") or [])
+
+
+@pytest.mark.parametrize("name", sorted(MANIFESTS))
+def test_provider_success_sample_imports_its_manifest(stack: Any, store: JobStore, name: str) -> None:
+    manifest, vendor, count = MANIFESTS[name]
+    outcome = invoke_sample(stack, PROVIDER, name)
+
+    assert outcome.response == NO_FAILURES
+    assert outcome.problem is None
+    (job,) = outcome.jobs
+    assert (job.vendor, job.status, job.total, job.failed) == (vendor, JobStatus.IMPORTING, count, 0)
+    stored = stack.client("s3").get_object(Bucket=stack.bucket, Key=job.key, VersionId=job.version)
+    assert stored["Body"].read() == (EVENTS / manifest).read_bytes()
+
+    # The messages it queued, run through the importer: the job completes and IoT holds its things.
+    imported = import_queued(stack)
+    assert imported.response == NO_FAILURES
+    assert imported.problem is None
+    done = store.get_job(job.job_id)
+    assert done is not None
+    assert (done.status, done.succeeded, done.failed) == (JobStatus.COMPLETED, count, 0)
+    report = store.build_report(done)
+    assert len(report["imported"]) == count
+    assert_things_in_iot(stack, report["imported"], {})
+
+
+def test_importer_success_sample_gets_a_signed_job(stack: Any, store: JobStore) -> None:
+    event = load_event("importer-batch.json")
+    messages = [json.loads(record["body"]) for record in event["Records"]]
+    assert all("mac" not in message for message in messages)  # a sample cannot know a job's secret
+    entries = [entry for message in messages for entry in message["entries"]]
+
+    outcome = invoke_sample(stack, IMPORTER, "importer-batch.json")
+
+    assert outcome.error is None, outcome.error
+    assert outcome.response == NO_FAILURES
+    assert outcome.problem is None
+    (job,) = outcome.jobs
+    assert job.job_id != messages[0]["job_id"]  # a new job, made for this run
+    assert (job.key, job.status, job.total, job.succeeded, job.failed) == (
+        f"invoke/{messages[0]['job_id']}",
+        JobStatus.COMPLETED,
+        len(entries),
+        len(entries),
+        0,
+    )
+    assert job.report_key == f"reports/jobs/{job.job_id}.json"
+    assert_things_in_iot(stack, entries, messages[0]["settings"])
 
 
 def test_espressif_sample_succeeds_with_its_manifest(stack: Any, store: JobStore) -> None:
@@ -161,7 +264,7 @@ def test_upload_option_replaces_the_manifest(stack: Any, tmp_path: Path) -> None
 
 
 def test_missing_manifest_is_a_failed_job(stack: Any) -> None:
-    outcome = invoke_sample(stack, PROVIDER, "provider-s3-infineon.json")
+    outcome = invoke_sample(stack, PROVIDER, "provider-s3-infineon.json", sources=())  # nothing uploaded
 
     assert outcome.response == NO_FAILURES
     (job,) = outcome.jobs
@@ -195,7 +298,7 @@ def test_batch_item_failures_are_a_problem() -> None:
 
 
 def test_events_use_the_bucket_placeholder() -> None:
-    for name in COVERED - {"importer-batch-failure.json", "sweeper-schedule.json"}:
+    for name in COVERED - {"importer-batch.json", "importer-batch-failure.json", "sweeper-schedule.json"}:
         assert invoke.EXAMPLE_BUCKET in (EVENTS / name).read_text(), name
 
 
@@ -271,40 +374,6 @@ def test_provider_continuation(stack: Any, store: JobStore, tmp_path: Path) -> N
 # --- BulkImporter ---------------------------------------------------------------------------------------
 
 
-def test_importer_batch(stack: Any, store: JobStore) -> None:
-    event = load_event("importer-batch-failure.json")  # made to succeed: signed for a real job below
-    messages = [json.loads(record["body"]) for record in event["Records"]]
-    entries = [entry for message in messages for entry in message["entries"]]
-    settings = messages[0]["settings"]
-    iot = stack.client("iot")
-    ensure_iot_resources(iot, policies=settings["policies"], thing_groups=settings["thing_groups"])
-    _, job = store.create_job(stack.bucket, "generated/example-batch.txt", "example", vendor="generated")
-    assert store.claim_parse(job.job_id, "test", datetime.now(UTC) + timedelta(minutes=5))
-    assert store.mark_parsed(job.job_id, "test", len(entries), {"entries_done": len(entries)})
-    secret = store.get_job(job.job_id).secret  # type: ignore[union-attr]
-    assert secret
-    for record in event["Records"]:  # the sample is unsigned: sign it for this job, as the provider would
-        sample = decode_message(record["body"].replace(messages[0]["job_id"], job.job_id))
-        assert isinstance(sample, ImportMessage)
-        record["body"] = encode_import_message(sign_import_message(sample, secret))
-
-    outcome = run(stack, IMPORTER, event)
-
-    assert outcome.error is None, outcome.error
-    assert outcome.response == NO_FAILURES
-    done = store.get_job(job.job_id)
-    assert done is not None
-    assert (done.status, done.succeeded, done.failed) == (JobStatus.COMPLETED, len(entries), 0)
-    assert done.report_key == f"reports/jobs/{done.job_id}.json"
-    for entry in entries:
-        principals = iot.list_thing_principals(thingName=entry["thing_name"])["principals"]
-        assert [principal.rsplit("/", 1)[-1] for principal in principals] == [entry["certificate_id"]]
-        policies = iot.list_attached_policies(target=principals[0])["policies"]
-        assert [policy["policyName"] for policy in policies] == settings["policies"]
-        groups = iot.list_thing_groups_for_thing(thingName=entry["thing_name"])["thingGroups"]
-        assert [group["groupName"] for group in groups] == settings["thing_groups"]
-
-
 # --- JobSweeper -----------------------------------------------------------------------------------------
 
 
@@ -372,19 +441,19 @@ def test_cli_against_the_endpoint(stack: Any) -> None:
     assert json.loads(completed.stdout) == NO_FAILURES
 
 
-@pytest.mark.parametrize(
-    ("function", "name", "status", "says"),
-    [
-        (PROVIDER, "provider-s3-espressif.json", 0, ""),
-        (IMPORTER, "importer-batch-failure.json", 1, "thingpress invoke: The event names job "),
-    ],
-)
-def test_cli_exit_status(function: str, name: str, status: int, says: str) -> None:
-    # Its own process and local stack, as from a shell (one local stack per process).
+CLI_CASES = [
+    *((function, name, 0, "") for name, function in sorted(SUCCESS_SAMPLES.items())),
+    (IMPORTER, "importer-batch-failure.json", 1, "thingpress invoke: The event names job "),
+    (PROVIDER, "provider-continuation-failure.json", 1, "thingpress invoke: The event names job "),
+]
+
+
+def run_cli_invoke(*argv: str) -> subprocess.CompletedProcess[str]:
+    """Run `thingpress invoke` in its own process and local stack, as from a shell (one stack per process)."""
     environment = {key: value for key, value in os.environ.items() if key != "AWS_ENDPOINT_URL"}
     environment["PYTHONPATH"] = os.pathsep.join(str(REPO_ROOT / "src" / part) for part in ("", "layer_utils"))
-    completed = subprocess.run(
-        [sys.executable, "-m", "thingpress.cli", "invoke", function, str(EVENTS / name)],
+    return subprocess.run(
+        [sys.executable, "-m", "thingpress.cli", *argv],
         cwd=REPO_ROOT,
         env=environment,
         capture_output=True,
@@ -392,10 +461,26 @@ def test_cli_exit_status(function: str, name: str, status: int, says: str) -> No
         timeout=120,
         check=False,
     )
+
+
+@pytest.mark.parametrize(("function", "name", "status", "says"), CLI_CASES)
+def test_cli_exit_status(function: str, name: str, status: int, says: str) -> None:
+    completed = run_cli_invoke("invoke", function, str(EVENTS / name))
     assert completed.returncode == status, completed.stderr
-    assert json.loads(completed.stdout) == NO_FAILURES
+    response = json.loads(completed.stdout)
+    assert response == NO_FAILURES if function != SWEEPER else "swept" in response
     lines = [line for line in completed.stderr.splitlines() if line.startswith("thingpress invoke:")]
     assert lines == (
         [line for line in completed.stderr.splitlines() if line.startswith(says)] if says else []
     )
     assert len(lines) == (1 if says else 0)
+    assert '"level"' not in completed.stderr  # the handler's log lines show only with -v
+
+
+def test_cli_verbose_shows_the_handler_logs_on_stderr() -> None:
+    completed = run_cli_invoke("-v", "invoke", IMPORTER, str(EVENTS / "importer-batch.json"))
+    assert completed.returncode == 0, completed.stderr
+    assert json.loads(completed.stdout) == NO_FAILURES
+    logs = [json.loads(line) for line in completed.stderr.splitlines() if line.startswith('{"level"')]
+    assert logs
+    assert {log["service"] for log in logs} == {"thingpress"}
