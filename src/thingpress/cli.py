@@ -29,8 +29,9 @@ from thingpress.cli_options import (
     VENDORS,
     Parser,
     add_global_options,
+    add_import_settings,
+    add_local_option,
     add_manifest_arguments,
-    add_operator_options,
     check_global_options,
     example,
     existing_dir,
@@ -81,32 +82,14 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     add_manifest_arguments(imp, vendor_help="vendor prefix to upload to (default: sniff)")
-    imp.add_argument(
-        "--policy",
-        action="append",
-        default=[],
-        dest="policies",
-        metavar="P",
-        help="IoT policy to attach to every certificate; created if missing (repeatable)",
-    )
-    imp.add_argument(
-        "--thing-group",
-        action="append",
-        default=[],
-        dest="thing_groups",
-        metavar="G",
-        help="static thing group to add every thing to; created if missing (repeatable)",
-    )
-    imp.add_argument("--thing-type", metavar="T", help="thing type of every thing; created if missing")
+    add_import_settings(imp)
     imp.add_argument(
         "--dashboard", type=Path, metavar="HTML", help="draw the dashboard from the run's metrics"
     )
-    cli_local.add_local_option(
-        imp, "import into the stack `thingpress local up` serves (default: it, when one runs)"
-    )
+    add_local_option(imp, "import into the stack `thingpress local up` serves (default: it, when one runs)")
     add_global_options(imp, aws=False)
     imp.set_defaults(handler=_cmd_local_import)
-    cli_local.add_local_up_down(local_commands, operator_options=add_operator_options, directory=existing_dir)
+    cli_local.add_local_up_down(local_commands)
 
     check = commands.add_parser(
         "check",

@@ -7,46 +7,49 @@ folder in `thingpress.localstate`.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from thingpress.cli_options import (
+    STATE_HELP,
+    add_global_options,
+    add_import_settings,
+    add_operator_options,
+    example,
+    existing_dir,
+)
 from thingpress.console import CliError
 
-STATE_HELP = "the local stack's state folder (default: $THINGPRESS_LOCAL_STATE or .thingpress/local)"
 
-
-def add_local_option(parser: argparse.ArgumentParser, help_text: str) -> None:
-    """Add ``--local`` and ``--state DIR``: reach the stack ``thingpress local up`` serves from DIR."""
-    parser.add_argument("--local", action="store_true", help=help_text)
-    parser.add_argument("--state", type=Path, metavar="DIR", help=STATE_HELP)
-
-
-def add_local_up_down(
-    local_commands: Any,
-    *,
-    operator_options: Callable[[argparse.ArgumentParser], None],
-    directory: Callable[[str], Path],
-) -> None:
+def add_local_up_down(local_commands: Any) -> None:
     """Add ``local up`` (serve a stack until stopped) and ``local down`` (stop it).
 
     Args:
         local_commands: The ``local`` command's subparsers.
-        operator_options: Adds the operator's import settings shared with ``local import``.
-        directory: The argument type of an existing directory.
 
     """
-    up = local_commands.add_parser("up", help="serve a local stack on 127.0.0.1 until `local down` or Ctrl-C")
-    up.add_argument("--policy", action="append", default=[], dest="policies", metavar="P")
-    up.add_argument("--thing-group", action="append", default=[], dest="thing_groups", metavar="G")
-    up.add_argument("--thing-type", metavar="T")
-    up.add_argument("--verifiers", type=directory, metavar="DIR", help="Microchip signer certificates")
-    operator_options(up)
+    up = local_commands.add_parser(
+        "up",
+        help="serve a local stack on 127.0.0.1 until `local down` or Ctrl-C",
+        epilog=example(
+            "thingpress local up --policy demo-policy --thing-group demo-group",
+            "thingpress local up --state /tmp/tp-local --allow-expired --json",
+        ),
+    )
+    add_import_settings(up)
+    up.add_argument(
+        "--verifiers", type=existing_dir, metavar="DIR", help="folder of Microchip signer certificates"
+    )
+    add_operator_options(up)
     up.add_argument("--state", type=Path, metavar="DIR", help=STATE_HELP)
     up.add_argument("--json", action="store_true", help="print the stack's state as one JSON document")
+    add_global_options(up, aws=False)
     up.set_defaults(handler=_cmd_local_up)
-    down = local_commands.add_parser("down", help="stop the local stack `local up` serves")
+    down = local_commands.add_parser(
+        "down", help="stop the local stack `local up` serves", epilog=example("thingpress local down")
+    )
     down.add_argument("--state", type=Path, metavar="DIR", help=STATE_HELP)
+    add_global_options(down, aws=False)
     down.set_defaults(handler=_cmd_local_down)
 
 

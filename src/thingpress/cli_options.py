@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from layer_utils.cert_utils import DEFAULT_NAME_SOURCES, parse_name_sources
-from thingpress import cli_local
 from thingpress.console import CliError
 
 EXIT_OK = 0
@@ -196,12 +195,42 @@ def add_fail_on_errors(parser: argparse.ArgumentParser, what: str) -> None:
     )
 
 
+STATE_HELP = "the local stack's state folder (default: $THINGPRESS_LOCAL_STATE or .thingpress/local)"
+
+
+def add_local_option(parser: argparse.ArgumentParser, help_text: str) -> None:
+    """Add ``--local`` and ``--state DIR``: reach the stack ``thingpress local up`` serves from DIR."""
+    parser.add_argument("--local", action="store_true", help=help_text)
+    parser.add_argument("--state", type=Path, metavar="DIR", help=STATE_HELP)
+
+
+def add_import_settings(parser: argparse.ArgumentParser) -> None:
+    """Add ``--policy``, ``--thing-group`` and ``--thing-type`` (``local import``, ``local up``)."""
+    parser.add_argument(
+        "--policy",
+        action="append",
+        default=[],
+        dest="policies",
+        metavar="P",
+        help="IoT policy to attach to every certificate; created if missing (repeatable)",
+    )
+    parser.add_argument(
+        "--thing-group",
+        action="append",
+        default=[],
+        dest="thing_groups",
+        metavar="G",
+        help="static thing group to add every thing to; created if missing (repeatable)",
+    )
+    parser.add_argument("--thing-type", metavar="T", help="thing type of every thing; created if missing")
+
+
 def add_remote_target(parser: argparse.ArgumentParser) -> None:
     """Add the deployment's name (``--stack``, or ``--bucket`` with ``--table``) and the AWS options."""
     parser.add_argument("--stack", help="CloudFormation stack name (resolves the bucket and table)")
     parser.add_argument("--bucket", help="intake bucket name (with --table, instead of --stack)")
     parser.add_argument("--table", help="jobs table name (with --bucket, instead of --stack)")
-    cli_local.add_local_option(parser, "the stack `thingpress local up` serves (instead of --stack)")
+    add_local_option(parser, "the stack `thingpress local up` serves (instead of --stack)")
     add_aws_options(parser)
 
 
