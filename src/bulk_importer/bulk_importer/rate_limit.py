@@ -1,6 +1,7 @@
 """The importer's IoT quotas: the account quota of each API it calls, and each invocation's share.
 
-The token bucket is the layer's ``layer_utils.rate_limit.RateLimiter``. The importer fleet must stay at the account quota of each IoT control-plane API and never above it.
+The token bucket is the layer's ``layer_utils.rate_limit.RateLimiter``. The importer fleet must
+stay at the account quota of each IoT control-plane API and never above it.
 Every Lambda invocation gets an equal share: ``THINGPRESS_IOT_TPS`` (the account quota per API)
 divided by ``THINGPRESS_MAX_CONCURRENCY`` (the import event source mapping's MaximumConcurrency),
 so the whole fleet together never exceeds the quota.
