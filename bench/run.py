@@ -263,6 +263,56 @@ def quota_ceiling(count: int, workdir: Path) -> dict[str, Any]:
     }
 
 
+def undo_rate(count: int, workdir: Path) -> dict[str, Any]:
+    """Undo a `count`-certificate job through the UndoQueue at the DEFAULT AWS IoT quotas (enforced).
+
+    The import runs with the emulator counting only; the undo then runs with every quota enforced
+    and the UndoFunction at its deployed defaults (UndoApiTps, UndoMaxConcurrency). The ceiling is
+    what the quotas allow: for each API the undo called, its quota divided by its calls per entry;
+    the smallest of these is the most entries per second any undo could reach.
+    """
+    from thingpress.local.quota import DEFAULT_IOT_QUOTAS
+
+    progress(f"Undo rate: {count} certificates at the default AWS IoT quotas")
+    manifest = generated_manifest(count, workdir / "undo.txt", seed=4)
+    key = "incoming/undo.txt"
+    with Pipeline(parameters={"IotApiTps": json.dumps(UNLIMITED_TPS)}, quotas=DEFAULT_IOT_QUOTAS) as pipeline:
+        pipeline.quota.enabled = False
+        pipeline.upload(key, manifest)
+        pipeline.run()
+        job = pipeline.job(key)
+        pipeline.quota.reset_counts()
+        pipeline.quota.enabled = True
+        started = time.monotonic()
+        pipeline.sqs.send_message(
+            QueueUrl=pipeline.stack.physical_id("UndoQueue"), MessageBody=json.dumps({"job_id": job.job_id})
+        )
+        stats = pipeline.run()
+        elapsed = time.monotonic() - started
+        counts = pipeline.quota.counts()
+        undone = pipeline.job(key)
+        left = pipeline.certificate_count()
+    entries = job.succeeded
+    per_entry = {api: n / entries for api, n in sorted(counts.admitted.items())}
+    ceilings = {api: DEFAULT_IOT_QUOTAS[api] / calls for api, calls in per_entry.items() if calls}
+    bound = min(ceilings, key=lambda api: ceilings[api])
+    rate = entries / elapsed
+    return {
+        "certificates": entries,
+        "status": str(undone.status),
+        "certificates_left": left,
+        "seconds": round(elapsed, 1),
+        "undo_certificates_per_second": round(rate, 2),
+        "ceiling_certificates_per_second": round(ceilings[bound], 2),
+        "ceiling_bound_by": bound,
+        "percent_of_ceiling": round(100 * rate / ceilings[bound], 1),
+        "calls_per_certificate": {api: round(calls, 3) for api, calls in per_entry.items()},
+        "throttled_by_api": counts.throttled,
+        "invocations": stats.invocations,
+        "limiter": "the UndoFunction's defaults: UndoApiTps divided by UndoMaxConcurrency (2)",
+    }
+
+
 WORKER_CODE = r"""
 import json, os, resource, sys, time, uuid
 import boto3
@@ -446,9 +496,9 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="smaller inputs (a smoke run)")
     arguments = parser.parse_args()
     sizes = (
-        {"calls": 50, "e2e": 500, "quota": 100, "fanout": 5_000, "import_runs": 2}
+        {"calls": 50, "e2e": 500, "quota": 100, "undo": 50, "fanout": 5_000, "import_runs": 2}
         if arguments.quick
-        else {"calls": 200, "e2e": 10_000, "quota": 500, "fanout": 100_000, "import_runs": 5}
+        else {"calls": 200, "e2e": 10_000, "quota": 500, "undo": 200, "fanout": 100_000, "import_runs": 5}
     )
     started = time.monotonic()
     with quiet_stdout() as out, tempfile.TemporaryDirectory(prefix="thingpress-bench-") as tmp:
@@ -459,6 +509,7 @@ def main() -> int:
         results["fan_out"] = fan_out(sizes["fanout"], workdir)
         results["end_to_end"] = end_to_end(sizes["e2e"], workdir)
         results["quota"] = quota_ceiling(sizes["quota"], workdir)
+        results["undo"] = undo_rate(sizes["undo"], workdir)
         results["bench_seconds"] = round(time.monotonic() - started, 1)
         document = json.dumps(results, indent=2)
         if not arguments.quick:

@@ -20,7 +20,7 @@ OPERATOR = ALL_ON["OperatorPrincipalArns"]
 ROOT = f"arn:aws:iam::{ACCOUNT}:root"
 EVERYTHING = [{"Effect": "Allow", "Action": "*", "Resource": "*"}]
 INTAKE_PREFIXES = ["microchip/", "infineon/", "espressif/", "generated/", "incoming/"]
-ROLES = ("ManifestProviderRole", "BulkImporterRole", "JobSweeperRole")
+ROLES = ("ManifestProviderRole", "BulkImporterRole", "JobSweeperRole", "UndoRole")
 
 
 @pytest.fixture(scope="module")
@@ -173,6 +173,9 @@ def test_the_intake_queue_takes_this_buckets_notifications_only(stack: ResolvedT
         ("ImportQueue", "ImportQueuePolicy", {"ManifestProviderRole", "BulkImporterRole"}),
         ("IntakeDLQ", "DeadLetterQueuePolicy", set()),
         ("ImportDLQ", "DeadLetterQueuePolicy", set()),
+        # An undo request deletes IoT resources: operators (and the UndoFunction's continuations) only.
+        ("UndoQueue", "UndoQueuePolicy", {"UndoRole"}),
+        ("UndoDeadLetterQueue", "UndoDeadLetterQueuePolicy", set()),
     ],
 )
 def test_only_the_stack_and_operators_send_to_the_queues(

@@ -9,8 +9,8 @@ import pytest
 
 from testing.helpers import TEMPLATE_PATH, as_list, branches
 
-FUNCTIONS = ("ManifestProviderFunction", "BulkImporterFunction", "JobSweeperFunction")
-SQS_CONSUMERS = ("ManifestProviderFunction", "BulkImporterFunction")
+FUNCTIONS = ("ManifestProviderFunction", "BulkImporterFunction", "JobSweeperFunction", "UndoFunction")
+SQS_CONSUMERS = ("ManifestProviderFunction", "BulkImporterFunction", "UndoFunction")
 
 # The only actions AWS offers no resource-level permission for that Thingpress uses: they alone may
 # be granted on Resource "*" (Service Authorization Reference, "Resource types" column empty).
@@ -19,6 +19,8 @@ NO_RESOURCE_LEVEL_ACTIONS = {
     "iot:AttachThingPrincipal",
     "iot:ListPrincipalThings",
     "iot:ListAttachedPolicies",
+    "iot:DetachThingPrincipal",
+    "iot:ListThingPrincipals",
     "xray:PutTraceSegments",
     "xray:PutTelemetryRecords",
     "cloudwatch:PutMetricData",
@@ -184,8 +186,8 @@ def test_resource_star_only_for_actions_without_resource_level_permissions(
                 }, f"{role} {statement['Sid']}"
                 assert "aws:RequestedRegion" in comment
     # X-Ray in every role; RegisterCertificateWithoutCA, AttachThingPrincipal and the existing-certificate
-    # reads in the importer's.
-    assert star_statements == 6
+    # reads in the importer's; the principal detach and reads in the undo's.
+    assert star_statements == 8
 
 
 def test_importer_registers_creates_and_attaches_only(template: dict[str, Any]) -> None:
@@ -195,6 +197,47 @@ def test_importer_registers_creates_and_attaches_only(template: dict[str, Any]) 
     assert [action for action in actions if action.startswith(FORBIDDEN_IOT_PREFIXES)] == []
     # The certificate is registered ACTIVE in the same call: no later status change is needed.
     assert not any(action.startswith("iot:Update") and "Certificate" in action for action in actions)
+
+
+# What the undo needs (undo_worker.undo): its reads, then the delete path in dependency order. Nothing
+# that registers, creates, attaches or adds; ownership is checked in the function (IAM has no
+# condition key for who made an IoT certificate or thing).
+UNDO_IOT_ACTIONS = {
+    "iot:DescribeCertificate",
+    "iot:ListPrincipalThings",
+    "iot:ListAttachedPolicies",
+    "iot:DescribeThing",
+    "iot:ListThingPrincipals",
+    "iot:DetachPolicy",
+    "iot:RemoveThingFromThingGroup",
+    "iot:DetachThingPrincipal",
+    "iot:UpdateCertificate",
+    "iot:DeleteCertificate",
+    "iot:DeleteThing",
+}
+IOT_ARN = "arn:${AWS::Partition}:iot:${AWS::Region}:${AWS::AccountId}"
+
+
+def test_undo_reads_and_deletes_only_on_the_stacks_account_and_region(template: dict[str, Any]) -> None:
+    statements = function_statements(template, "UndoFunction")
+    actions = actions_of(statements)
+    assert {a for a in actions if a.startswith("iot:")} == UNDO_IOT_ACTIONS
+    assert not {a for a in actions if a.startswith(("iot:Create", "iot:Attach", "iot:Add", "iot:Register"))}
+    allowed = {f"{IOT_ARN}:{kind}/*" for kind in ("cert", "thing", "thinggroup")}
+    for statement in statements:
+        if not any(a.startswith("iot:") for a in as_list(statement["Action"])):
+            continue
+        for resource in as_list(statement["Resource"]):
+            if resource == "*":
+                continue  # only actions without resource-level permissions, region-bound (tested above)
+            assert resource["Fn::Sub"] in allowed, (statement["Sid"], resource)
+    # The undo sends only its own continuations, to its own queue; it reads no manifest.
+    sends = [s for s in statements if "sqs:SendMessage" in as_list(s["Action"])]
+    assert [s["Resource"] for s in sends] == [{"Fn::GetAtt": ["UndoQueue", "Arn"]}]
+    assert {a for a in actions if a.startswith("s3:")} == {"s3:PutObject"}
+    assert "dynamodb:Scan" not in actions and "dynamodb:DeleteItem" not in actions - {
+        a for s in statements if s["Sid"] == "CircuitStateTable" for a in as_list(s["Action"])
+    }
 
 
 def test_provider_only_reads_iot(template: dict[str, Any]) -> None:

@@ -18,6 +18,8 @@ NO_RESOURCE_LEVEL_ACTIONS = {
     "iot:AttachThingPrincipal",
     "iot:ListPrincipalThings",
     "iot:ListAttachedPolicies",
+    "iot:DetachThingPrincipal",
+    "iot:ListThingPrincipals",
     "cloudwatch:PutMetricData",
 }
 NO_RESOURCE_LEVEL_PREFIXES = ("xray:",)
@@ -157,10 +159,21 @@ def queue_of(event: dict[str, Any]) -> str:
 
 def test_every_queue_is_encrypted_and_every_work_queue_has_a_dlq(template: dict[str, Any]) -> None:
     queues = resources_of(template, "AWS::SQS::Queue")
-    assert set(queues) == {"IntakeQueue", "IntakeDLQ", "ImportQueue", "ImportDLQ"}
+    assert set(queues) == {
+        "IntakeQueue",
+        "IntakeDLQ",
+        "ImportQueue",
+        "ImportDLQ",
+        "UndoQueue",
+        "UndoDeadLetterQueue",
+    }
     for name, queue in queues.items():
         assert queue["Properties"]["SqsManagedSseEnabled"] is True, name
-    for name, dlq in (("IntakeQueue", "IntakeDLQ"), ("ImportQueue", "ImportDLQ")):
+    for name, dlq in (
+        ("IntakeQueue", "IntakeDLQ"),
+        ("ImportQueue", "ImportDLQ"),
+        ("UndoQueue", "UndoDeadLetterQueue"),
+    ):
         redrive = queues[name]["Properties"]["RedrivePolicy"]
         assert redrive["deadLetterTargetArn"] == {"Fn::GetAtt": [dlq, "Arn"]}
         assert redrive["maxReceiveCount"] == {"Ref": "MaxReceiveCount"}
@@ -181,7 +194,7 @@ def test_visibility_timeout_is_at_least_six_times_the_consumer_timeout(template:
             assert visibility >= 6 * timeout, (
                 f"{queue} visibility {visibility} < 6 x {name} timeout {timeout}"
             )
-    assert consumed == {"IntakeQueue", "ImportQueue"}
+    assert consumed == {"IntakeQueue", "ImportQueue", "UndoQueue"}
 
 
 def test_event_sources_report_batch_item_failures_and_cap_concurrency(template: dict[str, Any]) -> None:
@@ -366,6 +379,7 @@ def test_layer_and_runtime(template: dict[str, Any]) -> None:
         "ManifestProviderFunction": ("src/manifest_provider", "manifest_provider.app.lambda_handler"),
         "BulkImporterFunction": ("src/bulk_importer", "bulk_importer.app.lambda_handler"),
         "JobSweeperFunction": ("src/job_sweeper", "job_sweeper.app.lambda_handler"),
+        "UndoFunction": ("src/undo_worker", "undo_worker.app.lambda_handler"),
     }
     for name, (code_uri, handler) in expected.items():
         props = template["Resources"][name]["Properties"]
@@ -487,15 +501,17 @@ def test_dashboard_lists_every_circuit_error_class_and_queue(dashboard: dict[str
     assert circuit_widgets[0]["properties"]["annotations"]["horizontal"][0]["value"] == 2
     queues = {"dummy-IntakeQueue.QueueName", "dummy-IntakeDLQ.QueueName", "dummy-ImportQueue.QueueName"}
     queues.add("dummy-ImportDLQ.QueueName")
-    for metric in (
-        "ApproximateNumberOfMessagesVisible",
-        "ApproximateAgeOfOldestMessage",
-        "ApproximateNumberOfMessagesNotVisible",
+    # The undo widget shows the UndoQueue's waiting and running requests and the UndoDeadLetterQueue.
+    undo = {"dummy-UndoQueue.QueueName", "dummy-UndoDeadLetterQueue.QueueName"}
+    for metric, extra in (
+        ("ApproximateNumberOfMessagesVisible", undo),
+        ("ApproximateAgeOfOldestMessage", set()),
+        ("ApproximateNumberOfMessagesNotVisible", {"dummy-UndoQueue.QueueName"}),
     ):
         shown = {
             dimensions(r)["QueueName"] for _, r in metric_rows(dashboard) if r[:2] == ["AWS/SQS", metric]
         }
-        assert shown == queues, metric
+        assert shown == queues | extra, metric
     functions = {
         "dummy-ManifestProviderFunction",
         "dummy-BulkImporterFunction",
@@ -507,7 +523,7 @@ def test_dashboard_lists_every_circuit_error_class_and_queue(dashboard: dict[str
             for _, r in metric_rows(dashboard)
             if r[:2] == ["AWS/Lambda", metric]
         }
-        assert shown == functions, metric
+        assert shown == functions | ({"dummy-UndoFunction"} if metric == "Errors" else set()), metric
     duration_stats = {r[-1]["stat"] for _, r in metric_rows(dashboard) if r[:2] == ["AWS/Lambda", "Duration"]}
     assert duration_stats == {"p50", "p99"}
 
@@ -523,7 +539,7 @@ def test_every_alarm_notifies_the_alarm_topic(template: dict[str, Any]) -> None:
         for a in alarms.values()
         if a["Properties"].get("MetricName") == "ApproximateNumberOfMessagesVisible"
     }
-    assert dlq_alarms == {"IntakeDLQ", "ImportDLQ"}
+    assert dlq_alarms == {"IntakeDLQ", "ImportDLQ", "UndoDeadLetterQueue"}
     topic = template["Resources"]["AlarmTopic"]["Properties"]
     assert topic["KmsMasterKeyId"] == {"Fn::GetAtt": ["AlarmTopicKey", "Arn"]}
     subscription = template["Resources"]["AlarmEmailSubscription"]

@@ -7,7 +7,8 @@ from collections import Counter
 
 import pytest
 
-from bulk_importer.rate_limit import DEFAULT_IOT_TPS, RateLimiter, account_quotas_from_env, rates_from_env
+from bulk_importer.rate_limit import DEFAULT_IOT_TPS, account_quotas_from_env, rates_from_env
+from layer_utils.rate_limit import RateLimiter
 
 
 class FakeClock:

@@ -27,10 +27,10 @@ from bulk_importer.importer import (
     handle_import_body,
 )
 from bulk_importer.iot_import import ArnContext
-from bulk_importer.rate_limit import RateLimiter
 from layer_utils.aws_utils import get_client
 from layer_utils.circuit import CircuitRegistry
 from layer_utils.jobs import store_for_function
+from layer_utils.rate_limit import RateLimiter
 from layer_utils.telemetry import count_in_invocation, end_invocation, logger, metrics, tracer
 
 _runtime: tuple[ImporterConfig, Services] | None = None

@@ -1,6 +1,7 @@
-"""Client-side rate limiting: one thread-safe token bucket per AWS IoT API.
+"""The importer's IoT quotas: the account quota of each API it calls, and each invocation's share.
 
-The importer fleet must stay at the account quota of each IoT control-plane API and never above it.
+The token bucket is the layer's ``layer_utils.rate_limit.RateLimiter``. The importer fleet must
+stay at the account quota of each IoT control-plane API and never above it.
 Every Lambda invocation gets an equal share: ``THINGPRESS_IOT_TPS`` (the account quota per API)
 divided by ``THINGPRESS_MAX_CONCURRENCY`` (the import event source mapping's MaximumConcurrency),
 so the whole fleet together never exceeds the quota.
@@ -8,18 +9,11 @@ so the whole fleet together never exceeds the quota.
 
 from __future__ import annotations
 
-import json
-import math
 import os
-import threading
-import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 
 from layer_utils.env import env_positive_int
-
-# Hand-written: botocore's adaptive retry mode only slows down after AWS has throttled a call and
-# cannot give each invocation a fixed share of a per-API fleet quota.
+from layer_utils.rate_limit import quotas_from_json
 
 DEFAULT_IOT_TPS: Mapping[str, float] = {
     "RegisterCertificateWithoutCA": 10.0,
@@ -42,123 +36,7 @@ DEFAULT_MAX_CONCURRENCY = 2
 """Default of ``THINGPRESS_MAX_CONCURRENCY``: the import event source mapping's MaximumConcurrency."""
 
 TPS_ENV = "THINGPRESS_IOT_TPS"
-# Tolerance on a whole token: without it, floating-point rounding could make a thread sleep for
-# intervals shorter than the clock's resolution forever.
-_EPSILON = 1e-9
 CONCURRENCY_ENV = "THINGPRESS_MAX_CONCURRENCY"
-
-
-@dataclass
-class _Bucket:
-    """The state of one API's bucket; every field is guarded by ``lock``."""
-
-    rate: float
-    capacity: float
-    tokens: float
-    updated: float
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    turn: threading.Condition = field(init=False)
-    next_ticket: int = 0
-    serving: int = 0
-
-    def __post_init__(self) -> None:
-        self.turn = threading.Condition(self.lock)
-
-
-class RateLimiter:
-    """A token bucket per API name, shared by every thread of an invocation.
-
-    ``rates`` maps an API name (for example ``"RegisterCertificateWithoutCA"``) to its allowed
-    calls per second. ``burst`` is the bucket capacity in tokens (default 1: calls are evenly
-    spaced), so in any time window of length ``t`` at most ``rate * t + burst`` acquisitions of one
-    API succeed. Waiting threads are served first come, first served. ``clock`` (seconds, monotonic)
-    and ``sleep`` are injectable so tests run on a fake clock.
-
-    """
-
-    def __init__(
-        self,
-        rates: Mapping[str, float],
-        *,
-        clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
-        burst: float = 1.0,
-    ) -> None:
-        """Create a full bucket for every API.
-
-        Raises:
-            ValueError: a rate is not a positive finite number, or ``burst`` is below 1.
-
-        """
-        if not burst >= 1.0 or not math.isfinite(burst):
-            raise ValueError(f"The rate limiter burst must be a finite number of at least 1, not {burst!r}.")
-        self._clock = clock
-        self._sleep = sleep
-        now = clock()
-        self._buckets: dict[str, _Bucket] = {}
-        for api, rate in rates.items():
-            if not rate > 0 or not math.isfinite(rate):
-                raise ValueError(
-                    f"The rate of {api} must be a positive number of calls per second, not {rate!r}."
-                )
-            # A new bucket starts full so the first call of an invocation does not wait.
-            self._buckets[api] = _Bucket(rate=float(rate), capacity=burst, tokens=burst, updated=now)
-
-    @property
-    def rates(self) -> dict[str, float]:
-        """A copy of the configured rate (calls per second) of every API."""
-        return {api: bucket.rate for api, bucket in self._buckets.items()}
-
-    def waiting(self, api: str) -> int:
-        """Return how many threads are currently inside ``acquire(api)`` (queued or sleeping).
-
-        Raises:
-            KeyError: the limiter has no rate for ``api``.
-
-        """
-        bucket = self._buckets[api]
-        with bucket.lock:
-            return bucket.next_ticket - bucket.serving
-
-    def acquire(self, api: str) -> float:
-        """Block until a call to ``api`` is allowed and consume one token.
-
-        No lock is held while sleeping: threads queue on a condition (which releases the lock) and only
-        the head of the queue sleeps, outside the lock.
-
-        Returns:
-            The seconds spent waiting.
-
-        Raises:
-            KeyError: the limiter has no rate for ``api``.
-
-        """
-        try:
-            bucket = self._buckets[api]
-        except KeyError:
-            raise KeyError(f"The rate limiter has no rate for the API {api}.") from None
-        started = self._clock()
-        with bucket.turn:
-            ticket = bucket.next_ticket
-            bucket.next_ticket += 1
-            while bucket.serving != ticket:
-                bucket.turn.wait()
-        try:
-            while True:
-                with bucket.lock:
-                    now = self._clock()
-                    elapsed = max(0.0, now - bucket.updated)
-                    bucket.tokens = min(bucket.capacity, bucket.tokens + elapsed * bucket.rate)
-                    bucket.updated = now
-                    if bucket.tokens >= 1.0 - _EPSILON:
-                        bucket.tokens = max(0.0, bucket.tokens - 1.0)
-                        return max(0.0, now - started)
-                    wait = (1.0 - bucket.tokens) / bucket.rate
-                self._sleep(wait)
-        finally:
-            with bucket.turn:
-                bucket.serving += 1
-                bucket.turn.notify_all()
 
 
 def account_quotas_from_env(environ: Mapping[str, str] | None = None) -> dict[str, float]:
@@ -172,21 +50,7 @@ def account_quotas_from_env(environ: Mapping[str, str] | None = None) -> dict[st
 
     """
     env = os.environ if environ is None else environ
-    quotas = dict(DEFAULT_IOT_TPS)
-    raw = env.get(TPS_ENV, "").strip()
-    if not raw:
-        return quotas
-    try:
-        overrides = json.loads(raw)
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{TPS_ENV} is not valid JSON: {error.msg}.") from None
-    if not isinstance(overrides, dict):
-        raise ValueError(f'{TPS_ENV} must be a JSON object such as {{"CreateThing": 100}}.')
-    for api, value in overrides.items():
-        if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-            raise ValueError(f"{TPS_ENV} gives {api} the quota {value!r}; it must be a positive number.")
-        quotas[str(api)] = float(value)
-    return quotas
+    return quotas_from_json(env.get(TPS_ENV, ""), DEFAULT_IOT_TPS, TPS_ENV)
 
 
 def rates_from_env(environ: Mapping[str, str] | None = None) -> dict[str, float]:

@@ -41,6 +41,18 @@ DEFAULT_IOT_QUOTAS: Final[Mapping[str, float]] = {
     "AddThingToThingGroup": 100.0,
     "UpdateThing": 100.0,
     "DescribeThing": 350.0,
+    # The importer's conflict-path reads and the undo's reads.
+    "ListPrincipalThings": 10.0,
+    "ListAttachedPolicies": 15.0,
+    "ListThingPrincipals": 10.0,
+    # The undo's delete path (AWS General Reference, "AWS IoT Core endpoints and quotas", API
+    # throttling limits; the thing APIs are also Service Quotas codes of iotcore).
+    "DetachPolicy": 15.0,
+    "RemoveThingFromThingGroup": 100.0,
+    "DetachThingPrincipal": 100.0,
+    "UpdateCertificate": 10.0,
+    "DeleteCertificate": 10.0,
+    "DeleteThing": 100.0,
 }
 """AWS IoT Core default account quotas (requests per second) of the APIs Thingpress calls.
 

@@ -69,6 +69,9 @@ class UndoResult:
     kept: list[dict[str, str]] = field(default_factory=list)
     left: list[dict[str, str]] = field(default_factory=list)
     status: str | None = None
+    run: int | None = None
+    paused: bool = False
+    """True when ``out_of_time`` stopped the run before its end: call again to resume."""
 
 
 class UndoCalls:
@@ -258,6 +261,7 @@ def undo_job(
     emit: Callable[[str, float], None] = lambda _name, _value: None,
     dry_run: bool = False,
     chunk_size: int = UNDO_CHUNK,
+    out_of_time: Callable[[], bool] = lambda: False,
 ) -> UndoResult:
     """Undo a job, resuming from its checkpoint; a dry run plans every entry and writes nothing.
 
@@ -271,9 +275,11 @@ def undo_job(
         emit: emits a count metric (name, value).
         dry_run: plan only.
         chunk_size: entries per checkpoint.
+        out_of_time: asked before each chunk; True stops the run there (``paused``, resumable).
 
     Returns:
-        What was removed, kept and left (a real run: from the start of this undo run, across resumes).
+        What was removed, kept and left (a real run: from the start of this undo run, across resumes);
+        a paused run has only its ``run`` and ``paused`` set.
 
     Raises:
         UndoRefusedError: the job does not exist or its import is not over.
@@ -299,9 +305,13 @@ def undo_job(
     if checkpoint is None:
         _refuse_unless_undoable(job)
         raise UndoRefusedError(f"Job {job_id} changed while its undo started; try again.")
+    result.run = int(checkpoint["run"])
     for index, chunk in _chunks(entries, chunk_size):
         if index < int(checkpoint["next"]):
             continue
+        if out_of_time():
+            result.paused = True
+            return result
         removed: list[str] = []
         plans = []
         for entry in chunk:
