@@ -5,7 +5,7 @@ environment error. Errors are one line on stderr, never a traceback (set ``THING
 see the traceback of an unexpected error). ``--json`` prints exactly one JSON document on stdout.
 A bare ``thingpress`` prints the help on stdout and exits 2 (no command is a usage error);
 ``thingpress --version`` prints the version. The commands that talk to a deployed stack (``status``,
-``report``, ``sweep``, ``redrive``) take ``--region`` and ``--profile``, as the AWS CLI does.
+``report``, ``reconcile``, ``undo``, ``sweep``, ``redrive``) take ``--region`` and ``--profile``.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from typing import Any, NoReturn
 from botocore.exceptions import NoCredentialsError, NoRegionError
 
 from layer_utils.cert_utils import DEFAULT_NAME_SOURCES, parse_name_sources
-from thingpress import cli_local
+from thingpress import cli_local, undo_cli
 from thingpress.console import CliError, handler_logs_to_stderr
 
 EXIT_OK = 0
@@ -229,6 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     reconcile.add_argument("job", metavar="JOB_ID_OR_MANIFEST_KEY")
     _add_remote_target(reconcile)
     reconcile.set_defaults(handler=_cmd_reconcile)
+    undo_cli.add_undo_command(commands, add_target=_add_remote_target, resolve=_remote_target)
 
     generate = commands.add_parser("generate", help="write a synthetic manifest")
     generate.add_argument("--vendor", choices=VENDORS, required=True)

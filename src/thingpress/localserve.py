@@ -131,6 +131,12 @@ def upload_verifier_files(running: RunningStack, directory: Path) -> list[str]:
 
 
 def _deployment(stack: Any) -> remote.Deployment:
+    from thingpress.local import LocalStackError  # noqa: PLC0415 - loads moto
+
+    try:
+        undo_queue: str | None = stack.physical_id("UndoQueue")
+    except LocalStackError:  # a template without the deployed undo path
+        undo_queue = None
     return remote.Deployment(
         bucket=stack.bucket,
         table=stack.physical_id("JobsTable"),
@@ -138,6 +144,7 @@ def _deployment(stack: Any) -> remote.Deployment:
         intake_dlq=stack.physical_id("IntakeDLQ"),
         import_queue=stack.physical_id("ImportQueue"),
         import_dlq=stack.physical_id("ImportDLQ"),
+        undo_queue=undo_queue,
     )
 
 
