@@ -130,7 +130,8 @@ def upload_verifier_files(running: RunningStack, directory: Path) -> list[str]:
 # --- thingpress local up -----------------------------------------------------------------------------
 
 
-def _deployment(stack: Any) -> remote.Deployment:
+def stack_deployment(stack: Any) -> remote.Deployment:
+    """Return the deployment of a started local stack (its UndoQueue only when the template has one)."""
     from thingpress.local import LocalStackError  # noqa: PLC0415 - loads moto
 
     try:
@@ -229,7 +230,7 @@ def up_command(
             pid=os.getpid(),
             endpoint=stack.endpoint_url,
             region=stack.region,
-            deployment=_deployment(stack),
+            deployment=stack_deployment(stack),
             settings=settings.describe(),
             verifier_prefix=prefix,
         )

@@ -39,6 +39,8 @@ if TYPE_CHECKING:
 
 WAIT_SECONDS = 900.0
 """How long a real undo is followed before the command gives up waiting (the undo goes on)."""
+REMOVED_SHOWN = 24
+"""Removals a real undo prints (a dry run prints every one; the undo report holds every one)."""
 
 
 def add_undo_command(
@@ -130,8 +132,13 @@ class UndoView:
         console.print(self.summary())
         if self.removed:
             console.print("Would remove:" if self.dry_run else "Removed:")
-            for text in self.removed:
+            shown = self.removed if self.dry_run else self.removed[:REMOVED_SHOWN]
+            for text in shown:
                 console.print(f"  {text}")
+            if len(shown) < len(self.removed):
+                console.print(
+                    f"  … and {len(self.removed) - len(shown)} more (every one is in the undo report)"
+                )
         if self.left:
             title = "Would leave in place" if self.dry_run else "Left in place"
             table = Table(title=title)
