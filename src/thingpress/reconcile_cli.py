@@ -104,7 +104,10 @@ def reconcile_command(
             )
         else:
             console.print(
-                f"No drift: IoT holds what job {job.job_id} ({job.key}) recorded for its"
-                f" {result.entries} {'entries' if result.undone else 'imported entries'}."
+                f"No drift: what the undo removed is gone and the rest is as recorded, over the"
+                f" {result.entries} entries of job {job.job_id} ({job.key})."
+                if job.status in UNDO_STATUSES
+                else f"No drift: IoT holds what job {job.job_id} ({job.key}) recorded for its"
+                f" {result.entries} imported entries."
             )
     return 1 if result.drifts else 0

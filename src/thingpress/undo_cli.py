@@ -118,12 +118,12 @@ class UndoView:
         if self.dry_run:
             return (
                 f"Dry run of the undo of job {self.job_id} ({self.key}, {self.status}): it would remove"
-                f" {len(self.removed)} resources and leave {len(self.left)} in place; {len(self.kept)}"
-                " existed before the import and stay. Nothing was changed."
+                f" {len(self.removed)} resources and leave {len(self.left)} in place; {len(self.kept)} the"
+                " import found already there stay. Nothing was changed."
             )
         return (
             f"Undo of job {self.job_id} ({self.key}): {self.status}. Removed {len(self.removed)} resources,"
-            f" left {len(self.left)} in place; {len(self.kept)} existed before the import and stay."
+            f" left {len(self.left)} in place; {len(self.kept)} the import found already there stay."
         )
 
     def print(self) -> None:
