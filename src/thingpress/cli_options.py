@@ -160,7 +160,7 @@ def add_operator_options(parser: argparse.ArgumentParser) -> None:
 REGION_HELP = "AWS region (default: $AWS_REGION, $AWS_DEFAULT_REGION, the profile's region)"
 PROFILE_HELP = "named profile of the AWS config files (default: $AWS_PROFILE)"
 VERBOSE_HELP = "show the Lambda handlers' logs (JSON lines) on stderr"
-AWS_COMMANDS = ("status", "report", "reconcile", "sweep", "redrive")
+AWS_COMMANDS = ("status", "report", "reconcile", "undo", "sweep", "redrive")
 """The commands that talk to a deployed stack: they take ``--region`` and ``--profile``."""
 
 

@@ -10,7 +10,7 @@ import argparse
 import logging
 from typing import Any
 
-from thingpress import cli_local
+from thingpress import cli_local, undo_cli
 from thingpress.cli_options import (
     add_aws_options,
     add_fail_on_errors,
@@ -65,6 +65,7 @@ def add_remote_commands(commands: Any) -> None:
     )
     add_remote_target(reconcile)
     reconcile.set_defaults(handler=_cmd_reconcile)
+    undo_cli.add_undo_command(commands)
 
     sweep = commands.add_parser(
         "sweep",

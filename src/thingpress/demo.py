@@ -7,6 +7,7 @@ circuit-breaker states; ``generate`` writes a synthetic manifest.
 
 from __future__ import annotations
 
+import os
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from layer_utils.cert_utils import DEFAULT_NAME_SOURCES
 from layer_utils.jobs import FINAL_STATUSES
+from layer_utils.reconcile import reconcile_job
 from thingpress import remote, remote_cli
 from thingpress.certfactory import Issued
 from thingpress.console import (
@@ -46,8 +48,9 @@ from thingpress.localrun import (
     upload_verifiers,
     write_dashboard,
 )
-from thingpress.localserve import OperatorSettings, import_to_running
-from thingpress.localstate import find_running, require_running, state_dir
+from thingpress.localserve import OperatorSettings, import_to_running, stack_deployment
+from thingpress.localstate import RunningStack, find_running, require_running, state_dir
+from thingpress.undo_cli import UndoOptions, run_undo
 
 # --- thingpress local import ----------------------------------------------------------------------
 
@@ -326,28 +329,77 @@ def run_demo(
         reports = LocalRun(stack).run([manifest.upload for manifest in manifests], capture=capture)
         things = remote.inventory(iot)
         circuits = circuit_status(stack)
+        console.print(jobs_table(reports, title="Jobs"))
+        failures = [
+            {"key": report.get("key"), **failure}
+            for report in reports
+            for failure in report.get("failures") or []
+        ]
+        if failures:
+            console.print(failures_table(failures, title="Failed entries (the bad ones are expected)"))
+        console.print(things_table(things, title=f"IoT inventory ({len(things)} things, read back from IoT)"))
+        console.print(circuits_table(circuits))
+        lifecycle = demo_lifecycle(stack, reports[0])
     problems = [
         problem
         for manifest, report in zip(manifests, reports, strict=True)
         for problem in manifest.problems(report)
-    ]
+    ] + lifecycle
     if len(things) != sum(len(manifest.summary.thing_names) for manifest in manifests):
         problems.append(f"IoT holds {len(things)} things, not the number of good entries.")
-    console.print(jobs_table(reports, title="Jobs"))
-    failures = [
-        {"key": report.get("key"), **failure}
-        for report in reports
-        for failure in report.get("failures") or []
-    ]
-    if failures:
-        console.print(failures_table(failures, title="Failed entries (the bad ones are expected)"))
-    console.print(things_table(things, title=f"IoT inventory ({len(things)} things, read back from IoT)"))
-    console.print(circuits_table(circuits))
     if capture is not None and dashboard is not None:
         console.print(
             f"Dashboard drawn from the run's metrics: {write_dashboard(capture, template, dashboard)}"
         )
     return reports, problems
+
+
+def demo_lifecycle(stack: Any, report: Mapping[str, Any]) -> list[str]:
+    """Show the rest of one imported manifest's lifecycle: reconcile, undo (``--yes``), reconcile.
+
+    It runs the commands' own code against the demo's stack, as ``--local`` reaches one:
+    `layer_utils.reconcile.reconcile_job` and `thingpress.undo_cli.run_undo` (the undo goes to the
+    stack's UndoQueue when its template has one, its functions running while the command waits, and
+    otherwise runs in this process).
+
+    Args:
+        stack: The started local stack.
+        report: The report of the manifest's finished import.
+
+    Returns:
+        The problems: drift after the import or after the undo, an undo that is not UNDONE, or a
+        thing of the manifest still in IoT.
+
+    """
+    from thingpress.local import EventSourceMappingEmulator  # noqa: PLC0415 - loads moto
+
+    console = out_console()
+    running = RunningStack(os.getpid(), stack.endpoint_url, stack.region, stack_deployment(stack))
+    store = remote.job_store(running.deployment, dynamodb=running.client("dynamodb"), s3=running.client("s3"))
+    iot, job_id = running.client("iot"), str(report["job_id"])
+    key = remote.find_job(store, job_id).key
+    console.rule(f"Lifecycle of {key}: import, reconcile, undo, reconcile")
+    emulator = EventSourceMappingEmulator(stack, max_concurrency=None)
+
+    def run_functions(_seconds: float) -> None:  # while the undo command waits for the UndoFunction
+        emulator.run_until_idle(max_seconds=5.0)
+
+    problems: list[str] = []
+    for moment in ("the import", "the undo"):
+        if moment == "the undo":
+            options = UndoOptions(yes=True, sleep=run_functions)
+            if run_undo(running, running.deployment, store, job_id, options) != 0:
+                problems.append(f"{key}: the undo did not end UNDONE.")
+        job = remote.find_job(store, job_id)
+        result = reconcile_job(iot, store, job)
+        counts = ", ".join(f"{count} {kind}" for kind, count in result.counts().items())
+        console.print(f"Reconcile after {moment} ({job.status}): {result.entries} entries, drift: {counts}.")
+        problems += [f"{key}: drift after {moment}: {drift.message}" for drift in result.drifts]
+    left = {thing["thing_name"] for thing in remote.inventory(iot)} & {
+        t["thing_name"] for t in report["things"]
+    }
+    problems += [f"{key}: thing {name} is still in IoT after the undo." for name in sorted(left)]
+    return problems
 
 
 def demo_command(*, count: int = 25, dashboard: Path | None = None) -> int:

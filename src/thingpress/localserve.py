@@ -130,7 +130,14 @@ def upload_verifier_files(running: RunningStack, directory: Path) -> list[str]:
 # --- thingpress local up -----------------------------------------------------------------------------
 
 
-def _deployment(stack: Any) -> remote.Deployment:
+def stack_deployment(stack: Any) -> remote.Deployment:
+    """Return the deployment of a started local stack (its UndoQueue only when the template has one)."""
+    from thingpress.local import LocalStackError  # noqa: PLC0415 - loads moto
+
+    try:
+        undo_queue: str | None = stack.physical_id("UndoQueue")
+    except LocalStackError:  # a template without the deployed undo path
+        undo_queue = None
     return remote.Deployment(
         bucket=stack.bucket,
         table=stack.physical_id("JobsTable"),
@@ -138,6 +145,7 @@ def _deployment(stack: Any) -> remote.Deployment:
         intake_dlq=stack.physical_id("IntakeDLQ"),
         import_queue=stack.physical_id("ImportQueue"),
         import_dlq=stack.physical_id("ImportDLQ"),
+        undo_queue=undo_queue,
     )
 
 
@@ -222,7 +230,7 @@ def up_command(
             pid=os.getpid(),
             endpoint=stack.endpoint_url,
             region=stack.region,
-            deployment=_deployment(stack),
+            deployment=stack_deployment(stack),
             settings=settings.describe(),
             verifier_prefix=prefix,
         )

@@ -35,6 +35,7 @@ _OUTPUTS = {
     "IntakeDLQUrl": "intake_dlq",
     "ImportQueueUrl": "import_queue",
     "ImportDLQUrl": "import_dlq",
+    "UndoQueueUrl": "undo_queue",
 }
 _RESOURCES = {
     "ManifestBucket": "bucket",
@@ -43,6 +44,7 @@ _RESOURCES = {
     "IntakeDLQ": "intake_dlq",
     "ImportQueue": "import_queue",
     "ImportDLQ": "import_dlq",
+    "UndoQueue": "undo_queue",
 }
 
 
@@ -56,6 +58,7 @@ class Deployment:
     intake_dlq: str | None = None
     import_queue: str | None = None
     import_dlq: str | None = None
+    undo_queue: str | None = None
     parameters: Mapping[str, str] = field(default_factory=dict)
 
 

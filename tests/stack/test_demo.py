@@ -212,8 +212,9 @@ def test_make_demo() -> None:
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
     out = completed.stdout
     assert "Demo OK" in out
-    for heading in ("Jobs", "IoT inventory", "Circuit breakers"):
+    for heading in ("Jobs", "IoT inventory", "Circuit breakers", "Lifecycle of espressif/demo-espressif.csv"):
         assert heading in out
+    assert "Reconcile after the undo (UNDONE): 25 entries, drift: 0 missing, 0 extra, 0 changed." in out
     for key in ("espressif/", "infineon/", "microchip/", "generated/", "incoming/"):
         assert key in out
     assert "Traceback" not in completed.stderr
@@ -254,3 +255,29 @@ def test_every_import_setting_of_the_stack(
     assert cli.main(["check", devices, "--json"]) == 1
     checked = json.loads(capsys.readouterr().out)
     assert all("no thing name source (vendor,cn)" in problem["reason"] for problem in checked["problems"])
+
+
+def test_the_demo_lifecycle_import_reconcile_undo_reconcile(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    from testing.pipeline import pipeline
+    from thingpress.demo import demo_lifecycle
+    from thingpress.remote import with_things
+
+    manifest = tmp_path / "lifecycle.csv"
+    summary = generate("espressif", 4, manifest, seed=14)
+    with pipeline() as p:
+        result = p.run("espressif/lifecycle.csv", manifest.read_bytes())
+        report = with_things(p.iot, result.report)
+        assert len(report["things"]) == 4
+        capsys.readouterr()
+
+        assert demo_lifecycle(p.stack, report) == []
+
+        out = capsys.readouterr().out
+        job = p.jobs.get_job(result.job.job_id)
+        assert job is not None and str(job.status) == "UNDONE"
+        assert not set(p.things()) & set(summary.thing_names)
+    assert "Reconcile after the import (COMPLETED): 4 entries, drift: 0 missing, 0 extra, 0 changed." in out
+    assert "UNDONE. Removed 16 resources" in out  # per entry: principal, INACTIVE, certificate, thing
+    assert "Reconcile after the undo (UNDONE): 4 entries, drift: 0 missing, 0 extra, 0 changed." in out
