@@ -1,9 +1,9 @@
 """Client-side rate limiting: one thread-safe token bucket per AWS IoT API.
 
 The importer fleet must stay at the account quota of each IoT control-plane API and never above it.
-Every Lambda invocation gets an equal share: ``THINGPRESS_IOT_TPS`` (the account quota per API)
-divided by ``THINGPRESS_MAX_CONCURRENCY`` (the import event source mapping's MaximumConcurrency),
-so the whole fleet together never exceeds the quota.
+With the fleet budget (``bulk_importer.fleet_budget``) each invocation's buckets run at the account
+quota times the share the budget grants it (``scale``); without it every invocation gets the fixed
+share ``THINGPRESS_IOT_TPS`` ÷ ``THINGPRESS_MAX_CONCURRENCY``.
 """
 
 from __future__ import annotations
@@ -54,6 +54,7 @@ class _Bucket:
     capacity: float
     tokens: float
     updated: float
+    scale: float = 1.0
     lock: threading.Lock = field(default_factory=threading.Lock)
     turn: threading.Condition = field(init=False)
     next_ticket: int = 0
@@ -72,6 +73,11 @@ class RateLimiter:
     API succeed. Waiting threads are served first come, first served. ``clock`` (seconds, monotonic)
     and ``sleep`` are injectable so tests run on a fake clock.
 
+    ``scale`` (optional) returns the fraction of every rate allowed now (the fleet budget's share,
+    0 to 1). It is asked before every decision; tokens accrue at the lower of the previous and the
+    current scale, a scale of 0 drops the tokens held, and no wait is longer than ``max_wait``
+    seconds, so a change of the share is seen within it.
+
     """
 
     def __init__(
@@ -81,6 +87,8 @@ class RateLimiter:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
         burst: float = 1.0,
+        scale: Callable[[], float] | None = None,
+        max_wait: float = 0.1,
     ) -> None:
         """Create a full bucket for every API.
 
@@ -92,6 +100,8 @@ class RateLimiter:
             raise ValueError(f"The rate limiter burst must be a finite number of at least 1, not {burst!r}.")
         self._clock = clock
         self._sleep = sleep
+        self._scale = scale
+        self._max_wait = max_wait if scale is not None else math.inf
         now = clock()
         self._buckets: dict[str, _Bucket] = {}
         for api, rate in rates.items():
@@ -143,16 +153,20 @@ class RateLimiter:
                 bucket.turn.wait()
         try:
             while True:
+                # Asked outside the bucket lock: the fleet budget may call DynamoDB to renew the share.
+                scale = 1.0 if self._scale is None else min(1.0, max(0.0, self._scale()))
                 with bucket.lock:
                     now = self._clock()
                     elapsed = max(0.0, now - bucket.updated)
-                    bucket.tokens = min(bucket.capacity, bucket.tokens + elapsed * bucket.rate)
+                    credit = elapsed * bucket.rate * min(scale, bucket.scale)
+                    bucket.tokens = min(bucket.capacity, bucket.tokens + credit) if scale > 0 else 0.0
                     bucket.updated = now
-                    if bucket.tokens >= 1.0 - _EPSILON:
+                    bucket.scale = scale
+                    if scale > 0 and bucket.tokens >= 1.0 - _EPSILON:
                         bucket.tokens = max(0.0, bucket.tokens - 1.0)
                         return max(0.0, now - started)
-                    wait = (1.0 - bucket.tokens) / bucket.rate
-                self._sleep(wait)
+                    wait = (1.0 - bucket.tokens) / (bucket.rate * scale) if scale > 0 else self._max_wait
+                self._sleep(min(wait, self._max_wait))
         finally:
             with bucket.turn:
                 bucket.serving += 1
