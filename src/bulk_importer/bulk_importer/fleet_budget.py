@@ -38,9 +38,9 @@ if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
 
 ITEM_ID = "importer-fleet"
-VALIDITY_SECONDS = 1.0
+VALIDITY_SECONDS = 2.0
 """How long a share may be used after the write that granted it."""
-RENEW_BEFORE_SECONDS = 0.5
+RENEW_BEFORE_SECONDS = 1.5
 """A share is renewed when less than this of its validity is left."""
 CATCH_UP_SECONDS = 0.2
 """Renewal interval of an invocation holding less than its fair share (others still hold theirs)."""
