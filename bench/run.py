@@ -236,9 +236,6 @@ def quota_ceiling(count: int, workdir: Path) -> dict[str, Any]:
     manifest = generated_manifest(count, workdir / "quota.txt", seed=3)
     key = "incoming/quota.txt"
     with Pipeline(parameters={}, quotas=DEFAULT_IOT_QUOTAS) as pipeline:
-        # The local importer invocations run in one process and share one execution environment's
-        # rate limiter, so locally that limiter is the whole fleet's: its share is the full quota.
-        pipeline.stack.configure_function(IMPORTER, environment={"THINGPRESS_MAX_CONCURRENCY": "1"})
         started = time.monotonic()
         pipeline.upload(key, manifest)
         pipeline.run()
@@ -258,7 +255,7 @@ def quota_ceiling(count: int, workdir: Path) -> dict[str, Any]:
         "throttled_by_api": counts.throttled,
         "registered": registered,
         "lost_to_throttling": count - min(registered, job.succeeded),
-        "limiter": "one shared limiter for the in-process invocations (THINGPRESS_MAX_CONCURRENCY=1)",
+        "limiter": "the fleet rate budget (RateBudgetTable), one entry per importer invocation",
         "job": job_summary(job),
     }
 
@@ -310,6 +307,68 @@ def undo_rate(count: int, workdir: Path) -> dict[str, Any]:
         "throttled_by_api": counts.throttled,
         "invocations": stats.invocations,
         "limiter": "the UndoFunction's defaults: UndoApiTps divided by UndoMaxConcurrency (2)",
+    }
+
+
+# --- fleet rate budget: share of each quota (issue 15) ---------------------------------------------
+
+QUOTA_SHARE_SCENARIOS: dict[str, tuple[dict[str, str], tuple[int, ...]]] = {
+    "single_200": ({}, (200,)),
+    "ten_mixed": ({}, (10, 25, 40, 50, 60, 75, 90, 30, 70, 50)),
+    "concurrency_10_single_200": ({"ImporterMaxConcurrency": "10"}, (200,)),
+}
+"""Scenario name → (stack parameters, manifest sizes uploaded together), at the default AWS quotas."""
+
+
+def quota_share(name: str, workdir: Path) -> dict[str, Any]:
+    """Upload the scenario's manifests together against the default AWS IoT quotas, enforced.
+
+    The share of an API is its admitted rate between its first and last admitted call (the quota
+    emulator's clock) over its quota; RegisterCertificateWithoutCA, one call per certificate and the
+    smallest quota, is the headline. The other APIs are bounded by it (one call per certificate at a
+    larger quota), so their share says how much of their quota the workload needed, not what was left.
+    """
+    from thingpress.local.quota import DEFAULT_IOT_QUOTAS
+
+    parameters, sizes = QUOTA_SHARE_SCENARIOS[name]
+    progress(f"Quota share {name}: manifests of {sizes} certificates, parameters {parameters}")
+    keys = {f"incoming/share-{name}-{index}.txt": size for index, size in enumerate(sizes)}
+    manifests = {
+        key: generated_manifest(size, workdir / f"share-{index}.txt", seed=100 + index)
+        for index, (key, size) in enumerate(keys.items())
+    }
+    with Pipeline(parameters=parameters, quotas=DEFAULT_IOT_QUOTAS) as pipeline:
+        load = os.getloadavg()[0]
+        started = time.monotonic()
+        for key, manifest in manifests.items():
+            pipeline.upload(key, manifest)
+        stats = pipeline.run()
+        elapsed = time.monotonic() - started
+        counts = pipeline.quota.counts()
+        jobs = [pipeline.job(key) for key in keys]
+        registered = pipeline.certificate_count()
+    total = sum(sizes)
+    shares = {
+        api: round(100 * rate / DEFAULT_IOT_QUOTAS[api], 1)
+        for api in sorted(counts.admitted)
+        if api in DEFAULT_IOT_QUOTAS and (rate := counts.admitted_rate(api)) is not None
+    }
+    headline = "RegisterCertificateWithoutCA"
+    return {
+        "certificates": total,
+        "manifests": len(sizes),
+        "parameters": parameters,
+        "percent_of_quota": shares.get(headline),
+        "percent_of_quota_by_api": shares,
+        "admitted_by_api": dict(sorted(counts.admitted.items())),
+        "throttled_by_api": counts.throttled,
+        "throttles": counts.total_throttled,
+        "registered": registered,
+        "lost_certificates": total - min(registered, sum(job.succeeded for job in jobs)),
+        "failed": sum(job.failed for job in jobs),
+        "importer_invocations": stats.invocations.get(IMPORTER, 0),
+        "end_to_end_seconds": round(elapsed, 1),
+        "load_average_1min": round(load, 1),
     }
 
 
@@ -494,6 +553,16 @@ def machine() -> dict[str, Any]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller inputs (a smoke run)")
+    parser.add_argument(
+        "--share",
+        nargs="*",
+        choices=sorted(QUOTA_SHARE_SCENARIOS),
+        default=sorted(QUOTA_SHARE_SCENARIOS),
+        help="the fleet-budget quota-share scenarios to run (default all)",
+    )
+    parser.add_argument(
+        "--only-share", action="store_true", help="run only the quota-share scenarios (not saved)"
+    )
     arguments = parser.parse_args()
     sizes = (
         {"calls": 50, "e2e": 500, "quota": 100, "undo": 50, "fanout": 5_000, "import_runs": 2}
@@ -510,9 +579,16 @@ def main() -> int:
         results["end_to_end"] = end_to_end(sizes["e2e"], workdir)
         results["quota"] = quota_ceiling(sizes["quota"], workdir)
         results["undo"] = undo_rate(sizes["undo"], workdir)
+        if not arguments.only_share:
+            results["handler_import_time"] = import_times(sizes["import_runs"])
+            results["iot_calls"] = iot_calls_per_certificate(sizes["calls"], workdir)
+            results["fan_out"] = fan_out(sizes["fanout"], workdir)
+            results["end_to_end"] = end_to_end(sizes["e2e"], workdir)
+            results["quota"] = quota_ceiling(sizes["quota"], workdir)
+        results["quota_share"] = {name: quota_share(name, workdir) for name in arguments.share}
         results["bench_seconds"] = round(time.monotonic() - started, 1)
         document = json.dumps(results, indent=2)
-        if not arguments.quick:
+        if not arguments.quick and not arguments.only_share:
             RESULTS.write_text(document + "\n")
         print(document, file=out, flush=True)
     return 0

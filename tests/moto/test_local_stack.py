@@ -539,7 +539,7 @@ def test_real_template_creates_the_pipeline(real_stack: LocalStack) -> None:
         redrive = json.loads(attributes["Attributes"]["RedrivePolicy"])
         assert redrive["deadLetterTargetArn"] == real_stack.attribute(dlq, "Arn")
         assert redrive["maxReceiveCount"] == 5
-    assert real_stack.resources_of_type("AWS::DynamoDB::Table") == ["JobsTable"]
+    assert sorted(real_stack.resources_of_type("AWS::DynamoDB::Table")) == ["JobsTable", "RateBudgetTable"]
     notifications = real_stack.client("s3").get_bucket_notification_configuration(Bucket=real_stack.bucket)
     prefixes = {
         configuration["Filter"]["Key"]["FilterRules"][0]["Value"]
@@ -562,6 +562,7 @@ def test_real_template_functions_and_event_sources(real_stack: LocalStack) -> No
         assert spec.environment["THINGPRESS_JOBS_TABLE"] == real_stack.physical_id("JobsTable")
         assert spec.environment["THINGPRESS_BUCKET"] == real_stack.bucket
         assert "THINGPRESS_CIRCUIT_TABLE" not in spec.environment
+    assert importer.environment["THINGPRESS_RATE_BUDGET_TABLE"] == real_stack.physical_id("RateBudgetTable")
     assert provider.environment["THINGPRESS_INTAKE_QUEUE_URL"] == real_stack.physical_id("IntakeQueue")
     sources = {source.queue: source for source in real_stack.event_sources}
     assert sources["IntakeQueue"].function == "ManifestProviderFunction"

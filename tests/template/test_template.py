@@ -95,6 +95,7 @@ SWEEPER_ENV = {"THINGPRESS_STALLED_JOB_MINUTES", "THINGPRESS_MAX_LEASE_EXPIRIES"
 IMPORTER_ENV = {
     "THINGPRESS_IOT_TPS",
     "THINGPRESS_MAX_CONCURRENCY",
+    "THINGPRESS_RATE_BUDGET_TABLE",
     "THINGPRESS_IMPORT_THREADS",
     "THINGPRESS_MAX_ENTRY_ATTEMPTS",
     "THINGPRESS_ADOPT_EXISTING_THINGS",
@@ -212,6 +213,7 @@ def test_event_sources_report_batch_item_failures_and_cap_concurrency(template: 
     assert provider_event["BatchSize"] == 1
     (importer_event,) = sqs_events(template["Resources"]["BulkImporterFunction"])
     assert importer_event["BatchSize"] == {"Ref": "ImportBatchSize"}
+    assert template["Parameters"]["ImportBatchSize"]["Default"] == 1
 
 
 def test_intake_queue_policy_admits_only_this_bucket(template: dict[str, Any]) -> None:
@@ -333,7 +335,7 @@ def test_bucket_notifies_intake_queue_for_manifest_prefixes_only(template: dict[
 
 def test_tables_are_encrypted_with_point_in_time_recovery(template: dict[str, Any]) -> None:
     tables = resources_of(template, "AWS::DynamoDB::Table")
-    assert set(tables) == {"JobsTable", "CircuitStateTable"}
+    assert set(tables) == {"JobsTable", "CircuitStateTable", "RateBudgetTable"}
     for name, table in tables.items():
         props = table["Properties"]
         assert props["SSESpecification"]["SSEEnabled"] is True, name

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
@@ -21,6 +22,7 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from bulk_importer.config import ImporterConfig, Services
+from bulk_importer.fleet_budget import DynamoBudgetStore, FleetBudget, FleetLease
 from bulk_importer.importer import (
     UnusableMessageError,
     deadline,
@@ -34,6 +36,7 @@ from layer_utils.rate_limit import RateLimiter
 from layer_utils.telemetry import count_in_invocation, end_invocation, logger, metrics, tracer
 
 _runtime: tuple[ImporterConfig, Services] | None = None
+_budget: FleetBudget | None = None
 
 
 def runtime() -> tuple[ImporterConfig, Services]:
@@ -49,7 +52,7 @@ def runtime() -> tuple[ImporterConfig, Services]:
         ValueError: naming the environment variable, when the configuration is invalid.
 
     """
-    global _runtime  # noqa: PLW0603 - one set of clients per execution environment
+    global _runtime, _budget  # noqa: PLW0603 - one set of clients per execution environment
     if _runtime is None:
         config = ImporterConfig.from_env()
         jobs = store_for_function(config.jobs_table)
@@ -62,6 +65,9 @@ def runtime() -> tuple[ImporterConfig, Services]:
             emit=count_in_invocation,
             registry=CircuitRegistry.from_env(dynamodb=lambda: get_client("dynamodb")),
         )
+        if config.budget_table:
+            store = DynamoBudgetStore(get_client("dynamodb"), config.budget_table)
+            _budget = FleetBudget(store, config.quotas)
         _runtime = (config, services)
     return _runtime
 
@@ -91,8 +97,14 @@ def process_record(
 @metrics.log_metrics(capture_cold_start_metric=False)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     """Process a batch of import queue records; returns the ``batchItemFailures`` response."""
+    lease: FleetLease | None = None
     try:
         config, services = runtime()
+        if _budget is not None:
+            # One budget entry per invocation (not per execution environment: the local stack runs
+            # concurrent invocations in one process), held while the batch is processed.
+            lease, limiter = _budget.invocation(context.aws_request_id)
+            services = replace(services, limiter=limiter)
         arns = ArnContext.from_function_arn(context.invoked_function_arn)
         out_of_time = deadline(context.get_remaining_time_in_millis, config.deadline_margin_ms)
 
@@ -109,4 +121,6 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
             )
         )
     finally:
+        if lease is not None:
+            lease.release()
         end_invocation(None if _runtime is None else _runtime[1].registry.status())

@@ -8,7 +8,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from bulk_importer.rate_limit import rates_from_env
+from bulk_importer.rate_limit import account_quotas_from_env, rates_from_env
 from layer_utils.circuit import CircuitRegistry
 from layer_utils.env import env_bool, env_positive_int, env_required
 from layer_utils.jobs import JobStore
@@ -38,7 +38,9 @@ class ImporterConfig:
     the first re-enqueue backoff (doubled per attempt, capped at 900 s, with jitter); ``rates`` this
     invocation's share of each IoT API quota, in calls per second (``rate_limit.rates_from_env``);
     ``adopt_existing_things`` whether an existing thing Thingpress did not create may be used (the
-    operator's ``AdoptExistingThings``; by default it is a conflict).
+    operator's ``AdoptExistingThings``; by default it is a conflict); ``budget_table`` the fleet rate
+    budget's table (``THINGPRESS_RATE_BUDGET_TABLE``; when set, each invocation runs the account
+    ``quotas`` at the share the budget grants it and ``rates`` is not used).
     """
 
     import_queue_url: str
@@ -49,14 +51,16 @@ class ImporterConfig:
     base_delay_seconds: float = DEFAULT_BASE_DELAY_SECONDS
     rates: Mapping[str, float] = field(default_factory=lambda: rates_from_env({}))
     adopt_existing_things: bool = False
+    budget_table: str | None = None
+    quotas: Mapping[str, float] = field(default_factory=lambda: account_quotas_from_env({}))
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ImporterConfig:
         """Build the configuration from the environment.
 
         Reads ``THINGPRESS_IMPORT_QUEUE_URL``, ``THINGPRESS_JOBS_TABLE``, ``THINGPRESS_IMPORT_THREADS``,
-        ``THINGPRESS_MAX_ENTRY_ATTEMPTS``, ``THINGPRESS_IOT_TPS``, ``THINGPRESS_MAX_CONCURRENCY`` and
-        ``THINGPRESS_ADOPT_EXISTING_THINGS``.
+        ``THINGPRESS_MAX_ENTRY_ATTEMPTS``, ``THINGPRESS_IOT_TPS``, ``THINGPRESS_MAX_CONCURRENCY``,
+        ``THINGPRESS_ADOPT_EXISTING_THINGS`` and ``THINGPRESS_RATE_BUDGET_TABLE``.
 
         Args:
             environ: The environment; ``os.environ`` when None.
@@ -78,6 +82,8 @@ class ImporterConfig:
             ),
             rates=rates_from_env(env),
             adopt_existing_things=env_bool(env, "THINGPRESS_ADOPT_EXISTING_THINGS"),
+            budget_table=env.get("THINGPRESS_RATE_BUDGET_TABLE", "").strip() or None,
+            quotas=account_quotas_from_env(env),
         )
 
 

@@ -1,10 +1,10 @@
 """The importer's IoT quotas: the account quota of each API it calls, and each invocation's share.
 
-The token bucket is the layer's ``layer_utils.rate_limit.RateLimiter``. The importer fleet must
-stay at the account quota of each IoT control-plane API and never above it.
-Every Lambda invocation gets an equal share: ``THINGPRESS_IOT_TPS`` (the account quota per API)
-divided by ``THINGPRESS_MAX_CONCURRENCY`` (the import event source mapping's MaximumConcurrency),
-so the whole fleet together never exceeds the quota.
+The token bucket is the layer's ``layer_utils.rate_limit.RateLimiter``. The importer fleet must stay
+at the account quota of each IoT control-plane API and never above it. With the fleet budget
+(``bulk_importer.fleet_budget``) each invocation's buckets run at the account quota times the share
+the budget grants it (``scale``); without it every invocation gets the fixed share
+``THINGPRESS_IOT_TPS`` ÷ ``THINGPRESS_MAX_CONCURRENCY``.
 """
 
 from __future__ import annotations

@@ -24,6 +24,7 @@ import botocore.session
 from botocore.config import Config
 from botocore.configprovider import ConfiguredEndpointProvider
 
+from layer_utils.attempts import install_attempt_draws
 from layer_utils.telemetry import install_call_metrics
 
 if TYPE_CHECKING:
@@ -163,7 +164,8 @@ def get_client(service_name: str, *, region: str | None = None) -> Any:
     """Return the process-wide boto3 client for a service, region and endpoint.
 
     Clients are created once under a lock and shared by all threads (boto3 clients are
-    thread-safe). Every client counts its retries and throttles (see ``telemetry``).
+    thread-safe). Every client counts its retries and throttles (see ``telemetry``), and its retries
+    of a rate-limited call draw from that call's limiter (see ``attempts``).
 
     Args:
         service_name: the boto3 service name, e.g. ``"iot"``.
@@ -204,6 +206,7 @@ def get_client(service_name: str, *, region: str | None = None) -> Any:
                 config=Config(**config_kwargs),
             )
             install_call_metrics(client)
+            install_attempt_draws(client)
             _clients[key] = client
         return client
 

@@ -1,7 +1,8 @@
 """Protected AWS calls: rate limit, circuit breaker, typed errors, in one place.
 
 :func:`protected_call` is how every protected AWS call is made: the rate limiter (if any) is
-acquired, the circuit breaker admits the call (or raises ``CircuitOpenError``), the call runs, the
+acquired (and again for each of botocore's retries of the call, see :mod:`layer_utils.attempts`),
+the circuit breaker admits the call (or raises ``CircuitOpenError``), the call runs, the
 breaker records its outcome, and AWS errors leave as the typed errors of the error model through
 :func:`handle_aws_error` (docs/ARCHITECTURE.md, "Error model").
 """
@@ -12,6 +13,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, Protocol, TypeVar
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from layer_utils.attempts import limited_call
 from layer_utils.errors import QUIET_CLASSES, error_details, to_operation_error
 from layer_utils.telemetry import logger
 
@@ -102,12 +104,16 @@ def protected_call(
         AwsOperationError: the call failed (the subclass for the error's class).
 
     """
+    api = operation.partition(":")[2] or operation
 
     def attempt() -> R:
-        if limiter is not None:
-            limiter.acquire(operation.partition(":")[2] or operation)
         try:
-            return call()
+            if limiter is None:
+                return call()
+            limiter.acquire(api)
+            # botocore's own retries of this call draw again (layer_utils.attempts).
+            with limited_call(limiter, api):
+                return call()
         except (ClientError, BotoCoreError) as error:
             handle_aws_error(error, operation, context)
 

@@ -30,6 +30,7 @@ class _Bucket:
     capacity: float
     tokens: float
     updated: float
+    scale: float = 1.0
     lock: threading.Lock = field(default_factory=threading.Lock)
     turn: threading.Condition = field(init=False)
     next_ticket: int = 0
@@ -48,6 +49,11 @@ class RateLimiter:
     API succeed. Waiting threads are served first come, first served. ``clock`` (seconds, monotonic)
     and ``sleep`` are injectable so tests run on a fake clock.
 
+    ``scale`` (optional) returns the fraction of every rate allowed now (the fleet budget's share,
+    0 to 1). It is asked before every decision; tokens accrue at the lower of the previous and the
+    current scale, a scale of 0 drops the tokens held, and no wait is longer than ``max_wait``
+    seconds, so a change of the share is seen within it.
+
     """
 
     def __init__(
@@ -57,6 +63,8 @@ class RateLimiter:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
         burst: float = 1.0,
+        scale: Callable[[], float] | None = None,
+        max_wait: float = 0.1,
     ) -> None:
         """Create a full bucket for every API.
 
@@ -68,6 +76,8 @@ class RateLimiter:
             raise ValueError(f"The rate limiter burst must be a finite number of at least 1, not {burst!r}.")
         self._clock = clock
         self._sleep = sleep
+        self._scale = scale
+        self._max_wait = max_wait if scale is not None else math.inf
         now = clock()
         self._buckets: dict[str, _Bucket] = {}
         for api, rate in rates.items():
@@ -119,16 +129,20 @@ class RateLimiter:
                 bucket.turn.wait()
         try:
             while True:
+                # Asked outside the bucket lock: the fleet budget may call DynamoDB to renew the share.
+                scale = 1.0 if self._scale is None else min(1.0, max(0.0, self._scale()))
                 with bucket.lock:
                     now = self._clock()
                     elapsed = max(0.0, now - bucket.updated)
-                    bucket.tokens = min(bucket.capacity, bucket.tokens + elapsed * bucket.rate)
+                    credit = elapsed * bucket.rate * min(scale, bucket.scale)
+                    bucket.tokens = min(bucket.capacity, bucket.tokens + credit) if scale > 0 else 0.0
                     bucket.updated = now
-                    if bucket.tokens >= 1.0 - _EPSILON:
+                    bucket.scale = scale
+                    if scale > 0 and bucket.tokens >= 1.0 - _EPSILON:
                         bucket.tokens = max(0.0, bucket.tokens - 1.0)
                         return max(0.0, now - started)
-                    wait = (1.0 - bucket.tokens) / bucket.rate
-                self._sleep(wait)
+                    wait = (1.0 - bucket.tokens) / (bucket.rate * scale) if scale > 0 else self._max_wait
+                self._sleep(min(wait, self._max_wait))
         finally:
             with bucket.turn:
                 bucket.serving += 1
