@@ -531,7 +531,14 @@ def real_stack() -> Any:
 def test_real_template_creates_the_pipeline(real_stack: LocalStack) -> None:
     sqs = real_stack.client("sqs")
     queues = real_stack.resources_of_type("AWS::SQS::Queue")
-    assert sorted(queues) == ["ImportDLQ", "ImportQueue", "IntakeDLQ", "IntakeQueue"]
+    assert sorted(queues) == [
+        "ImportDLQ",
+        "ImportQueue",
+        "IntakeDLQ",
+        "IntakeQueue",
+        "UndoDeadLetterQueue",
+        "UndoQueue",
+    ]
     for queue, dlq in (("IntakeQueue", "IntakeDLQ"), ("ImportQueue", "ImportDLQ")):
         attributes = sqs.get_queue_attributes(
             QueueUrl=real_stack.physical_id(queue), AttributeNames=["RedrivePolicy"]
@@ -568,6 +575,7 @@ def test_real_template_functions_and_event_sources(real_stack: LocalStack) -> No
     assert sources["IntakeQueue"].function == "ManifestProviderFunction"
     assert sources["IntakeQueue"].batch_size == 1
     assert sources["ImportQueue"].function == "BulkImporterFunction"
+    assert sources["UndoQueue"].function == "UndoFunction"
     assert all(source.report_batch_item_failures for source in sources.values())
     assert sources["ImportQueue"].maximum_concurrency == int(
         importer.environment["THINGPRESS_MAX_CONCURRENCY"]
