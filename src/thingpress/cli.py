@@ -180,6 +180,11 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument(
         "--dashboard", type=Path, metavar="HTML", help="draw the dashboard from the run's metrics"
     )
+    imp.add_argument(
+        "--verify",
+        action="store_true",
+        help="read every imported thing back from IoT for the report (default: from the job's outcomes)",
+    )
     imp.set_defaults(handler=_cmd_local_import)
 
     check = commands.add_parser("check", help="validate a manifest offline (no emulator, no AWS)")
@@ -277,6 +282,7 @@ def _cmd_local_import(args: argparse.Namespace) -> int:
         thing_groups=args.thing_groups,
         thing_type=args.thing_type,
         dashboard=args.dashboard,
+        verify=args.verify,
         **_manifest_settings(args),
     )
 
