@@ -11,11 +11,15 @@ figure counts real requests of the real handlers. Figures:
 * at the default AWS IoT quotas, the achieved RegisterCertificateWithoutCA rate as a share of the
   10/s ceiling, and the certificates lost to throttling;
 * the import time of each handler module (the cold-start cost of the code);
+* a local import (as ``thingpress local import``, IoT quotas lifted) at 1,000 and 10,000 certificates
+  (100,000 with ``--full``): seconds per 1,000 certificates at each size, and the registration time of
+  the first and the last 1,000 certificates of each run: flat figures mean the run measures our code;
 * the machine and the date.
 
 Time figures are measured, not asserted: moto serves every call from this process, so the local
 rates say more about moto than about AWS. Handler output (logs, EMF) goes to /dev/null; progress
-goes to stderr. Options: ``--quick`` runs every figure on smaller inputs.
+goes to stderr. Options: ``--quick`` runs every figure on smaller inputs; ``--full`` adds the largest;
+``--only local_import`` runs that figure alone.
 """
 
 from __future__ import annotations
@@ -432,6 +436,61 @@ def import_times(runs: int) -> dict[str, Any]:
     return results
 
 
+# --- local import cost per 1,000 certificates (issue 15, item 5) ------------------------------------
+
+
+def _registration_times(iot: Any) -> list[float]:
+    """Return the creation time of every registered certificate, in seconds, in order."""
+    paginator = iot.get_paginator("list_certificates")
+    return sorted(
+        certificate["creationDate"].timestamp()
+        for page in paginator.paginate(PaginationConfig={"PageSize": 250})
+        for certificate in page["certificates"]
+    )
+
+
+def local_import_one(count: int, workdir: Path) -> dict[str, Any]:
+    """Run one `count`-certificate manifest through `LocalRun` (as `local import`), IoT quotas lifted."""
+    from thingpress.local import LocalStack
+    from thingpress.localrun import LocalRun, Upload, ensure_iot_resources
+
+    progress(f"Local import: generating {count} certificates")
+    manifest = generated_manifest(count, workdir / f"local-{count}.txt", seed=5)
+    parameters = {**TARGET_PARAMETERS, "IotApiTps": json.dumps(UNLIMITED_TPS)}
+    with LocalStack(TEMPLATE, parameters=parameters, stack_name="bench") as stack:
+        iot = stack.client("iot")
+        ensure_iot_resources(iot, policies=[POLICY], thing_groups=[GROUP], thing_type=THING_TYPE)
+        progress(f"Local import: {count} certificates")
+        started = time.monotonic()
+        (report,) = LocalRun(stack, show_progress=False, max_seconds=24 * 3600.0).run(
+            [Upload("incoming/local-import.txt", manifest.read_bytes())]
+        )
+        elapsed = time.monotonic() - started
+        registered = _registration_times(iot)
+    figures: dict[str, Any] = {
+        "certificates": count,
+        "seconds": round(elapsed, 1),
+        "seconds_per_1000": round(elapsed * 1000 / count, 2),
+        "status": report["status"],
+        "succeeded": report["succeeded"],
+        "registered": len(registered),
+    }
+    if len(registered) >= 2000:  # a first and a last thousand that do not overlap
+        figures["first_1000_registration_seconds"] = round(registered[999] - registered[0], 2)
+        figures["last_1000_registration_seconds"] = round(registered[-1] - registered[-1000], 2)
+    return figures
+
+
+def local_import_cost(sizes: tuple[int, ...], workdir: Path) -> dict[str, Any]:
+    """Seconds per 1,000 certificates of a local import at each size; flat means our code, not moto."""
+    runs = [local_import_one(count, workdir) for count in sizes]
+    return {
+        "runs": runs,
+        "seconds_per_1000_by_size": {str(run["certificates"]): run["seconds_per_1000"] for run in runs},
+        "load_average": [round(value, 2) for value in os.getloadavg()],
+    }
+
+
 def machine() -> dict[str, Any]:
     return {
         "cpu_count": os.cpu_count(),
@@ -444,7 +503,17 @@ def machine() -> dict[str, Any]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller inputs (a smoke run)")
+    parser.add_argument("--full", action="store_true", help="add the largest inputs (100k local import)")
+    parser.add_argument("--only", choices=["local_import"], help="run this figure alone and print it")
     arguments = parser.parse_args()
+    local_sizes = (200, 1_000) if arguments.quick else (1_000, 10_000)
+    if arguments.full:
+        local_sizes = (*local_sizes, 100_000)
+    if arguments.only == "local_import":
+        with quiet_stdout() as out, tempfile.TemporaryDirectory(prefix="thingpress-bench-") as tmp:
+            figures = {"machine": machine(), "local_import": local_import_cost(local_sizes, Path(tmp))}
+            print(json.dumps(figures, indent=2), file=out, flush=True)
+        return 0
     sizes = (
         {"calls": 50, "e2e": 500, "quota": 100, "fanout": 5_000, "import_runs": 2}
         if arguments.quick
@@ -459,6 +528,7 @@ def main() -> int:
         results["fan_out"] = fan_out(sizes["fanout"], workdir)
         results["end_to_end"] = end_to_end(sizes["e2e"], workdir)
         results["quota"] = quota_ceiling(sizes["quota"], workdir)
+        results["local_import"] = local_import_cost(local_sizes, workdir)
         results["bench_seconds"] = round(time.monotonic() - started, 1)
         document = json.dumps(results, indent=2)
         if not arguments.quick:
