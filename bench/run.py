@@ -11,11 +11,15 @@ figure counts real requests of the real handlers. Figures:
 * at the default AWS IoT quotas, the achieved RegisterCertificateWithoutCA rate as a share of the
   10/s ceiling, and the certificates lost to throttling;
 * the import time of each handler module (the cold-start cost of the code);
+* a local import (as ``thingpress local import``, IoT quotas lifted) at 1,000 and 10,000 certificates
+  (100,000 with ``--full``): seconds per 1,000 certificates at each size, and the registration time of
+  the first and the last 1,000 certificates of each run: flat figures mean the run measures our code;
 * the machine and the date.
 
 Time figures are measured, not asserted: moto serves every call from this process, so the local
 rates say more about moto than about AWS. Handler output (logs, EMF) goes to /dev/null; progress
-goes to stderr. Options: ``--quick`` runs every figure on smaller inputs.
+goes to stderr. Options: ``--quick`` runs every figure on smaller inputs; ``--full`` adds the largest;
+``--only local_import`` runs that figure alone.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -541,6 +545,61 @@ def import_times(runs: int) -> dict[str, Any]:
     return results
 
 
+# --- local import cost per 1,000 certificates (issue 15, item 5) ------------------------------------
+
+
+def _registration_times(iot: Any) -> list[float]:
+    """Return the creation time of every registered certificate, in seconds, in order."""
+    paginator = iot.get_paginator("list_certificates")
+    return sorted(
+        certificate["creationDate"].timestamp()
+        for page in paginator.paginate(PaginationConfig={"PageSize": 250})
+        for certificate in page["certificates"]
+    )
+
+
+def local_import_one(count: int, workdir: Path) -> dict[str, Any]:
+    """Run one `count`-certificate manifest through `LocalRun` (as `local import`), IoT quotas lifted."""
+    from thingpress.local import LocalStack
+    from thingpress.localrun import LocalRun, Upload, ensure_iot_resources
+
+    progress(f"Local import: generating {count} certificates")
+    manifest = generated_manifest(count, workdir / f"local-{count}.txt", seed=5)
+    parameters = {**TARGET_PARAMETERS, "IotApiTps": json.dumps(UNLIMITED_TPS)}
+    with LocalStack(TEMPLATE, parameters=parameters, stack_name="bench") as stack:
+        iot = stack.client("iot")
+        ensure_iot_resources(iot, policies=[POLICY], thing_groups=[GROUP], thing_type=THING_TYPE)
+        progress(f"Local import: {count} certificates")
+        started = time.monotonic()
+        (report,) = LocalRun(stack, show_progress=False, max_seconds=24 * 3600.0).run(
+            [Upload("incoming/local-import.txt", manifest.read_bytes())]
+        )
+        elapsed = time.monotonic() - started
+        registered = _registration_times(iot)
+    figures: dict[str, Any] = {
+        "certificates": count,
+        "seconds": round(elapsed, 1),
+        "seconds_per_1000": round(elapsed * 1000 / count, 2),
+        "status": report["status"],
+        "succeeded": report["succeeded"],
+        "registered": len(registered),
+    }
+    if len(registered) >= 2000:  # a first and a last thousand that do not overlap
+        figures["first_1000_registration_seconds"] = round(registered[999] - registered[0], 2)
+        figures["last_1000_registration_seconds"] = round(registered[-1] - registered[-1000], 2)
+    return figures
+
+
+def local_import_cost(sizes: tuple[int, ...], workdir: Path) -> dict[str, Any]:
+    """Seconds per 1,000 certificates of a local import at each size; flat means our code, not moto."""
+    runs = [local_import_one(count, workdir) for count in sizes]
+    return {
+        "runs": runs,
+        "seconds_per_1000_by_size": {str(run["certificates"]): run["seconds_per_1000"] for run in runs},
+        "load_average": [round(value, 2) for value in os.getloadavg()],
+    }
+
+
 def machine() -> dict[str, Any]:
     return {
         "cpu_count": os.cpu_count(),
@@ -550,9 +609,26 @@ def machine() -> dict[str, Any]:
     }
 
 
+FIGURES = (
+    "handler_import_time",
+    "iot_calls",
+    "fan_out",
+    "end_to_end",
+    "quota",
+    "undo",
+    "quota_share",
+    "local_import",
+)
+"""Every figure, in the order the bench runs them."""
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="smaller inputs (a smoke run)")
+    parser.add_argument("--quick", action="store_true", help="smaller inputs (a smoke run, not saved)")
+    parser.add_argument("--full", action="store_true", help="add the largest inputs (100k local import)")
+    parser.add_argument(
+        "--only", nargs="+", choices=FIGURES, help="run only these figures and print them (not saved)"
+    )
     parser.add_argument(
         "--share",
         nargs="*",
@@ -560,35 +636,36 @@ def main() -> int:
         default=sorted(QUOTA_SHARE_SCENARIOS),
         help="the fleet-budget quota-share scenarios to run (default all)",
     )
-    parser.add_argument(
-        "--only-share", action="store_true", help="run only the quota-share scenarios (not saved)"
-    )
     arguments = parser.parse_args()
+    chosen = set(arguments.only or FIGURES)
     sizes = (
         {"calls": 50, "e2e": 500, "quota": 100, "undo": 50, "fanout": 5_000, "import_runs": 2}
         if arguments.quick
         else {"calls": 200, "e2e": 10_000, "quota": 500, "undo": 200, "fanout": 100_000, "import_runs": 5}
     )
+    local_sizes: tuple[int, ...] = (200, 1_000) if arguments.quick else (1_000, 10_000)
+    if arguments.full:
+        local_sizes = (*local_sizes, 100_000)
     started = time.monotonic()
     with quiet_stdout() as out, tempfile.TemporaryDirectory(prefix="thingpress-bench-") as tmp:
         workdir = Path(tmp)
+        runs: dict[str, Callable[[], Any]] = {
+            "handler_import_time": lambda: import_times(sizes["import_runs"]),
+            "iot_calls": lambda: iot_calls_per_certificate(sizes["calls"], workdir),
+            "fan_out": lambda: fan_out(sizes["fanout"], workdir),
+            "end_to_end": lambda: end_to_end(sizes["e2e"], workdir),
+            "quota": lambda: quota_ceiling(sizes["quota"], workdir),
+            "undo": lambda: undo_rate(sizes["undo"], workdir),
+            "quota_share": lambda: {name: quota_share(name, workdir) for name in arguments.share},
+            "local_import": lambda: local_import_cost(local_sizes, workdir),
+        }
         results: dict[str, Any] = {"machine": machine()}
-        results["handler_import_time"] = import_times(sizes["import_runs"])
-        results["iot_calls"] = iot_calls_per_certificate(sizes["calls"], workdir)
-        results["fan_out"] = fan_out(sizes["fanout"], workdir)
-        results["end_to_end"] = end_to_end(sizes["e2e"], workdir)
-        results["quota"] = quota_ceiling(sizes["quota"], workdir)
-        results["undo"] = undo_rate(sizes["undo"], workdir)
-        if not arguments.only_share:
-            results["handler_import_time"] = import_times(sizes["import_runs"])
-            results["iot_calls"] = iot_calls_per_certificate(sizes["calls"], workdir)
-            results["fan_out"] = fan_out(sizes["fanout"], workdir)
-            results["end_to_end"] = end_to_end(sizes["e2e"], workdir)
-            results["quota"] = quota_ceiling(sizes["quota"], workdir)
-        results["quota_share"] = {name: quota_share(name, workdir) for name in arguments.share}
+        for figure in FIGURES:
+            if figure in chosen:
+                results[figure] = runs[figure]()
         results["bench_seconds"] = round(time.monotonic() - started, 1)
         document = json.dumps(results, indent=2)
-        if not arguments.quick and not arguments.only_share:
+        if not arguments.quick and arguments.only is None:
             RESULTS.write_text(document + "\n")
         print(document, file=out, flush=True)
     return 0

@@ -86,6 +86,11 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument(
         "--dashboard", type=Path, metavar="HTML", help="draw the dashboard from the run's metrics"
     )
+    imp.add_argument(
+        "--verify",
+        action="store_true",
+        help="read every imported thing back from IoT for the report (default: from the job's outcomes)",
+    )
     add_local_option(imp, "import into the stack `thingpress local up` serves (default: it, when one runs)")
     add_global_options(imp, aws=False)
     imp.set_defaults(handler=_cmd_local_import)
@@ -215,6 +220,8 @@ def _cmd_local_import(args: argparse.Namespace) -> int:
         thing_groups=args.thing_groups,
         thing_type=args.thing_type,
         dashboard=args.dashboard,
+        verify=args.verify,
+        **manifest_settings(args),
         use_local=args.local,
         local_state=args.state,
         **manifest_settings(args),

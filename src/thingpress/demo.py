@@ -69,6 +69,7 @@ def local_import_command(
     name_sources: Sequence[str] = DEFAULT_NAME_SOURCES,
     thing_name_prefix: str = "",
     dashboard: Path | None = None,
+    verify: bool = False,
     as_json: bool,
     use_local: bool = False,
     local_state: Path | None = None,
@@ -79,7 +80,8 @@ def local_import_command(
     configure the local ManifestProvider exactly as the stack's parameters configure the deployed one:
     the command is the operator, not an uploader. With ``dashboard``
     the template's CloudWatch dashboard is drawn from the run's metrics into that HTML file. A stack
-    that cannot start or a pipeline that does not finish raises ``CliError``.
+    that cannot start or a pipeline that does not finish raises ``CliError``. The report's things come
+    from the job's outcomes; with ``verify`` they are read back from IoT (`localrun.report_things`).
 
     When a stack started by ``thingpress local up`` runs from the state folder ``local_state``
     (`thingpress.localstate.state_dir`), the manifest goes to that stack instead (required with
@@ -132,7 +134,7 @@ def local_import_command(
         if verifiers is not None:
             upload_verifiers(stack, verifiers)
         (report,) = LocalRun(stack, show_progress=not as_json).run(
-            [Upload(key, body, metadata)], capture=capture
+            [Upload(key, body, metadata)], capture=capture, verify=verify
         )
         circuits = circuit_status(stack)
     if capture is not None and dashboard is not None:
@@ -326,7 +328,9 @@ def run_demo(
         upload_verifiers(stack, signer_path.parent)
         with spinner(f"Generating {count} devices per manifest…"):
             manifests = build_demo_manifests(Path(scratch), count, signer)
-        reports = LocalRun(stack).run([manifest.upload for manifest in manifests], capture=capture)
+        reports = LocalRun(stack).run(
+            [manifest.upload for manifest in manifests], capture=capture, verify=True
+        )
         things = remote.inventory(iot)
         circuits = circuit_status(stack)
         console.print(jobs_table(reports, title="Jobs"))

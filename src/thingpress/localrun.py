@@ -257,17 +257,21 @@ class LocalRun:
                 else:
                     progress.update(key, job.settled, job.total, str(job.status))
 
-    def run(self, uploads: Sequence[Upload], *, capture: Any = None) -> list[dict[str, Any]]:
+    def run(
+        self, uploads: Sequence[Upload], *, capture: Any = None, verify: bool = False
+    ) -> list[dict[str, Any]]:
         """Upload the manifests, run the pipeline to completion and return one report per upload.
 
-        Each report is ``JobStore.build_report`` plus ``key`` and ``things`` read back from IoT; an upload
-        that never became a job gets status ``NOT_STARTED``.
+        Each report is ``JobStore.build_report`` plus ``key``, ``things`` and ``things_from``
+        (`report_things`); an upload that never became a job gets status ``NOT_STARTED``.
 
         Args:
             uploads: The manifests.
             capture: A ``thingpress.local.metrics_capture.MetricsCapture`` that records the metrics the
                 run emits and samples queue depths for the dashboard; without one, the emitted metrics are
                 captured and dropped, so stdout stays the command's own.
+            verify: Read every imported thing back from IoT (4 calls per thing) instead of taking the
+                things from the job's outcomes.
 
         Returns:
             The reports.
@@ -309,9 +313,44 @@ class LocalRun:
             if job is None:
                 reports.append(_not_started(upload.key))
                 continue
-            report = remote.with_things(self.iot, remote.job_report(self.store, job))
-            reports.append(report)
+            reports.append(report_things(self.iot, remote.job_report(self.store, job), verify=verify))
         return reports
+
+
+def report_things(iot: Any, report: Mapping[str, Any], *, verify: bool) -> dict[str, Any]:
+    """Return ``report`` plus its imported things: from the job's outcomes, or read back from IoT.
+
+    An imported outcome is written only once the importer has registered the certificate, attached it
+    to the thing and applied the job's settings, so without ``verify`` each thing is its outcome's
+    name and certificate with the job's policies, groups and type (``things_from`` ``"job"``; what
+    else IoT holds for the thing is not shown). With ``verify`` every thing is read back from IoT
+    (``remote.with_things``, 4 calls per thing; ``things_from`` ``"iot"``).
+
+    Args:
+        iot: The IoT client (used with ``verify`` only).
+        report: The job report (``remote.job_report``).
+        verify: Read the things back from IoT.
+
+    Returns:
+        The report with ``things`` (sorted by name) and ``things_from``.
+
+    """
+    if verify:
+        return {**remote.with_things(iot, report), "things_from": "iot"}
+    settings = report.get("settings") or {}
+    things = {
+        entry["thing_name"]: {
+            "thing_name": entry["thing_name"],
+            "certificate_id": entry["certificate_id"],
+            "certificates": [entry["certificate_id"]],
+            "policies": sorted(settings.get("policies") or []),
+            "thing_groups": sorted(settings.get("thing_groups") or []),
+            "thing_type": settings.get("thing_type"),
+        }
+        for entry in report.get("imported") or []
+        if entry.get("thing_name")
+    }
+    return {**report, "things": [things[name] for name in sorted(things)], "things_from": "job"}
 
 
 def _not_started(key: str) -> dict[str, Any]:

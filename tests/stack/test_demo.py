@@ -25,7 +25,7 @@ def _run_from_repo_root(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def local_import(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, dict[str, Any]]:
     capsys.readouterr()
-    code = cli.main(["local", "import", *argv, "--json"])
+    code = cli.main(["local", "import", *argv, "--verify", "--json"])
     out = capsys.readouterr().out
     return code, json.loads(out)
 
@@ -170,7 +170,7 @@ def test_status_and_report_against_the_local_endpoint(
     summary = generate("generated", 6, manifest, bad_fraction=0.5, seed=13)
     with local_stack(quiet=True) as stack:
         (report,) = LocalRun(stack, show_progress=False).run(
-            [Upload("generated/devices.txt", manifest.read_bytes())]
+            [Upload("generated/devices.txt", manifest.read_bytes())], verify=True
         )
         assert os.environ["AWS_ENDPOINT_URL"] == stack.endpoint_url
         target = ["--bucket", stack.bucket, "--table", stack.physical_id("JobsTable"), "--json"]
@@ -190,6 +190,37 @@ def test_status_and_report_against_the_local_endpoint(
     assert remote_report["things"] == report["things"]
     assert remote_report["failures"] == report["failures"]
     assert {failure["locator"] for failure in remote_report["failures"]} == set(summary.bad)
+
+
+def test_things_from_the_job_are_the_things_iot_holds(tmp_path: Path) -> None:
+    """Without --verify the report's things come from the job's outcomes; IoT holds exactly those."""
+    from thingpress.localrun import (
+        LocalRun,
+        Upload,
+        ensure_iot_resources,
+        local_stack,
+        operator_settings,
+        report_things,
+    )
+
+    manifest = tmp_path / "devices.txt"
+    summary = generate("generated", 8, manifest, bad_fraction=0.25, seed=17)
+    with local_stack(quiet=True) as stack:
+        iot = stack.client("iot")
+        ensure_iot_resources(iot, policies=["p"], thing_groups=["g2", "g1"], thing_type="t")
+        stack.configure_function(
+            "ManifestProviderFunction",
+            environment=operator_settings(policies=["p"], thing_groups=["g2", "g1"], thing_type="t"),
+        )
+        (report,) = LocalRun(stack, show_progress=False).run(
+            [Upload("generated/d.txt", manifest.read_bytes())]
+        )
+        verified = report_things(iot, report, verify=True)
+    assert report["things_from"] == "job"
+    assert verified["things_from"] == "iot"
+    assert [thing["thing_name"] for thing in report["things"]] == sorted(summary.thing_names)
+    shown = ("thing_name", "certificate_id", "certificates", "policies", "thing_groups", "thing_type")
+    assert report["things"] == [{key: thing[key] for key in shown} for thing in verified["things"]]
 
 
 # --- make demo --------------------------------------------------------------------------------------

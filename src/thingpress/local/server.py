@@ -29,6 +29,7 @@ from moto.s3.exceptions import S3ClientError
 from moto.sqs.exceptions import InvalidParameterValue
 
 from layer_utils.cert_utils import load_certificate
+from thingpress.local.speed import SPEED_PATCHES
 
 __all__ = [
     "FIDELITY_PATCHES",
@@ -81,9 +82,7 @@ def _exclusive_attach(original: Callable[..., Any]) -> Callable[..., Any]:
         principal = self.headers.get("x-amzn-principal")
         exclusive = self._get_param("thingPrincipalType") == "EXCLUSIVE_THING"
         backend = self.iot_backend
-        others = sorted(
-            name for arn, name in backend.principal_things if arn == principal and name != thing_name
-        )
+        others = sorted(name for name in backend.list_principal_things(principal) if name != thing_name)
         if exclusive and others:
             raise InvalidRequestException(
                 f"Principal {principal} is attached to thing {others[0]}; it cannot be attached exclusively"
@@ -255,7 +254,9 @@ FIDELITY_PATCHES: Final = (
 
 
 class MotoFidelity:
-    """moto's in-process configuration for a local stack: valid IoT certificates and `FIDELITY_PATCHES`.
+    """moto's in-process configuration for a local stack: valid IoT certificates and every patch.
+
+    The patches are `FIDELITY_PATCHES` and the speed patches (`thingpress.local.speed.SPEED_PATCHES`).
 
     `apply` saves what it changes; `restore` puts it back (a no-op when nothing is applied).
     """
@@ -266,11 +267,11 @@ class MotoFidelity:
         self._saved_patches: list[tuple[Any, str, Any]] = []
 
     def apply(self) -> None:
-        """Require valid IoT certificates and install every fidelity patch."""
+        """Require valid IoT certificates and install every fidelity and speed patch."""
         # moto's /moto-api/config endpoint ignores "iot", so the in-process configuration is set directly.
         self._saved_iot_config = dict(moto.core.config.default_user_config.get("iot", {}))
         moto.core.config.default_user_config["iot"] = {"use_valid_cert": True}
-        for patch in FIDELITY_PATCHES:
+        for patch in (*FIDELITY_PATCHES, *SPEED_PATCHES):
             original = getattr(patch.owner, patch.attribute)
             self._saved_patches.append((patch.owner, patch.attribute, original))
             setattr(patch.owner, patch.attribute, patch.wrap(original))
