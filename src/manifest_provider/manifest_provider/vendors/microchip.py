@@ -142,6 +142,7 @@ def _entries(source: BinaryIO, options: ParseOptions) -> Iterator[ManifestEntry]
                     ordinal,
                     f"entry {ordinal + 1}",
                     partial(_entry, ordinal, element, depth, signers=signers, options=options, now=now),
+                    options.skip_before,
                 )
         except UnicodeError:
             raise ManifestFormatError(
