@@ -11,11 +11,14 @@ figure counts real requests of the real handlers. Figures:
 * at the default AWS IoT quotas, the achieved RegisterCertificateWithoutCA rate as a share of the
   10/s ceiling, and the certificates lost to throttling;
 * the import time of each handler module (the cold-start cost of the code);
+* the ManifestProvider's own cost per 10,000 entries at 10k and 100k certificates (and 1M with
+  ``--full``) with a continuation every 20 s of work, and its peak RSS (``bench/provider_scaling.py``);
 * the machine and the date.
 
 Time figures are measured, not asserted: moto serves every call from this process, so the local
 rates say more about moto than about AWS. Handler output (logs, EMF) goes to /dev/null; progress
-goes to stderr. Options: ``--quick`` runs every figure on smaller inputs.
+goes to stderr. Options: ``--quick`` runs every figure on smaller inputs; ``--full`` adds the
+1,000,000-certificate provider scaling run (about 0.8 GB of manifest on disk).
 """
 
 from __future__ import annotations
@@ -432,6 +435,33 @@ def import_times(runs: int) -> dict[str, Any]:
     return results
 
 
+PROVIDER_INVOCATION_SECONDS = 20.0
+"""Work per provider invocation in the scaling figure: short, so large manifests cross many continuations."""
+
+
+def provider_scaling(sizes: list[int], workdir: Path) -> dict[str, Any]:
+    """The provider alone (moto in-process) at each size: CPU seconds per 10,000 entries, peak RSS."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    from provider_scaling import measure
+
+    runs = []
+    for count in sizes:
+        progress(f"Provider scaling: generating a {count}-certificate manifest")
+        manifest = generated_manifest(count, workdir / f"scaling-{count}.txt", seed=7)
+        progress(f"Provider scaling: {count} certificates")
+        runs.append(measure(count, manifest, PROVIDER_INVOCATION_SECONDS))
+        manifest.unlink()
+    smallest, largest = runs[0], runs[-1]
+    return {
+        "invocation_seconds": PROVIDER_INVOCATION_SECONDS,
+        "runs": runs,
+        "cost_ratio_largest_to_smallest": round(
+            largest["cpu_seconds_per_10000_entries"] / smallest["cpu_seconds_per_10000_entries"], 2
+        ),
+        "load_average": os.getloadavg(),
+    }
+
+
 def machine() -> dict[str, Any]:
     return {
         "cpu_count": os.cpu_count(),
@@ -444,6 +474,7 @@ def machine() -> dict[str, Any]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller inputs (a smoke run)")
+    parser.add_argument("--full", action="store_true", help="add the 1,000,000-certificate provider run")
     arguments = parser.parse_args()
     sizes = (
         {"calls": 50, "e2e": 500, "quota": 100, "fanout": 5_000, "import_runs": 2}
@@ -459,6 +490,10 @@ def main() -> int:
         results["fan_out"] = fan_out(sizes["fanout"], workdir)
         results["end_to_end"] = end_to_end(sizes["e2e"], workdir)
         results["quota"] = quota_ceiling(sizes["quota"], workdir)
+        scaling_sizes = [1_000, 10_000] if arguments.quick else [10_000, 100_000]
+        if arguments.full:
+            scaling_sizes.append(1_000_000)
+        results["provider_scaling"] = provider_scaling(scaling_sizes, workdir)
         results["bench_seconds"] = round(time.monotonic() - started, 1)
         document = json.dumps(results, indent=2)
         if not arguments.quick:
