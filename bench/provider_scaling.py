@@ -2,8 +2,9 @@
 
 Each size runs in its own process (so VmHWM is that run's own peak) with moto in-process: the
 ManifestProvider domain (``provider.handle_intake_body``) is driven through every continuation, each
-invocation given ``invocation_seconds`` of work before it must hand over (a Lambda timeout of that
-length plus the provider's time margin), so a large manifest crosses many continuation boundaries.
+invocation given ``invocation_seconds`` of CPU time before it must hand over (a Lambda timeout of
+that length plus the provider's time margin, counted in CPU seconds so that the machine's load does
+not change where continuations fall), so a large manifest crosses many continuation boundaries.
 Only the provider's calls are timed (CPU seconds of the process, so that a shared machine's load
 does not count, and wall seconds); generating the manifest is not. Two requests are answered client
 side, after botocore has built them as usual, because moto would otherwise hold the data in this
@@ -157,10 +158,10 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
         while bodies:
             body = bodies.pop(0)
             started, started_cpu = time.monotonic(), time.process_time()
-            deadline = started + spec["invocation_seconds"]
+            deadline = started_cpu + spec["invocation_seconds"]
 
             def remaining_ms(deadline: float = deadline) -> int:
-                return max(0, config.time_margin_ms + int((deadline - time.monotonic()) * 1000))
+                return max(0, config.time_margin_ms + int((deadline - time.process_time()) * 1000))
 
             results = p.handle_intake_body(
                 body, services, config, owner=str(uuid.uuid4()), remaining_ms=remaining_ms

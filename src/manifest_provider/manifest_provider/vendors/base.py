@@ -66,7 +66,9 @@ class ParseOptions:
     ``microchip_algorithms`` are the JWS ``alg`` values accepted (ES256 only by default);
     ``limits`` bounds what a parser reads; ``now`` is the clock for signer validity (current UTC
     time when None); entries before ordinal ``skip_before`` are yielded unread (:func:`isolated`), so
-    a continuation does not parse again the certificates a previous invocation handled.
+    a continuation does not parse again the certificates a previous invocation handled. A parse that
+    skips follows one of the same object version that got that far, so the whole-file private-key
+    scan (:func:`refuse_private_keys`) passed already and is not repeated.
     """
 
     bundle_type: str = "E0E0"
