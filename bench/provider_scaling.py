@@ -41,44 +41,33 @@ def peak_kb() -> int:
     return 0
 
 
-class Raw:
-    """A raw HTTP body for botocore: bytes, or a file streamed in 1 MiB reads."""
-
-    def __init__(self, body: bytes | None = None, path: str | None = None) -> None:
-        self.body = body
-        self.file = open(path, "rb") if path else None  # noqa: SIM115 - read to the end by botocore
-
-    def read(self, amt: int | None = None) -> bytes:
-        assert self.file is not None
-        return self.file.read(-1 if amt is None else amt)
-
-    def stream(self, **_kwargs: Any) -> Any:
-        if self.body is not None:
-            return iter([self.body])
-        return iter(lambda: self.read(1024 * 1024), b"")
-
-
 def serve_manifest(key: str, path: str) -> Any:
-    """Return a botocore before-send hook that answers GetObject of ``key`` from the file ``path``."""
+    """Return a botocore before-call hook that answers GetObject of ``key`` from the file ``path``."""
     from botocore.awsrequest import AWSResponse
+    from botocore.response import StreamingBody
 
     size = os.path.getsize(path)
 
-    def hook(request: Any, **_kwargs: Any) -> Any:
-        if request.method != "GET" or not request.url.split("?")[0].endswith(key):
+    def hook(params: Any, **_kwargs: Any) -> Any:
+        if not params["url_path"].split("?")[0].endswith(key):
             return None
-        headers = {"Content-Length": str(size), "ETag": '"bench"', "Content-Type": "text/plain"}
-        return AWSResponse(request.url, 200, headers, Raw(path=path))
+        body = StreamingBody(open(path, "rb"), size)  # noqa: SIM115 - read to the end by the spool
+        parsed = {"Body": body, "ContentLength": size, "ETag": '"bench"', "Metadata": {}}
+        return AWSResponse(params["url"], 200, {}, None), parsed
 
     return hook
 
 
 def accept_import_batches(import_url: str) -> Any:
-    """Return a botocore before-send hook that answers SendMessageBatch on ``import_url`` itself."""
+    """Return a botocore before-call hook that answers SendMessageBatch on ``import_url`` itself.
+
+    The request is serialised as usual; moto's SQS would keep every message (and walks the whole
+    queue on each send).
+    """
     from botocore.awsrequest import AWSResponse
 
-    def hook(request: Any, **_kwargs: Any) -> Any:
-        payload = json.loads(request.body)
+    def hook(params: Any, **_kwargs: Any) -> Any:
+        payload = json.loads(params["body"])
         if payload.get("QueueUrl") != import_url:
             return None
         successful = [
@@ -91,10 +80,30 @@ def accept_import_batches(import_url: str) -> Any:
             }
             for entry in payload["Entries"]
         ]
-        body = json.dumps({"Successful": successful, "Failed": []}).encode()
-        return AWSResponse(request.url, 200, {"Content-Type": "application/x-amz-json-1.0"}, Raw(body=body))
+        return AWSResponse(params["url"], 200, {}, None), {"Successful": successful, "Failed": []}
 
     return hook
+
+
+class CpuDeadline:
+    """Remaining milliseconds of an invocation given ``seconds`` of CPU time (plus the time margin).
+
+    The CPU clock is read at most every 50 ms of wall time: on a loaded VM one read can take a
+    millisecond.
+    """
+
+    def __init__(self, seconds: float, margin_ms: int) -> None:
+        self.deadline = time.process_time() + seconds
+        self.margin_ms = margin_ms
+        self.checked = time.monotonic()
+        self.left_ms = int(seconds * 1000)
+
+    def __call__(self) -> int:
+        now = time.monotonic()
+        if now - self.checked > 0.05:
+            self.checked = now
+            self.left_ms = int((self.deadline - time.process_time()) * 1000)
+        return max(0, self.margin_ms + self.left_ms)
 
 
 def worker(spec: dict[str, Any]) -> dict[str, Any]:
@@ -127,9 +136,9 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
         sqs = boto3.client("sqs", region_name=region)
         import_url = sqs.create_queue(QueueName="import")["QueueUrl"]
         intake_url = sqs.create_queue(QueueName="intake")["QueueUrl"]
-        sqs.meta.events.register("before-send.sqs.SendMessageBatch", accept_import_batches(import_url))
+        sqs.meta.events.register("before-call.sqs.SendMessageBatch", accept_import_batches(import_url))
         key = "generated/scaling.txt"
-        s3.meta.events.register("before-send.s3.GetObject", serve_manifest(key, spec["manifest"]))
+        s3.meta.events.register("before-call.s3.GetObject", serve_manifest(key, spec["manifest"]))
         size = os.path.getsize(spec["manifest"])
         record = {
             "eventSource": "aws:s3",
@@ -158,11 +167,7 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
         while bodies:
             body = bodies.pop(0)
             started, started_cpu = time.monotonic(), time.process_time()
-            deadline = started_cpu + spec["invocation_seconds"]
-
-            def remaining_ms(deadline: float = deadline) -> int:
-                return max(0, config.time_margin_ms + int((deadline - time.process_time()) * 1000))
-
+            remaining_ms = CpuDeadline(spec["invocation_seconds"], config.time_margin_ms)
             results = p.handle_intake_body(
                 body, services, config, owner=str(uuid.uuid4()), remaining_ms=remaining_ms
             )
