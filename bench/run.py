@@ -444,10 +444,13 @@ def provider_scaling(sizes: list[int], workdir: Path) -> dict[str, Any]:
     sys.path.insert(0, str(ROOT / "bench"))
     from provider_scaling import measure
 
+    from thingpress.generate import write_generated
+
     runs = []
     for count in sizes:
         progress(f"Provider scaling: generating a {count}-certificate manifest")
-        manifest = generated_manifest(count, workdir / f"scaling-{count}.txt", seed=7)
+        manifest = workdir / f"scaling-{count}.txt"
+        write_generated(manifest, count, seed=7)  # a count is streamed; an iterable would be listed
         progress(f"Provider scaling: {count} certificates")
         runs.append(measure(count, manifest, PROVIDER_INVOCATION_SECONDS))
         manifest.unlink()
