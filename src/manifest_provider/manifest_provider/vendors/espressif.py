@@ -97,8 +97,10 @@ def _row_entry(ordinal: int, row_number: int, row: list[str]) -> ManifestEntry:
 def _csv_entries(source: BinaryIO, limits: Limits, skip_before: int) -> Iterator[ManifestEntry]:
     head = source.read(4)
     encoding = _encoding(head)
-    if not skip_before:  # else an earlier run of this object version passed the scan
-        refuse_private_keys(source, _VENDOR, encoding)
+    if skip_before:  # an earlier run of this object version passed the scan
+        source.seek(0)
+    else:
+        refuse_private_keys(source, _VENDOR, encoding)  # rewinds
     # Undecodable bytes are kept as surrogate escapes, so they fail only the row that holds them.
     with text_view(source, encoding, "surrogateescape", newline="") as text:
         # The csv module's field limit is process-wide; every parse sets the configured value.
