@@ -14,12 +14,15 @@ figure counts real requests of the real handlers. Figures:
 * a local import (as ``thingpress local import``, IoT quotas lifted) at 1,000 and 10,000 certificates
   (100,000 with ``--full``): seconds per 1,000 certificates at each size, and the registration time of
   the first and the last 1,000 certificates of each run: flat figures mean the run measures our code;
+* the ManifestProvider's own cost per 10,000 entries at 10k and 100k certificates (and 1M with
+  ``--full``) with a continuation every 20 s of work, and its peak RSS (``bench/provider_scaling.py``);
 * the machine and the date.
 
 Time figures are measured, not asserted: moto serves every call from this process, so the local
 rates say more about moto than about AWS. Handler output (logs, EMF) goes to /dev/null; progress
-goes to stderr. Options: ``--quick`` runs every figure on smaller inputs; ``--full`` adds the largest;
-``--only local_import`` runs that figure alone.
+goes to stderr. Options: ``--quick`` runs every figure on smaller inputs; ``--full`` adds the
+largest inputs (the 100,000-certificate local import and the 1,000,000-certificate provider scaling
+run, about 0.8 GB of manifest on disk); ``--only FIGURE...`` runs those figures alone.
 """
 
 from __future__ import annotations
@@ -600,6 +603,36 @@ def local_import_cost(sizes: tuple[int, ...], workdir: Path) -> dict[str, Any]:
     }
 
 
+PROVIDER_INVOCATION_SECONDS = 20.0
+"""Work per provider invocation in the scaling figure: short, so large manifests cross many continuations."""
+
+
+def provider_scaling(sizes: list[int], workdir: Path) -> dict[str, Any]:
+    """The provider alone (moto in-process) at each size: CPU seconds per 10,000 entries, peak RSS."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    from provider_scaling import measure
+
+    from thingpress.generate import write_generated
+
+    runs = []
+    for count in sizes:
+        progress(f"Provider scaling: generating a {count}-certificate manifest")
+        manifest = workdir / f"scaling-{count}.txt"
+        write_generated(manifest, count, seed=7)  # a count is streamed; an iterable would be listed
+        progress(f"Provider scaling: {count} certificates")
+        runs.append(measure(count, manifest, PROVIDER_INVOCATION_SECONDS))
+        manifest.unlink()
+    smallest, largest = runs[0], runs[-1]
+    return {
+        "invocation_seconds": PROVIDER_INVOCATION_SECONDS,
+        "runs": runs,
+        "cost_ratio_largest_to_smallest": round(
+            largest["cpu_seconds_per_10000_entries"] / smallest["cpu_seconds_per_10000_entries"], 2
+        ),
+        "load_average": os.getloadavg(),
+    }
+
+
 def machine() -> dict[str, Any]:
     return {
         "cpu_count": os.cpu_count(),
@@ -618,6 +651,7 @@ FIGURES = (
     "undo",
     "quota_share",
     "local_import",
+    "provider_scaling",
 )
 """Every figure, in the order the bench runs them."""
 
@@ -644,8 +678,10 @@ def main() -> int:
         else {"calls": 200, "e2e": 10_000, "quota": 500, "undo": 200, "fanout": 100_000, "import_runs": 5}
     )
     local_sizes: tuple[int, ...] = (200, 1_000) if arguments.quick else (1_000, 10_000)
+    provider_sizes = [1_000, 10_000] if arguments.quick else [10_000, 100_000]
     if arguments.full:
         local_sizes = (*local_sizes, 100_000)
+        provider_sizes.append(1_000_000)
     started = time.monotonic()
     with quiet_stdout() as out, tempfile.TemporaryDirectory(prefix="thingpress-bench-") as tmp:
         workdir = Path(tmp)
@@ -658,6 +694,7 @@ def main() -> int:
             "undo": lambda: undo_rate(sizes["undo"], workdir),
             "quota_share": lambda: {name: quota_share(name, workdir) for name in arguments.share},
             "local_import": lambda: local_import_cost(local_sizes, workdir),
+            "provider_scaling": lambda: provider_scaling(provider_sizes, workdir),
         }
         results: dict[str, Any] = {"machine": machine()}
         for figure in FIGURES:

@@ -22,13 +22,20 @@ Only valid entries claim certificates and names, so a rejected entry never block
 reason is one English sentence that starts with the entry's locator. Nothing an entry raises escapes
 ``survey`` or ``evaluate``: an unexpected error becomes that entry's rejection. Only the first valid
 copy of a certificate claims names; a later copy is a duplicate of it.
+
+``findings`` keeps of a survey only what can change an entry's fate: the certificates that more than
+one entry carries (with their first valid copy) and the names that two certificates claim. A
+continuation ``restore``s them instead of surveying again and evaluates every entry exactly as after
+a survey: an entry whose certificate no other entry carries is validated again (the same result as
+the survey's, at the same time), and a name no other certificate claims is free.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from layer_utils.aws_utils import ErrorClass
 from layer_utils.cert_utils import (
@@ -93,6 +100,21 @@ def _add_claim(claims: dict[str, _Claimers], name: str, digest: bytes, locator: 
         claimers.append((digest, locator))
 
 
+def _shared(claims: dict[str, _Claimers]) -> dict[str, list[list[str]]]:
+    return {
+        name: [[digest.hex().upper(), locator] for digest, locator in claimers]
+        for name, claimers in sorted(claims.items())
+        if len(claimers) > 1
+    }
+
+
+def _claims(data: Mapping[str, Any]) -> dict[str, _Claimers]:
+    return {
+        str(name): [(bytes.fromhex(digest), str(locator)) for digest, locator in claimers]
+        for name, claimers in data.items()
+    }
+
+
 def _other_claimer(claims: dict[str, _Claimers], name: str, digest: bytes) -> str | None:
     return next((locator for other, locator in claims.get(name, ()) if other != digest), None)
 
@@ -132,6 +154,10 @@ class EntryEvaluator:
         # (fingerprint names are unique by construction and are not stored).
         self.vendor_claims: dict[str, _Claimers] = {}
         self.any_claims: dict[str, _Claimers] = {}
+        # Certificates that more than one entry carries: a later copy, or an invalid copy (which may
+        # come before the first valid one).
+        self.repeated: set[bytes] = set()
+        self.invalid_copies: set[bytes] = set()
 
     def survey(self, entries: Iterable[ManifestEntry]) -> None:
         """Read every entry once: which certificates are valid, first where, and the names they claim.
@@ -155,15 +181,18 @@ class EntryEvaluator:
         if entry.error is not None or certificate is None:
             return
         locator = shorten(entry.locator, MAX_LOCATOR_BYTES)
+        digest = bytes.fromhex(certificate.fingerprint)
+        if digest in self.first_valid:
+            self.repeated.add(digest)
+            return  # a later copy is a duplicate: it claims no name
         try:
             if not self._validate(entry, certificate).ok:
+                self.invalid_copies.add(digest)
                 return
             candidates, _problems = self._candidates(entry, certificate)
         except Exception:  # the evaluation pass turns it into this entry's rejection
+            self.invalid_copies.add(digest)
             return
-        digest = bytes.fromhex(certificate.fingerprint)
-        if digest in self.first_valid:
-            return  # a later copy is a duplicate: it claims no name
         self.first_valid[digest] = (entry.ordinal, locator)
         for candidate in candidates:
             if candidate.source == "fingerprint":
@@ -171,6 +200,39 @@ class EntryEvaluator:
             if candidate.source == "vendor":
                 _add_claim(self.vendor_claims, candidate.name, digest, locator)
             _add_claim(self.any_claims, candidate.name, digest, locator)
+
+    def findings(self) -> dict[str, Any]:
+        """Return what the survey found that can change an entry's fate, as JSON-ready data.
+
+        Returns:
+            ``firsts``: fingerprint -> [ordinal, locator] of the first valid copy, for certificates
+            that other entries carry too; ``vendor`` and ``any``: name -> [[fingerprint, locator], …]
+            for names that two certificates claim (through a vendor identifier; through any source).
+
+        """
+        copies = self.repeated | (self.invalid_copies & self.first_valid.keys())
+        return {
+            "firsts": {digest.hex().upper(): list(self.first_valid[digest]) for digest in sorted(copies)},
+            "vendor": _shared(self.vendor_claims),
+            "any": _shared(self.any_claims),
+        }
+
+    def restore(self, findings: Mapping[str, Any]) -> None:
+        """Take the ``findings`` of a survey of the same manifest with the same settings, in its place.
+
+        Raises:
+            ValueError: ``findings`` is not what ``findings()`` returns.
+
+        """
+        try:
+            self.first_valid = {
+                bytes.fromhex(digest): (int(ordinal), str(locator))
+                for digest, (ordinal, locator) in findings["firsts"].items()
+            }
+            self.vendor_claims = _claims(findings["vendor"])
+            self.any_claims = _claims(findings["any"])
+        except (KeyError, TypeError, ValueError, AttributeError) as error:
+            raise ValueError(f"The survey findings are malformed ({type(error).__name__}).") from None
 
     def evaluate(self, entry: ManifestEntry) -> Evaluation:
         """Decide one entry's fate (after ``survey``); never raises for bad input.

@@ -22,10 +22,12 @@ is saved in two phases: first the intent (the previous clean point plus the ``bo
 partial message and parse item are cut), then the partial items are sent, then the clean point. A run
 resuming from an intent regenerates everything from the previous clean point with the same cut.
 
-Every run first surveys the whole manifest (``EntryEvaluator.survey``: which certificates are valid,
-where each first appears, which names they claim), then streams from its checkpoint. Duplicates and
-thing-name conflicts are therefore decided with every entry in view, identically in every
-continuation, without persisting anything; a conflict is reported for both entries. The vendor
+The first run surveys the whole manifest (``EntryEvaluator.survey``: which certificates are valid,
+where each first appears, which names they claim) and saves its findings (``findings``); every run
+then streams from its checkpoint, and a continuation restores the findings instead of surveying and
+counts the entries before its checkpoint unread (``ParseOptions.skip_before``), so it costs only its
+new entries. Duplicates and thing-name conflicts are therefore decided with every entry in view,
+identically in every continuation; a conflict is reported for both entries. The vendor
 parser's own iteration is guarded: an unexpected error ends the manifest with a reason (entries
 before it are kept), never the function.
 

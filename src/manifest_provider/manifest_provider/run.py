@@ -36,7 +36,7 @@ class ResumePoint:
     """Where a run starts, read from the job's checkpoint (the start of the manifest when it has none).
 
     ``entries``, ``chunk`` and ``parse`` are the last clean point; ``boundary`` is set while a cut
-    is in progress.
+    is in progress; ``surveyed`` says the survey's findings are saved (``findings``).
     """
 
     resuming: bool
@@ -47,6 +47,7 @@ class ResumePoint:
     chunk: int
     parse: int
     boundary: int | None
+    surveyed: bool = False
 
     @classmethod
     def from_job(cls, job: Job, version_id: str | None, etag: str | None, now: datetime) -> ResumePoint:
@@ -66,6 +67,7 @@ class ResumePoint:
             chunk=int(checkpoint.get("next_chunk", 0)),
             parse=int(checkpoint.get("next_parse", 0)),
             boundary=None if boundary is None else int(boundary),
+            surveyed=bool(checkpoint.get("surveyed", False)),
         )
 
 
@@ -133,6 +135,7 @@ class ManifestRun:
         self.clean_chunk = self.start.chunk
         self.clean_parse = self.start.parse
         self.boundary = self.start.boundary
+        self.surveyed = self.start.surveyed
         self.entries_done = self.clean_entries
         self.next_parse = self.clean_parse
         self.since_checkpoint = 0
@@ -162,6 +165,8 @@ class ManifestRun:
             "version_id": self.start.version_id,
             "etag": self.start.etag,
         }
+        if self.surveyed:
+            state["surveyed"] = True
         if boundary is not None:
             # The intent of a cut: resume from the previous clean point and cut again at `boundary`.
             state.update(

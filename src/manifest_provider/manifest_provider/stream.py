@@ -6,6 +6,7 @@ the invocation runs short of time.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import BinaryIO
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -23,6 +24,7 @@ from layer_utils.telemetry import FAILURE_SEND_FAILED, logger
 from manifest_provider import vendors
 from manifest_provider.config import RunResult
 from manifest_provider.evaluate import Rejected
+from manifest_provider.findings import load_findings, save_findings
 from manifest_provider.prepare import PreparedManifest
 from manifest_provider.run import LostLease, ManifestRun
 from manifest_provider.spool import JobFailure
@@ -59,6 +61,7 @@ class ManifestStream:
 
         """
         run, prepared = self.run, self.prepared
+        self._survey(source)
         if not run.resuming:
             run.save(
                 run.checkpoint_state(self.next_chunk),
@@ -71,9 +74,10 @@ class ManifestStream:
         progress_floor = max(start, run.boundary or 0) + run.config.certs_per_message
         position = 0
         reason: str | None = None
-        prepared.evaluator.survey(vendors.guarded_entries(prepared.parser, source, prepared.options))
+        # The entries before the clean point were handled by earlier runs: they are counted, not read.
+        options = replace(prepared.options, skip_before=start)
         try:
-            for entry in vendors.guarded_entries(prepared.parser, source, prepared.options):
+            for entry in vendors.guarded_entries(prepared.parser, source, options):
                 if position < start:
                     position += 1
                     continue
@@ -106,6 +110,25 @@ class ManifestStream:
         )
         run.services.jobs.try_complete(job_id)
         return run.result("finished")
+
+    def _survey(self, source: BinaryIO) -> None:
+        """Give the evaluator the survey's findings: the saved ones, or a survey's (then saved)."""
+        run, evaluator = self.run, self.prepared.evaluator
+        s3, job = run.services.s3, run.job
+        bucket = run.services.jobs.report_bucket(job.bucket)
+        if run.surveyed:
+            found = load_findings(s3, bucket, job.job_id)
+            if found is not None:
+                try:
+                    evaluator.restore(found)
+                except ValueError:
+                    logger.warning("Survey findings malformed; surveying again", extra={"job_id": job.job_id})
+                else:
+                    return
+        evaluator.survey(vendors.guarded_entries(self.prepared.parser, source, self.prepared.options))
+        # Saved before any checkpoint says so: a run that dies in between surveys again, identically.
+        save_findings(s3, bucket, job.job_id, evaluator.findings())
+        run.surveyed = True
 
     def _classify(self, entry: vendors.ManifestEntry) -> ImportEntry | FailureRecord:
         """Decide an entry's fate: an import entry, or a failure (or duplicate) record."""

@@ -65,7 +65,10 @@ class ParseOptions:
     ``microchip_verifiers`` are the trusted Microchip manifest-signer certificates;
     ``microchip_algorithms`` are the JWS ``alg`` values accepted (ES256 only by default);
     ``limits`` bounds what a parser reads; ``now`` is the clock for signer validity (current UTC
-    time when None).
+    time when None); entries before ordinal ``skip_before`` are yielded unread (:func:`isolated`), so
+    a continuation does not parse again the certificates a previous invocation handled. A parse that
+    skips follows one of the same object version that got that far, so the whole-file private-key
+    scan (:func:`refuse_private_keys`) passed already and is not repeated.
     """
 
     bundle_type: str = "E0E0"
@@ -73,6 +76,7 @@ class ParseOptions:
     limits: Limits = field(default_factory=Limits)
     now: datetime | None = None
     microchip_algorithms: tuple[str, ...] = ("ES256",)
+    skip_before: int = 0
 
 
 class VendorParser(Protocol):
@@ -129,18 +133,24 @@ def certificate_entry(
     return ManifestEntry(ordinal, locator, certificate, vendor_thing_name)
 
 
-def isolated(ordinal: int, locator: str, build: Callable[[], ManifestEntry]) -> ManifestEntry:
+def isolated(
+    ordinal: int, locator: str, build: Callable[[], ManifestEntry], skip_before: int = 0
+) -> ManifestEntry:
     """Build one entry so that nothing it raises escapes: an unexpected error fails that entry only.
 
     Args:
         ordinal: The entry's 0-based position.
         locator: The entry's locator.
         build: The function that builds it.
+        skip_before: Entries before this ordinal are not built (``ParseOptions.skip_before``).
 
     Returns:
-        The built entry, or a failed entry whose reason names the kind of error (never a parser dump).
+        The built entry, a failed entry whose reason names the kind of error (never a parser dump), or
+        for a skipped entry one with neither certificate nor error.
 
     """
+    if ordinal < skip_before:
+        return ManifestEntry(ordinal, locator, None, None)
     try:
         return build()
     except Exception as error:  # one entry's problem must never end the manifest

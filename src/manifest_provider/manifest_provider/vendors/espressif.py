@@ -94,10 +94,13 @@ def _row_entry(ordinal: int, row_number: int, row: list[str]) -> ManifestEntry:
     return entry
 
 
-def _csv_entries(source: BinaryIO, limits: Limits) -> Iterator[ManifestEntry]:
+def _csv_entries(source: BinaryIO, limits: Limits, skip_before: int) -> Iterator[ManifestEntry]:
     head = source.read(4)
     encoding = _encoding(head)
-    refuse_private_keys(source, _VENDOR, encoding)
+    if skip_before:  # an earlier run of this object version passed the scan
+        source.seek(0)
+    else:
+        refuse_private_keys(source, _VENDOR, encoding)  # rewinds
     # Undecodable bytes are kept as surrogate escapes, so they fail only the row that holds them.
     with text_view(source, encoding, "surrogateescape", newline="") as text:
         # The csv module's field limit is process-wide; every parse sets the configured value.
@@ -118,7 +121,9 @@ def _csv_entries(source: BinaryIO, limits: Limits) -> Iterator[ManifestEntry]:
                     continue
                 if not any(value.strip() for value in row):
                     continue
-                yield isolated(ordinal, f"row {row_number}", partial(_row_entry, ordinal, row_number, row))
+                yield isolated(
+                    ordinal, f"row {row_number}", partial(_row_entry, ordinal, row_number, row), skip_before
+                )
                 ordinal += 1
         except csv.Error as error:
             raise ManifestFormatError(
@@ -149,4 +154,4 @@ class EspressifParser:
         if _decode_head(head).lstrip("\ufeff \t\r\n").startswith("-----BEGIN"):
             yield from read_certificates(source, options, _VENDOR)
         else:
-            yield from _csv_entries(source, options.limits)
+            yield from _csv_entries(source, options.limits, options.skip_before)

@@ -45,8 +45,10 @@ _BASE64_PEM_PREFIX = b"LS0tLS1CRUdJTi"  # base64 of "-----BEGIN"
 _BASE64_DER_PREFIX = b"MII"  # base64 of a DER SEQUENCE with a two-byte length
 
 
-def _base64_entries(first: Line, rest: Iterator[Line], limits: Limits) -> Iterator[ManifestEntry]:
-    """Parse one base64 certificate (of PEM or of DER) per line."""
+def _base64_entries(
+    first: Line, rest: Iterator[Line], limits: Limits, skip_before: int
+) -> Iterator[ManifestEntry]:
+    """Parse one base64 certificate (of PEM or of DER) per line; entries before ``skip_before`` unread."""
     ordinal = 0
     line: Line | None = first
     while line is not None:
@@ -54,6 +56,9 @@ def _base64_entries(first: Line, rest: Iterator[Line], limits: Limits) -> Iterat
         data = line.data
         if data is None:
             yield failed(ordinal, locator, f"the line is longer than {limits.max_line_bytes} bytes.")
+            ordinal += 1
+        elif ordinal < skip_before and data.strip():
+            yield ManifestEntry(ordinal, locator, None, None)  # counted, not read
             ordinal += 1
         elif data.strip():
             text = data.strip()
@@ -70,14 +75,19 @@ def _base64_entries(first: Line, rest: Iterator[Line], limits: Limits) -> Iterat
                     yield failed(ordinal, locator, "the line is not valid base64.")
                 else:
                     yield isolated(
-                        ordinal, locator, partial(certificate_entry, ordinal, locator, decoded, None)
+                        ordinal,
+                        locator,
+                        partial(certificate_entry, ordinal, locator, decoded, None),
+                        skip_before,
                     )
             ordinal += 1
         line = next(rest, None)
 
 
-def _pem_entries(first: Line, rest: Iterator[Line], limits: Limits) -> Generator[ManifestEntry, None, int]:
-    """Parse a PEM bundle: each block is one entry, located at its BEGIN line; return the count."""
+def _pem_entries(
+    first: Line, rest: Iterator[Line], limits: Limits, skip_before: int
+) -> Generator[ManifestEntry, None, int]:
+    """Parse a PEM bundle: one entry per block, at its BEGIN line (unread before ``skip_before``)."""
     ordinal = 0
     block: list[bytes] | None = None
     block_line = 0
@@ -107,7 +117,10 @@ def _pem_entries(first: Line, rest: Iterator[Line], limits: Limits) -> Generator
                 block_bytes += len(text) + 1
                 if _END.match(text):
                     yield isolated(
-                        ordinal, f"line {block_line}", partial(_pem_block_entry, ordinal, block_line, block)
+                        ordinal,
+                        f"line {block_line}",
+                        partial(_pem_block_entry, ordinal, block_line, block),
+                        skip_before,
                     )
                     ordinal += 1
                     block = None
@@ -153,14 +166,15 @@ def read_certificates(source: BinaryIO, options: ParseOptions, vendor: str) -> I
     """
     limits = options.limits
     check_manifest_size(source, limits, vendor)
-    refuse_private_keys(source, vendor)
+    if not options.skip_before:  # else an earlier run of this object version passed the scan
+        refuse_private_keys(source, vendor)
     lines = read_lines(source, limits.max_line_bytes)
     first = next((line for line in lines if line.data is None or line.data.strip()), None)
     if first is None:
         raise ManifestFormatError(f"The {vendor} manifest holds only blank lines.")
     if first.data is None or _BASE64_LINE.fullmatch(first.data.strip()):
-        yield from _base64_entries(first, lines, limits)
-    elif not (yield from _pem_entries(first, lines, limits)):
+        yield from _base64_entries(first, lines, limits, options.skip_before)
+    elif not (yield from _pem_entries(first, lines, limits, options.skip_before)):
         raise ManifestFormatError(
             f"The {vendor} manifest holds no certificate: it has neither PEM blocks nor base64 lines."
         )

@@ -152,6 +152,7 @@ class _Run:
 
     budget: Budget
     bundle: str
+    skip_before: int = 0
     seen: set[bytes] = field(default_factory=set)
 
 
@@ -188,7 +189,8 @@ def _inner_entries(archive: _Certificates, workdir: Path, run: _Run, first: int)
             yield failed(first + offset, locator, problem)
         else:
             ordinal = first + offset
-            yield isolated(ordinal, locator, partial(_pem_entry, ordinal, locator, member, files, run))
+            build = partial(_pem_entry, ordinal, locator, member, files, run)
+            yield isolated(ordinal, locator, build, run.skip_before)
 
 
 def _pem_entry(ordinal: int, locator: str, member: Member, files: IndexedFiles, run: _Run) -> ManifestEntry:
@@ -235,7 +237,7 @@ def _entries(source: BinaryIO, options: ParseOptions) -> Iterator[ManifestEntry]
                     f"The {VENDOR} archive {quote(member.name)} could not be extracted to temporary storage."
                 )
         ordinal = 0
-        run = _Run(budget, bundle)
+        run = _Run(budget, bundle, options.skip_before)
         for number, member in enumerate(selected):
             archive = _Certificates(
                 outer_files.path(member.index), member.name, f"{member.name}/" if len(selected) > 1 else ""
