@@ -25,6 +25,7 @@ from botocore.exceptions import NoCredentialsError, NoRegionError
 
 from layer_utils.cert_utils import DEFAULT_NAME_SOURCES, parse_name_sources
 from thingpress.console import CliError, handler_logs_to_stderr
+from thingpress.runlimit import TIMEOUT_HELP
 
 EXIT_OK = 0
 EXIT_FAILED_ENTRIES = 1
@@ -72,6 +73,16 @@ def _positive_int(value: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {value!r}") from None
     if number < 0:
         raise argparse.ArgumentTypeError(f"expected zero or more, got {number}")
+    return number
+
+
+def _seconds(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {value!r}") from None
+    if not number >= 0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"expected zero or more seconds, got {value}")
     return number
 
 
@@ -180,6 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument(
         "--dashboard", type=Path, metavar="HTML", help="draw the dashboard from the run's metrics"
     )
+    imp.add_argument("--timeout", type=_seconds, metavar="SECONDS", help=TIMEOUT_HELP)
     imp.set_defaults(handler=_cmd_local_import)
 
     check = commands.add_parser("check", help="validate a manifest offline (no emulator, no AWS)")
@@ -277,6 +289,7 @@ def _cmd_local_import(args: argparse.Namespace) -> int:
         thing_groups=args.thing_groups,
         thing_type=args.thing_type,
         dashboard=args.dashboard,
+        timeout=args.timeout,
         **_manifest_settings(args),
     )
 

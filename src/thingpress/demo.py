@@ -8,7 +8,8 @@ circuit-breaker states; ``generate`` writes a synthetic manifest.
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,8 @@ from thingpress.localrun import (
     upload_verifiers,
     write_dashboard,
 )
+from thingpress.progress import JobProgress
+from thingpress.runlimit import LocalRunTimeout
 
 # --- thingpress local import ----------------------------------------------------------------------
 
@@ -65,6 +68,8 @@ def local_import_command(
     name_sources: Sequence[str] = DEFAULT_NAME_SOURCES,
     thing_name_prefix: str = "",
     dashboard: Path | None = None,
+    timeout: float | None = None,
+    clock: Callable[[], float] = time.monotonic,
     as_json: bool,
 ) -> int:
     """Run ``thingpress local import``: import one manifest through the local stack and print the report.
@@ -73,10 +78,15 @@ def local_import_command(
     configure the local ManifestProvider exactly as the stack's parameters configure the deployed one:
     the command is the operator, not an uploader. With ``dashboard``
     the template's CloudWatch dashboard is drawn from the run's metrics into that HTML file. A stack
-    that cannot start or a pipeline that does not finish raises ``CliError``.
+    that cannot start raises ``CliError``. Progress goes to stderr.
 
     Returns:
         0 when every entry was imported, 1 when some failed (or the job failed).
+
+    Raises:
+        LocalRunTimeout: The run was still busy after ``timeout`` seconds of ``clock`` (default:
+            `thingpress.runlimit.local_timeout` of the manifest's entries); the partial report, with
+            the entries still pending, has been printed.
 
     """
     body = manifest.read_bytes()
@@ -99,9 +109,12 @@ def local_import_command(
         )
         if verifiers is not None:
             upload_verifiers(stack, verifiers)
-        (report,) = LocalRun(stack, show_progress=not as_json).run(
-            [Upload(key, body, metadata)], capture=capture
-        )
+        run = LocalRun(stack, timeout=timeout, clock=clock)
+        try:
+            (report,) = run.run([Upload(key, body, metadata)], capture=capture)
+        except LocalRunTimeout as stopped:
+            _print_partial(stopped.reports[0], circuit_status(stack), as_json=as_json)
+            raise
         circuits = circuit_status(stack)
     if capture is not None and dashboard is not None:
         report["dashboard"] = str(write_dashboard(capture, template, dashboard))
@@ -113,6 +126,18 @@ def local_import_command(
         if dashboard is not None:
             out_console().print(f"Dashboard: {report['dashboard']}")
     return remote_cli.report_exit_code([report])
+
+
+def _print_partial(report: dict[str, Any], circuits: Mapping[str, Any], *, as_json: bool) -> None:
+    """Print the report of a local import that hit its time limit, with the entries still pending."""
+    if as_json:
+        print_json({**report, "circuits": circuits, "timed_out": True})
+        return
+    remote_cli.print_report(
+        report, title=f"Job {report.get('job_id', '-')} (partial: stopped at the time limit)"
+    )
+    pending = report.get("pending")
+    out_console().print(f"Still pending: {'unknown' if pending is None else f'{pending:,}'} entries.")
 
 
 # --- thingpress generate ----------------------------------------------------------------------------
@@ -158,6 +183,8 @@ def generate_command(
 ) -> int:
     """Run ``thingpress generate``: write a synthetic manifest (and, for Microchip, its signer).
 
+    Progress, with rate and time left, goes to stderr (`thingpress.progress.JobProgress`).
+
     For Microchip the signer is read from, or created at, ``<signer>.crt``/``<signer>.key`` (default
     ``<out without suffix>-signer``); pass the certificate's directory to ``--verifiers``.
 
@@ -178,7 +205,16 @@ def generate_command(
         chosen, created = load_or_make_signer(prefix)
         verb = "Wrote" if created else "Used"
         console.print(f"{verb} manifest signer {prefix.name}.crt in {prefix.parent} (pass it to --verifiers)")
-    summary = generate(vendor, count, out, bad_fraction=bad_fraction, signer=chosen, seed=seed)
+    with JobProgress() as progress:
+        summary = generate(
+            vendor,
+            count,
+            out,
+            bad_fraction=bad_fraction,
+            signer=chosen,
+            seed=seed,
+            progress=progress.tick(f"generate {out.name}"),
+        )
     console.print(
         f"Wrote {summary.count} {vendor} entries to {out}: "
         f"{len(summary.thing_names)} good, {len(summary.bad)} damaged."
