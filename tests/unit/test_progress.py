@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import pytest
 from rich.console import Console
 from rich.progress import Progress
 
+from thingpress.check import check_manifest
+from thingpress.generate import generate
 from thingpress.progress import JobProgress, RateColumn, format_rate, format_seconds
 
 
@@ -145,3 +148,39 @@ def test_format_rate(rate: float, text: str) -> None:
 )
 def test_format_seconds(seconds: float, text: str) -> None:
     assert format_seconds(seconds) == text
+
+
+def test_check_manifest_reports_both_passes(tmp_path: Path) -> None:
+    manifest = tmp_path / "devices.csv"
+    generate("espressif", 5, manifest, seed=1)
+    seen: list[tuple[int, int | None, str]] = []
+
+    result = check_manifest(
+        manifest, progress=lambda done, total, status="": seen.append((done, total, status))
+    )
+
+    assert result.entries == 5
+    survey = [call for call in seen if call[2] == "pass 1 of 2"]
+    evaluation = [call for call in seen if call[2] == "pass 2 of 2"]
+    assert seen == survey + evaluation
+    assert [done for done, _, _ in survey] == [0, 1, 2, 3, 4, 5, 5]
+    assert {total for _, total, _ in survey[:-1]} == {None}
+    assert survey[-1] == (5, 5, "pass 1 of 2")
+    assert [(done, total) for done, total, _ in evaluation] == [(n, 5) for n in range(6)] + [(5, 5)]
+
+
+@pytest.mark.parametrize(
+    ("vendor", "total"), [("espressif", 4), ("generated", 4), ("microchip", 4), ("infineon", 12)]
+)
+def test_generate_reports_every_certificate(tmp_path: Path, vendor: str, total: int) -> None:
+    seen: list[tuple[int, int | None]] = []
+
+    summary = generate(
+        vendor, 4, tmp_path / "out", progress=lambda done, total, status="": seen.append((done, total))
+    )
+
+    assert summary.count == 4
+    done = [count for count, _ in seen]
+    assert done == sorted(done)
+    assert set(done) == set(range(total + 1))  # Infineon: four per bundle type, three bundle types
+    assert {reported for _, reported in seen} == {total}

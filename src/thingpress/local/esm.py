@@ -396,6 +396,8 @@ class EventSourceMappingEmulator:
                     break
                 progressed = False
                 for index, source in enumerate(self.sources):
+                    if until is not None and until():
+                        break
                     limit = self.concurrency(source)
                     if in_flight.get(index, 0) >= limit:
                         continue
