@@ -1,4 +1,4 @@
-"""thingpress.progress: plain progress lines and rich's rate and time left, on an injected clock."""
+"""thingpress.progress and thingpress.runlimit: progress lines, rich's rate and time left, the local limit."""
 
 from __future__ import annotations
 
@@ -11,7 +11,9 @@ from rich.progress import Progress
 
 from thingpress.check import check_manifest
 from thingpress.generate import generate
+from thingpress.localrun import LOCAL_IOT_TPS
 from thingpress.progress import JobProgress, RateColumn, format_rate, format_seconds
+from thingpress.runlimit import EMULATED_ENTRIES_PER_SECOND, TIMEOUT_BASE_SECONDS, local_timeout
 
 
 class FakeClock:
@@ -184,3 +186,14 @@ def test_generate_reports_every_certificate(tmp_path: Path, vendor: str, total: 
     assert done == sorted(done)
     assert set(done) == set(range(total + 1))  # Infineon: four per bundle type, three bundle types
     assert {reported for _, reported in seen} == {total}
+
+
+def test_the_default_local_timeout_scales_with_the_entries_and_the_quota() -> None:
+    assert local_timeout(0, LOCAL_IOT_TPS) == TIMEOUT_BASE_SECONDS
+    assert local_timeout(20_000, LOCAL_IOT_TPS) == TIMEOUT_BASE_SECONDS + 20_000 / EMULATED_ENTRIES_PER_SECOND
+    assert local_timeout(40_000, LOCAL_IOT_TPS) - TIMEOUT_BASE_SECONDS == 2 * (
+        local_timeout(20_000, LOCAL_IOT_TPS) - TIMEOUT_BASE_SECONDS
+    )
+    # Under AWS's default quotas RegisterCertificateWithoutCA (10 calls/s) would be the bound instead.
+    slow = {**LOCAL_IOT_TPS, "RegisterCertificateWithoutCA": 2.0}
+    assert local_timeout(20_000, slow) == TIMEOUT_BASE_SECONDS + 20_000 / 2.0
