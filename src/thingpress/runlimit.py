@@ -15,8 +15,9 @@ from thingpress.progress import format_seconds
 TIMEOUT_BASE_SECONDS = 120.0
 """The default limit before any entry is known: start-up, parsing and the reports."""
 
-EMULATED_ENTRIES_PER_SECOND = 10.0
-"""The slowest rate the embedded stack imports entries at (moto on two busy cores, with margin)."""
+EMULATED_ENTRIES_PER_SECOND = 5.0
+"""The slowest rate the embedded stack imports entries at, with margin: 8 to 15 a second were measured
+for 20,000 entries on two cores shared with a load average of 10 to 25."""
 
 PER_ENTRY_APIS = ("RegisterCertificateWithoutCA", "CreateThing", "AttachThingPrincipal")
 """The IoT APIs the importer calls once for every entry."""
@@ -26,8 +27,8 @@ def local_timeout(entries: int, iot_tps: Mapping[str, float]) -> float:
     """Return the default time limit of a local run of ``entries`` entries, in seconds.
 
     ``TIMEOUT_BASE_SECONDS + entries / min(slowest per-entry IoT quota, EMULATED_ENTRIES_PER_SECOND)``.
-    With the local quotas (1,000 calls per second) the emulator is the bound: 120 s plus 100 ms an
-    entry, 2,120 s for 20,000 entries.
+    With the local quotas (1,000 calls per second) the emulator is the bound: 120 s plus 200 ms an
+    entry, 4,120 s for 20,000 entries.
 
     Args:
         entries: The entries known so far (of every job of the run).
