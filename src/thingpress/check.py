@@ -10,7 +10,7 @@ is any problem.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -29,6 +29,7 @@ from manifest_provider.vendors import (
     guarded_entries,
 )
 from thingpress.console import failures_table, out_console, print_json
+from thingpress.progress import JobProgress, Tick
 
 _HEAD_BYTES = 8192
 _CERT_SUFFIXES = (".crt", ".pem", ".cer", ".der")
@@ -127,10 +128,13 @@ def check_manifest(
     name_sources: Sequence[str] = DEFAULT_NAME_SOURCES,
     thing_name_prefix: str = "",
     now: datetime | None = None,
+    progress: Tick | None = None,
 ) -> CheckResult:
     """Check one manifest file as the ManifestProvider would, without importing anything.
 
-    An unreadable file raises ``OSError``.
+    An unreadable file raises ``OSError``. The file is read twice, as the provider reads it: a survey
+    (duplicates, names claimed) and the evaluation of every entry; ``progress`` sees both passes,
+    the second with the total the first one counted.
 
     Args:
         path: The manifest.
@@ -142,6 +146,7 @@ def check_manifest(
         name_sources: The ordered thing-name sources (as ``THINGPRESS_THING_NAME_SOURCE``).
         thing_name_prefix: The thing-name prefix (as ``THINGPRESS_THING_NAME_PREFIX``).
         now: The validation time (default now).
+        progress: Told the entries done per pass (status ``pass 1 of 2``, ``pass 2 of 2``).
 
     Returns:
         The result with every problem, one per bad entry.
@@ -162,8 +167,10 @@ def check_manifest(
                 get_parser(vendor) if vendor else detect(f"incoming/{path.name}", source.read(_HEAD_BYTES))
             )
             result.vendor = parser.name
-            evaluator.survey(guarded_entries(parser, source, options))
-            for entry in guarded_entries(parser, source, options):
+            surveyed = _Counter(progress, "pass 1 of 2")
+            evaluator.survey(surveyed.count(guarded_entries(parser, source, options)))
+            checked = _Counter(progress, "pass 2 of 2", total=surveyed.done)
+            for entry in checked.count(guarded_entries(parser, source, options)):
                 result.entries += 1
                 outcome = evaluator.evaluate(entry)
                 if isinstance(outcome, Rejected):
@@ -178,6 +185,24 @@ def check_manifest(
         except (ManifestFormatError, ValueError) as error:
             result.problems.append(Problem("manifest", str(error)))
     return result
+
+
+class _Counter:
+    """Counts the entries of one pass for a progress callback (at the start and after each entry)."""
+
+    def __init__(self, progress: Tick | None, status: str, total: int | None = None) -> None:
+        self.progress, self.status, self.total, self.done = progress, status, total, 0
+
+    def count(self, entries: Iterable[Any]) -> Iterator[Any]:
+        if self.progress is None:
+            yield from entries
+            return
+        self.progress(0, self.total, self.status)
+        for entry in entries:
+            yield entry
+            self.done += 1
+            self.progress(self.done, self.total, self.status)
+        self.progress(self.done, self.done, self.status)
 
 
 def _counts_table(result: CheckResult) -> Table:
@@ -206,7 +231,7 @@ def check_command(
     thing_name_prefix: str = "",
     as_json: bool,
 ) -> int:
-    """Run ``thingpress check``: print the counts and every problem.
+    """Run ``thingpress check``: print the counts and every problem, with progress on stderr.
 
     A verifier or CA file that holds no readable certificate is skipped with a warning. The arguments
     are those of `check_manifest`, with file paths and ``as_json`` for JSON output.
@@ -220,16 +245,18 @@ def check_command(
     if trusted_cas:
         anchors, ca_warnings = load_certificate_files(trusted_cas)
         warnings.extend(ca_warnings)
-    result = check_manifest(
-        manifest,
-        vendor=vendor,
-        verifiers=signers,
-        trusted_cas=anchors,
-        bundle_type=bundle_type,
-        allow_expired=allow_expired,
-        name_sources=name_sources,
-        thing_name_prefix=thing_name_prefix,
-    )
+    with JobProgress() as progress:
+        result = check_manifest(
+            manifest,
+            vendor=vendor,
+            verifiers=signers,
+            trusted_cas=anchors,
+            bundle_type=bundle_type,
+            allow_expired=allow_expired,
+            name_sources=name_sources,
+            thing_name_prefix=thing_name_prefix,
+            progress=progress.tick(f"check {manifest.name}"),
+        )
     result.warnings.extend(warnings)
     if as_json:
         print_json(result.to_dict())

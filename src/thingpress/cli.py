@@ -39,8 +39,10 @@ from thingpress.cli_options import (
     fraction,
     manifest_settings,
     positive_int,
+    seconds,
 )
 from thingpress.console import CliError, handler_logs, handler_logs_to_stderr
+from thingpress.runlimit import TIMEOUT_HELP
 
 
 def version() -> str:
@@ -91,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="read every imported thing back from IoT for the report (default: from the job's outcomes)",
     )
+    imp.add_argument("--timeout", type=seconds, metavar="SECONDS", help=TIMEOUT_HELP)
     add_local_option(imp, "import into the stack `thingpress local up` serves (default: it, when one runs)")
     add_global_options(imp, aws=False)
     imp.set_defaults(handler=_cmd_local_import)
@@ -221,7 +224,7 @@ def _cmd_local_import(args: argparse.Namespace) -> int:
         thing_type=args.thing_type,
         dashboard=args.dashboard,
         verify=args.verify,
-        **manifest_settings(args),
+        timeout=args.timeout,
         use_local=args.local,
         local_state=args.state,
         **manifest_settings(args),

@@ -79,6 +79,22 @@ def positive_int(value: str) -> int:
     return number
 
 
+def seconds(value: str) -> float:
+    """Return ``value`` as a number of seconds, zero or more (argparse type).
+
+    Raises:
+        argparse.ArgumentTypeError: not a number, negative or NaN.
+
+    """
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {value!r}") from None
+    if not number >= 0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"expected zero or more seconds, got {value}")
+    return number
+
+
 def fraction(value: str) -> float:
     """Return ``value`` as a number between 0 and 1 (an ``argparse`` type)."""
     try:

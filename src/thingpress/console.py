@@ -1,7 +1,7 @@
-"""Terminal output for the ``thingpress`` CLI: one-line errors, JSON, progress bars and tables.
+"""Terminal output for the ``thingpress`` CLI: one-line errors, JSON, spinners and tables.
 
-Human-readable output goes through rich; progress always goes to stderr so that ``--json`` output on
-stdout stays exactly one JSON document.
+Human-readable output goes through rich; spinners (and `thingpress.progress`) always go to stderr
+so that ``--json`` output on stdout stays exactly one JSON document.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from contextvars import ContextVar
 from typing import Any, TextIO
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 
@@ -52,49 +51,6 @@ def print_json(document: Any, file: TextIO | None = None) -> None:
     stream.write(json.dumps(document, indent=2, sort_keys=True, default=str))
     stream.write("\n")
     stream.flush()
-
-
-class JobProgress:
-    """Live progress bars, one per job, on stderr.
-
-    Use as a context manager; ``update(label, done, total)`` creates the bar on first use. When
-    ``enabled`` is false every call is a no-op (``--json`` mode).
-    """
-
-    def __init__(self, *, enabled: bool = True, console: Console | None = None) -> None:
-        """Create the bars on ``console`` (default: stderr); nothing shows until entered."""
-        self._enabled = enabled
-        self._progress = Progress(
-            TextColumn("{task.description:<40}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[status]:<22}"),
-            TimeElapsedColumn(),
-            console=console or err_console(),
-            transient=False,
-        )
-        self._tasks: dict[str, TaskID] = {}
-
-    def __enter__(self) -> JobProgress:
-        """Start the live display (when enabled) and return self."""
-        if self._enabled:
-            self._progress.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        """Stop the live display."""
-        if self._enabled:
-            self._progress.stop()
-
-    def update(self, label: str, done: int, total: int | None, status: str = "") -> None:
-        """Set the bar of ``label`` to ``done`` of ``total`` (None while unknown) and its status text."""
-        if not self._enabled:
-            return
-        task = self._tasks.get(label)
-        if task is None:
-            task = self._progress.add_task(label, total=total, status=status)
-            self._tasks[label] = task
-        self._progress.update(task, completed=done, total=total, status=status)
 
 
 @contextmanager

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,8 @@ from thingpress.localrun import (
 )
 from thingpress.localserve import OperatorSettings, import_to_running, stack_deployment
 from thingpress.localstate import RunningStack, find_running, require_running, state_dir
+from thingpress.progress import JobProgress
+from thingpress.runlimit import LocalRunTimeout
 from thingpress.undo_cli import UndoOptions, run_undo
 
 # --- thingpress local import ----------------------------------------------------------------------
@@ -70,6 +73,8 @@ def local_import_command(
     thing_name_prefix: str = "",
     dashboard: Path | None = None,
     verify: bool = False,
+    timeout: float | None = None,
+    clock: Callable[[], float] = time.monotonic,
     as_json: bool,
     use_local: bool = False,
     local_state: Path | None = None,
@@ -86,12 +91,16 @@ def local_import_command(
     When a stack started by ``thingpress local up`` runs from the state folder ``local_state``
     (`thingpress.localstate.state_dir`), the manifest goes to that stack instead (required with
     ``use_local``), whose operator settings these must match (`thingpress.localserve.import_to_running`).
+    Progress goes to stderr.
 
     Returns:
         0 when every entry was imported, 1 when some failed (or the job failed).
 
     Raises:
         CliError: ``--dashboard`` with a running stack, or no running stack with ``use_local``.
+        LocalRunTimeout: The run was still busy after ``timeout`` seconds of ``clock`` (default:
+            `thingpress.runlimit.local_timeout` of the manifest's entries); the partial report, with
+            the entries still pending, has been printed.
 
     """
     body = manifest.read_bytes()
@@ -133,9 +142,12 @@ def local_import_command(
         settings.apply(stack)
         if verifiers is not None:
             upload_verifiers(stack, verifiers)
-        (report,) = LocalRun(stack, show_progress=not as_json).run(
-            [Upload(key, body, metadata)], capture=capture, verify=verify
-        )
+        run = LocalRun(stack, show_progress=not as_json, timeout=timeout, clock=clock)
+        try:
+            (report,) = run.run([Upload(key, body, metadata)], capture=capture, verify=verify)
+        except LocalRunTimeout as stopped:
+            _print_partial(stopped.reports[0], circuit_status(stack), as_json=as_json)
+            raise
         circuits = circuit_status(stack)
     if capture is not None and dashboard is not None:
         report["dashboard"] = str(write_dashboard(capture, template, dashboard))
@@ -147,6 +159,18 @@ def local_import_command(
         if dashboard is not None:
             out_console().print(f"Dashboard: {report['dashboard']}")
     return remote_cli.report_exit_code([report])
+
+
+def _print_partial(report: dict[str, Any], circuits: Mapping[str, Any], *, as_json: bool) -> None:
+    """Print the report of a local import that hit its time limit, with the entries still pending."""
+    if as_json:
+        print_json({**report, "circuits": circuits, "timed_out": True})
+        return
+    remote_cli.print_report(
+        report, title=f"Job {report.get('job_id', '-')} (partial: stopped at the time limit)"
+    )
+    pending = report.get("pending")
+    out_console().print(f"Still pending: {'unknown' if pending is None else f'{pending:,}'} entries.")
 
 
 # --- thingpress generate ----------------------------------------------------------------------------
@@ -192,6 +216,8 @@ def generate_command(
 ) -> int:
     """Run ``thingpress generate``: write a synthetic manifest (and, for Microchip, its signer).
 
+    Progress, with rate and time left, goes to stderr (`thingpress.progress.JobProgress`).
+
     For Microchip the signer is read from, or created at, ``<signer>.crt``/``<signer>.key`` (default
     ``<out without suffix>-signer``); pass the certificate's directory to ``--verifiers``.
 
@@ -212,7 +238,16 @@ def generate_command(
         chosen, created = load_or_make_signer(prefix)
         verb = "Wrote" if created else "Used"
         console.print(f"{verb} manifest signer {prefix.name}.crt in {prefix.parent} (pass it to --verifiers)")
-    summary = generate(vendor, count, out, bad_fraction=bad_fraction, signer=chosen, seed=seed)
+    with JobProgress() as progress:
+        summary = generate(
+            vendor,
+            count,
+            out,
+            bad_fraction=bad_fraction,
+            signer=chosen,
+            seed=seed,
+            progress=progress.tick(f"generate {out.name}"),
+        )
     console.print(
         f"Wrote {summary.count} {vendor} entries to {out}: "
         f"{len(summary.thing_names)} good, {len(summary.bad)} damaged."

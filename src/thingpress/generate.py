@@ -29,12 +29,14 @@ from thingpress.generate_common import (
     bad_indices,
     certificates_to_write,
     common_name,
+    counted,
     demo_chain,
     opened,
     random_uuid,
     seeded_rng,
 )
 from thingpress.generate_microchip import MICROCHIP_BAD_KINDS, make_microchip_signer, write_microchip
+from thingpress.progress import Tick
 
 __all__ = [
     "GENERATED_STYLES",
@@ -68,7 +70,12 @@ INFINEON_REEL = "78211223032C7EFA"
 
 
 def write_espressif(
-    out: Output, certs_or_count: Iterable[Issued] | int, *, bad_fraction: float = 0.0, seed: int = 0
+    out: Output,
+    certs_or_count: Iterable[Issued] | int,
+    *,
+    bad_fraction: float = 0.0,
+    seed: int = 0,
+    progress: Tick | None = None,
 ) -> Summary:
     """Write an Espressif ``MAC,cn,cert`` CSV manifest.
 
@@ -82,6 +89,7 @@ def write_espressif(
         bad_fraction: The fraction of rows to damage (a garbage certificate, a cn column that does not
             match the certificate, or an empty MAC).
         seed: The seed.
+        progress: Told the rows written so far.
 
     Returns:
         The summary (thing names are the MACs; locators ``row N``, the header being row 1).
@@ -98,7 +106,7 @@ def write_espressif(
         try:
             writer = csv.writer(text, lineterminator="\n")
             writer.writerow(["MAC", "cn", "cert"])
-            for index, issued in enumerate(certs):
+            for index, issued in enumerate(counted(certs, progress, count)):
                 mac = f"{0x4BA2BB000000 + index:012X}"
                 cn, pem = common_name(issued.certificate), issued.pem()
                 if index in bad_rows:
@@ -129,6 +137,7 @@ def write_generated(
     style: str = "b64pem",
     bad_fraction: float = 0.0,
     seed: int = 0,
+    progress: Tick | None = None,
 ) -> Summary:
     """Write generated certificates in one of `GENERATED_STYLES`.
 
@@ -141,6 +150,7 @@ def write_generated(
         style: The layout.
         bad_fraction: The fraction of entries to damage (a garbage certificate in the same layout).
         seed: The seed.
+        progress: Told the entries written so far.
 
     Returns:
         The summary (thing names are the CNs; locators ``line N``, for a PEM bundle the BEGIN line of
@@ -160,7 +170,7 @@ def write_generated(
     line = 1
     written = 0
     with opened(out) as stream:
-        for index, issued in enumerate(certs):
+        for index, issued in enumerate(counted(certs, progress, count)):
             broken = index in bad_entries
             if style == "pem":
                 chunk = (GARBAGE_PEM if broken else issued.pem()).encode("ascii")
@@ -213,6 +223,7 @@ def write_infineon(
     include_keys: bool = True,
     bad_fraction: float = 0.0,
     seed: int = 0,
+    progress: Tick | None = None,
 ) -> Summary:
     """Write an Infineon 7z-of-7z manifest like the vendor's.
 
@@ -227,6 +238,7 @@ def write_infineon(
             open it).
         bad_fraction: The fraction of PEM files to damage.
         seed: The seed.
+        progress: Told the certificates made so far, of ``count`` per bundle type.
 
     Returns:
         The summary of the first bundle with all bundles in ``bundles`` (thing names are the
@@ -247,7 +259,7 @@ def write_infineon(
     chip_prefix = hashlib.sha256(f"{seed}-{guid}".encode()).hexdigest()[:12].upper()
     summaries: dict[str, Summary] = {}
     members: list[tuple[str, bytes]] = []
-    for bundle in bundle_types:
+    for number, bundle in enumerate(bundle_types):
         prefix = hashlib.sha256(f"{seed}-{guid}-{bundle}".encode()).hexdigest()[:48]
         certs = make_device_certs(
             count, issuer, cn_format=prefix + "{i:016x}", key_type="rsa" if bundle == "E0E2" else "ec"
@@ -256,7 +268,8 @@ def write_infineon(
         files: list[tuple[str, bytes]] = []
         names: list[str] = []
         bad: dict[str, str] = {}
-        for index, issued in enumerate(certs):
+        total = count * len(bundle_types)
+        for index, issued in enumerate(counted(certs, progress, total, start=number * count)):
             chip = f"{chip_prefix}{index:08X}"
             name = f"{chip}_{bundle}.pem"
             if index in bad_files:
@@ -288,6 +301,7 @@ def generate(
     signer: Issued | None = None,
     seed: int = 0,
     style: str = "b64pem",
+    progress: Tick | None = None,
 ) -> Summary:
     """Write a synthetic manifest of ``count`` devices for ``vendor`` (one of `VENDORS`).
 
@@ -302,6 +316,7 @@ def generate(
             is not returned, so pass one to verify the result).
         seed: The seed.
         style: The generated-format style.
+        progress: Told the certificates made so far (Infineon: of ``count`` per bundle type).
 
     Returns:
         The writer's summary.
@@ -313,12 +328,16 @@ def generate(
     if count < 0:
         raise ValueError(f"Count must not be negative, got {count}.")
     if vendor == "espressif":
-        return write_espressif(out, count, bad_fraction=bad_fraction, seed=seed)
+        return write_espressif(out, count, bad_fraction=bad_fraction, seed=seed, progress=progress)
     if vendor == "generated":
-        return write_generated(out, count, style=style, bad_fraction=bad_fraction, seed=seed)
+        return write_generated(
+            out, count, style=style, bad_fraction=bad_fraction, seed=seed, progress=progress
+        )
     if vendor == "infineon":
-        return write_infineon(out, count, bad_fraction=bad_fraction, seed=seed)
+        return write_infineon(out, count, bad_fraction=bad_fraction, seed=seed, progress=progress)
     if vendor == "microchip":
         chosen = signer if signer is not None else make_microchip_signer()
-        return write_microchip(out, count, signer=chosen, bad_fraction=bad_fraction, seed=seed)
+        return write_microchip(
+            out, count, signer=chosen, bad_fraction=bad_fraction, seed=seed, progress=progress
+        )
     raise ValueError(f"Unknown vendor {vendor!r}: use one of {', '.join(VENDORS)}.")

@@ -7,11 +7,12 @@ import random
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, TypeVar
 
 from cryptography import x509
 
 from thingpress.certfactory import Issued, make_ca, make_device_certs
+from thingpress.progress import Tick
 
 __all__ = [
     "GARBAGE_PEM",
@@ -20,6 +21,7 @@ __all__ = [
     "bad_indices",
     "certificates_to_write",
     "common_name",
+    "counted",
     "demo_chain",
     "opened",
     "random_uuid",
@@ -28,6 +30,8 @@ __all__ = [
 
 Output = BinaryIO | str | Path
 """Where a writer puts the manifest: a binary stream or a file path."""
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -89,6 +93,19 @@ def certificates_to_write(
         return certs_or_count, len(certs_or_count), ()
     materialised = list(certs_or_count)
     return materialised, len(materialised), ()
+
+
+def counted(items: Iterable[T], progress: Tick | None, total: int | None, *, start: int = 0) -> Iterator[T]:
+    """Yield ``items``, telling ``progress`` how many are done (``start`` + those written) of ``total``."""
+    if progress is None:
+        yield from items
+        return
+    done = start
+    progress(done, total)
+    for item in items:
+        yield item
+        done += 1
+        progress(done, total)
 
 
 def common_name(certificate: x509.Certificate) -> str:

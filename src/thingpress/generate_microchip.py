@@ -18,9 +18,11 @@ from thingpress.generate_common import (
     Summary,
     bad_indices,
     certificates_to_write,
+    counted,
     opened,
     seeded_rng,
 )
+from thingpress.progress import Tick
 
 __all__ = ["MICROCHIP_BAD_KINDS", "make_microchip_signer", "write_microchip"]
 
@@ -119,6 +121,7 @@ def write_microchip(
     issuer: Issued | None = None,
     bad_fraction: float = 0.0,
     seed: int = 0,
+    progress: Tick | None = None,
 ) -> Summary:
     """Write a Microchip manifest: a JSON array of ES256 JWS entries signed by ``signer``.
 
@@ -133,6 +136,7 @@ def write_microchip(
         issuer: The CA that issued the given certificates (its certificate is ``x5c[1]``).
         bad_fraction: The fraction of entries to damage (one of `MICROCHIP_BAD_KINDS`).
         seed: The seed.
+        progress: Told the entries written so far.
 
     Returns:
         The summary (thing names are the uniqueIds; locators ``entry N (uniqueId X)``).
@@ -159,7 +163,7 @@ def write_microchip(
     written = 0
     with opened(out) as stream:
         stream.write(b"[")
-        for index, issued in enumerate(certs):
+        for index, issued in enumerate(counted(certs, progress, count)):
             unique_id = f"0123{id_base:010x}{index:04x}"
             kind = rng.choice(MICROCHIP_BAD_KINDS) if index in bad_entries else None
             payload_json = _payload(unique_id, None if kind == "no certificate" else issued, chain[:1])

@@ -16,7 +16,7 @@ import json
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +29,9 @@ from layer_utils.jobs import Job, JobStore
 from manifest_provider import vendors
 from thingpress import remote
 from thingpress.check import certificate_files
-from thingpress.console import CliError, JobProgress, handler_logs_to_stderr, spinner
+from thingpress.console import CliError, handler_logs_to_stderr, spinner
+from thingpress.progress import JobProgress
+from thingpress.runlimit import LocalRunTimeout, local_timeout, timeout_message
 
 if TYPE_CHECKING:
     from thingpress.local import LocalStack
@@ -217,23 +219,35 @@ class LocalRun:
 
     Args:
         stack: The started local stack.
-        show_progress: Show live progress bars on stderr.
-        max_seconds: The time limit of a run.
+        show_progress: Show progress on stderr (live bars on a terminal, else plain lines).
+        timeout: The time limit of a run in seconds; None: `local_timeout` of the entries the jobs
+            have so far (it grows as the provider reads the manifests).
+        clock: Seconds (monotonic): the time limit and the progress rates run on it.
 
     """
 
-    def __init__(self, stack: Any, *, show_progress: bool = True, max_seconds: float = 300.0) -> None:
+    def __init__(
+        self,
+        stack: Any,
+        *,
+        show_progress: bool = True,
+        timeout: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         """Bind to the stack; nothing runs until `run`."""
         self.stack = stack
         self.show_progress = show_progress
-        self.max_seconds = max_seconds
+        self.timeout = timeout
+        self.clock = clock
         self.s3 = stack.client("s3")
         self.iot = stack.client("iot")
         self.store = JobStore(
             stack.physical_id("JobsTable"), dynamodb=stack.client("dynamodb"), s3=stack.client("s3")
         )
         self._refresh_lock = threading.Lock()
-        self._last_refresh = 0.0
+        self._last_refresh: float | None = None
+        self._entries = 0
+        self._job_ids: dict[str, str] = {}
 
     def jobs_by_key(self, keys: Sequence[str]) -> dict[str, Job]:
         """Return the newest job of each of ``keys`` that has one."""
@@ -243,19 +257,33 @@ class LocalRun:
                 found[job.key] = job
         return found
 
+    def _jobs_now(self, keys: Sequence[str]) -> dict[str, Job]:
+        """Return the jobs of ``keys``: one Scan until every key has a job, then a GetItem per job."""
+        if len(self._job_ids) < len(keys):
+            jobs = self.jobs_by_key(keys)
+            self._job_ids = {key: job.job_id for key, job in jobs.items()}
+            return jobs
+        found = {key: self.store.get_job(job_id) for key, job_id in self._job_ids.items()}
+        return {key: job for key, job in found.items() if job is not None}
+
+    def limit(self) -> float:
+        """Return the time limit now: ``timeout``, else `local_timeout` of the entries known so far."""
+        return self.timeout if self.timeout is not None else local_timeout(self._entries, LOCAL_IOT_TPS)
+
     def _refresh(self, progress: JobProgress, keys: Sequence[str], *, force: bool = False) -> None:
         with self._refresh_lock:
-            now = time.monotonic()
-            if not force and now - self._last_refresh < _REFRESH_SECONDS:
+            now = self.clock()
+            if not force and self._last_refresh is not None and now - self._last_refresh < _REFRESH_SECONDS:
                 return
             self._last_refresh = now
-            jobs = self.jobs_by_key(keys)
+            jobs = self._jobs_now(keys)
+            self._entries = sum(job.entries_known for job in jobs.values())
             for key in keys:
                 job = jobs.get(key)
                 if job is None:
                     progress.update(key, 0, None, "waiting")
                 else:
-                    progress.update(key, job.settled, job.total, str(job.status))
+                    progress.update(key, job.settled, job.total if job.parsed else None, str(job.status))
 
     def run(
         self, uploads: Sequence[Upload], *, capture: Any = None, verify: bool = False
@@ -263,7 +291,9 @@ class LocalRun:
         """Upload the manifests, run the pipeline to completion and return one report per upload.
 
         Each report is ``JobStore.build_report`` plus ``key``, ``things`` and ``things_from``
-        (`report_things`); an upload that never became a job gets status ``NOT_STARTED``.
+        (`report_things`), and ``pending`` while the job is not final; an upload that never became a
+        job gets status ``NOT_STARTED``. Progress is refreshed after every invocation and, while
+        invocations run, five times a second.
 
         Args:
             uploads: The manifests.
@@ -277,7 +307,8 @@ class LocalRun:
             The reports.
 
         Raises:
-            CliError: The pipeline is still busy after the time limit.
+            LocalRunTimeout: The pipeline is still busy after the time limit (`limit`); it carries the
+                partial reports, each with ``pending``, the entries not settled yet (None while unknown).
 
         """
         from thingpress.local import EventSourceMappingEmulator  # noqa: PLC0415 - loads moto
@@ -285,35 +316,50 @@ class LocalRun:
         keys = [upload.key for upload in uploads]
         self.stack.handler(PROVIDER)  # import the handlers (and their loggers) before redirecting logs
         self.stack.handler(IMPORTER)
+        started = self.clock()
         for upload in uploads:
             self.s3.put_object(
                 Bucket=self.stack.bucket, Key=upload.key, Body=upload.body, Metadata=dict(upload.metadata)
             )
         with contextlib.ExitStack() as context:
-            progress = context.enter_context(JobProgress(enabled=self.show_progress))
+            progress = context.enter_context(JobProgress(enabled=self.show_progress, clock=self.clock))
             context.enter_context(handler_logs_to_stderr())
             self._refresh(progress, keys, force=True)
 
             def on_progress(_: Any) -> None:
                 self._refresh(progress, keys)
 
+            def out_of_time() -> bool:
+                self._refresh(progress, keys)
+                return self.clock() - started >= self.limit()
+
             # The handlers print their metrics (EMF) to stdout, as on Lambda: capture them, always.
             context.enter_context(capture if capture is not None else new_capture())
             if capture is not None:
                 on_progress = capture.sampler(self.stack, then=on_progress)
             emulator = EventSourceMappingEmulator(self.stack, max_concurrency=None, on_progress=on_progress)
-            stats = emulator.run_until_idle(max_seconds=self.max_seconds)
+            stats = emulator.run_until_idle(max_seconds=float("inf"), until=out_of_time)
+            elapsed = self.clock() - started
             self._refresh(progress, keys, force=True)
+        reports = self._reports(uploads, partial=not stats.idle, verify=verify)
         if not stats.idle:
-            raise CliError(f"The local pipeline was still busy after {self.max_seconds:.0f} seconds.")
-        jobs = self.jobs_by_key(keys)
+            pending = [report["pending"] for report in reports if "pending" in report]
+            message = timeout_message(elapsed, self.timeout, pending)
+            raise LocalRunTimeout(message, reports)
+        return reports
+
+    def _reports(self, uploads: Sequence[Upload], *, partial: bool, verify: bool) -> list[dict[str, Any]]:
+        jobs = self.jobs_by_key([upload.key for upload in uploads])
         reports = []
         for upload in uploads:
             job = jobs.get(upload.key)
             if job is None:
-                reports.append(_not_started(upload.key))
+                reports.append(_not_started(upload.key) | ({"pending": None} if partial else {}))
                 continue
-            reports.append(report_things(self.iot, remote.job_report(self.store, job), verify=verify))
+            report = report_things(self.iot, remote.job_report(self.store, job), verify=verify)
+            if not job.is_final:
+                report["pending"] = job.total - job.settled if job.parsed and job.total is not None else None
+            reports.append(report)
         return reports
 
 

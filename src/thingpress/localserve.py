@@ -28,7 +28,6 @@ from thingpress import remote
 from thingpress.check import certificate_files
 from thingpress.console import (
     CliError,
-    JobProgress,
     err_console,
     handler_logs_to_stderr,
     out_console,
@@ -51,6 +50,7 @@ from thingpress.localstate import (
     read_state,
     write_state,
 )
+from thingpress.progress import JobProgress
 
 _IDLE_WAIT_SECONDS = 0.25
 _ROUND_SECONDS = 1.0

@@ -20,6 +20,7 @@ from layer_utils.jobs import Job, JobStore
 from layer_utils.messages import decode_message
 from manifest_provider.intake import parse_intake_body
 from thingpress.console import CliError
+from thingpress.progress import Tick
 
 if TYPE_CHECKING:
     from mypy_boto3_cloudformation import CloudFormationClient
@@ -272,6 +273,7 @@ def redrive(
     source_url: str,
     *,
     before_send: Callable[[Sequence[str]], None] | None = None,
+    progress: Tick | None = None,
 ) -> RedriveResult:
     """Move every message of ``dlq_url`` back to ``source_url``: receive, send, then delete, 10 at a time.
 
@@ -283,6 +285,8 @@ def redrive(
         dlq_url: The dead-letter queue.
         source_url: The queue the messages go back to.
         before_send: Optional; sees the bodies of each batch before it is sent.
+        progress: Optional; told the messages handled (moved or failed) of the DLQ's approximate
+            depth at the start.
 
     Returns:
         The counts.
@@ -290,11 +294,22 @@ def redrive(
     """
     # SQS StartMessageMoveTask would do this server-side, but moto does not implement it.
     moved = failed = 0
+    depth: int | None = None
+    if progress is not None:
+        attributes = sqs.get_queue_attributes(
+            QueueUrl=dlq_url, AttributeNames=["ApproximateNumberOfMessages"]
+        )
+        depth = int(attributes.get("Attributes", {}).get("ApproximateNumberOfMessages", 0))
+        progress(0, depth)
     while True:
+        if progress is not None:
+            progress(moved + failed, max(depth or 0, moved + failed))
         messages = sqs.receive_message(
             QueueUrl=dlq_url, MaxNumberOfMessages=10, WaitTimeSeconds=0, MessageAttributeNames=["All"]
         ).get("Messages", [])
         if not messages:
+            if progress is not None:
+                progress(moved + failed, moved + failed)
             return RedriveResult(dlq_url, source_url, moved, failed)
         if before_send is not None:
             before_send([message["Body"] for message in messages])

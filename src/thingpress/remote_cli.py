@@ -21,6 +21,7 @@ from job_sweeper.sweeper import SweepResult
 from layer_utils.jobs import JobStore
 from thingpress.console import CliError, failures_table, jobs_table, out_console, print_json, things_table
 from thingpress.localstate import RunningStack, require_running
+from thingpress.progress import JobProgress
 from thingpress.remote import (
     Deployment,
     find_job,
@@ -195,6 +196,8 @@ def redrive_command(
 ) -> int:
     """Run ``thingpress redrive``: move DLQ messages back to their source queues and report the counts.
 
+    Progress (messages moved, rate, time left) goes to stderr, one task per dead-letter queue.
+
     With ``stack`` both DLQs are redriven; before a message is sent back, the unfinished jobs it
     concerns get a fresh progress clock (``JobStore.restart_progress_clock``), so the sweep waits a
     full ``StalledJobMinutes`` for it; then one sweep runs (`run_sweep`), so every job that cannot
@@ -244,7 +247,17 @@ def redrive_command(
                     if store.restart_progress_clock(job_id) is not None:
                         restarted.append(job_id)
 
-    results = [redrive(sqs, dlq, source, before_send=restart_jobs) for dlq, source in pairs]
+    with JobProgress(unit="messages") as progress:
+        results = [
+            redrive(
+                sqs,
+                dlq,
+                source,
+                before_send=restart_jobs,
+                progress=progress.tick(f"redrive {_queue_name(dlq)}"),
+            )
+            for dlq, source in pairs
+        ]
     swept = run_sweep(store, deployment) if store is not None and deployment is not None else SweepResult()
     if as_json:
         print_json(
@@ -266,6 +279,11 @@ def redrive_command(
             console.print(f"Unfinished jobs given a fresh start: {len(restarted)}")
             print_swept(swept)
     return 1 if any(result.failed for result in results) else 0
+
+
+def _queue_name(url: str) -> str:
+    """Return the name of a queue from its URL (its last path segment)."""
+    return url.rstrip("/").rsplit("/", 1)[-1]
 
 
 def print_swept(result: SweepResult) -> None:

@@ -10,7 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from thingpress.console import CliError, JobProgress, err_console
+from thingpress.console import CliError, err_console
+from thingpress.progress import JobProgress
 
 if TYPE_CHECKING:
     from layer_utils.jobs import Job, JobStore

@@ -294,6 +294,19 @@ def test_remaining_time_comes_from_injected_clock_and_function_timeout(stack: Lo
     assert first["remaining"] == 5000
 
 
+def test_until_stops_the_run_early_and_leaves_the_rest_queued(stack: LocalStack) -> None:
+    stack.client("s3").put_object(Bucket=stack.bucket, Key="incoming/u.txt", Body=b"a\nb\n")
+    emulator = EventSourceMappingEmulator(stack)
+    second_queue = stack.physical_id("SecondQueue")
+
+    stats = emulator.run_until_idle(max_seconds=30, until=lambda: emulator.queue_depth(second_queue) > 0)
+
+    assert not stats.idle
+    assert set(stats.invocations) == {"FirstFunction"}
+    assert emulator.queue_depth(second_queue) == 2
+    assert recorded(stack, "second") == []
+
+
 def test_timeout_fails_the_whole_batch(stack: LocalStack) -> None:
     stack.configure_function("SecondFunction", timeout=1)
     sqs = stack.client("sqs")

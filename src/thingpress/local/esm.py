@@ -359,14 +359,20 @@ class EventSourceMappingEmulator:
             url,
         )
 
-    def run_until_idle(self, max_seconds: float = 60.0, max_invocations: int | None = None) -> RunStats:
+    def run_until_idle(
+        self,
+        max_seconds: float = 60.0,
+        max_invocations: int | None = None,
+        until: Callable[[], bool] | None = None,
+    ) -> RunStats:
         """Poll every enabled source round-robin until all their queues are empty and nothing runs.
 
-        Raises what `deliver` raises.
+        Raises what `deliver` raises. A stop at a bound lets the invocations already running finish.
 
         Args:
             max_seconds: Stop early (``idle`` false) after this much `clock` time.
             max_invocations: Stop early after this many batches.
+            until: Stop early (``idle`` false) as soon as this returns true (a caller's own deadline).
 
         Returns:
             The run's statistics.
@@ -386,10 +392,12 @@ class EventSourceMappingEmulator:
                     in_flight[running.pop(future)] -= 1
                     future.result()
                 bounded = max_invocations is not None and batches >= max_invocations
-                if bounded or self.clock() - started >= max_seconds:
+                if bounded or self.clock() - started >= max_seconds or (until is not None and until()):
                     break
                 progressed = False
                 for index, source in enumerate(self.sources):
+                    if until is not None and until():
+                        break
                     limit = self.concurrency(source)
                     if in_flight.get(index, 0) >= limit:
                         continue

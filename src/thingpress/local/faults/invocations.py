@@ -9,7 +9,7 @@ import json
 import random
 import threading
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -399,9 +399,14 @@ class FaultyEmulator(EventSourceMappingEmulator):
             self._record(invocation)
             return [invocation]
 
-    def run_until_idle(self, max_seconds: float = 60.0, max_invocations: int | None = None) -> RunStats:
+    def run_until_idle(
+        self,
+        max_seconds: float = 60.0,
+        max_invocations: int | None = None,
+        until: Callable[[], bool] | None = None,
+    ) -> RunStats:
         """Run as the base emulator does, then wait for concurrent redeliveries and re-raise their errors."""
-        stats = super().run_until_idle(max_seconds=max_seconds, max_invocations=max_invocations)
+        stats = super().run_until_idle(max_seconds=max_seconds, max_invocations=max_invocations, until=until)
         with self._faults_lock:
             threads = list(self._extra)
         for thread in threads:
