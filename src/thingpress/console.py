@@ -155,7 +155,7 @@ def jobs_table(reports: Sequence[Mapping[str, Any]], *, title: str = "Jobs") -> 
             str(report.get("vendor") or ""),
             str(report.get("status", "")),
             _count(report.get("total")),
-            _count(report.get("succeeded")),
+            _count(report.get("imported")),
             _count(report.get("failed")),
             _count(report.get("duplicates")),
         )

@@ -207,7 +207,7 @@ class DemoManifest:
         key = self.upload.key
         expected = {
             "total": self.summary.count,
-            "succeeded": len(self.summary.thing_names),
+            "imported": len(self.summary.thing_names),
             "failed": len(self.summary.bad),
             "duplicates": 0,
         }
@@ -330,7 +330,7 @@ def demo_command(*, count: int = 25, dashboard: Path | None = None) -> int:
     if problems:
         console.print(f"Demo FAILED: {len(problems)} unexpected results.")
         return 1
-    imported = sum(int(report.get("succeeded") or 0) for report in reports)
+    imported = sum(int(report.get("imported") or 0) for report in reports)
     failed = sum(int(report.get("failed") or 0) for report in reports)
     console.print(
         f"Demo OK: {len(reports)} manifests, {imported} devices imported, "

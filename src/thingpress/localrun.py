@@ -320,11 +320,12 @@ def _not_started(key: str) -> dict[str, Any]:
         "status": "NOT_STARTED",
         "reason": "The manifest never became a job (no S3 event reached the ManifestProvider).",
         "total": None,
-        "succeeded": 0,
+        "imported": 0,
         "failed": 0,
         "duplicates": 0,
-        "imported": [],
+        "imported_entries": [],
         "failures": [],
+        "duplicate_entries": [],
         "things": [],
     }
 

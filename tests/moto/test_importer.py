@@ -366,7 +366,7 @@ def test_mixed_batch_requeues_only_the_retryable_entries_then_completes_once(
     assert job is not None
     assert (job.status, job.succeeded, job.failed, job.settled) == (JobStatus.COMPLETED_WITH_ERRORS, 3, 1, 4)
     report = json.loads(world.aws.s3.get_object(Bucket=BUCKET, Key=job.report_key)["Body"].read())
-    assert [r["locator"] for r in report["imported"]] == ["row 1", "row 2", "row 4"]
+    assert [r["locator"] for r in report["imported_entries"]] == ["row 1", "row 2", "row 4"]
     assert [f["locator"] for f in report["failures"]] == ["row 3"]
     assert "is REVOKED in AWS IoT" in report["failures"][0]["reason"]
 
@@ -420,10 +420,12 @@ def test_exhausted_entries_fail_permanently_with_the_last_error(world: World, ce
     assert report["failures"] == [
         {
             "locator": "row 2",
+            "thing_name": None,
             "certificate_id": entries[1].certificate_id,
             "reason": "row 2: RegisterCertificateWithoutCA for certificate "
             f"{entries[1].certificate_id} failed (ThrottlingException: Rate exceeded);"
             " gave up after 8 attempts.",
+            "error_class": "exhausted",
         }
     ]
 

@@ -204,7 +204,7 @@ def test_pipeline_imports_real_material(shared_manifests: Path) -> None:
         assert {name: ids for name, ids in trust_and_go.things.items() if name in tng} == {
             name: frozenset({certificate_id}) for name, certificate_id in tng.items()
         }
-        assert {r["name_source"] for r in trust_and_go.report["imported"]} == {"vendor"}
+        assert {r["name_source"] for r in trust_and_go.report["imported_entries"]} == {"vendor"}
         # Real Espressif certificates (one without a CN) in a CSV, named by the MAC column.
         run.configure(THINGPRESS_ALLOW_EXPIRED="true")
         espressif = run.run("espressif/real.csv", csv_body)

@@ -22,6 +22,7 @@ from layer_utils.jobstore.model import (
     natural_key,
     version_rank,
 )
+from layer_utils.schema import DUPLICATE_ENTRIES, FAILURES, IMPORTED_ENTRIES, SCHEMA, entry
 from layer_utils.telemetry import logger
 
 if TYPE_CHECKING:
@@ -39,32 +40,27 @@ def build_report(
         status: overrides the job's stored status (the final status while REPORTING).
 
     Returns:
-        The report; lists are sorted by the natural order of locators, then certificate id and reason.
+        The report in the vocabulary of ``layer_utils.schema`` (``schema``, the counts, and
+        ``imported_entries``, ``failures`` and ``duplicate_entries`` in the entry shape); lists are
+        sorted by the natural order of locators, then certificate id and reason.
 
     """
     imported: list[dict[str, Any]] = []
     failures: list[dict[str, Any]] = []
     duplicates: list[dict[str, Any]] = []
     for item in items:
-        imported.extend(item.get("imported", []))
-        failures.extend(_report_failure(record) for record in item.get("failures", []))
-        duplicates.extend(_report_failure(record) for record in item.get("duplicates", []))
+        imported.extend(entry(record) for record in item.get("imported", []))
+        failures.extend(entry(record) for record in item.get("failures", []))
+        duplicates.extend(entry(record) for record in item.get("duplicates", []))
     imported.sort(key=lambda r: (natural_key(r["locator"]), r["certificate_id"]))
     failures.sort(key=_failure_sort_key)
     duplicates.sort(key=_failure_sort_key)
     return {
+        "schema": SCHEMA,
         **job.summary(status),
-        "imported": imported,
-        "failures": failures,
-        "duplicate_entries": duplicates,
-    }
-
-
-def _report_failure(record: Mapping[str, Any]) -> dict[str, Any]:
-    return {
-        "locator": record["locator"],
-        "certificate_id": record.get("certificate_id"),
-        "reason": record["reason"],
+        IMPORTED_ENTRIES: imported,
+        FAILURES: failures,
+        DUPLICATE_ENTRIES: duplicates,
     }
 
 
