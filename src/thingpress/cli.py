@@ -160,6 +160,15 @@ def _add_remote_target(parser: argparse.ArgumentParser) -> None:
     _add_aws_options(parser)
 
 
+def _add_all_option(parser: argparse.ArgumentParser) -> None:
+    """Add ``--all``: list every entry and thing, not only the first ``ROW_LIMIT`` rows (people's output)."""
+    parser.add_argument(
+        "--all",
+        action="store_true",
+        help="list every failed entry and every thing (default: failures grouped by reason, 10 things)",
+    )
+
+
 def _aws(args: argparse.Namespace) -> dict[str, Any]:
     return {"region": args.region, "profile": args.profile, "as_json": args.json}
 
@@ -180,10 +189,12 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument(
         "--dashboard", type=Path, metavar="HTML", help="draw the dashboard from the run's metrics"
     )
+    _add_all_option(imp)
     imp.set_defaults(handler=_cmd_local_import)
 
     check = commands.add_parser("check", help="validate a manifest offline (no emulator, no AWS)")
     _add_manifest_arguments(check, vendor_help="vendor format (default: sniff)")
+    _add_all_option(check)
     check.set_defaults(handler=_cmd_check)
 
     invoke = commands.add_parser("invoke", help="run one function handler on an event, like sam local invoke")
@@ -208,6 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     report = commands.add_parser("report", help="the report of one job of a deployed stack")
     report.add_argument("job", metavar="JOB_ID_OR_MANIFEST_KEY")
     _add_remote_target(report)
+    _add_all_option(report)
     report.set_defaults(handler=_cmd_report)
 
     generate = commands.add_parser("generate", help="write a synthetic manifest")
@@ -217,6 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--bad-fraction", type=_fraction, default=0.0, metavar="F")
     generate.add_argument("--signer", type=Path, metavar="PATH_PREFIX")
     generate.add_argument("--seed", type=int, default=0)
+    generate.add_argument("--json", action="store_true", help="print one JSON document")
     generate.set_defaults(handler=_cmd_generate)
 
     sweep = commands.add_parser(
@@ -242,6 +255,8 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="HTML",
         help="where to draw the dashboard from the run's metrics (default: %(default)s)",
     )
+    _add_all_option(demo)
+    demo.add_argument("--json", action="store_true", help="print one JSON document")
     demo.set_defaults(handler=_cmd_demo)
     return parser
 
@@ -277,6 +292,7 @@ def _cmd_local_import(args: argparse.Namespace) -> int:
         thing_groups=args.thing_groups,
         thing_type=args.thing_type,
         dashboard=args.dashboard,
+        show_all=args.all,
         **_manifest_settings(args),
     )
 
@@ -284,7 +300,7 @@ def _cmd_local_import(args: argparse.Namespace) -> int:
 def _cmd_check(args: argparse.Namespace) -> int:
     from thingpress import check  # noqa: PLC0415
 
-    return check.check_command(args.manifest, **_manifest_settings(args))
+    return check.check_command(args.manifest, show_all=args.all, **_manifest_settings(args))
 
 
 def _cmd_invoke(args: argparse.Namespace) -> int:
@@ -308,14 +324,22 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
     stack, bucket, table = _remote_target(args)
     with handler_logs_to_stderr(logging.ERROR):  # the CLI reports AWS failures itself
-        return remote_cli.report_command(args.job, stack=stack, bucket=bucket, table=table, **_aws(args))
+        return remote_cli.report_command(
+            args.job, stack=stack, bucket=bucket, table=table, show_all=args.all, **_aws(args)
+        )
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
     from thingpress import demo  # noqa: PLC0415
 
     return demo.generate_command(
-        args.vendor, args.count, args.out, bad_fraction=args.bad_fraction, signer=args.signer, seed=args.seed
+        args.vendor,
+        args.count,
+        args.out,
+        bad_fraction=args.bad_fraction,
+        signer=args.signer,
+        seed=args.seed,
+        as_json=args.json,
     )
 
 
@@ -341,7 +365,7 @@ def _cmd_redrive(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from thingpress import demo  # noqa: PLC0415
 
-    return demo.demo_command(count=args.count, dashboard=args.dashboard)
+    return demo.demo_command(count=args.count, dashboard=args.dashboard, show_all=args.all, as_json=args.json)
 
 
 def _describe(error: BaseException) -> str:
