@@ -12,12 +12,12 @@ import json
 import logging
 import os
 import sys
+import textwrap
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, TextIO
 
 from rich.console import Console
-from rich.padding import Padding
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
@@ -263,13 +263,20 @@ def print_failure_groups(
         shown = ", ".join(group.locators[:_LOCATORS_SHOWN])
         if group.count > _LOCATORS_SHOWN:
             shown += f" and {group.count - _LOCATORS_SHOWN} more"
-        console.print(Padding(lit(shown), (0, 0, 0, 6), expand=False))
+        _print_indented(console, shown)
         if group.example != group.label:
-            console.print(
-                Padding(lit(f"e.g. {group.locators[0]}: {group.example}"), (0, 0, 0, 6), expand=False)
-            )
+            _print_indented(console, f"e.g. {group.locators[0]}: {group.example}")
         if group.hint:
-            console.print(Padding(lit(f"hint: {group.hint}"), (0, 0, 0, 6), expand=False))
+            _print_indented(console, f"hint: {group.hint}")
+
+
+def _print_indented(console: Console, text: str, indent: int = 6) -> None:
+    """Print ``text`` literally, wrapped to the console's width with every line indented."""
+    margin = " " * indent
+    wrapped = textwrap.fill(
+        text, width=max(console.width, indent + 20), initial_indent=margin, subsequent_indent=margin
+    )
+    console.print(lit(wrapped), soft_wrap=True)
 
 
 def things_table(

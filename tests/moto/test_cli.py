@@ -372,7 +372,7 @@ def test_generate_microchip_writes_and_reuses_its_signer(
     assert (tmp_path / "m-signer.crt").read_bytes() == signer.read_bytes()
 
     assert cli.main(["check", str(out), "--verifiers", str(tmp_path), "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["valid"] == 4
+    assert json.loads(capsys.readouterr().out)["imported"] == 4
 
 
 def test_generate_explicit_signer_prefix(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

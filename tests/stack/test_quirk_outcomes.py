@@ -75,8 +75,8 @@ def assert_rejection(quirk: Quirk, reason: str, where: str) -> None:
 
 def test_every_quirk_through_check(manifest: Path) -> None:
     result: CheckResult = check_manifest(manifest, vendor="generated", now=NOW)
-    valid = {record.locator: record for record in result.valid}
-    problems = {problem.locator: problem.reason for problem in result.problems}
+    valid = {record.locator: record for record in result.imported}
+    problems = {problem.locator: problem.reason for problem in result.failures}
     assert result.entries == len(IN_MANIFEST)
     for index, quirk in enumerate(IN_MANIFEST):
         where = locator(index)
@@ -92,8 +92,8 @@ def test_every_quirk_through_check(manifest: Path) -> None:
 def test_chain_checks_on_the_tolerant_path(manifest: Path) -> None:
     ca = load_certificate(CORPUS.ca_der)
     result = check_manifest(manifest, vendor="generated", trusted_cas=[ca], now=NOW)
-    valid = {record.locator for record in result.valid}
-    problems = {problem.locator: problem.reason for problem in result.problems}
+    valid = {record.locator for record in result.imported}
+    problems = {problem.locator: problem.reason for problem in result.failures}
     for index, quirk in enumerate(IN_MANIFEST):
         where = locator(index)
         if quirk.expected == "accept" and quirk.openssl_chain_ok:
