@@ -49,7 +49,8 @@ KINDS: tuple[Kind, ...] = (
     Kind(
         re.compile(r"^the signature does not verify with signer "),
         "The Microchip signature does not verify",
-        _VERIFIERS_HINT,
+        "Either the entry was altered after signing, or the certificates in --verifiers are not the "
+        "ones that signed the manifest: pass --verifiers DIR with the vendor's manifest signers.",
     ),
     Kind(
         re.compile(r"^the signer .* is not valid at "),

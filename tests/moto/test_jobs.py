@@ -217,7 +217,9 @@ def test_completion_and_report(store: j.JobStore, aws: dict[str, Any], emitted: 
     assert (report["total"], report["imported"], report["failed"], report["duplicates"]) == (12, 9, 2, 1)
     assert report["created_at"] == "2025-01-02T03:04:05.000Z"
     assert report["completed_at"] == "2025-01-02T03:04:05.000Z"
-    assert [r["locator"] for r in report["imported_entries"]] == [f"row {i}" for i in [0, 2, 3, 4, 5, 6, 7, 8, 9]]
+    assert [r["locator"] for r in report["imported_entries"]] == [
+        f"row {i}" for i in [0, 2, 3, 4, 5, 6, 7, 8, 9]
+    ]
     assert report["imported_entries"][0] == {
         "locator": "row 0",
         "thing_name": "thing-0",
