@@ -75,7 +75,12 @@ KINDS: tuple[Kind, ...] = (
         "the chain check).",
     ),
     Kind(re.compile(r"^duplicate of "), "Duplicate of an earlier entry (the same certificate)"),
-    Kind(re.compile(r"^no certificate in manifest entry"), "No certificate in the manifest entry"),
+    Kind(
+        re.compile(r"^no certificate in manifest entry"),
+        "No certificate in the manifest entry",
+        "The vendor shipped keys without device certificates for these entries (Microchip TrustFLEX "
+        "manifests do): there is nothing to register; ask the vendor for the certificates.",
+    ),
     Kind(
         re.compile(r"^thing .* already exists and "),
         "The thing already exists and was not made by Thingpress",

@@ -393,8 +393,8 @@ def test_generate_bad_fraction_lists_damage(capsys: pytest.CaptureFixture[str], 
     argv = ["generate", "--vendor", "generated", "--count", "10", "--out", str(out), "--bad-fraction", "0.3"]
     assert cli.main(argv) == 0
     text = capsys.readouterr().out
-    assert "7 good, 3 damaged" in text
-    assert text.count("garbage certificate") == 3
+    assert "7 good, 3 damaged (3 garbage certificate)." in text
+    assert text.count(": garbage certificate") == 3
     assert len(out.read_text().splitlines()) == 10
 
 

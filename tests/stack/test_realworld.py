@@ -88,7 +88,7 @@ def test_trustflex_entries_carry_no_certificate(shared_manifests: Path) -> None:
         verifiers=verifiers(shared_manifests),
         now=NOW,
     )
-    assert result.entries == 10
+    assert result.total == 10
     assert result.imported == []
     assert all(p.reason.endswith(": no certificate in manifest entry.") for p in result.failures)
     assert len(result.failures) == 10
@@ -104,7 +104,7 @@ def test_espressif_csv_names_things_after_the_mac(shared_manifests: Path) -> Non
 
 def test_espressif_single_pem(shared_manifests: Path) -> None:
     result = check_manifest(shared_manifests / "espressif" / "single.pem", vendor="espressif", now=NOW)
-    assert (result.entries, len(result.imported), result.failures) == (1, 1, [])
+    assert (result.total, len(result.imported), result.failures) == (1, 1, [])
 
 
 @pytest.mark.parametrize("bundle", ["E0E0", "E0E1", "E0E2"])
@@ -125,8 +125,8 @@ def test_infineon_bundles_name_things_after_the_chip_id(shared_manifests: Path, 
 def test_generated_names_things_after_the_cn(shared_manifests: Path) -> None:
     path = shared_manifests / "generated" / "certificates_test.txt"
     expired = check_manifest(path, now=NOW)
-    assert len(expired.problems) == 100
-    assert all("Certificate expired on 2025-09-13" in p.reason for p in expired.problems)
+    assert len(expired.failures) == 100
+    assert all("Certificate expired on 2025-09-13" in p.reason for p in expired.failures)
     result = check_manifest(path, allow_expired=True, now=NOW)
     assert names(result) == [f"Device-{i}" for i in range(100)]
 
@@ -147,8 +147,8 @@ def test_real_infineon_devices_are_named_by_fingerprint_and_chain_to_the_anchors
     other = check_manifest(
         realworld / "infineon-optiga-trust-m-devices.pem", trusted_cas=anchors[:1], now=NOW
     )
-    assert len(other.problems) >= 1
-    assert all("does not chain to a trusted CA" in p.reason for p in other.problems)
+    assert len(other.failures) >= 1
+    assert all("does not chain to a trusted CA" in p.reason for p in other.failures)
 
 
 def test_real_espressif_devices(shared_manifests: Path) -> None:
@@ -158,8 +158,8 @@ def test_real_espressif_devices(shared_manifests: Path) -> None:
     assert len(result.imported) == 4
     assert all(FINGERPRINT_NAME.fullmatch(name) for name in names(result))
     strict = check_manifest(path, now=NOW)
-    assert len(strict.valid) == 2
-    assert all("Certificate expired on" in p.reason for p in strict.problems)
+    assert len(strict.imported) == 2
+    assert all("Certificate expired on" in p.reason for p in strict.failures)
 
 
 def espressif_csv_of(path: Path) -> tuple[bytes, list[str]]:
