@@ -160,7 +160,7 @@ def job_summary(job: Any) -> dict[str, Any]:
     return {
         "status": str(job.status),
         "total": job.total,
-        "succeeded": job.succeeded,
+        "imported": job.succeeded,
         "failed": job.failed,
         "duplicates": job.duplicates,
     }
@@ -584,7 +584,7 @@ def local_import_one(count: int, workdir: Path) -> dict[str, Any]:
         "seconds": round(elapsed, 1),
         "seconds_per_1000": round(elapsed * 1000 / count, 2),
         "status": report["status"],
-        "succeeded": report["succeeded"],
+        "imported": report["imported"],
         "registered": len(registered),
     }
     if len(registered) >= 2000:  # a first and a last thousand that do not overlap

@@ -4,8 +4,8 @@ It runs what the ManifestProvider runs before anything is queued: format detecti
 parser (signatures, archive and CSV structure) and the provider's own per-entry evaluation
 (``manifest_provider.evaluate``: duplicates, thing naming, certificate validation with expiry, key,
 CA flag and, when trust anchors are given, the chain), so every reason is the one the import report
-would give. It prints the counts and every problem with its locator; the exit code is 1 when there
-is any problem.
+would give, in the report's words (``layer_utils.schema``). It prints the counts, then the entries
+that cannot be imported grouped by reason; the exit code is 1 when there is any.
 """
 
 from __future__ import annotations
@@ -16,10 +16,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from rich.table import Table
-
 from layer_utils.cert_utils import DEFAULT_NAME_SOURCES, ParsedCertificate, load_certificates
-from layer_utils.jobs import ImportedRecord
+from layer_utils.jobs import FailureRecord, ImportedRecord
+from layer_utils.schema import DUPLICATE_ENTRIES, FAILURES, IMPORTED_ENTRIES, SCHEMA, counts, entry
 from manifest_provider.evaluate import EntryEvaluator, Rejected
 from manifest_provider.vendors import (
     ManifestFormatError,
@@ -28,64 +27,51 @@ from manifest_provider.vendors import (
     get_parser,
     guarded_entries,
 )
-from thingpress.console import failures_table, out_console, print_json
+from thingpress.console import counts_text, failures_table, lit, out_console, print_failure_groups, print_json
 from thingpress.progress import JobProgress, Tick
 
 _HEAD_BYTES = 8192
 _CERT_SUFFIXES = (".crt", ".pem", ".cer", ".der")
 
 
-@dataclass(frozen=True)
-class Problem:
-    """One problem: the entry's locator (``manifest`` for the whole file) and one English sentence.
-
-    An entry's reason is the provider's, so it starts with the locator.
-    """
-
-    locator: str
-    reason: str
-
-    def to_dict(self) -> dict[str, str]:
-        """Return ``{"locator", "reason"}``."""
-        return {"locator": self.locator, "reason": self.reason}
-
-
 @dataclass
 class CheckResult:
-    """The outcome of checking one manifest.
+    """The outcome of checking one manifest, in the words of the import report (``layer_utils.schema``).
 
-    ``entries`` counts the manifest's entries, ``valid`` lists the importable ones (as the report's
-    imported records would list them), ``problems`` every problem in manifest order (one per bad
-    entry, a manifest-level problem last), ``duplicates`` how many entries repeat an earlier
-    certificate, ``warnings`` the skipped verifier or CA files.
+    ``total`` counts the manifest's entries; ``imported`` lists the entries an import would import
+    (as the report's imported entries), ``failures`` the entries it would fail and
+    ``duplicate_entries`` those that repeat an earlier certificate, each in manifest order;
+    ``reason`` is the problem of the manifest itself (as a FAILED job's reason), ``warnings`` the
+    skipped verifier or CA files.
     """
 
     manifest: str
     vendor: str | None = None
-    entries: int = 0
-    duplicates: int = 0
-    valid: list[ImportedRecord] = field(default_factory=list)
-    problems: list[Problem] = field(default_factory=list)
+    total: int = 0
+    imported: list[ImportedRecord] = field(default_factory=list)
+    failures: list[FailureRecord] = field(default_factory=list)
+    duplicate_entries: list[FailureRecord] = field(default_factory=list)
+    reason: str | None = None
     warnings: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        """Whether the manifest has no problem at all."""
-        return not self.problems
+        """Whether every entry can be imported and the manifest itself has no problem."""
+        return not self.failures and not self.duplicate_entries and self.reason is None
 
     def to_dict(self) -> dict[str, Any]:
         """Return the JSON document printed by ``thingpress check --json``."""
         return {
+            "schema": SCHEMA,
             "manifest": self.manifest,
             "vendor": self.vendor,
             "ok": self.ok,
-            "entries": self.entries,
-            "valid": len(self.valid),
-            "invalid": self.entries - len(self.valid),
-            "duplicates": self.duplicates,
-            "problems": [problem.to_dict() for problem in self.problems],
+            "reason": self.reason,
+            **counts(self.total, len(self.imported), len(self.failures), len(self.duplicate_entries)),
             "warnings": list(self.warnings),
-            "valid_entries": [entry.to_dict() for entry in self.valid],
+            IMPORTED_ENTRIES: [entry(record.to_dict()) for record in self.imported],
+            FAILURES: [entry(record.to_dict()) for record in self.failures],
+            DUPLICATE_ENTRIES: [entry(record.to_dict()) for record in self.duplicate_entries],
         }
 
 
@@ -149,7 +135,7 @@ def check_manifest(
         progress: Told the entries done per pass (status ``pass 1 of 2``, ``pass 2 of 2``).
 
     Returns:
-        The result with every problem, one per bad entry.
+        The result: every entry's fate, and the manifest's own problem.
 
     """
     evaluator = EntryEvaluator(
@@ -171,19 +157,21 @@ def check_manifest(
             evaluator.survey(surveyed.count(guarded_entries(parser, source, options)))
             checked = _Counter(progress, "pass 2 of 2", total=surveyed.done)
             for entry in checked.count(guarded_entries(parser, source, options)):
-                result.entries += 1
+                result.total += 1
                 outcome = evaluator.evaluate(entry)
                 if isinstance(outcome, Rejected):
-                    result.duplicates += outcome.duplicate
-                    result.problems.append(Problem(outcome.locator, outcome.reason))
+                    record = FailureRecord(
+                        outcome.locator, outcome.fingerprint, outcome.reason, outcome.error_class
+                    )
+                    (result.duplicate_entries if outcome.duplicate else result.failures).append(record)
                 else:
-                    result.valid.append(
+                    result.imported.append(
                         ImportedRecord(
                             outcome.locator, outcome.thing_name, outcome.fingerprint, outcome.name_source
                         )
                     )
         except (ManifestFormatError, ValueError) as error:
-            result.problems.append(Problem("manifest", str(error)))
+            result.reason = str(error)
     return result
 
 
@@ -198,25 +186,11 @@ class _Counter:
             yield from entries
             return
         self.progress(0, self.total, self.status)
-        for entry in entries:
-            yield entry
+        for item in entries:
+            yield item
             self.done += 1
             self.progress(self.done, self.total, self.status)
         self.progress(self.done, self.done, self.status)
-
-
-def _counts_table(result: CheckResult) -> Table:
-    table = Table(title=f"{result.manifest} ({result.vendor or 'unrecognised'})")
-    for column in ("entries", "valid", "invalid", "duplicates", "problems"):
-        table.add_column(column, justify="right")
-    table.add_row(
-        str(result.entries),
-        str(len(result.valid)),
-        str(result.entries - len(result.valid)),
-        str(result.duplicates),
-        str(len(result.problems)),
-    )
-    return table
 
 
 def check_command(
@@ -230,11 +204,16 @@ def check_command(
     name_sources: Sequence[str] = DEFAULT_NAME_SOURCES,
     thing_name_prefix: str = "",
     as_json: bool,
+    show_all: bool = False,
 ) -> int:
-    """Run ``thingpress check``: print the counts and every problem, with progress on stderr.
+    """Run ``thingpress check``: print the counts, then the entries that cannot be imported.
 
-    A verifier or CA file that holds no readable certificate is skipped with a warning. The arguments
-    are those of `check_manifest`, with file paths and ``as_json`` for JSON output.
+    Progress goes to stderr.
+
+    People see the summary first, then those entries grouped by reason with hints; ``show_all``
+    adds one row per entry. A verifier or CA file that holds no readable certificate is skipped with
+    a warning. The arguments are those of `check_manifest`, with file paths and ``as_json`` for JSON
+    output.
 
     Returns:
         0 when there is no problem, else 1.
@@ -258,17 +237,25 @@ def check_command(
             progress=progress.tick(f"check {manifest.name}"),
         )
     result.warnings.extend(warnings)
+    document = result.to_dict()
     if as_json:
-        print_json(result.to_dict())
-    else:
-        console = out_console()
-        for warning in result.warnings:
-            console.print(f"Warning: {warning}", markup=False)
-        console.print(_counts_table(result))
-        if result.problems:
-            console.print(
-                failures_table([problem.to_dict() for problem in result.problems], title="Problems")
-            )
-        else:
-            console.print("No problems found.")
+        print_json(document)
+        return 0 if result.ok else 1
+    console = out_console()
+    console.print(
+        lit(
+            f"{result.manifest} ({result.vendor or 'format not recognised'}): "
+            f"{counts_text(document, imported_word='can be imported')}."
+        )
+    )
+    for warning in result.warnings:
+        console.print(lit(f"Warning: {warning}"))
+    if result.reason:
+        console.print(lit(f"Manifest problem: {result.reason}"))
+    rejected = document[FAILURES] + document[DUPLICATE_ENTRIES]
+    print_failure_groups(console, rejected, title="Entries that cannot be imported, by reason")
+    if show_all and rejected:
+        console.print(failures_table(rejected, title="Entries that cannot be imported"))
+    if result.ok:
+        console.print(lit("Every entry can be imported."))
     return 0 if result.ok else 1

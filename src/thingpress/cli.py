@@ -28,6 +28,7 @@ from thingpress.cli_options import (
     EXIT_USAGE,
     VENDORS,
     Parser,
+    add_all_option,
     add_global_options,
     add_import_settings,
     add_local_option,
@@ -96,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--timeout", type=seconds, metavar="SECONDS", help=TIMEOUT_HELP)
     add_local_option(imp, "import into the stack `thingpress local up` serves (default: it, when one runs)")
     add_global_options(imp, aws=False)
+    add_all_option(imp)
     imp.set_defaults(handler=_cmd_local_import)
     cli_local.add_local_up_down(local_commands)
 
@@ -109,6 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_manifest_arguments(check, vendor_help="vendor format (default: sniff)")
     add_global_options(check, aws=False)
+    add_all_option(check)
     check.set_defaults(handler=_cmd_check)
 
     invoke = commands.add_parser(
@@ -188,6 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument(
         "--seed", type=int, default=0, help="seed of the random choices (default: %(default)s)"
     )
+    generate.add_argument("--json", action="store_true", help="print one JSON document")
     add_global_options(generate, aws=False)
     generate.set_defaults(handler=_cmd_generate)
 
@@ -209,6 +213,8 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="HTML",
         help="where to draw the dashboard from the run's metrics (default: %(default)s)",
     )
+    add_all_option(demo)
+    demo.add_argument("--json", action="store_true", help="print one JSON document")
     add_global_options(demo, aws=False)
     demo.set_defaults(handler=_cmd_demo)
     return parser
@@ -227,6 +233,7 @@ def _cmd_local_import(args: argparse.Namespace) -> int:
         timeout=args.timeout,
         use_local=args.local,
         local_state=args.state,
+        show_all=args.all,
         **manifest_settings(args),
     )
 
@@ -235,7 +242,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
     from thingpress import check  # noqa: PLC0415
 
     with handler_logs_to_stderr():  # the parsers' loggers exist only now
-        return check.check_command(args.manifest, **manifest_settings(args))
+        return check.check_command(args.manifest, show_all=args.all, **manifest_settings(args))
 
 
 def _cmd_invoke(args: argparse.Namespace) -> int:
@@ -256,14 +263,20 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     from thingpress import demo  # noqa: PLC0415
 
     return demo.generate_command(
-        args.vendor, args.count, args.out, bad_fraction=args.bad_fraction, signer=args.signer, seed=args.seed
+        args.vendor,
+        args.count,
+        args.out,
+        bad_fraction=args.bad_fraction,
+        signer=args.signer,
+        seed=args.seed,
+        as_json=args.json,
     )
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from thingpress import demo  # noqa: PLC0415
 
-    return demo.demo_command(count=args.count, dashboard=args.dashboard)
+    return demo.demo_command(count=args.count, dashboard=args.dashboard, show_all=args.all, as_json=args.json)
 
 
 def _describe(error: BaseException) -> str:

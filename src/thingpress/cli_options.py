@@ -241,6 +241,15 @@ def add_import_settings(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--thing-type", metavar="T", help="thing type of every thing; created if missing")
 
 
+def add_all_option(parser: argparse.ArgumentParser) -> None:
+    """Add ``--all``: list every entry and thing, not only the first ``ROW_LIMIT`` rows (people's output)."""
+    parser.add_argument(
+        "--all",
+        action="store_true",
+        help="list every failed entry and every thing (default: failures grouped by reason, 10 things)",
+    )
+
+
 def add_remote_target(parser: argparse.ArgumentParser) -> None:
     """Add the deployment's name (``--stack``, or ``--bucket`` with ``--table``) and the AWS options."""
     parser.add_argument("--stack", help="CloudFormation stack name (resolves the bucket and table)")

@@ -12,6 +12,7 @@ from typing import Any
 
 from thingpress import cli_local, undo_cli
 from thingpress.cli_options import (
+    add_all_option,
     add_aws_options,
     add_fail_on_errors,
     add_remote_target,
@@ -49,6 +50,7 @@ def add_remote_commands(commands: Any) -> None:
         "job", metavar="JOB_ID_OR_MANIFEST_KEY", help="a job id, or the manifest's key in the bucket"
     )
     add_remote_target(report)
+    add_all_option(report)
     add_fail_on_errors(report, "the job failed or has failed entries")
     report.set_defaults(handler=_cmd_report)
 
@@ -112,6 +114,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
             stack=stack,
             bucket=bucket,
             table=table,
+            show_all=args.all,
             **aws_arguments(args),
             local=cli_local.local_folder(args),
         )

@@ -1,14 +1,19 @@
 """Terminal output for the ``thingpress`` CLI: one-line errors, JSON, spinners and tables.
 
-Human-readable output goes through rich; spinners (and `thingpress.progress`) always go to stderr
-so that ``--json`` output on stdout stays exactly one JSON document.
+Human-readable output goes through rich; spinners (and `thingpress.progress`) always go to stderr so
+that ``--json`` output on stdout stays exactly one JSON document. Output for people puts the summary
+first, groups failures by reason (`thingpress.failures`), shows at most ``ROW_LIMIT`` rows of a long
+list unless told ``--all``, and prints every text literally (`lit`): nothing from a manifest is read
+as rich markup.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
+import textwrap
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
 from contextvars import ContextVar
@@ -16,6 +21,10 @@ from typing import Any, TextIO
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
+
+from layer_utils.schema import COUNTS
+from thingpress.failures import group_failures
 
 
 class CliError(Exception):
@@ -34,10 +43,15 @@ _PIPE_WIDTH = 160
 
 
 def out_console(file: TextIO | None = None) -> Console:
-    """Return a rich console writing to ``file`` (default stdout); 160 columns wide when not a terminal."""
+    """Return a rich console writing to ``file`` (default stdout).
+
+    It is as wide as the terminal, or ``$COLUMNS``, else 160 columns when not a terminal. Rich markup
+    is off: untrusted text (anything from a manifest, a vendor or an uploader) prints literally.
+    """
     stream = file or sys.stdout
-    width = None if stream.isatty() else _PIPE_WIDTH
-    return Console(file=stream, highlight=False, width=width)
+    columns = os.environ.get("COLUMNS", "").strip()
+    width = None if stream.isatty() or columns.isdigit() else _PIPE_WIDTH
+    return Console(file=stream, highlight=False, markup=False, emoji=False, width=width)
 
 
 def err_console() -> Console:
@@ -126,67 +140,160 @@ def _swap_stream(handler: logging.StreamHandler[Any], stream: Any) -> None:
         handler.release()
 
 
-def jobs_table(reports: Sequence[Mapping[str, Any]], *, title: str = "Jobs") -> Table:
-    """Return a table with one row per job report: manifest, vendor, status and the counts."""
-    table = Table(title=title)
-    for column in ("manifest", "vendor", "status"):
-        table.add_column(column)
-    for column in ("total", "imported", "failed", "duplicates"):
-        table.add_column(column, justify="right")
-    for report in reports:
-        table.add_row(
-            str(report.get("key", "")),
-            str(report.get("vendor") or ""),
-            str(report.get("status", "")),
-            _count(report.get("total")),
-            _count(report.get("succeeded")),
-            _count(report.get("failed")),
-            _count(report.get("duplicates")),
-        )
-    return table
+ROW_LIMIT = 10
+"""How many rows of a long list (inventory, failed entries) people see without ``--all``."""
+
+_LOCATORS_SHOWN = 3
+
+
+def lit(value: object) -> Text:
+    """Return ``value`` as literal text for a table cell or ``print``: never read as rich markup."""
+    return Text("" if value is None else str(value))
 
 
 def _count(value: object) -> str:
     return "-" if value is None else str(value)
 
 
-def failures_table(failures: Sequence[Mapping[str, Any]], *, title: str = "Failures") -> Table:
-    """Return a table of failed entries: locator and reason (and the manifest when present)."""
-    table = Table(title=title)
+def counts_text(document: Mapping[str, Any], *, imported_word: str = "imported") -> str:
+    """Return the four counts of a report or ``--json`` document as one phrase.
+
+    For example ``120 entries: 115 imported, 5 failed, 0 duplicates``.
+    """
+    total = document.get("total")
+    entries = "? entries" if total is None else f"{total} {'entry' if total == 1 else 'entries'}"
+    return (
+        f"{entries}: {_count(document.get('imported'))} {imported_word}, "
+        f"{_count(document.get('failed'))} failed, {_count(document.get('duplicates'))} duplicates"
+    )
+
+
+def _table(title: object | None = None, caption: object | None = None) -> Table:
+    return Table(
+        title=None if title is None else lit(title), caption=None if caption is None else lit(caption)
+    )
+
+
+def _more(shown: int, total: int, noun: str) -> str | None:
+    if shown >= total:
+        return None
+    return f"{shown} of {total} {noun} shown; --all shows every one."
+
+
+def jobs_table(reports: Sequence[Mapping[str, Any]], *, title: str = "Jobs") -> Table:
+    """Return a table with one row per job report: manifest, vendor, status and the four counts."""
+    table = _table(title)
+    table.add_column("manifest", overflow="fold")
+    table.add_column("vendor", overflow="fold")
+    table.add_column("status", overflow="fold")
+    for column in COUNTS:
+        table.add_column(column, justify="right")
+    for report in reports:
+        table.add_row(
+            lit(report.get("key", "")),
+            lit(report.get("vendor") or ""),
+            lit(report.get("status", "")),
+            *(lit(_count(report.get(column))) for column in COUNTS),
+        )
+    return table
+
+
+def failures_table(
+    failures: Sequence[Mapping[str, Any]], *, title: str = "Failed entries", limit: int | None = None
+) -> Table:
+    """Return a table of failed entries: locator and reason (and the manifest when present).
+
+    Args:
+        failures: The entries (``locator``, ``reason``, maybe ``key``).
+        title: The title.
+        limit: Show at most this many rows (None: every one); a caption says how many were left out.
+
+    Returns:
+        The table.
+
+    """
+    shown = failures if limit is None else failures[:limit]
+    table = _table(title, _more(len(shown), len(failures), "failed entries"))
     with_key = any("key" in failure for failure in failures)
     if with_key:
-        table.add_column("manifest")
-    table.add_column("locator")
-    table.add_column("reason", overflow="fold")
-    for failure in failures:
+        table.add_column("manifest", overflow="fold")
+    table.add_column("locator", overflow="fold")
+    table.add_column("reason", overflow="fold", ratio=3)
+    for failure in shown:
         locator, reason = str(failure.get("locator", "")), str(failure.get("reason", ""))
         # Pipeline reasons start with the locator (one sentence per entry); it has its own column here.
-        reason = reason.removeprefix(f"{locator}: ")
-        cells = [locator, reason]
+        cells = [lit(locator), lit(reason.removeprefix(f"{locator}: "))]
         if with_key:
-            cells.insert(0, str(failure.get("key", "")))
+            cells.insert(0, lit(failure.get("key", "")))
         table.add_row(*cells)
     return table
 
 
-def things_table(things: Sequence[Mapping[str, Any]], *, title: str = "IoT inventory") -> Table:
-    """Return a table of things read back from IoT: name, certificate, policies, groups and type."""
-    table = Table(title=title)
-    table.add_column("thing")
-    table.add_column("certificate")
-    table.add_column("policies")
-    table.add_column("thing groups")
-    table.add_column("thing type")
-    for thing in things:
+def print_failure_groups(
+    console: Console, failures: Sequence[Mapping[str, Any]], *, title: str = "Failed entries by reason"
+) -> None:
+    """Print failed entries grouped by reason: count, label, a few locators, one reason in full, hint.
+
+    Args:
+        console: Where to print.
+        failures: The failed entries (``locator`` and ``reason``).
+        title: The heading.
+
+    """
+    if not failures:
+        return
+    console.print(lit(f"{title}:"))
+    for group in group_failures(failures):
+        console.print(lit(f"  {group.count} {'entry' if group.count == 1 else 'entries'}: {group.label}"))
+        shown = ", ".join(group.locators[:_LOCATORS_SHOWN])
+        if group.count > _LOCATORS_SHOWN:
+            shown += f" and {group.count - _LOCATORS_SHOWN} more"
+        _print_indented(console, shown)
+        if group.example != group.label:
+            _print_indented(console, f"e.g. {group.locators[0]}: {group.example}")
+        if group.hint:
+            _print_indented(console, f"hint: {group.hint}")
+
+
+def _print_indented(console: Console, text: str, indent: int = 6) -> None:
+    """Print ``text`` literally, wrapped to the console's width with every line indented."""
+    margin = " " * indent
+    wrapped = textwrap.fill(
+        text, width=max(console.width, indent + 20), initial_indent=margin, subsequent_indent=margin
+    )
+    console.print(lit(wrapped), soft_wrap=True)
+
+
+def things_table(
+    things: Sequence[Mapping[str, Any]], *, title: str = "IoT inventory", limit: int | None = ROW_LIMIT
+) -> Table:
+    """Return a table of things read back from IoT: name, certificate, policies, groups and type.
+
+    ``limit`` caps the rows (None: every thing); a caption says how many were left out.
+    """
+    shown = things if limit is None else things[:limit]
+    table = _table(title, _more(len(shown), len(things), "things"))
+    for column in ("thing", "certificate", "policies", "thing groups", "thing type"):
+        table.add_column(column, overflow="fold")
+    for thing in shown:
         certificate = str(thing.get("certificate_id") or "-")
         table.add_row(
-            str(thing.get("thing_name", "")),
-            certificate[:16] + "…" if len(certificate) > 16 else certificate,
-            ", ".join(thing.get("policies") or []) or "-",
-            ", ".join(thing.get("thing_groups") or []) or "-",
-            str(thing.get("thing_type") or "-"),
+            lit(thing.get("thing_name", "")),
+            lit(certificate[:16] + "…" if len(certificate) > 16 else certificate),
+            lit(", ".join(thing.get("policies") or []) or "-"),
+            lit(", ".join(thing.get("thing_groups") or []) or "-"),
+            lit(thing.get("thing_type") or "-"),
         )
     return table
+
+
+def not_closed(circuits: Mapping[str, Any]) -> dict[str, Any]:
+    """Return the circuits whose state is not ``closed`` (a plain value counts as the state)."""
+    return {
+        name: value
+        for name, value in circuits.items()
+        if (value.get("state") if isinstance(value, Mapping) else value) != "closed"
+    }
 
 
 def circuits_table(circuits: Mapping[str, Any], *, title: str = "Circuit breakers") -> Table:
@@ -200,12 +307,17 @@ def circuits_table(circuits: Mapping[str, Any], *, title: str = "Circuit breaker
     fields: list[str] = []
     for value in rows.values():
         fields.extend(str(key) for key in value if str(key) not in fields)
-    table = Table(title=title)
-    table.add_column("circuit")
+    table = _table(title, None if rows else "no circuit has seen a call")
+    table.add_column("circuit", overflow="fold")
     for field in fields:
-        table.add_column(field)
+        table.add_column(field, overflow="fold")
     for name in sorted(rows):
-        table.add_row(name, *(str(rows[name].get(field, "")) for field in fields))
-    if not rows:
-        table.caption = "no circuit has seen a call"
+        table.add_row(lit(name), *(lit(rows[name].get(field, "")) for field in fields))
     return table
+
+
+def print_circuits(console: Console, circuits: Mapping[str, Any]) -> None:
+    """Print the circuit breakers that are not closed (nothing when every one is closed)."""
+    troubled = not_closed(circuits)
+    if troubled:
+        console.print(circuits_table(troubled, title="Circuit breakers not closed"))

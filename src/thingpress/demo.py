@@ -1,15 +1,20 @@
 """The local commands: ``thingpress local import``, ``generate`` and ``demo``.
 
 ``local import`` and ``demo`` run the pipeline on the embedded local stack (`thingpress.localrun`)
-and print the job reports, the things as the (emulated) IoT registry holds them, and the
-circuit-breaker states; ``generate`` writes a synthetic manifest.
+and print the job reports (summary first, failures grouped by reason), the things as the (emulated)
+IoT registry holds them, and the circuit breakers that are not closed; ``generate`` writes a
+synthetic manifest. Every ``--json`` document speaks ``layer_utils.schema``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
+import json
 import os
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,18 +27,19 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from layer_utils.cert_utils import DEFAULT_NAME_SOURCES
 from layer_utils.jobs import FINAL_STATUSES
 from layer_utils.reconcile import reconcile_job
+from layer_utils.schema import FAILURES, SCHEMA, counts, entry
 from thingpress import remote, remote_cli
 from thingpress.certfactory import Issued
 from thingpress.console import (
+    ROW_LIMIT,
     CliError,
-    circuits_table,
-    failures_table,
-    jobs_table,
+    lit,
     out_console,
+    print_circuits,
     print_json,
     spinner,
-    things_table,
 )
+from thingpress.demo_output import DemoRun, print_demo
 from thingpress.generate import Summary, generate, make_microchip_signer
 from thingpress.localrun import (
     PROVIDER,
@@ -78,8 +84,12 @@ def local_import_command(
     as_json: bool,
     use_local: bool = False,
     local_state: Path | None = None,
+    show_all: bool = False,
 ) -> int:
     """Run ``thingpress local import``: import one manifest through the local stack and print the report.
+
+    People see the summary first, the entries not imported grouped by reason, the first
+    ``ROW_LIMIT`` things (every one with ``show_all``) and the circuit breakers that are not closed.
 
     The import settings (policies, groups, type, expiry, trust anchors, thing-name sources and prefix)
     configure the local ManifestProvider exactly as the stack's parameters configure the deployed one:
@@ -152,12 +162,13 @@ def local_import_command(
     if capture is not None and dashboard is not None:
         report["dashboard"] = str(write_dashboard(capture, template, dashboard))
     if as_json:
-        print_json({**report, "circuits": circuits})
+        print_json({"schema": SCHEMA, **report, "circuits": circuits})
     else:
-        remote_cli.print_report(report, title=f"Job {report.get('job_id', '-')}")
-        out_console().print(circuits_table(circuits))
+        remote_cli.print_report(report, title=f"Job {report.get('job_id', '-')}", show_all=show_all)
+        console = out_console()
+        print_circuits(console, circuits)
         if dashboard is not None:
-            out_console().print(f"Dashboard: {report['dashboard']}")
+            console.print(lit(f"Dashboard: {report['dashboard']}"))
     return remote_cli.report_exit_code([report])
 
 
@@ -212,14 +223,22 @@ def load_or_make_signer(prefix: Path) -> tuple[Issued, bool]:
 
 
 def generate_command(
-    vendor: str, count: int, out: Path, *, bad_fraction: float, signer: Path | None, seed: int
+    vendor: str,
+    count: int,
+    out: Path,
+    *,
+    bad_fraction: float,
+    signer: Path | None,
+    seed: int,
+    as_json: bool = False,
 ) -> int:
     """Run ``thingpress generate``: write a synthetic manifest (and, for Microchip, its signer).
 
     Progress, with rate and time left, goes to stderr (`thingpress.progress.JobProgress`).
 
     For Microchip the signer is read from, or created at, ``<signer>.crt``/``<signer>.key`` (default
-    ``<out without suffix>-signer``); pass the certificate's directory to ``--verifiers``.
+    ``<out without suffix>-signer``); pass the certificate's directory to ``--verifiers``. The counts
+    say what an import of the manifest should report (`generate_document`).
 
     Returns:
         0.
@@ -233,11 +252,16 @@ def generate_command(
     out.parent.mkdir(parents=True, exist_ok=True)
     console = out_console()
     chosen: Issued | None = None
+    signer_path: Path | None = None
     if vendor == "microchip":
         prefix = signer or out.with_name(out.stem + "-signer")
         chosen, created = load_or_make_signer(prefix)
-        verb = "Wrote" if created else "Used"
-        console.print(f"{verb} manifest signer {prefix.name}.crt in {prefix.parent} (pass it to --verifiers)")
+        signer_path = prefix.with_name(prefix.name + ".crt")
+        if not as_json:
+            verb = "Wrote" if created else "Used"
+            console.print(
+                lit(f"{verb} manifest signer {signer_path.name} in {prefix.parent} (pass it to --verifiers)")
+            )
     with JobProgress() as progress:
         summary = generate(
             vendor,
@@ -248,13 +272,42 @@ def generate_command(
             seed=seed,
             progress=progress.tick(f"generate {out.name}"),
         )
+    if as_json:
+        print_json(generate_document(summary, out, signer_path))
+        return 0
+    kinds = Counter(summary.bad.values())
+    damage = ", ".join(f"{number} {kind}" for kind, number in kinds.most_common())
     console.print(
-        f"Wrote {summary.count} {vendor} entries to {out}: "
-        f"{len(summary.thing_names)} good, {len(summary.bad)} damaged."
+        lit(
+            f"Wrote {summary.count} {vendor} entries to {out}: {len(summary.thing_names)} good, "
+            f"{len(summary.bad)} damaged{f' ({damage})' if damage else ''}."
+        )
     )
-    for locator, kind in summary.bad.items():
-        console.print(f"  {locator}: {kind}")
+    for locator, kind in list(summary.bad.items())[:ROW_LIMIT]:
+        console.print(lit(f"  {locator}: {kind}"))
+    if len(summary.bad) > ROW_LIMIT:
+        console.print(
+            lit(f"  and {len(summary.bad) - ROW_LIMIT} more damaged entries (--json lists every one)")
+        )
     return 0
+
+
+def generate_document(summary: Summary, out: Path, signer: Path | None) -> dict[str, Any]:
+    """Return the ``thingpress generate --json`` document.
+
+    The counts are what an import of the manifest should report: ``imported`` the good entries,
+    ``failed`` the damaged ones; ``failures`` lists each damaged entry with, as ``reason``, what was
+    done to it; ``thing_names`` the expected names of the good entries, in manifest order.
+    """
+    return {
+        "schema": SCHEMA,
+        "vendor": summary.vendor,
+        "manifest": str(out),
+        "signer": None if signer is None else str(signer),
+        **counts(summary.count, len(summary.thing_names), len(summary.bad), 0),
+        "thing_names": list(summary.thing_names),
+        FAILURES: [entry({"locator": locator, "reason": kind}) for locator, kind in summary.bad.items()],
+    }
 
 
 # --- thingpress demo ----------------------------------------------------------------------------------
@@ -274,9 +327,9 @@ class DemoManifest:
     def problems(self, report: Mapping[str, Any]) -> list[str]:
         """Return how ``report`` differs from what this manifest must produce (empty when it matches)."""
         key = self.upload.key
-        expected = {
+        expected: dict[str, int | None] = {
             "total": self.summary.count,
-            "succeeded": len(self.summary.thing_names),
+            "imported": len(self.summary.thing_names),
             "failed": len(self.summary.bad),
             "duplicates": 0,
         }
@@ -328,9 +381,9 @@ def build_demo_manifests(workdir: Path, count: int, signer: Issued) -> list[Demo
 
 
 def run_demo(
-    *, count: int = 25, template: Path | None = None, dashboard: Path | None = None
-) -> tuple[list[dict[str, Any]], list[str]]:
-    """Run the demo on a fresh local stack and print its summary.
+    *, count: int = 25, template: Path | None = None, dashboard: Path | None = None, quiet: bool = False
+) -> DemoRun:
+    """Run the demo on a fresh local stack: every vendor format, and one manifest with bad entries.
 
     A stack that cannot start or a pipeline that does not finish raises ``CliError``.
 
@@ -338,16 +391,18 @@ def run_demo(
         count: The certificates per manifest.
         template: The template (default: found from the current directory).
         dashboard: Where to draw the dashboard from the run's metrics; None: not drawn.
+        quiet: Show no spinner or progress.
 
     Returns:
-        The job reports and the list of problems (empty when every job ended with exactly the
-        expected counts and things).
+        The run, with what differs from the expected outcome.
 
     """
-    console = out_console()
     template = template or find_template()
     capture = new_capture() if dashboard is not None else None
-    with tempfile.TemporaryDirectory(prefix="thingpress-demo-") as scratch, local_stack(template) as stack:
+    with (
+        tempfile.TemporaryDirectory(prefix="thingpress-demo-") as scratch,
+        local_stack(template, quiet=quiet) as stack,
+    ):
         iot = stack.client("iot")
         ensure_iot_resources(iot, policies=[DEMO_POLICY], thing_groups=[DEMO_GROUP], thing_type=DEMO_TYPE)
         stack.configure_function(
@@ -361,39 +416,26 @@ def run_demo(
         signer_path.parent.mkdir()
         signer_path.write_text(signer.pem(), encoding="ascii")
         upload_verifiers(stack, signer_path.parent)
-        with spinner(f"Generating {count} devices per manifest…"):
+        with spinner(f"Generating {count} devices per manifest…", enabled=not quiet):
             manifests = build_demo_manifests(Path(scratch), count, signer)
-        reports = LocalRun(stack).run(
+        reports = LocalRun(stack, show_progress=not quiet).run(
             [manifest.upload for manifest in manifests], capture=capture, verify=True
         )
         things = remote.inventory(iot)
         circuits = circuit_status(stack)
-        console.print(jobs_table(reports, title="Jobs"))
-        failures = [
-            {"key": report.get("key"), **failure}
-            for report in reports
-            for failure in report.get("failures") or []
-        ]
-        if failures:
-            console.print(failures_table(failures, title="Failed entries (the bad ones are expected)"))
-        console.print(things_table(things, title=f"IoT inventory ({len(things)} things, read back from IoT)"))
-        console.print(circuits_table(circuits))
-        lifecycle = demo_lifecycle(stack, reports[0])
-    problems = [
+        lifecycle, problems = demo_lifecycle(stack, reports[0])
+    unexpected = [
         problem
         for manifest, report in zip(manifests, reports, strict=True)
         for problem in manifest.problems(report)
     ] + lifecycle
     if len(things) != sum(len(manifest.summary.thing_names) for manifest in manifests):
-        problems.append(f"IoT holds {len(things)} things, not the number of good entries.")
-    if capture is not None and dashboard is not None:
-        console.print(
-            f"Dashboard drawn from the run's metrics: {write_dashboard(capture, template, dashboard)}"
-        )
-    return reports, problems
+        unexpected.append(f"IoT holds {len(things)} things, not the number of good entries.")
+    drawn = write_dashboard(capture, template, dashboard) if capture is not None and dashboard else None
+    return DemoRun(reports, things, circuits, unexpected + problems, drawn, lifecycle)
 
 
-def demo_lifecycle(stack: Any, report: Mapping[str, Any]) -> list[str]:
+def demo_lifecycle(stack: Any, report: Mapping[str, Any]) -> tuple[list[str], list[str]]:
     """Show the rest of one imported manifest's lifecycle: reconcile, undo (``--yes``), reconcile.
 
     It runs the commands' own code against the demo's stack, as ``--local`` reaches one:
@@ -406,18 +448,18 @@ def demo_lifecycle(stack: Any, report: Mapping[str, Any]) -> list[str]:
         report: The report of the manifest's finished import.
 
     Returns:
-        The problems: drift after the import or after the undo, an undo that is not UNDONE, or a
-        thing of the manifest still in IoT.
+        The lines that tell the lifecycle, and the problems: drift after the import or after the undo,
+        an undo that is not UNDONE, or a thing of the manifest still in IoT.
 
     """
     from thingpress.local import EventSourceMappingEmulator  # noqa: PLC0415 - loads moto
 
-    console = out_console()
+    lines: list[str] = []
     running = RunningStack(os.getpid(), stack.endpoint_url, stack.region, stack_deployment(stack))
     store = remote.job_store(running.deployment, dynamodb=running.client("dynamodb"), s3=running.client("s3"))
     iot, job_id = running.client("iot"), str(report["job_id"])
     key = remote.find_job(store, job_id).key
-    console.rule(f"Lifecycle of {key}: import, reconcile, undo, reconcile")
+    lines.append(f"Lifecycle of {key}: import, reconcile, undo, reconcile")
     emulator = EventSourceMappingEmulator(stack, max_concurrency=None)
 
     def run_functions(_seconds: float) -> None:  # while the undo command waits for the UndoFunction
@@ -426,34 +468,32 @@ def demo_lifecycle(stack: Any, report: Mapping[str, Any]) -> list[str]:
     problems: list[str] = []
     for moment in ("the import", "the undo"):
         if moment == "the undo":
-            options = UndoOptions(yes=True, sleep=run_functions)
-            if run_undo(running, running.deployment, store, job_id, options) != 0:
+            options = UndoOptions(as_json=True, yes=True, sleep=run_functions)
+            with contextlib.redirect_stdout(io.StringIO()) as undo_output:  # its report, summed up below
+                code = run_undo(running, running.deployment, store, job_id, options)
+            undone = json.loads(undo_output.getvalue())
+            lines.append(f"Undo: {undone['status']}, {undone['counts']['removed']} resources removed.")
+            if code != 0:
                 problems.append(f"{key}: the undo did not end UNDONE.")
         job = remote.find_job(store, job_id)
         result = reconcile_job(iot, store, job)
         counts = ", ".join(f"{count} {kind}" for kind, count in result.counts().items())
-        console.print(f"Reconcile after {moment} ({job.status}): {result.entries} entries, drift: {counts}.")
+        lines.append(f"Reconcile after {moment} ({job.status}): {result.entries} entries, drift: {counts}.")
         problems += [f"{key}: drift after {moment}: {drift.message}" for drift in result.drifts]
     left = {thing["thing_name"] for thing in remote.inventory(iot)} & {
         t["thing_name"] for t in report["things"]
     }
     problems += [f"{key}: thing {name} is still in IoT after the undo." for name in sorted(left)]
-    return problems
+    return lines, problems
 
 
-def demo_command(*, count: int = 25, dashboard: Path | None = None) -> int:
-    """Run ``thingpress demo`` (see ``run_demo``). Returns 0 when every job ended as expected, else 1."""
-    reports, problems = run_demo(count=count, dashboard=dashboard)
-    console = out_console()
-    for problem in problems:
-        console.print(f"[red]unexpected:[/] {problem}")
-    if problems:
-        console.print(f"Demo FAILED: {len(problems)} unexpected results.")
-        return 1
-    imported = sum(int(report.get("succeeded") or 0) for report in reports)
-    failed = sum(int(report.get("failed") or 0) for report in reports)
-    console.print(
-        f"Demo OK: {len(reports)} manifests, {imported} devices imported, "
-        f"{failed} bad entries rejected as expected."
-    )
-    return 0
+def demo_command(
+    *, count: int = 25, dashboard: Path | None = None, show_all: bool = False, as_json: bool = False
+) -> int:
+    """Run ``thingpress demo`` (see `run_demo`) and print it. Returns 0 when every job ended as expected."""
+    run = run_demo(count=count, dashboard=dashboard, quiet=as_json)
+    if as_json:
+        print_json(run.to_dict())
+    else:
+        print_demo(run, show_all=show_all)
+    return 1 if run.unexpected else 0

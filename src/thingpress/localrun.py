@@ -26,6 +26,7 @@ from botocore.exceptions import ClientError
 
 from bulk_importer.rate_limit import DEFAULT_IOT_TPS
 from layer_utils.jobs import Job, JobStore
+from layer_utils.schema import IMPORTED_ENTRIES
 from manifest_provider import vendors
 from thingpress import remote
 from thingpress.check import certificate_files
@@ -393,7 +394,7 @@ def report_things(iot: Any, report: Mapping[str, Any], *, verify: bool) -> dict[
             "thing_groups": sorted(settings.get("thing_groups") or []),
             "thing_type": settings.get("thing_type"),
         }
-        for entry in report.get("imported") or []
+        for entry in report.get(IMPORTED_ENTRIES) or []
         if entry.get("thing_name")
     }
     return {**report, "things": [things[name] for name in sorted(things)], "things_from": "job"}
@@ -405,11 +406,12 @@ def _not_started(key: str) -> dict[str, Any]:
         "status": "NOT_STARTED",
         "reason": "The manifest never became a job (no S3 event reached the ManifestProvider).",
         "total": None,
-        "succeeded": 0,
+        "imported": 0,
         "failed": 0,
         "duplicates": 0,
-        "imported": [],
+        "imported_entries": [],
         "failures": [],
+        "duplicate_entries": [],
         "things": [],
     }
 

@@ -253,7 +253,7 @@ def inventory(iot: IoTClient) -> list[dict[str, Any]]:
 
 def with_things(iot: IoTClient, report: Mapping[str, Any]) -> dict[str, Any]:
     """Return ``report`` plus ``things``: the job's imported things as the IoT registry holds them."""
-    names = [entry["thing_name"] for entry in report.get("imported") or [] if entry.get("thing_name")]
+    names = [entry["thing_name"] for entry in report.get("imported_entries") or [] if entry.get("thing_name")]
     return {**report, "things": read_things(iot, names)}
 
 

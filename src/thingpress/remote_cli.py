@@ -19,7 +19,19 @@ from botocore.exceptions import BotoCoreError, ProfileNotFound
 
 from job_sweeper.sweeper import SweepResult
 from layer_utils.jobs import JobStore
-from thingpress.console import CliError, failures_table, jobs_table, out_console, print_json, things_table
+from layer_utils.schema import DUPLICATE_ENTRIES, FAILURES, SCHEMA, sum_counts
+from thingpress.console import (
+    ROW_LIMIT,
+    CliError,
+    counts_text,
+    failures_table,
+    jobs_table,
+    lit,
+    out_console,
+    print_failure_groups,
+    print_json,
+    things_table,
+)
 from thingpress.localstate import RunningStack, require_running
 from thingpress.progress import JobProgress
 from thingpress.remote import (
@@ -111,16 +123,35 @@ def _connect(
     )
 
 
-def print_report(report: Mapping[str, Any], *, title: str | None = None) -> None:
-    """Print one job report for people: counts, failures with locators, things read back from IoT."""
+def print_report(report: Mapping[str, Any], *, title: str | None = None, show_all: bool = False) -> None:
+    """Print one job report for people: the summary, then what was not imported, then the things.
+
+    The entries not imported (failures and duplicates) are grouped by reason with hints; with
+    ``show_all`` every one is listed too, and every thing read back from IoT (else the first
+    ``ROW_LIMIT``).
+    """
     console = out_console()
-    console.print(jobs_table([report], title=title or f"Job {report.get('job_id')}"))
+    heading = title or f"Job {report.get('job_id')}"
+    vendor = report.get("vendor") or "vendor not known"
+    console.print(lit(f"{heading}: {report.get('key', '')} ({vendor}) {report.get('status', '')}"))
+    console.print(lit(f"  {counts_text(report)}."))
     if report.get("reason"):
-        console.print(f"Reason: {report['reason']}")
-    if report.get("failures"):
-        console.print(failures_table(report["failures"]))
-    if report.get("things"):
-        console.print(things_table(report["things"]))
+        console.print(lit(f"Reason: {report['reason']}"))
+    for warning in report.get("warnings") or []:
+        console.print(lit(f"Warning: {warning}"))
+    rejected = [*(report.get(FAILURES) or []), *(report.get(DUPLICATE_ENTRIES) or [])]
+    print_failure_groups(console, rejected, title="Entries not imported, by reason")
+    if show_all and rejected:
+        console.print(failures_table(rejected, title="Entries not imported"))
+    things = report.get("things") or []
+    if things:
+        console.print(
+            things_table(
+                things,
+                title=f"Things in AWS IoT ({len(things)}, read back)",
+                limit=None if show_all else ROW_LIMIT,
+            )
+        )
 
 
 def report_exit_code(reports: Sequence[Mapping[str, Any]]) -> int:
@@ -150,9 +181,22 @@ def status_command(
     _session, deployment, store = _connect(stack, bucket, table, region=region, profile=profile, local=local)
     summaries = [job_summary(job) for job in store.list_jobs()]
     if as_json:
-        print_json({"bucket": deployment.bucket, "table": deployment.table, "jobs": summaries})
+        print_json(
+            {
+                "schema": SCHEMA,
+                "bucket": deployment.bucket,
+                "table": deployment.table,
+                **sum_counts(summaries),
+                "jobs": summaries,
+            }
+        )
     else:
-        out_console().print(jobs_table(summaries, title=f"Jobs in {deployment.table}"))
+        console = out_console()
+        console.print(
+            lit(f"{len(summaries)} jobs in {deployment.table}: {counts_text(sum_counts(summaries))}.")
+        )
+        if summaries:
+            console.print(jobs_table(summaries, title=f"Jobs in {deployment.table}"))
     return report_exit_code(summaries)
 
 
@@ -166,6 +210,7 @@ def report_command(
     region: str | None = None,
     profile: str | None = None,
     local: Path | None = None,
+    show_all: bool = False,
 ) -> int:
     """Run ``thingpress report``: one job's report with the things read back from IoT.
 
@@ -181,7 +226,7 @@ def report_command(
     if as_json:
         print_json(report)
     else:
-        print_report(report)
+        print_report(report, show_all=show_all)
     return report_exit_code([report])
 
 

@@ -372,7 +372,7 @@ def test_generate_microchip_writes_and_reuses_its_signer(
     assert (tmp_path / "m-signer.crt").read_bytes() == signer.read_bytes()
 
     assert cli.main(["check", str(out), "--verifiers", str(tmp_path), "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["valid"] == 4
+    assert json.loads(capsys.readouterr().out)["imported"] == 4
 
 
 def test_generate_explicit_signer_prefix(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
@@ -393,8 +393,8 @@ def test_generate_bad_fraction_lists_damage(capsys: pytest.CaptureFixture[str], 
     argv = ["generate", "--vendor", "generated", "--count", "10", "--out", str(out), "--bad-fraction", "0.3"]
     assert cli.main(argv) == 0
     text = capsys.readouterr().out
-    assert "7 good, 3 damaged" in text
-    assert text.count("garbage certificate") == 3
+    assert "7 good, 3 damaged (3 garbage certificate)." in text
+    assert text.count(": garbage certificate") == 3
     assert len(out.read_text().splitlines()) == 10
 
 
@@ -483,7 +483,7 @@ def test_status_by_stack(capsys: pytest.CaptureFixture[str], deployed: dict[str,
     assert (document["bucket"], document["table"]) == ("deployed-manifests", "deployed-jobs")
     jobs = {job["key"]: job for job in document["jobs"]}
     assert jobs["generated/one.txt"]["status"] == "COMPLETED_WITH_ERRORS"
-    assert (jobs["generated/one.txt"]["succeeded"], jobs["generated/one.txt"]["failed"]) == (1, 1)
+    assert (jobs["generated/one.txt"]["imported"], jobs["generated/one.txt"]["failed"]) == (1, 1)
     assert jobs["espressif/two.csv"]["status"] == "RECEIVED"
 
 
@@ -539,11 +539,17 @@ def test_report_reads_things_back(
     assert report["job_id"] == deployed["done"]
     assert report["status"] == "COMPLETED_WITH_ERRORS"
     assert report["failures"] == [
-        {"locator": "line 2", "certificate_id": None, "reason": "line 2: not a certificate."}
+        {
+            "locator": "line 2",
+            "thing_name": None,
+            "certificate_id": None,
+            "reason": "line 2: not a certificate.",
+            "error_class": "invalid_input",
+        }
     ]
     (thing,) = report["things"]
     assert thing["thing_name"] == "device-1"
-    assert thing["certificate_id"] == report["imported"][0]["certificate_id"]
+    assert thing["certificate_id"] == report["imported_entries"][0]["certificate_id"]
 
 
 def test_report_of_a_manifest_key_follows_its_pointer(
@@ -694,7 +700,7 @@ def test_sweep_finishes_stuck_jobs_and_leaves_the_rest(
         .get_object(Bucket="deployed-manifests", Key="reports/generated/dlq.txt.json")["Body"]
         .read()
     )
-    assert (report["status"], report["succeeded"], report["failed"], report["unsettled"]) == (
+    assert (report["status"], report["imported"], report["failed"], report["unsettled"]) == (
         "FAILED",
         1,
         1,

@@ -379,7 +379,7 @@ def test_mixed_batch_requeues_only_the_retryable_entries_then_completes_once(
     assert job is not None
     assert (job.status, job.succeeded, job.failed, job.settled) == (JobStatus.COMPLETED_WITH_ERRORS, 3, 1, 4)
     report = json.loads(world.aws.s3.get_object(Bucket=BUCKET, Key=job.report_key)["Body"].read())
-    assert [r["locator"] for r in report["imported"]] == ["row 1", "row 2", "row 4"]
+    assert [r["locator"] for r in report["imported_entries"]] == ["row 1", "row 2", "row 4"]
     assert [f["locator"] for f in report["failures"]] == ["row 3"]
     assert "is REVOKED in AWS IoT" in report["failures"][0]["reason"]
 
@@ -433,10 +433,12 @@ def test_exhausted_entries_fail_permanently_with_the_last_error(world: World, ce
     assert report["failures"] == [
         {
             "locator": "row 2",
+            "thing_name": None,
             "certificate_id": entries[1].certificate_id,
             "reason": "row 2: RegisterCertificateWithoutCA for certificate "
             f"{entries[1].certificate_id} failed (ThrottlingException: Rate exceeded);"
             " gave up after 8 attempts.",
+            "error_class": "exhausted",
         }
     ]
 
@@ -709,8 +711,8 @@ def test_the_ledger_records_what_each_entry_made(world: World, certs: list[Issue
     job = world.jobs.get_job(job_id)
     assert job is not None and job.report_key
     report = json.loads(world.aws.s3.get_object(Bucket=BUCKET, Key=job.report_key)["Body"].read())
-    assert report["imported"][0]["ledger"] == first.to_dict()
-    assert "l" not in report["imported"][0]
+    assert report["imported_entries"][0]["ledger"] == first.to_dict()
+    assert "l" not in report["imported_entries"][0]
 
 
 def test_a_retried_attempt_keeps_what_the_first_one_made(world: World, certs: list[Issued]) -> None:

@@ -93,6 +93,17 @@ def bad(i: int, reason: str = "certificate has expired") -> j.FailureRecord:
     return j.FailureRecord(f"row {i}", f"{i:064x}", reason, "invalid_input")
 
 
+def failure(locator: str, certificate_id: str | None, reason: str, error_class: str) -> dict[str, Any]:
+    """Return a report entry of a failed (or duplicate) record, which names no thing."""
+    return {
+        "locator": locator,
+        "thing_name": None,
+        "certificate_id": certificate_id,
+        "reason": reason,
+        "error_class": error_class,
+    }
+
+
 def parse_to_importing(store: j.JobStore, total: int, key: str = "espressif/m.csv") -> j.Job:
     created, job = store.create_job(BUCKET, key, "v1", settings={"policies": ["p"]}, vendor="espressif")
     assert created
@@ -203,22 +214,25 @@ def test_completion_and_report(store: j.JobStore, aws: dict[str, Any], emitted: 
     assert report["manifest"] == {"bucket": BUCKET, "key": "espressif/m.csv", "version": "v1"}
     assert report["vendor"] == "espressif"
     assert report["status"] == "COMPLETED_WITH_ERRORS"
-    assert (report["total"], report["succeeded"], report["failed"], report["duplicates"]) == (12, 9, 2, 1)
+    assert (report["total"], report["imported"], report["failed"], report["duplicates"]) == (12, 9, 2, 1)
     assert report["created_at"] == "2025-01-02T03:04:05.000Z"
     assert report["completed_at"] == "2025-01-02T03:04:05.000Z"
-    assert [r["locator"] for r in report["imported"]] == [f"row {i}" for i in [0, 2, 3, 4, 5, 6, 7, 8, 9]]
-    assert report["imported"][0] == {
+    assert [r["locator"] for r in report["imported_entries"]] == [
+        f"row {i}" for i in [0, 2, 3, 4, 5, 6, 7, 8, 9]
+    ]
+    assert report["imported_entries"][0] == {
         "locator": "row 0",
         "thing_name": "thing-0",
         "certificate_id": f"{0:064x}",
+        "reason": None,
+        "error_class": None,
     }
+    assert report["schema"] == "thingpress/1"
     assert report["failures"] == [
-        {"locator": "row 1", "certificate_id": f"{1:064x}", "reason": "certificate has expired"},
-        {"locator": "row 10", "certificate_id": None, "reason": "no certificate in manifest entry"},
+        failure("row 1", f"{1:064x}", "certificate has expired", "invalid_input"),
+        failure("row 10", None, "no certificate in manifest entry", "invalid_input"),
     ]
-    assert report["duplicate_entries"] == [
-        {"locator": "row 11", "certificate_id": "ab" * 32, "reason": "duplicate of row 1"}
-    ]
+    assert report["duplicate_entries"] == [failure("row 11", "ab" * 32, "duplicate of row 1", "duplicate")]
 
 
 def test_all_succeeded_is_completed(store: j.JobStore) -> None:
@@ -298,7 +312,7 @@ def test_crashed_reporting_winner_is_finished_by_next_caller(aws: dict[str, Any]
     assert final is not None
     assert final.status == j.JobStatus.COMPLETED
     assert emitted == ["ManifestsCompleted"]
-    assert read_report(aws, "reports/espressif/m.csv.json")["succeeded"] == 1
+    assert read_report(aws, "reports/espressif/m.csv.json")["imported"] == 1
 
 
 def test_large_failure_lists_are_split(store: j.JobStore, aws: dict[str, Any]) -> None:
@@ -417,8 +431,8 @@ def test_abandon_job_counts_unsettled_entries_and_writes_the_report(
         "FAILED",
         "The job was stopped because no progress since then.",
     )
-    assert (report["total"], report["succeeded"], report["failed"], report["unsettled"]) == (5, 2, 3, 2)
-    assert [r["locator"] for r in report["imported"]] == ["row 1", "row 2"]
+    assert (report["total"], report["imported"], report["failed"], report["unsettled"]) == (5, 2, 3, 2)
+    assert [r["locator"] for r in report["imported_entries"]] == ["row 1", "row 2"]
     assert [r["locator"] for r in report["failures"]] == ["row 3"]
     assert store.abandon_job(snapshot, "again") is None  # final now
     assert store.try_complete(job.job_id) is None
@@ -498,7 +512,7 @@ def test_manifest_broken_part_way_ends_failed_after_imports(
     assert emitted == ["ManifestsFailed"]
     report = read_report(aws, final.report_key or "")
     assert report["reason"] == "line 3: the file is truncated."
-    assert report["succeeded"] == 2
+    assert report["imported"] == 2
 
 
 def test_a_full_parse_item_stays_far_below_dynamodb_item_size_whatever_the_text() -> None:

@@ -290,7 +290,7 @@ def test_generated_synthetic_manifest_fans_out(env: Env) -> None:
     assert final is not None
     assert final.status == j.JobStatus.COMPLETED_WITH_ERRORS
     report = env.report("generated/batch one.txt")
-    assert report["succeeded"] == len(entries)
+    assert report["imported"] == len(entries)
     assert sorted(f["locator"] for f in report["failures"]) == sorted(summary.bad)
 
 
@@ -431,17 +431,21 @@ def test_in_manifest_duplicates_and_name_conflicts(env: Env) -> None:
     assert report["duplicate_entries"] == [
         {
             "locator": "line 3",
+            "thing_name": None,
             "certificate_id": entries[0].certificate_id,
             "reason": "line 3: duplicate of line 1.",
+            "error_class": "duplicate",
         },
         {
             "locator": "line 6",
+            "thing_name": None,
             "certificate_id": entries[0].certificate_id,
             "reason": "line 6: duplicate of line 1.",
+            "error_class": "duplicate",
         },
     ]
     assert report["failures"] == []
-    assert [(r["locator"], r["name_source"]) for r in report["imported"]] == [
+    assert [(r["locator"], r["name_source"]) for r in report["imported_entries"]] == [
         ("line 1", "fingerprint"),
         ("line 2", "cn"),
         ("line 4", "cn"),
@@ -720,7 +724,7 @@ def test_unsendable_messages_are_recorded_as_failed(env: Env) -> None:
     report = env.report("generated/lost.txt")
     assert [f["locator"] for f in report["failures"]] == ["line 1", "line 2"]
     assert "could not be sent to SQS" in report["failures"][0]["reason"]
-    assert (report["succeeded"], report["failed"]) == (4, 2)
+    assert (report["imported"], report["failed"]) == (4, 2)
     assert ("CertificatesFailed", 2, {"ErrorClass": "send_failed"}) in env.emitted
 
 
@@ -964,7 +968,7 @@ def test_last_delivery_keeps_the_entries_fanned_out_before_the_failure(
     assert final.status == j.JobStatus.FAILED
     report = env.report("generated/half.txt")
     assert report["reason"] == "The manifest could not be processed after 5 attempts: provider exploded."
-    assert (report["total"], report["succeeded"]) == (5, 5)
+    assert (report["total"], report["imported"]) == (5, 5)
 
 
 class FlakyClaims(j.JobStore):

@@ -126,10 +126,16 @@ def test_an_importing_job_without_progress_keeps_its_settled_entries(world: Worl
     assert swept.reason == reason
     report = world.report("generated/dlq.txt")
     assert (report["status"], report["reason"]) == ("FAILED", reason)
-    assert (report["total"], report["succeeded"], report["failed"], report["unsettled"]) == (5, 2, 3, 2)
-    assert [entry["thing_name"] for entry in report["imported"]] == ["thing-1", "thing-2"]
+    assert (report["total"], report["imported"], report["failed"], report["unsettled"]) == (5, 2, 3, 2)
+    assert [entry["thing_name"] for entry in report["imported_entries"]] == ["thing-1", "thing-2"]
     assert report["failures"] == [
-        {"locator": "line 4", "certificate_id": None, "reason": "line 4: not a certificate."}
+        {
+            "locator": "line 4",
+            "thing_name": None,
+            "certificate_id": None,
+            "reason": "line 4: not a certificate.",
+            "error_class": "invalid_input",
+        }
     ]
 
 
@@ -178,7 +184,7 @@ def test_jobs_that_only_missed_their_completion_are_completed_normally(world: Wo
         ("generated/reporting.txt", "REPORTING", "COMPLETED", None),
         ("generated/settled.txt", "IMPORTING", "COMPLETED", None),
     ]
-    assert world.report("generated/settled.txt")["succeeded"] == 1
+    assert world.report("generated/settled.txt")["imported"] == 1
     assert world.report("generated/reporting.txt")["status"] == "COMPLETED"
 
 

@@ -439,7 +439,7 @@ def code_metrics() -> list[MetricSpec]:
 def test_scenario_really_happened(scenario: Scenario) -> None:
     mixed, unreadable = scenario.jobs["mixed"], scenario.jobs["unreadable"]
     assert mixed["status"] == "COMPLETED_WITH_ERRORS"
-    assert (mixed["succeeded"], mixed["duplicates"]) == (GOOD_DEVICES - 1, 1)
+    assert (mixed["imported"], mixed["duplicates"]) == (GOOD_DEVICES - 1, 1)
     assert mixed["failed"] == 3  # the two certificates of the name conflict and the garbage line
     assert unreadable["status"] == "FAILED"
     stuck = scenario.jobs["stuck"]

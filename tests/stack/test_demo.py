@@ -34,7 +34,7 @@ def assert_things_complete(
     report: dict[str, Any], policies: list[str], groups: list[str], thing_type: str | None
 ) -> None:
     """Each imported thing has exactly its own certificate, the policies, groups and type (read from IoT)."""
-    imported = {entry["thing_name"]: entry["certificate_id"] for entry in report["imported"]}
+    imported = {entry["thing_name"]: entry["certificate_id"] for entry in report["imported_entries"]}
     things = {thing["thing_name"]: thing for thing in report["things"]}
     assert set(things) == set(imported)
     for name, thing in things.items():
@@ -65,7 +65,7 @@ def test_espressif_with_policy_groups_and_type(
         "expresslink",
     )
     assert code == 0
-    assert (report["status"], report["total"], report["succeeded"], report["failed"]) == (
+    assert (report["status"], report["total"], report["imported"], report["failed"]) == (
         "COMPLETED",
         7,
         7,
@@ -86,7 +86,7 @@ def test_generated(capsys: pytest.CaptureFixture[str], shared_manifests: Path) -
         capsys, str(shared_manifests / "generated" / "certificates_test.txt"), "--allow-expired"
     )
     assert code == 0
-    assert (report["vendor"], report["total"], report["succeeded"], report["failed"]) == (
+    assert (report["vendor"], report["total"], report["imported"], report["failed"]) == (
         "generated",
         100,
         100,
@@ -101,7 +101,7 @@ def test_infineon_e0e0(capsys: pytest.CaptureFixture[str], shared_manifests: Pat
         capsys, str(shared_manifests / "infineon" / "manifest-infineon.7z"), "--bundle-type", "E0E0"
     )
     assert code == 0
-    assert (report["vendor"], report["total"], report["succeeded"], report["failed"]) == (
+    assert (report["vendor"], report["total"], report["imported"], report["failed"]) == (
         "infineon",
         200,
         200,
@@ -124,7 +124,7 @@ def test_microchip_tmngtlss_has_no_certificates(
         str(microchip / "verifiers"),
     )
     assert code == 1
-    assert (report["total"], report["succeeded"], report["failed"]) == (10, 0, 10)
+    assert (report["total"], report["imported"], report["failed"]) == (10, 0, 10)
     assert report["things"] == []
     assert len(report["failures"]) == 10
     assert all("no certificate in manifest entry" in failure["reason"] for failure in report["failures"])
@@ -143,7 +143,7 @@ def test_bad_entries_exit_1_with_locators(capsys: pytest.CaptureFixture[str], tm
     code, report = local_import(capsys, str(manifest), "--verifiers", str(verifiers), "--policy", "p")
     assert code == 1
     assert report["status"] == "COMPLETED_WITH_ERRORS"
-    assert (report["total"], report["succeeded"], report["failed"]) == (12, 9, 3)
+    assert (report["total"], report["imported"], report["failed"]) == (12, 9, 3)
     assert {failure["locator"] for failure in report["failures"]} == set(summary.bad)
     assert sorted(thing["thing_name"] for thing in report["things"]) == sorted(summary.thing_names)
     assert_things_complete(report, ["p"], [], None)
@@ -155,10 +155,12 @@ def test_human_output(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> Non
     capsys.readouterr()
     assert cli.main(["local", "import", str(manifest), "--vendor", "espressif"]) == 0
     captured = capsys.readouterr()
-    assert "COMPLETED" in captured.out
-    assert "IoT inventory" in captured.out
-    assert "Circuit breakers" in captured.out
-    assert "{" not in captured.out.splitlines()[0]  # no handler log lines on stdout
+    lines = captured.out.splitlines()
+    assert "COMPLETED" in lines[0]  # the summary comes first
+    assert "3 entries: 3 imported, 0 failed, 0 duplicates." in lines[1]
+    assert "Things in AWS IoT (3, read back)" in captured.out
+    assert "Circuit breakers" not in captured.out  # every circuit is closed
+    assert "{" not in lines[0]  # no handler log lines on stdout
 
 
 def test_status_and_report_against_the_local_endpoint(
@@ -178,7 +180,7 @@ def test_status_and_report_against_the_local_endpoint(
         capsys.readouterr()
         assert cli.main(["status", *target]) == 1
         (job,) = json.loads(capsys.readouterr().out)["jobs"]
-        assert (job["job_id"], job["status"], job["succeeded"], job["failed"]) == (
+        assert (job["job_id"], job["status"], job["imported"], job["failed"]) == (
             report["job_id"],
             "COMPLETED_WITH_ERRORS",
             3,
@@ -242,9 +244,15 @@ def test_make_demo() -> None:
     )
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
     out = completed.stdout
-    assert "Demo OK" in out
-    for heading in ("Jobs", "IoT inventory", "Circuit breakers", "Lifecycle of espressif/demo-espressif.csv"):
+    assert re.search(r"^Demo OK", out, re.MULTILINE)
+    assert out.index("Demo OK") < out.index("Jobs")  # the verdict comes first
+    for heading in ("Jobs", "IoT inventory", "Entries not imported", "Next steps:"):
         assert heading in out
+    assert "Circuit breakers" not in out  # shown only when one is not closed
+    assert re.search(r"10 of \d+ things shown; --all shows every one\.", out)
+    assert str(Path("out") / "demo-dashboard.html") in out
+    assert "hint: " in out
+    assert "Lifecycle of espressif/demo-espressif.csv" in out
     assert "Reconcile after the undo (UNDONE): 25 entries, drift: 0 missing, 0 extra, 0 changed." in out
     for key in ("espressif/", "infineon/", "microchip/", "generated/", "incoming/"):
         assert key in out
@@ -269,9 +277,9 @@ def test_every_import_setting_of_the_stack(
         "ifx-",
     )
     assert code == 0
-    assert report["succeeded"] == 3
+    assert report["imported"] == 3
     assert {thing["thing_name"] for thing in report["things"]} == {
-        f"ifx-cert-{entry['certificate_id']}" for entry in report["imported"]
+        f"ifx-cert-{entry['certificate_id']}" for entry in report["imported_entries"]
     }
     assert report["settings"]["thing_name_source"] == "fingerprint"
     # The same THINGPRESS_* variables the deployed functions read are the defaults of check and import.
@@ -280,12 +288,12 @@ def test_every_import_setting_of_the_stack(
     code, report = local_import(capsys, devices, "--trusted-ca", str(unrelated))
     assert code == 1
     assert report["settings"]["thing_name_source"] == "vendor,cn"
-    assert report["succeeded"] == 0
+    assert report["imported"] == 0
     assert all("does not chain to a trusted CA" in failure["reason"] for failure in report["failures"])
     capsys.readouterr()
     assert cli.main(["check", devices, "--json"]) == 1
     checked = json.loads(capsys.readouterr().out)
-    assert all("no thing name source (vendor,cn)" in problem["reason"] for problem in checked["problems"])
+    assert all("no thing name source (vendor,cn)" in problem["reason"] for problem in checked["failures"])
 
 
 def test_the_demo_lifecycle_import_reconcile_undo_reconcile(
@@ -303,12 +311,12 @@ def test_the_demo_lifecycle_import_reconcile_undo_reconcile(
         assert len(report["things"]) == 4
         capsys.readouterr()
 
-        assert demo_lifecycle(p.stack, report) == []
-
-        out = capsys.readouterr().out
+        lines, problems = demo_lifecycle(p.stack, report)
+        assert problems == []
+        out = "\n".join(lines)
         job = p.jobs.get_job(result.job.job_id)
         assert job is not None and str(job.status) == "UNDONE"
         assert not set(p.things()) & set(summary.thing_names)
     assert "Reconcile after the import (COMPLETED): 4 entries, drift: 0 missing, 0 extra, 0 changed." in out
-    assert "UNDONE. Removed 16 resources" in out  # per entry: principal, INACTIVE, certificate, thing
+    assert "Undo: UNDONE, 16 resources removed." in out  # per entry: principal, INACTIVE, certificate, thing
     assert "Reconcile after the undo (UNDONE): 4 entries, drift: 0 missing, 0 extra, 0 changed." in out

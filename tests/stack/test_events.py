@@ -205,8 +205,8 @@ def test_provider_success_sample_imports_its_manifest(stack: Any, store: JobStor
     assert done is not None
     assert (done.status, done.succeeded, done.failed) == (JobStatus.COMPLETED, count, 0)
     report = store.build_report(done)
-    assert len(report["imported"]) == count
-    assert_things_in_iot(stack, report["imported"], {})
+    assert len(report["imported_entries"]) == count
+    assert_things_in_iot(stack, report["imported_entries"], {})
 
 
 def test_importer_success_sample_gets_a_signed_job(stack: Any, store: JobStore) -> None:

@@ -162,7 +162,7 @@ def test_manifest_outcome(corpus_run: CorpusRun, name: str) -> None:
         assert "Traceback" not in job.reason
     for fragment in case.reason:
         assert fragment in (job.reason or ""), f"{fragment!r} not in {job.reason!r}"
-    imported = {entry["thing_name"] for entry in report["imported"]}
+    imported = {entry["thing_name"] for entry in report["imported_entries"]}
     assert imported == set(case.good)
     assert set(case.good) <= corpus_run.things
     failures = {failure["locator"]: failure["reason"] for failure in report["failures"]}
@@ -176,8 +176,8 @@ def test_manifest_outcome(corpus_run: CorpusRun, name: str) -> None:
     for locator, fragments in case.duplicates.items():
         for fragment in fragments:
             assert fragment in duplicates[locator]
-    assert report["succeeded"] == len(case.good)
+    assert report["imported"] == len(case.good)
     assert report["failed"] == len(case.bad)
     assert report["duplicates"] == len(case.duplicates)
     if job.status != "FAILED" or job.total:
-        assert job.total == report["succeeded"] + report["failed"] + report["duplicates"]
+        assert job.total == report["imported"] + report["failed"] + report["duplicates"]

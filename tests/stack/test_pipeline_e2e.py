@@ -462,14 +462,14 @@ def test_reports_agree_with_the_registry(first: FirstRun, vendor: str) -> None:
         assert report["manifest"] == {"bucket": job.bucket, "key": key, "version": job.version}
         assert report["status"] == str(job.status)
         assert report["reason"] is None
-        assert (report["total"], report["succeeded"], report["failed"], report["duplicates"]) == (
+        assert (report["total"], report["imported"], report["failed"], report["duplicates"]) == (
             job.total,
             job.succeeded,
             job.failed,
             job.duplicates,
         )
         assert report["duplicate_entries"] == []
-        imported = {entry["thing_name"]: entry["certificate_id"] for entry in report["imported"]}
+        imported = {entry["thing_name"]: entry["certificate_id"] for entry in report["imported_entries"]}
         assert set(imported) == manifest.things
         assert imported == {thing: registry.certificate_of(thing) for thing in manifest.things}
 
@@ -483,7 +483,7 @@ def test_mixed_manifest_reports_every_bad_entry_by_locator(first: FirstRun, vend
     for failure in report["failures"]:
         assert failure["reason"].startswith(f"{failure['locator']}: "), failure
         assert len(failure["reason"]) > len(failure["locator"]) + 10, failure
-    assert len(report["imported"]) + len(report["failures"]) == manifest.summary.count
+    assert len(report["imported_entries"]) + len(report["failures"]) == manifest.summary.count
     # The clean manifests of the same format report nothing.
     assert first.reports[KEYS[vendor]]["failures"] == []
 
@@ -606,7 +606,7 @@ def test_a_second_drop_is_a_new_job_that_imports_idempotently(redropped: Phase, 
         )
         report = json.loads(redropped.reports_after[job.key])
         assert report["job_id"] == job.job_id
-        assert {entry["thing_name"] for entry in report["imported"]} == manifest.things
+        assert {entry["thing_name"] for entry in report["imported_entries"]} == manifest.things
     # The jobs of phase 1 are untouched.
     assert {job_id: redropped.jobs_after[job_id] for job_id in redropped.jobs_before} == redropped.jobs_before
 

@@ -42,7 +42,7 @@ def test_a_provider_crash_mid_fan_out_is_resumed_by_the_redelivered_record(tmp_p
             .get_object(Bucket=stack.bucket, Key="reports/generated/devices.txt.json")["Body"]
             .read()
         )
-        assert (report["status"], report["total"], report["succeeded"], report["failed"]) == (
+        assert (report["status"], report["total"], report["imported"], report["failed"]) == (
             "COMPLETED",
             30,
             30,

@@ -87,7 +87,7 @@ def test_a_manifest_the_provider_always_fails_on_ends_failed_on_the_last_deliver
         report = read_report(stack, "generated/exploding.txt")
         reason = "The manifest could not be processed after 5 attempts: provider exploded."
         assert (report["job_id"], report["status"], report["reason"]) == (job_id, "FAILED", reason)
-        assert (report["total"], report["succeeded"], report["failed"]) == (3, 3, 0)
+        assert (report["total"], report["imported"], report["failed"]) == (3, 3, 0)
         assert things(stack) == set(names[:3])
         assert dlq_depths(stack) == {"IntakeDLQ": 0, "ImportDLQ": 0}
         assert stats.moved_to_dlq == {}
@@ -134,8 +134,8 @@ def test_a_job_stuck_behind_the_import_dlq_is_swept_and_stays_final_after_redriv
         )
         report = read_report(stack, "generated/poisoned.txt")
         assert (report["status"], report["reason"]) == ("FAILED", reason)
-        assert (report["total"], report["succeeded"], report["failed"], report["unsettled"]) == (4, 2, 2, 2)
-        assert [entry["thing_name"] for entry in report["imported"]] == names[:2]
+        assert (report["total"], report["imported"], report["failed"], report["unsettled"]) == (4, 2, 2, 2)
+        assert [entry["thing_name"] for entry in report["imported_entries"]] == names[:2]
 
         # The cause is fixed and the ImportDLQ redriven: the messages are processed, the job stays final.
         sqs = stack.client("sqs")

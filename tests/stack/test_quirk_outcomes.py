@@ -75,9 +75,9 @@ def assert_rejection(quirk: Quirk, reason: str, where: str) -> None:
 
 def test_every_quirk_through_check(manifest: Path) -> None:
     result: CheckResult = check_manifest(manifest, vendor="generated", now=NOW)
-    valid = {record.locator: record for record in result.valid}
-    problems = {problem.locator: problem.reason for problem in result.problems}
-    assert result.entries == len(IN_MANIFEST)
+    valid = {record.locator: record for record in result.imported}
+    problems = {problem.locator: problem.reason for problem in result.failures}
+    assert result.total == len(IN_MANIFEST)
     for index, quirk in enumerate(IN_MANIFEST):
         where = locator(index)
         if quirk.expected == "accept":
@@ -92,8 +92,8 @@ def test_every_quirk_through_check(manifest: Path) -> None:
 def test_chain_checks_on_the_tolerant_path(manifest: Path) -> None:
     ca = load_certificate(CORPUS.ca_der)
     result = check_manifest(manifest, vendor="generated", trusted_cas=[ca], now=NOW)
-    valid = {record.locator for record in result.valid}
-    problems = {problem.locator: problem.reason for problem in result.problems}
+    valid = {record.locator for record in result.imported}
+    problems = {problem.locator: problem.reason for problem in result.failures}
     for index, quirk in enumerate(IN_MANIFEST):
         where = locator(index)
         if quirk.expected == "accept" and quirk.openssl_chain_ok:
@@ -137,7 +137,7 @@ def test_every_quirk_through_the_pipeline() -> None:
         result = run.run("generated/quirks.txt", manifest_body())
     assert result.job.status == "COMPLETED_WITH_ERRORS"
     accepted = [(index, q) for index, q in enumerate(IN_MANIFEST) if q.expected == "accept"]
-    assert result.report["succeeded"] == len(accepted)
+    assert result.report["imported"] == len(accepted)
     assert result.report["failed"] == len(IN_MANIFEST) - len(accepted)
     for index, quirk in enumerate(IN_MANIFEST):
         where = locator(index)

@@ -28,7 +28,7 @@ FINGERPRINT_NAME = re.compile(r"cert-[0-9a-f]{64}")
 
 
 def names(result: CheckResult) -> list[str]:
-    return [record.thing_name for record in result.valid]
+    return [record.thing_name for record in result.imported]
 
 
 def verifiers(shared: Path) -> tuple:  # type: ignore[type-arg]
@@ -54,10 +54,10 @@ def test_trust_and_go_imports_every_device(shared_manifests: Path) -> None:
     result = check_manifest(
         shared_manifests / TNG[0] / TNG[1], verifiers=verifiers(shared_manifests), now=NOW
     )
-    assert result.problems == []
-    assert {r.thing_name: r.certificate_id for r in result.valid} == tng_expectations(shared_manifests)
-    assert len(result.valid) == 10
-    assert {r.name_source for r in result.valid} == {"vendor"}
+    assert result.failures == []
+    assert {r.thing_name: r.certificate_id for r in result.imported} == tng_expectations(shared_manifests)
+    assert len(result.imported) == 10
+    assert {r.name_source for r in result.imported} == {"vendor"}
 
 
 def test_trust_and_go_device_certificates_need_the_tolerant_reader(shared_manifests: Path) -> None:
@@ -76,10 +76,10 @@ def test_trust_and_go_device_certificates_need_the_tolerant_reader(shared_manife
         trusted_cas=[load_certificate(signer)],
         now=NOW,
     )
-    assert [p.locator for p in result.problems] == [
-        p.locator for p in result.problems if "does not chain" in p.reason
+    assert [p.locator for p in result.failures] == [
+        p.locator for p in result.failures if "does not chain" in p.reason
     ]
-    assert "entry 1 (uniqueId 0123f2408ea1fcf201)" in {r.locator for r in result.valid}
+    assert "entry 1 (uniqueId 0123f2408ea1fcf201)" in {r.locator for r in result.imported}
 
 
 def test_trustflex_entries_carry_no_certificate(shared_manifests: Path) -> None:
@@ -88,23 +88,23 @@ def test_trustflex_entries_carry_no_certificate(shared_manifests: Path) -> None:
         verifiers=verifiers(shared_manifests),
         now=NOW,
     )
-    assert result.entries == 10
-    assert result.valid == []
-    assert all(p.reason.endswith(": no certificate in manifest entry.") for p in result.problems)
-    assert len(result.problems) == 10
+    assert result.total == 10
+    assert result.imported == []
+    assert all(p.reason.endswith(": no certificate in manifest entry.") for p in result.failures)
+    assert len(result.failures) == 10
 
 
 def test_espressif_csv_names_things_after_the_mac(shared_manifests: Path) -> None:
     result = check_manifest(shared_manifests / "espressif" / "manifest-espressif.csv", now=NOW)
-    assert result.problems == []
-    assert len(result.valid) == 7
+    assert result.failures == []
+    assert len(result.imported) == 7
     assert "4BA2BB8764BD" in names(result)
-    assert {r.name_source for r in result.valid} == {"vendor"}
+    assert {r.name_source for r in result.imported} == {"vendor"}
 
 
 def test_espressif_single_pem(shared_manifests: Path) -> None:
     result = check_manifest(shared_manifests / "espressif" / "single.pem", vendor="espressif", now=NOW)
-    assert (result.entries, len(result.valid), result.problems) == (1, 1, [])
+    assert (result.total, len(result.imported), result.failures) == (1, 1, [])
 
 
 @pytest.mark.parametrize("bundle", ["E0E0", "E0E1", "E0E2"])
@@ -112,10 +112,10 @@ def test_infineon_bundles_name_things_after_the_chip_id(shared_manifests: Path, 
     result = check_manifest(
         shared_manifests / "infineon" / "manifest-infineon.7z", bundle_type=bundle, now=NOW
     )
-    assert result.problems == []
-    assert len(result.valid) == 200
+    assert result.failures == []
+    assert len(result.imported) == 200
     assert len(set(names(result))) == 200
-    for record in result.valid:
+    for record in result.imported:
         assert record.locator.endswith(f"/{record.thing_name}_{bundle}.pem") or record.locator == (
             f"file {record.thing_name}_{bundle}.pem"
         )
@@ -125,8 +125,8 @@ def test_infineon_bundles_name_things_after_the_chip_id(shared_manifests: Path, 
 def test_generated_names_things_after_the_cn(shared_manifests: Path) -> None:
     path = shared_manifests / "generated" / "certificates_test.txt"
     expired = check_manifest(path, now=NOW)
-    assert len(expired.problems) == 100
-    assert all("Certificate expired on 2025-09-13" in p.reason for p in expired.problems)
+    assert len(expired.failures) == 100
+    assert all("Certificate expired on 2025-09-13" in p.reason for p in expired.failures)
     result = check_manifest(path, allow_expired=True, now=NOW)
     assert names(result) == [f"Device-{i}" for i in range(100)]
 
@@ -138,28 +138,28 @@ def test_real_infineon_devices_are_named_by_fingerprint_and_chain_to_the_anchors
     anchors = load_certificates((realworld / "infineon-optiga-trust-anchors.pem").read_bytes())
     assert len(anchors) == 6
     result = check_manifest(realworld / "infineon-optiga-trust-m-devices.pem", trusted_cas=anchors, now=NOW)
-    assert result.problems == []
-    assert len(result.valid) == 3
+    assert result.failures == []
+    assert len(result.imported) == 3
     # "Infineon IoT Node" is illegal and "InfineonIoTNode" is every chip's product CN: neither names one.
     assert all(FINGERPRINT_NAME.fullmatch(name) for name in names(result))
-    assert [r.thing_name for r in result.valid] == [f"cert-{r.certificate_id}" for r in result.valid]
+    assert [r.thing_name for r in result.imported] == [f"cert-{r.certificate_id}" for r in result.imported]
     # Without the anchors of their issuing CAs, no device chains.
     other = check_manifest(
         realworld / "infineon-optiga-trust-m-devices.pem", trusted_cas=anchors[:1], now=NOW
     )
-    assert len(other.problems) >= 1
-    assert all("does not chain to a trusted CA" in p.reason for p in other.problems)
+    assert len(other.failures) >= 1
+    assert all("does not chain to a trusted CA" in p.reason for p in other.failures)
 
 
 def test_real_espressif_devices(shared_manifests: Path) -> None:
     path = shared_manifests / "realworld" / "espressif-esp-secure-cert-devices.pem"
     result = check_manifest(path, allow_expired=True, now=NOW)
-    assert result.problems == []
-    assert len(result.valid) == 4
+    assert result.failures == []
+    assert len(result.imported) == 4
     assert all(FINGERPRINT_NAME.fullmatch(name) for name in names(result))
     strict = check_manifest(path, now=NOW)
-    assert len(strict.valid) == 2
-    assert all("Certificate expired on" in p.reason for p in strict.problems)
+    assert len(strict.imported) == 2
+    assert all("Certificate expired on" in p.reason for p in strict.failures)
 
 
 def espressif_csv_of(path: Path) -> tuple[bytes, list[str]]:
@@ -180,7 +180,7 @@ def test_real_espressif_devices_in_a_csv_are_named_by_mac(shared_manifests: Path
     manifest = tmp_path / "devices.csv"
     manifest.write_bytes(body)
     result = check_manifest(manifest, allow_expired=True, now=NOW)
-    assert result.problems == []
+    assert result.failures == []
     assert names(result) == macs
 
 
@@ -204,7 +204,7 @@ def test_pipeline_imports_real_material(shared_manifests: Path) -> None:
         assert {name: ids for name, ids in trust_and_go.things.items() if name in tng} == {
             name: frozenset({certificate_id}) for name, certificate_id in tng.items()
         }
-        assert {r["name_source"] for r in trust_and_go.report["imported"]} == {"vendor"}
+        assert {r["name_source"] for r in trust_and_go.report["imported_entries"]} == {"vendor"}
         # Real Espressif certificates (one without a CN) in a CSV, named by the MAC column.
         run.configure(THINGPRESS_ALLOW_EXPIRED="true")
         espressif = run.run("espressif/real.csv", csv_body)

@@ -30,7 +30,7 @@ def imported(tmp_path: Path) -> Iterator[tuple[Pipeline, Result]]:
         manifest = tmp_path / "reconcile.csv"
         generate("espressif", 7, manifest, seed=31)
         result = p.run(KEY, manifest.read_bytes())
-        assert result.report["succeeded"] == 7
+        assert result.report["imported"] == 7
         yield p, result
 
 
@@ -63,7 +63,7 @@ def test_each_kind_of_drift_is_reported(
 ) -> None:
     p, result = imported
     iot = p.iot
-    entries = sorted(result.report["imported"], key=lambda entry: entry["thing_name"])
+    entries = sorted(result.report["imported_entries"], key=lambda entry: entry["thing_name"])
     things = [entry["thing_name"] for entry in entries]
     arns = [
         iot.describe_certificate(certificateId=entry["certificate_id"])["certificateDescription"][

@@ -301,9 +301,9 @@ def test_jobs_add_up_and_their_reports_list_every_certificate(run: Run) -> None:
             s3.get_object(Bucket=run.stack.bucket, Key=latest_report_key(manifest.key))["Body"].read()
         )
         assert report["status"] == "COMPLETED"
-        assert {entry["thing_name"] for entry in report["imported"]} == manifest.names
-        assert {entry["certificate_id"] for entry in report["imported"]} == manifest.fingerprints
-        assert len(report["imported"]) == count
+        assert {entry["thing_name"] for entry in report["imported_entries"]} == manifest.names
+        assert {entry["certificate_id"] for entry in report["imported_entries"]} == manifest.fingerprints
+        assert len(report["imported_entries"]) == count
         assert report["failures"] == []
 
 

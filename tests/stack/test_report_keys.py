@@ -66,13 +66,13 @@ def assert_report_agrees(report: dict[str, Any], job: Job) -> None:
     assert report["job_id"] == job.job_id
     assert report["manifest"] == {"bucket": job.bucket, "key": job.key, "version": job.version}
     assert report["status"] == str(job.status)
-    assert (report["total"], report["succeeded"], report["failed"], report["duplicates"]) == (
+    assert (report["total"], report["imported"], report["failed"], report["duplicates"]) == (
         job.total,
         job.succeeded,
         job.failed,
         job.duplicates,
     )
-    assert len(report["imported"]) == job.succeeded
+    assert len(report["imported_entries"]) == job.succeeded
     assert len(report["failures"]) == job.failed
 
 
@@ -106,7 +106,7 @@ def test_the_pointer_ends_at_the_newer_version_when_the_older_job_finishes_last(
         assert int(jobs[older].sequencer, 16) < int(jobs[newer].sequencer, 16)
         latest = read(run, latest_report_key(KEY))
         assert latest == read(run, job_report_key(jobs[newer].job_id))
-        assert latest["succeeded"] == 3
+        assert latest["imported"] == 3
         assert run.jobs.latest_job_id(bucket, KEY) == jobs[newer].job_id
         assert run.dlq_depths() == {"IntakeDLQ": 0, "ImportDLQ": 0}
 

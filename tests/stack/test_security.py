@@ -72,7 +72,7 @@ class Outcome:
     @property
     def imported(self) -> set[str]:
         """Return the thing names the report lists as imported."""
-        return {entry["thing_name"] for entry in self.report["imported"]}
+        return {entry["thing_name"] for entry in self.report["imported_entries"]}
 
 
 def run_pipeline(
@@ -106,7 +106,7 @@ def assert_failed(outcome: Outcome, *fragments: str) -> str:
     assert "Traceback" not in reason
     for fragment in fragments:
         assert fragment in reason, f"{fragment!r} not in {reason!r}"
-    assert outcome.report["imported"] == []
+    assert outcome.report["imported_entries"] == []
     assert outcome.things == frozenset()
     return reason
 
@@ -117,7 +117,7 @@ def assert_per_entry(outcome: Outcome, good: Sequence[str], bad: Mapping[str, Se
     assert outcome.report["reason"] is None
     assert outcome.imported == set(good)
     assert outcome.things == frozenset(good)
-    assert outcome.report["succeeded"] == len(good)
+    assert outcome.report["imported"] == len(good)
     assert outcome.report["failed"] == len(bad)
     failures = outcome.failures
     assert set(failures) == set(bad), failures
@@ -645,7 +645,7 @@ def test_thing_names_are_validated_never_rewritten(device_ca: Issued) -> None:
         # The default sources fall back to the next legal source, the CN, for the same rows.
         fallback = run_pipeline(stack, "espressif/fallback.csv", espressif_csv(rows))
     assert fallback.job.status == "COMPLETED"
-    assert [(r["thing_name"], r["name_source"]) for r in fallback.report["imported"]] == [
+    assert [(r["thing_name"], r["name_source"]) for r in fallback.report["imported_entries"]] == [
         ("24:0A:C4:00:00:00", "vendor"),
         ("name-1", "cn"),
         ("name-2", "cn"),

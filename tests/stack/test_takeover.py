@@ -82,7 +82,7 @@ def assert_agreement(p: Pipeline, result: Result, untouched: frozenset[str] = fr
     """The report equals IoT: imported certificates are ACTIVE on exactly their thing with the policy;
     a failed entry's certificate is where its reason says it was left, or (not left, not pre-existing)
     absent."""
-    for entry in result.report["imported"]:
+    for entry in result.report["imported_entries"]:
         cert_id = entry["certificate_id"]
         assert status_of(p, cert_id) == "ACTIVE"
         assert principal_things(p, cert_id) == [entry["thing_name"]]
@@ -160,7 +160,7 @@ def test_pre_existing_iot_state_is_never_taken_over(stack: Pipeline, ca: Issued)
     assert (status_of(p, inactive_id), status_of(p, revoked_id)) == ("INACTIVE", "REVOKED")
     assert set(result.things) == {"foreign-1", "elsewhere", "good-1"}
     assert p.iot.describe_thing(thingName="good-1")["attributes"] == {
-        OWNER_ATTRIBUTE: result.report["imported"][0]["certificate_id"]
+        OWNER_ATTRIBUTE: result.report["imported_entries"][0]["certificate_id"]
     }
     assert_agreement(p, result, untouched=frozenset({elsewhere_id, inactive_id, revoked_id}))
 
@@ -182,7 +182,7 @@ def test_adopt_mode_uses_an_existing_thing_on_purpose(ca: Issued) -> None:
         result = p.run("espressif/adopt.csv", csv_of([cert]))
 
         assert result.job.status == JobStatus.COMPLETED
-        (imported,) = result.report["imported"]
+        (imported,) = result.report["imported_entries"]
         assert principal_things(p, imported["certificate_id"]) == ["legacy-1"]
         # Adopted, not marked: Thingpress did not create it.
         assert p.iot.describe_thing(thingName="legacy-1")["attributes"] == {"owner": "ops"}

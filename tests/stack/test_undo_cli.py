@@ -63,7 +63,7 @@ def imported(tmp_path: Path) -> Iterator[tuple[Pipeline, Result]]:
         manifest = tmp_path / "undo-cli.csv"
         generate("espressif", 5, manifest, seed=41)
         result = p.run(KEY, manifest.read_bytes())
-        assert result.report["succeeded"] == 5
+        assert result.report["imported"] == 5
         outputs = {
             "ManifestBucketName": {"Value": p.stack.bucket},
             "JobsTableName": {"Value": p.stack.physical_id("JobsTable")},
@@ -142,7 +142,7 @@ def test_dry_run_lists_exactly_what_undo_removes_and_reconcile_sees_no_drift_aft
     assert done["left"] == []
     things, certificates = iot_state(p)
     assert not set(things) & set(result.imported.values())
-    assert not set(certificates) & {entry["certificate_id"] for entry in result.report["imported"]}
+    assert not set(certificates) & {entry["certificate_id"] for entry in result.report["imported_entries"]}
     job = p.jobs.get_job(result.job.job_id)
     assert job is not None and job.status == JobStatus.UNDONE
     assert done["report_key"] == f"s3://{p.stack.bucket}/{job.undo_report_key}"

@@ -84,7 +84,7 @@ def assert_refused(result: Result, *sentences: str) -> None:
     assert reason.startswith("The upload may not override these settings: ")
     for sentence in sentences:
         assert sentence in reason, (sentence, reason)
-    assert result.report["imported"] == []
+    assert result.report["imported_entries"] == []
 
 
 @pytest.fixture(scope="class")

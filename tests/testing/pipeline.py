@@ -34,7 +34,7 @@ class Result:
     @property
     def imported(self) -> dict[str, str]:
         """Return locator -> thing name of every imported entry in the report."""
-        return {entry["locator"]: entry["thing_name"] for entry in self.report["imported"]}
+        return {entry["locator"]: entry["thing_name"] for entry in self.report["imported_entries"]}
 
     @property
     def failures(self) -> dict[str, str]:

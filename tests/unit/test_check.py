@@ -24,9 +24,12 @@ def run_check(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, dict
 
 
 def problems_by_locator(document: dict[str, object]) -> dict[str, str]:
-    problems = document["problems"]
-    assert isinstance(problems, list)
-    return {problem["locator"]: problem["reason"] for problem in problems}
+    """Return the reason of every entry that cannot be imported (and of the manifest), by locator."""
+    rejected = [*document["failures"], *document["duplicate_entries"]]  # type: ignore[misc]
+    found = {entry["locator"]: entry["reason"] for entry in rejected}
+    if document["reason"] is not None:
+        found["manifest"] = document["reason"]
+    return found
 
 
 def b64_lines(*certs: certfactory.Issued) -> bytes:
@@ -71,14 +74,14 @@ def test_generated_damage_is_reported_at_its_locator(
 
     assert code == 1
     assert document["vendor"] == vendor
-    assert document["entries"] == 20
-    assert document["valid"] == len(summary.thing_names)
-    assert document["invalid"] == len(summary.bad)
+    assert document["total"] == 20
+    assert document["imported"] == len(summary.thing_names)
+    assert document["failed"] == len(summary.bad)
     problems = problems_by_locator(document)
     assert set(problems) == set(summary.bad)
     for locator, kind in summary.bad.items():
         assert REASON_WORDS[kind].lower() in problems[locator].lower(), (locator, kind, problems[locator])
-    valid = document["valid_entries"]
+    valid = document["imported_entries"]
     assert isinstance(valid, list)
     assert [entry["thing_name"] for entry in valid] == list(summary.thing_names)
 
@@ -90,7 +93,7 @@ def test_microchip_without_the_signer_fails_every_entry(
     generate("microchip", 5, manifest, signer=make_microchip_signer(), seed=1)
     code, document = run_check(capsys, str(manifest))
     assert code == 1
-    assert document["valid"] == 0
+    assert document["imported"] == 0
     assert len(problems_by_locator(document)) == 5
 
 
@@ -99,7 +102,7 @@ def test_clean_manifest_exit_0_and_human_output(capsys: pytest.CaptureFixture[st
     generate("espressif", 5, manifest, seed=2)
     assert cli.main(["check", str(manifest)]) == 0
     out = capsys.readouterr().out
-    assert "No problems found." in out
+    assert "Every entry can be imported." in out
     assert "espressif" in out
 
 
@@ -122,7 +125,7 @@ def test_duplicate_certificate(capsys: pytest.CaptureFixture[str], tmp_path: Pat
     code, document = run_check(capsys, str(manifest), "--vendor", "generated")
     assert code == 1
     assert document["duplicates"] == 1
-    assert document["valid"] == 2
+    assert document["imported"] == 2
     problems = problems_by_locator(document)
     assert problems == {"line 3": "line 3: duplicate of line 1."}
 
@@ -133,7 +136,7 @@ def test_same_cn_for_two_certificates(capsys: pytest.CaptureFixture[str], tmp_pa
     manifest.write_bytes(b64_lines(one, other))
     code, document = run_check(capsys, str(manifest))
     assert code == 0
-    assert [(v["thing_name"], v["name_source"]) for v in document["valid_entries"]] == [
+    assert [(v["thing_name"], v["name_source"]) for v in document["imported_entries"]] == [
         (f"cert-{hashlib.sha256(one.der()).hexdigest()}", "fingerprint"),
         (f"cert-{hashlib.sha256(other.der()).hexdigest()}", "fingerprint"),
     ]
@@ -153,7 +156,7 @@ def test_invalid_thing_name(capsys: pytest.CaptureFixture[str], tmp_path: Path) 
     manifest.write_bytes(b64_lines(issued))
     code, document = run_check(capsys, str(manifest))
     assert code == 0
-    assert document["valid_entries"][0]["thing_name"] == f"cert-{hashlib.sha256(issued.der()).hexdigest()}"
+    assert document["imported_entries"][0]["thing_name"] == f"cert-{hashlib.sha256(issued.der()).hexdigest()}"
     code, document = run_check(capsys, str(manifest), "--thing-name-source", "vendor,cn")
     assert code == 1
     assert "'has space 1'" in problems_by_locator(document)["line 1"]
@@ -172,7 +175,7 @@ def test_expired_certificate_and_allow_expired(capsys: pytest.CaptureFixture[str
 
     code, document = run_check(capsys, str(manifest), "--allow-expired")
     assert code == 0
-    assert document["valid"] == 2
+    assert document["imported"] == 2
 
 
 def test_chain_checked_only_with_trusted_ca(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
@@ -237,9 +240,9 @@ def test_python_api_counts(tmp_path: Path) -> None:
     manifest = tmp_path / "api.txt"
     summary = generate("generated", 8, manifest, bad_fraction=0.25, seed=5)
     result = check_manifest(manifest)
-    assert (result.entries, len(result.valid), len(result.problems)) == (8, 6, 2)
+    assert (result.total, len(result.imported), len(result.failures)) == (8, 6, 2)
     assert result.to_dict()["ok"] is False
-    assert {problem.locator for problem in result.problems} == set(summary.bad)
+    assert {failure.locator for failure in result.failures} == set(summary.bad)
 
 
 # --- real vendor manifests --------------------------------------------------------------------------
@@ -247,23 +250,23 @@ def test_python_api_counts(tmp_path: Path) -> None:
 
 def test_real_manifests(capsys: pytest.CaptureFixture[str], shared_manifests: Path) -> None:
     code, document = run_check(capsys, str(shared_manifests / "espressif" / "manifest-espressif.csv"))
-    assert (code, document["vendor"], document["valid"]) == (0, "espressif", 7)
+    assert (code, document["vendor"], document["imported"]) == (0, "espressif", 7)
 
     code, document = run_check(capsys, str(shared_manifests / "infineon" / "manifest-infineon.7z"))
-    assert (code, document["vendor"], document["valid"]) == (0, "infineon", 200)
+    assert (code, document["vendor"], document["imported"]) == (0, "infineon", 200)
 
     microchip = shared_manifests / "microchip"
     code, document = run_check(
         capsys, str(microchip / "ECC608-TMNGTLSS-B.json"), "--verifiers", str(microchip / "verifiers")
     )
-    assert (code, document["entries"], document["valid"]) == (1, 10, 0)
+    assert (code, document["total"], document["imported"]) == (1, 10, 0)
     assert all(
         "no certificate in manifest entry" in reason for reason in problems_by_locator(document).values()
     )
 
     generated = shared_manifests / "generated" / "certificates_test.txt"
     code, document = run_check(capsys, str(generated), "--allow-expired")
-    assert (code, document["vendor"], document["valid"]) == (0, "generated", 100)
+    assert (code, document["vendor"], document["imported"]) == (0, "generated", 100)
 
 
 def test_thing_name_source_and_prefix_options(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
@@ -275,7 +278,7 @@ def test_thing_name_source_and_prefix_options(capsys: pytest.CaptureFixture[str]
     )
 
     assert code == 0
-    valid = document["valid_entries"]
+    valid = document["imported_entries"]
     assert isinstance(valid, list)
     assert len(valid) == len(summary.thing_names)
     for entry in valid:

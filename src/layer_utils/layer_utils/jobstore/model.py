@@ -259,7 +259,8 @@ class Job:
     def summary(self, status: JobStatus | None = None) -> dict[str, Any]:
         """Return the report's counters of this job (everything but the entry lists).
 
-        ``status`` overrides the stored status (the final status while REPORTING).
+        ``status`` overrides the stored status (the final status while REPORTING). The counters are
+        named as in ``layer_utils.schema``: ``succeeded`` is reported as ``imported``.
         """
         return {
             "job_id": self.job_id,
@@ -270,7 +271,7 @@ class Job:
             "reason": self.reason,
             "warnings": list(self.warnings),
             "total": self.total,
-            "succeeded": self.succeeded,
+            "imported": self.succeeded,
             "failed": self.failed,
             "duplicates": self.duplicates,
             "unsettled": self.unsettled,

@@ -23,6 +23,7 @@ from layer_utils.jobstore.model import (
     natural_key,
     version_rank,
 )
+from layer_utils.schema import DUPLICATE_ENTRIES, FAILURES, IMPORTED_ENTRIES, SCHEMA, entry
 from layer_utils.telemetry import logger
 
 if TYPE_CHECKING:
@@ -40,7 +41,9 @@ def build_report(
         status: overrides the job's stored status (the final status while REPORTING).
 
     Returns:
-        The report; lists are sorted by the natural order of locators, then certificate id and reason.
+        The report in the vocabulary of ``layer_utils.schema`` (``schema``, the counts, and
+        ``imported_entries``, ``failures`` and ``duplicate_entries`` in the entry shape); lists are
+        sorted by the natural order of locators, then certificate id and reason.
         Imported and failed entries that made or found something in AWS IoT carry their ``ledger``.
 
     """
@@ -50,24 +53,19 @@ def build_report(
     failures: list[dict[str, Any]] = []
     duplicates: list[dict[str, Any]] = []
     for item in items:
-        imported.extend(
-            _with_ledger(_report_imported(record), ledgers) for record in item.get("imported", [])
-        )
-        failures.extend(_with_ledger(_report_failure(record), ledgers) for record in item.get("failures", []))
-        duplicates.extend(_report_failure(record) for record in item.get("duplicates", []))
+        imported.extend(_with_ledger(entry(record), ledgers) for record in item.get("imported", []))
+        failures.extend(_with_ledger(entry(record), ledgers) for record in item.get("failures", []))
+        duplicates.extend(entry(record) for record in item.get("duplicates", []))
     imported.sort(key=lambda r: (natural_key(r["locator"]), r["certificate_id"]))
     failures.sort(key=_failure_sort_key)
     duplicates.sort(key=_failure_sort_key)
     return {
+        "schema": SCHEMA,
         **job.summary(status),
-        "imported": imported,
-        "failures": failures,
-        "duplicate_entries": duplicates,
+        IMPORTED_ENTRIES: imported,
+        FAILURES: failures,
+        DUPLICATE_ENTRIES: duplicates,
     }
-
-
-def _report_imported(record: Mapping[str, Any]) -> dict[str, Any]:
-    return {name: value for name, value in record.items() if name != "l"}
 
 
 def _with_ledger(record: dict[str, Any], ledgers: Mapping[tuple[str, str], dict[str, Any]]) -> dict[str, Any]:
@@ -75,14 +73,6 @@ def _with_ledger(record: dict[str, Any], ledgers: Mapping[tuple[str, str], dict[
     if ledger is not None:
         record["ledger"] = ledger
     return record
-
-
-def _report_failure(record: Mapping[str, Any]) -> dict[str, Any]:
-    return {
-        "locator": record["locator"],
-        "certificate_id": record.get("certificate_id"),
-        "reason": record["reason"],
-    }
 
 
 def _failure_sort_key(record: Mapping[str, Any]) -> tuple[Any, ...]:

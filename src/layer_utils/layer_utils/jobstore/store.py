@@ -294,7 +294,7 @@ class JobStore(UndoJournal):
             extra={
                 "job_id": job.job_id,
                 "status": str(final),
-                "succeeded": finished.succeeded,
+                "imported": finished.succeeded,
                 "failed": finished.failed,
                 "duplicates": finished.duplicates,
                 "report_key": report_key,
