@@ -574,7 +574,7 @@ def local_import_one(count: int, workdir: Path) -> dict[str, Any]:
         ensure_iot_resources(iot, policies=[POLICY], thing_groups=[GROUP], thing_type=THING_TYPE)
         progress(f"Local import: {count} certificates")
         started = time.monotonic()
-        (report,) = LocalRun(stack, show_progress=False, max_seconds=24 * 3600.0).run(
+        (report,) = LocalRun(stack, show_progress=False, timeout=24 * 3600.0).run(
             [Upload("incoming/local-import.txt", manifest.read_bytes())]
         )
         elapsed = time.monotonic() - started

@@ -8,9 +8,6 @@ synthetic manifest. Every ``--json`` document speaks ``layer_utils.schema``.
 
 from __future__ import annotations
 
-import contextlib
-import io
-import json
 import os
 import tempfile
 import time
@@ -59,7 +56,7 @@ from thingpress.localserve import OperatorSettings, import_to_running, stack_dep
 from thingpress.localstate import RunningStack, find_running, require_running, state_dir
 from thingpress.progress import JobProgress
 from thingpress.runlimit import LocalRunTimeout
-from thingpress.undo_cli import UndoOptions, run_undo
+from thingpress.undo_cli import UndoOptions, carry_out_undo
 
 # --- thingpress local import ----------------------------------------------------------------------
 
@@ -140,11 +137,13 @@ def local_import_command(
             settings=settings,
             verifiers=verifiers,
             show_progress=not as_json,
+            max_seconds=timeout,
+            verify=verify,
         )
         if as_json:
-            print_json(report)
+            print_json({"schema": SCHEMA, **report})
         else:
-            remote_cli.print_report(report, title=f"Job {report.get('job_id', '-')}")
+            remote_cli.print_report(report, title=f"Job {report.get('job_id', '-')}", show_all=show_all)
         return remote_cli.report_exit_code([report])
     template = find_template()
     capture = new_capture() if dashboard is not None else None
@@ -175,7 +174,7 @@ def local_import_command(
 def _print_partial(report: dict[str, Any], circuits: Mapping[str, Any], *, as_json: bool) -> None:
     """Print the report of a local import that hit its time limit, with the entries still pending."""
     if as_json:
-        print_json({**report, "circuits": circuits, "timed_out": True})
+        print_json({"schema": SCHEMA, **report, "circuits": circuits, "timed_out": True})
         return
     remote_cli.print_report(
         report, title=f"Job {report.get('job_id', '-')} (partial: stopped at the time limit)"
@@ -428,7 +427,7 @@ def run_demo(
         problem
         for manifest, report in zip(manifests, reports, strict=True)
         for problem in manifest.problems(report)
-    ] + lifecycle
+    ]
     if len(things) != sum(len(manifest.summary.thing_names) for manifest in manifests):
         unexpected.append(f"IoT holds {len(things)} things, not the number of good entries.")
     drawn = write_dashboard(capture, template, dashboard) if capture is not None and dashboard else None
@@ -463,17 +462,17 @@ def demo_lifecycle(stack: Any, report: Mapping[str, Any]) -> tuple[list[str], li
     emulator = EventSourceMappingEmulator(stack, max_concurrency=None)
 
     def run_functions(_seconds: float) -> None:  # while the undo command waits for the UndoFunction
-        emulator.run_until_idle(max_seconds=5.0)
+        with new_capture():  # their metrics (EMF) stay off stdout
+            emulator.run_until_idle(max_seconds=5.0)
 
     problems: list[str] = []
     for moment in ("the import", "the undo"):
         if moment == "the undo":
-            options = UndoOptions(as_json=True, yes=True, sleep=run_functions)
-            with contextlib.redirect_stdout(io.StringIO()) as undo_output:  # its report, summed up below
-                code = run_undo(running, running.deployment, store, job_id, options)
-            undone = json.loads(undo_output.getvalue())
-            lines.append(f"Undo: {undone['status']}, {undone['counts']['removed']} resources removed.")
-            if code != 0:
+            options = UndoOptions(as_json=True, yes=True, sleep=run_functions)  # as_json: no progress
+            undone = carry_out_undo(running, running.deployment, store, job_id, options)
+            status = "not followed" if undone is None else undone.status
+            lines.append(f"Undo: {status}, {0 if undone is None else len(undone.removed)} resources removed.")
+            if status != "UNDONE":
                 problems.append(f"{key}: the undo did not end UNDONE.")
         job = remote.find_job(store, job_id)
         result = reconcile_job(iot, store, job)

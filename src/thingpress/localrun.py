@@ -343,7 +343,7 @@ class LocalRun:
             elapsed = self.clock() - started
             self._refresh(progress, keys, force=True)
         reports = self._reports(uploads, partial=not stats.idle, verify=verify)
-        if not stats.idle:
+        if not stats.idle and any("pending" in report for report in reports):
             pending = [report["pending"] for report in reports if "pending" in report]
             message = timeout_message(elapsed, self.timeout, pending)
             raise LocalRunTimeout(message, reports)

@@ -35,11 +35,13 @@ from thingpress.console import (
 )
 from thingpress.localrun import (
     DEFAULT_VERIFIER_PREFIX,
+    LOCAL_IOT_TPS,
     PROVIDER,
     ensure_iot_resources,
     local_stack,
     new_capture,
     operator_settings,
+    report_things,
     upload_trusted_cas,
 )
 from thingpress.localstate import (
@@ -51,6 +53,7 @@ from thingpress.localstate import (
     write_state,
 )
 from thingpress.progress import JobProgress
+from thingpress.runlimit import local_timeout
 
 _IDLE_WAIT_SECONDS = 0.25
 _ROUND_SECONDS = 1.0
@@ -332,7 +335,8 @@ def import_to_running(
     settings: OperatorSettings,
     verifiers: Path | None,
     show_progress: bool,
-    max_seconds: float = 300.0,
+    max_seconds: float | None = None,
+    verify: bool = False,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
 ) -> dict[str, Any]:
@@ -340,8 +344,9 @@ def import_to_running(
 
     The import's operator settings must be the stack's or left at their defaults (`settings_conflict`).
 
-    The report is `thingpress.remote.job_report` plus ``things`` read back from IoT, as for a
-    deployed stack.
+    The report is `thingpress.remote.job_report` plus ``things`` (`thingpress.localrun.report_things`:
+    from the job's outcomes, or read back from IoT with ``verify``). The wait is limited to
+    ``max_seconds``, by default `thingpress.runlimit.local_timeout` of the job's entries.
 
     Returns:
         The report.
@@ -377,10 +382,13 @@ def import_to_running(
                 progress.update(key, job.settled, job.total, str(job.status))
                 if job.is_final:
                     break
-            if clock() - started >= max_seconds:
+            limit = max_seconds
+            if limit is None:
+                limit = local_timeout(job.total or 0 if job is not None else 0, LOCAL_IOT_TPS)
+            if clock() - started >= limit:
                 raise CliError(
-                    f"The job of {key} has not ended after {max_seconds:.0f} seconds;"
+                    f"The job of {key} has not ended after {limit:.0f} seconds;"
                     " see `thingpress status --local`."
                 )
             sleep(0.2)
-    return remote.with_things(running.client("iot"), remote.job_report(store, job))
+    return report_things(running.client("iot"), remote.job_report(store, job), verify=verify)

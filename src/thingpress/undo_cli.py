@@ -299,6 +299,24 @@ def run_undo(
 ) -> int:
     """Plan the undo of one job; then (no dry run) confirm, request it, follow it and print its report.
 
+    See `carry_out_undo` for the arguments.
+
+    Returns:
+        0 UNDONE (or a dry run, or not waited for), 1 UNDO_PARTIAL.
+
+    """
+    view = carry_out_undo(session, deployment, store, job_or_key, options)
+    if view is None:
+        return 0
+    _show(view, options.as_json)
+    return 0 if view.dry_run or view.status == "UNDONE" else 1
+
+
+def carry_out_undo(
+    session: Any, deployment: Deployment, store: JobStore, job_or_key: str, options: UndoOptions
+) -> UndoView | None:
+    """Plan the undo of one job; then (no dry run) confirm, request it and follow it.
+
     The request goes to ``deployment.undo_queue``; without one (a local stack whose template has no
     UndoQueue) the undo runs in this process against the session's endpoint.
 
@@ -310,7 +328,8 @@ def run_undo(
         options: How to run.
 
     Returns:
-        0 UNDONE (or a dry run, or not waited for), 1 UNDO_PARTIAL.
+        The plan (a dry run) or what the undo did; None when it was requested and not waited for
+        (the request is printed).
 
     Raises:
         CliError: No such job, its import not over, no confirmation, or the undo not ended in time.
@@ -323,8 +342,7 @@ def run_undo(
     cert_arn = arn_maker(iot, session.client("sts"))
     view = plan_undo(store, job, iot, cert_arn)
     if options.dry_run:
-        _show(view, options.as_json)
-        return 0
+        return view
     if not options.yes:
         interactive = sys.stdin.isatty() if options.interactive is None else options.interactive
         confirm(view, interactive=interactive, ask=options.ask)
@@ -345,7 +363,7 @@ def run_undo(
                 out_console().print(
                     f"Undo of job {job.job_id} ({job.key}) requested; follow it with `thingpress report`."
                 )
-            return 0
+            return None
         follow_undo(store, job, previous, entries=entries, show=not options.as_json, options=options)
     finished = store.get_job(job.job_id)
     if finished is None or not finished.undo_report_key:
@@ -353,7 +371,7 @@ def run_undo(
     report = json.loads(
         session.client("s3").get_object(Bucket=finished.bucket, Key=finished.undo_report_key)["Body"].read()
     )
-    done = UndoView(
+    return UndoView(
         finished.job_id,
         finished.key,
         str(report["status"]),
@@ -363,8 +381,6 @@ def run_undo(
         list(report.get("kept", [])),
         report_key=f"s3://{finished.bucket}/{finished.undo_report_key}",
     )
-    _show(done, options.as_json)
-    return 0 if done.status == "UNDONE" else 1
 
 
 def _show(view: UndoView, as_json: bool) -> None:
