@@ -86,3 +86,27 @@ def test_a_call_that_succeeds_at_once_draws_once_and_calls_outside_a_scope_draw_
     # Without a limiter (or outside protected_call) the hook draws nothing, retries or not.
     register(iot, None)
     assert limiter.draws == ["RegisterCertificateWithoutCA"]
+
+
+def test_another_request_inside_the_limited_call_draws_nothing(iot: Any) -> None:
+    """The fleet budget renews its share from inside the limiter: that request is not an attempt."""
+    other = install_attempt_draws(
+        boto3.client(
+            "dynamodb", region_name="us-east-1", aws_access_key_id="testing", aws_secret_access_key="testing"
+        )
+    )
+    other.meta.events.register(
+        "before-send", lambda request, **_: AWSResponse(request.url, 200, {}, Raw(b"{}"))
+    )  # type: ignore[arg-type]
+    iot.meta.events.register("before-send", answers(200))
+    limiter = CountingLimiter()
+
+    def renew_then_register() -> Any:
+        other.put_item(TableName="budget", Item={"id": {"S": "importer-fleet"}})
+        other.put_item(TableName="budget", Item={"id": {"S": "importer-fleet"}})
+        return iot.register_certificate_without_ca(certificatePem="pem", status="ACTIVE")
+
+    protected_call(
+        CircuitRegistry(), "iot:RegisterCertificateWithoutCA", renew_then_register, limiter=limiter
+    )
+    assert limiter.draws == ["RegisterCertificateWithoutCA"]  # the first attempt only

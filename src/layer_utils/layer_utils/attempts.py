@@ -48,10 +48,15 @@ def limited_call(limiter: Draws, api: str) -> Iterator[None]:
         _SCOPE.reset(token)
 
 
-def _before_send(**_kwargs: Any) -> None:
-    """Draw a token for every attempt after the first in the current scope; returns None (send)."""
+def _before_send(event_name: str = "", **_kwargs: Any) -> None:
+    """Draw a token for every attempt after the first of the scope's API; returns None (send).
+
+    Only sends of the scope's own operation count (``before-send.<service>.<api>``): another request
+    made inside the scope, such as the fleet budget renewing its share from within the limiter,
+    is not an attempt of the limited call and must not wait on that call's bucket.
+    """
     scope = _SCOPE.get()
-    if scope is None:
+    if scope is None or event_name.rsplit(".", 1)[-1] != scope.api:
         return
     scope.sends += 1
     if scope.sends > 1:
