@@ -127,6 +127,8 @@ class JobProgress:
             console=console,
             get_time=clock,
             disable=not (enabled and self._live),
+            redirect_stdout=False,  # stdout is the command's own (one JSON document with --json)
+            redirect_stderr=False,
         )
         self._tasks: dict[str, TaskID] = {}
         self._latest: dict[str, tuple[int, int | None, str]] = {}

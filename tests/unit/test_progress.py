@@ -161,7 +161,7 @@ def test_check_manifest_reports_both_passes(tmp_path: Path) -> None:
         manifest, progress=lambda done, total, status="": seen.append((done, total, status))
     )
 
-    assert result.entries == 5
+    assert result.total == 5
     survey = [call for call in seen if call[2] == "pass 1 of 2"]
     evaluation = [call for call in seen if call[2] == "pass 2 of 2"]
     assert seen == survey + evaluation
