@@ -9,7 +9,13 @@ import pytest
 
 from testing.helpers import TEMPLATE_PATH, as_list, branches
 
-FUNCTIONS = ("ManifestProviderFunction", "BulkImporterFunction", "JobSweeperFunction", "UndoFunction")
+FUNCTIONS = (
+    "ManifestProviderFunction",
+    "BulkImporterFunction",
+    "JobSweeperFunction",
+    "UndoFunction",
+    "ReconcileFunction",
+)
 SQS_CONSUMERS = ("ManifestProviderFunction", "BulkImporterFunction", "UndoFunction")
 
 # The only actions AWS offers no resource-level permission for that Thingpress uses: they alone may
@@ -186,8 +192,9 @@ def test_resource_star_only_for_actions_without_resource_level_permissions(
                 }, f"{role} {statement['Sid']}"
                 assert "aws:RequestedRegion" in comment
     # X-Ray in every role; RegisterCertificateWithoutCA, AttachThingPrincipal and the existing-certificate
-    # reads in the importer's; the principal detach and reads in the undo's.
-    assert star_statements == 8
+    # reads in the importer's; the principal detach and reads in the undo's; the principal reads in the
+    # scheduled reconcile's.
+    assert star_statements == 10
 
 
 def test_importer_registers_creates_and_attaches_only(template: dict[str, Any]) -> None:
@@ -238,6 +245,31 @@ def test_undo_reads_and_deletes_only_on_the_stacks_account_and_region(template: 
     assert "dynamodb:Scan" not in actions and "dynamodb:DeleteItem" not in actions - {
         a for s in statements if s["Sid"] == "CircuitStateTable" for a in as_list(s["Action"])
     }
+
+
+# What layer_utils.reconcile reads, and nothing else: the scheduled reconcile changes nothing.
+RECONCILE_IOT_ACTIONS = {
+    "iot:DescribeCertificate",
+    "iot:DescribeThing",
+    "iot:ListThingGroupsForThing",
+    "iot:ListThingPrincipals",
+    "iot:ListPrincipalThings",
+    "iot:ListAttachedPolicies",
+}
+
+
+def test_scheduled_reconcile_only_reads_jobs_and_iot(template: dict[str, Any]) -> None:
+    statements = function_statements(template, "ReconcileFunction")
+    actions = actions_of(statements)
+    assert {a for a in actions if a.startswith("iot:")} == RECONCILE_IOT_ACTIONS
+    assert {a for a in actions if a.startswith("dynamodb:")} == {"dynamodb:Scan", "dynamodb:Query"}
+    assert not {a for a in actions if a.startswith(("s3:", "sqs:", "kms:"))}
+    allowed = {f"{IOT_ARN}:{kind}/*" for kind in ("cert", "thing")}
+    for statement in statements:
+        if any(a.startswith("iot:") for a in as_list(statement["Action"])) and statement["Resource"] != "*":
+            assert statement["Resource"]["Fn::Sub"] in allowed, statement["Sid"]
+    events = template["Resources"]["ReconcileFunction"]["Properties"]["Events"].values()
+    assert [event["Type"] for event in events] == ["Schedule"]
 
 
 def test_provider_only_reads_iot(template: dict[str, Any]) -> None:

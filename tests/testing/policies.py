@@ -24,6 +24,7 @@ ALL_ON = {
     "TrustedCaPrefix": "trusted-cas/",
     "OperatorPrincipalArns": f"arn:aws:iam::{ACCOUNT}:role/ThingpressOperator",
     "AlarmEmail": "ops@example.com",
+    "ReconcileSchedule": "rate(1 day)",
 }
 IDENTITY = "identity"
 RESOURCE = "resource"

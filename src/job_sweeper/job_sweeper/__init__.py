@@ -1,1 +1,1 @@
-"""JobSweeper function: finishes jobs that stopped making progress."""
+"""JobSweeper function (finishes jobs that stopped making progress) and the scheduled reconcile."""
