@@ -40,6 +40,7 @@ def _aws_test_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setenv("POWERTOOLS_TRACE_DISABLED", "true")
     monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", "thingpress")
     monkeypatch.setenv("POWERTOOLS_METRICS_NAMESPACE", "Thingpress")
+    monkeypatch.delenv("COLUMNS", raising=False)  # pytest-xdist workers set 80; output goes to a pipe here
     yield
 
 

@@ -7,6 +7,8 @@ is the job report plus the things as the (emulated) IoT registry holds them.
 
 Local runs lift the template's IoT API quotas (``IotApiTps``, `LOCAL_IOT_TPS`): moto has none, and
 the pacing itself is tested elsewhere.
+
+Size: the run loop, its progress, its time limit and its report share one class's state (`LocalRun`).
 """
 
 from __future__ import annotations

@@ -148,7 +148,11 @@ def print_report(report: Mapping[str, Any], *, title: str | None = None, show_al
         console.print(
             things_table(
                 things,
-                title=f"Things in AWS IoT ({len(things)}, read back)",
+                title=(
+                    f"Things in AWS IoT ({len(things)}, as the job recorded them; --verify reads them back)"
+                    if report.get("things_from") == "job"
+                    else f"Things in AWS IoT ({len(things)}, read back)"
+                ),
                 limit=None if show_all else ROW_LIMIT,
             )
         )

@@ -65,7 +65,10 @@ def test_every_command_speaks_the_same_words(
         assert not OLD_WORDS & document.keys(), command
         for entries in entry_lists(document):
             for entry in entries:
-                assert set(ENTRY_FIELDS) <= entry.keys() <= {*ENTRY_FIELDS, "name_source"}, (command, entry)
+                assert set(ENTRY_FIELDS) <= entry.keys() <= {*ENTRY_FIELDS, "name_source", "ledger"}, (
+                    command,
+                    entry,
+                )
     # One manifest, the same counts whoever tells them.
     for command in ("generate", "check", "local import", "status", "report"):
         assert [documents[command][name] for name in COUNTS] == [6, 3, 3, 0], command
