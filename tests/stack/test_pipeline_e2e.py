@@ -392,13 +392,20 @@ def assert_clean_run(run: Run) -> None:
 def test_pipeline_drains_through_the_event_source_mappings(first: FirstRun, pipeline: Pipeline) -> None:
     assert_clean_run(first.run)
     sources = {source.function: source for source in pipeline.stack.event_sources}
-    assert {name: source.batch_size for name, source in sources.items()} == {PROVIDER: 1, IMPORTER: 5}
+    # ImportBatchSize 1 spreads a manifest's messages over every importer invocation (fleet budget).
+    assert {name: source.batch_size for name, source in sources.items()} == {
+        PROVIDER: 1,
+        IMPORTER: 1,
+        "UndoFunction": 1,
+    }
     for source in sources.values():
         assert source.report_batch_item_failures
         assert source.max_receive_count == 5
-        assert source.dead_letter_queue_url in {pipeline.stack.physical_id(dlq) for dlq in DLQS}
+        assert source.dead_letter_queue_url in {
+            pipeline.stack.physical_id(dlq) for dlq in (*DLQS, "UndoDeadLetterQueue")
+        }
     assert first.run.largest_batch[PROVIDER] == 1
-    assert 1 < first.run.largest_batch[IMPORTER] <= 5
+    assert first.run.largest_batch[IMPORTER] == 1
     # Every manifest is split into messages of CertsPerMessage certificates.
     expected_messages = sum(
         -(-len(manifest.summary.thing_names) // CERTS_PER_MESSAGE) for manifest in first.manifests.values()

@@ -80,6 +80,7 @@ FIRST_COUNT, SECOND_COUNT = SIZE.first_count, SIZE.second_count
 PARAMETERS = {
     "IotApiTps": json.dumps(QUOTAS),
     "CertsPerMessage": str(SIZE.certs_per_message),
+    "ImportBatchSize": "5",  # batches of records, so that the crash and the redeliveries fall mid-batch
     "PolicyNames": POLICIES[0],
     "ThingGroupNames": GROUPS[0],
     "ThingTypeName": THING_TYPE,
