@@ -323,6 +323,7 @@ def mixed_manifest() -> bytes:
 
 # The import messages the importer must drop, one per ImportMessagesRefused reason.
 REFUSALS = (UNKNOWN_JOB, NOT_IMPORTING, BAD_MAC)
+UNDO_REFUSALS = ("unknown_job", "not_undoable", "stale")  # undo_worker.requests
 
 
 def send_forged_import_messages(
@@ -403,11 +404,20 @@ def run_scenario() -> Scenario:
             refusal_stats = send_forged_import_messages(stack, emulator, keys["mixed"])
             (schedule,) = stack.schedules
             sweep = emulator.invoke_scheduled(schedule)
+            # Undo the mixed job, and refuse an undo of a job that does not exist.
+            pointer = s3.get_object(Bucket=stack.bucket, Key=f"reports/{keys['mixed']}.json")["Body"].read()
+            undo_queue = stack.physical_id("UndoQueue")
+            for job_id in (json.loads(pointer)["job_id"], "0" * 32):
+                stack.client("sqs").send_message(
+                    QueueUrl=undo_queue, MessageBody=json.dumps({"job_id": job_id})
+                )
+            undo_stats = emulator.run_until_idle(max_seconds=120)
             circuits = registry.status()
         assert stats.idle, stats
         assert refusal_stats.idle and refusal_stats.errors == refusal_stats.failed_records == 0, refusal_stats
         assert refusal_stats.records.get(IMPORTER) == len(REFUSALS), refusal_stats
         assert sweep.error is None, sweep.error
+        assert undo_stats.idle and undo_stats.records.get("UndoFunction") == 2, undo_stats
         jobs = {}
         for name, key in keys.items():
             report = s3.get_object(Bucket=stack.bucket, Key=f"reports/{key}.json")["Body"].read()
@@ -574,7 +584,7 @@ def test_plotted_dimension_values_are_ones_the_code_can_emit() -> None:
         if "ErrorClass" in dims:
             assert dims["ErrorClass"] in failure_classes, spec
         if "Reason" in dims:
-            assert dims["Reason"] in REFUSALS, spec
+            assert dims["Reason"] in (UNDO_REFUSALS if spec.name == "UndoRequestsRefused" else REFUSALS), spec
     plotted_classes = {
         spec.dimension_map["ErrorClass"] for spec in code_metrics() if spec.name == "CertificatesFailed"
     }

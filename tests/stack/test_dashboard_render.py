@@ -198,7 +198,8 @@ def test_local_samples_cover_the_stacks_queues_and_functions(scenario: Scenario)
     functions = {dict(dims)["FunctionName"] for (namespace, _, dims) in samples if namespace == "AWS/Lambda"}
     assert functions == scenario.function_names
     names = scenario.capture.stack.physical_ids
-    assert {names[PROVIDER]["Ref"], names[IMPORTER]["Ref"], names[SWEEPER]["Ref"]} == functions
+    expected = {names[function]["Ref"] for function in (PROVIDER, IMPORTER, SWEEPER, "UndoFunction")}
+    assert expected == functions
 
 
 def _datum(name: str, value: float, at: float, **dimensions: str) -> MetricDatum:
