@@ -24,8 +24,8 @@ BUNDLE_TYPES = ("E0E0", "E0E1", "E0E2")
 
 EXIT_CODES = """exit codes:
   0  the command did what was asked; status, report and sweep exit 0 also when jobs had failures
-  1  entries or items failed (check, local import, demo, invoke, redrive), or --fail-on-errors
-     found a job with failures (status, report, sweep)
+  1  entries or items failed (check, local import, demo, invoke, redrive), reconcile found drift,
+     undo ended UNDO_PARTIAL, or --fail-on-errors found a job with failures (status, report, sweep)
   2  usage or environment error: bad arguments, a missing file, no AWS region or credentials"""
 
 
