@@ -321,6 +321,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("thingpress: interrupted.", file=sys.stderr)
         return 130
+    except TimeoutError:
+        print(
+            "thingpress: a request timed out: the AWS endpoint (or the local emulator) did not answer in"
+            " time; run the command again, with -v to see the handlers' logs.",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
     except OSError as error:
         name = f" {error.filename}" if error.filename else ""
         print(f"thingpress: cannot access{name}: {error.strerror or error}.", file=sys.stderr)

@@ -211,3 +211,19 @@ def test_handler_logs_go_to_stderr_with_verbose(
     ours = [line for line in stderr.getvalue().splitlines() if "test_cli_parser.py" not in line]
     assert ours == ["info shows with -v", "still shown"]
     assert stdout.getvalue() == "back on stdout\n"
+
+
+def test_a_timed_out_request_is_one_sentence(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    from thingpress import check
+
+    def times_out(*_args: object, **_kwargs: object) -> int:
+        raise TimeoutError("timed out")
+
+    monkeypatch.setattr(check, "check_command", times_out)
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("x")
+    assert cli.main(["check", str(manifest)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("thingpress: a request timed out: ") and err.count("\n") == 1
