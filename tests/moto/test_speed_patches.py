@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import boto3
+import moto.dynamodb.models
 import moto.iot.models
 import pytest
 from moto.core import DEFAULT_ACCOUNT_ID
@@ -160,3 +161,103 @@ def test_exclusive_attach_still_refuses_a_principal_held_elsewhere(
     iot.detach_thing_principal(thingName="one", principal=arn)
     iot.attach_thing_principal(thingName="two", principal=arn, thingPrincipalType="EXCLUSIVE_THING")
     assert iot.list_principal_things(principal=arn)["things"] == ["two"]
+
+
+# --- DynamoDB transactions ------------------------------------------------------------------------
+
+
+def _tables(ddb: Any) -> None:
+    ddb.create_table(
+        TableName="ranged",
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+        AttributeDefinitions=[
+            {"AttributeName": "pk", "AttributeType": "S"},
+            {"AttributeName": "sk", "AttributeType": "S"},
+        ],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    ddb.create_table(
+        TableName="flat",
+        KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    ddb.put_item(TableName="ranged", Item={"pk": {"S": "job"}, "sk": {"S": "meta"}, "n": {"N": "1"}})
+    ddb.put_item(TableName="ranged", Item={"pk": {"S": "job"}, "sk": {"S": "old"}, "v": {"S": "kept"}})
+    ddb.put_item(TableName="flat", Item={"id": {"S": "a"}, "v": {"L": [{"S": "x"}]}})
+
+
+def _failing_transactions() -> list[list[dict[str, Any]]]:
+    """Transactions whose early operations change items before a later one fails."""
+    changes: list[dict[str, Any]] = [
+        {"Put": {"TableName": "ranged", "Item": {"pk": {"S": "job"}, "sk": {"S": "new"}}}},
+        {
+            "Update": {
+                "TableName": "ranged",
+                "Key": {"pk": {"S": "job"}, "sk": {"S": "meta"}},
+                "UpdateExpression": "ADD n :one",
+                "ExpressionAttributeValues": {":one": {"N": "1"}},
+            }
+        },
+        {"Delete": {"TableName": "ranged", "Key": {"pk": {"S": "job"}, "sk": {"S": "old"}}}},
+        {
+            "Update": {
+                "TableName": "flat",
+                "Key": {"id": {"S": "a"}},
+                "UpdateExpression": "SET v = list_append(v, :more)",
+                "ExpressionAttributeValues": {":more": {"L": [{"S": "y"}]}},
+            }
+        },
+    ]
+    refused = {
+        "ConditionCheck": {
+            "TableName": "flat",
+            "Key": {"id": {"S": "missing"}},
+            "ConditionExpression": "attribute_exists(id)",
+        }
+    }
+    repeated = {"Put": {"TableName": "flat", "Item": {"id": {"S": "a"}}}}
+    return [[*changes, refused], [*changes, repeated]]
+
+
+def _contents(ddb: Any) -> dict[str, list[Any]]:
+    return {
+        name: sorted(json.dumps(item, sort_keys=True) for item in ddb.scan(TableName=name)["Items"])
+        for name in ("ranged", "flat")
+    }
+
+
+def _run(ddb: Any) -> tuple[list[str], dict[str, list[Any]]]:
+    _tables(ddb)
+    errors = []
+    for items in _failing_transactions():
+        with pytest.raises(ddb.exceptions.ClientError) as caught:
+            ddb.transact_write_items(TransactItems=items)
+        errors.append(caught.value.response["Error"]["Code"])
+    rolled_back = _contents(ddb)
+    ddb.transact_write_items(TransactItems=_failing_transactions()[0][:-1])
+    return errors, {**{f"rolled back {k}": v for k, v in rolled_back.items()}, **_contents(ddb)}
+
+
+def test_a_failed_transaction_leaves_the_tables_as_moto_s_whole_copy_does() -> None:
+    with mock_aws_with_valid_certs():
+        unpatched = _run(boto3.client("dynamodb", region_name=REGION))
+    fidelity = MotoFidelity()
+    with mock_aws_with_valid_certs():
+        fidelity.apply()
+        try:
+            ddb = boto3.client("dynamodb", region_name=REGION)
+            patched = _run(ddb)
+            backend = moto.dynamodb.models.dynamodb_backends[DEFAULT_ACCOUNT_ID][REGION]
+            table = backend.tables["ranged"]
+            with pytest.raises(ddb.exceptions.TransactionCanceledException):
+                ddb.transact_write_items(TransactItems=_failing_transactions()[0])
+            assert backend.tables["ranged"] is table  # rolled back in place: no whole-table copy was made
+        finally:
+            fidelity.restore()
+    assert patched == unpatched
+    assert unpatched[0] == ["TransactionCanceledException", "ValidationException"]
+    assert unpatched[1]["rolled back ranged"] == [
+        '{"n": {"N": "1"}, "pk": {"S": "job"}, "sk": {"S": "meta"}}',
+        '{"pk": {"S": "job"}, "sk": {"S": "old"}, "v": {"S": "kept"}}',
+    ]

@@ -9,13 +9,18 @@ with the fidelity patches and removes them on stop.
 
 from __future__ import annotations
 
+import copy
+import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Final
 
 import moto.core.responses
+import moto.dynamodb.models
 import moto.iot.models
 import moto.moto_server.werkzeug_app
+from moto.dynamodb.models.dynamo_type import DynamoType, Item
+from moto.dynamodb.models.table import Table
 from moto.iot.exceptions import ResourceNotFoundException
 from moto.utilities.utils import get_partition
 
@@ -206,6 +211,92 @@ def _indexed_policies(_original: Callable[..., Any]) -> Callable[..., Any]:
     return list_policies_of
 
 
+# --- DynamoDB transactions: snapshot the items a transaction names, not its whole tables -------------
+
+_sparing = threading.local()  # set while a patched transaction runs in this (request) thread
+
+
+class _TableSparingCopy:
+    """Stands in for the ``copy`` module inside moto.dynamodb.models.
+
+    While a patched transaction runs in the calling thread, ``deepcopy`` of a `Table` returns the
+    table itself; everything else is copied by the real module.
+    """
+
+    def __init__(self, real: Any) -> None:
+        self._real = real
+
+    def deepcopy(self, value: Any, memo: dict[int, Any] | None = None) -> Any:
+        """Return ``value`` itself for a Table inside a patched transaction; otherwise a deep copy."""
+        if isinstance(value, Table) and getattr(_sparing, "active", False):
+            return value
+        return self._real.deepcopy(value, memo)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+
+def _table_sparing_copy(original: Any) -> Any:
+    return _TableSparingCopy(original)
+
+
+_Place = tuple[str, DynamoType, DynamoType | None]
+
+
+def _touched_items(backend: Any, transact_items: list[dict[str, Any]]) -> dict[_Place, Item | None] | None:
+    """Return a copy of each item the transaction names, keyed by (table, hash, range), None if absent.
+
+    Returns None when the items cannot be named exactly (a malformed operation, a table with a
+    stream), so that moto's own whole-table copy handles the transaction.
+    """
+    saved: dict[_Place, Item | None] = {}
+    try:
+        for entry in transact_items:
+            _, op = next(iter(entry.items()))
+            table = backend.tables.get(op.get("TableName"))
+            if table is None:
+                continue
+            if table.stream_shard is not None:
+                return None
+            source = op["Item"] if "Item" in op else op["Key"]
+            hash_value = DynamoType(source[table.hash_key_attr])
+            range_value = DynamoType(source[table.range_key_attr]) if table.range_key_attr else None
+            place = (table.name, hash_value, range_value)
+            if place not in saved:
+                saved[place] = copy.deepcopy(table.get_item(hash_value, range_value))
+    except (KeyError, TypeError, AttributeError, StopIteration):
+        return None
+    return saved
+
+
+def _restore_items(backend: Any, saved: dict[_Place, Item | None]) -> None:
+    for (table_name, hash_value, range_value), item in saved.items():
+        table = backend.tables[table_name]
+        if item is None:
+            table.delete_item(hash_value, range_value)
+        elif range_value is None:
+            table.items[hash_value] = item
+        else:
+            table.items[hash_value][range_value] = item
+
+
+def _item_sparing_transactions(original: Callable[..., Any]) -> Callable[..., Any]:
+    def transact_write_items(self: Any, transact_items: list[dict[str, Any]]) -> Any:
+        saved = _touched_items(self, transact_items) if len(transact_items) <= 100 else None
+        if saved is None:
+            return original(self, transact_items)
+        _sparing.active = True
+        try:
+            return original(self, transact_items)
+        except Exception:
+            _restore_items(self, saved)
+            raise
+        finally:
+            _sparing.active = False
+
+    return transact_write_items
+
+
 @dataclass(frozen=True)
 class SpeedPatch:
     """One speed patch: where it goes, how it wraps moto's function, and why moto's answers stay."""
@@ -219,6 +310,7 @@ class SpeedPatch:
 
 
 _IOT: Final = moto.iot.models.IoTBackend
+_DYNAMODB: Final = moto.dynamodb.models.DynamoDBBackend
 
 SPEED_PATCHES: Final = (
     SpeedPatch(
@@ -293,5 +385,22 @@ SPEED_PATCHES: Final = (
         "scans every policy attachment of every principal",
         "reads the policy attachments indexed by principal (PairIndex)",
         "the index changes with the attachment dict itself, in its order",
+    ),
+    SpeedPatch(
+        moto.dynamodb.models,
+        "copy",
+        _table_sparing_copy,
+        "deep-copies every table a transaction names, whole, before it runs (the rollback copy)",
+        "returns the table itself instead, only inside a transaction the next patch spares",
+        "that patch saves and restores, on rollback, every item the transaction can change",
+    ),
+    SpeedPatch(
+        _DYNAMODB,
+        "transact_write_items",
+        _item_sparing_transactions,
+        "costs a deep copy of each named table per transaction, so writes slow down as tables grow",
+        "copies only the items the operations name and puts exactly those back when moto rolls back",
+        "a transaction changes only the items its operations name; a table with a stream, or an"
+        " operation whose key cannot be read, goes to moto unchanged",
     ),
 )
