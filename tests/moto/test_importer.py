@@ -7,7 +7,7 @@ import hashlib
 import json
 import random
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -391,6 +391,25 @@ def test_mixed_batch_requeues_only_the_retryable_entries_then_completes_once(
     assert job is not None
     assert (job.succeeded, job.failed, job.settled) == (3, 1, 4)
     assert len(world.sqs.sent) == 1
+
+
+def test_calls_done_comes_after_the_last_iot_call_and_before_the_outcome_is_recorded(
+    world: World, certs: list[Issued]
+) -> None:
+    entries = [entry(cert, i) for i, cert in enumerate(certs[:3])]
+    job_id = world.start_job(total=3)
+    seen: list[tuple[int, int]] = []
+
+    def calls_done() -> None:
+        job = world.jobs.get_job(job_id)
+        assert job is not None
+        seen.append((world.services.limiter.calls, job.settled))  # type: ignore[attr-defined]
+
+    world.services = replace(world.services, calls_done=calls_done)
+    result = world.run(message(job_id, "000000", entries))
+    assert result.imported == 3
+    assert seen == [(world.services.limiter.calls, 0)]  # type: ignore[attr-defined]
+    assert seen[0][0] >= 3 * 5  # every IoT call of the three entries came first
 
 
 def test_duplicate_delivery_counts_nothing_twice(world: World, certs: list[Issued]) -> None:

@@ -123,6 +123,23 @@ def test_a_released_share_goes_to_the_others_at_their_next_renewal() -> None:
     assert history[-1] == [1.0]
 
 
+def test_a_paused_share_goes_to_the_others_and_the_pauser_joins_again_when_it_calls() -> None:
+    clock, store = Clock(), MemoryStore()
+    a, b = FleetLease(store, "a", clock=clock), FleetLease(store, "b", clock=clock)
+    run(clock, [a, b], 2.0)
+    a.pause()
+    assert "a" not in store.snapshot.members
+    history = run(clock, [b], VALIDITY_SECONDS - RENEW_BEFORE_SECONDS + 0.1)
+    assert history[-1] == [1.0]
+    # a calls again: it joins with what is free (nothing), and b yields half at its next renewal.
+    history = run(clock, [a, b], 1.0)
+    assert history[0] == [0.0, 1.0]
+    assert history[-1] == pytest.approx([0.5, 0.5])
+    a.release()
+    assert a.share() == 0.0
+    assert "a" not in store.snapshot.members
+
+
 def test_a_crashed_invocation_strands_its_share_for_at_most_validity_plus_skew() -> None:
     clock, store = Clock(), MemoryStore()
     a, b = FleetLease(store, "a", clock=clock), FleetLease(store, "b", clock=clock)
@@ -174,21 +191,34 @@ def test_the_limiter_runs_the_quota_at_the_share_and_waits_without_one() -> None
     assert grants[-1] - grants[-11] == pytest.approx(2.0, abs=0.11)
 
 
-def test_a_scale_of_zero_drops_the_tokens_held() -> None:
+def test_a_scale_of_zero_allows_no_call_and_accrues_nothing() -> None:
     clock = Clock()
     scale = [0.0]
-    limiter = RateLimiter({"CreateThing": 100.0}, clock=clock, sleep=clock.sleep, scale=lambda: scale[0])
-    # A full bucket, but no share: nothing until the scale rises.
-    original_sleep = clock.sleep
-    waited = []
+    waited: list[float] = []
 
     def sleep(seconds: float) -> None:
         waited.append(seconds)
         if len(waited) == 3:
             scale[0] = 1.0
-        original_sleep(seconds)
+        clock.sleep(seconds)
 
-    limiter._sleep = sleep
+    limiter = RateLimiter({"CreateThing": 10.0}, clock=clock, sleep=sleep, scale=lambda: scale[0])
+    # No share: nothing, in waits of at most max_wait, until the scale rises; then the new bucket's
+    # token is used at once.
     limiter.acquire("CreateThing")
-    assert len(waited) >= 3
-    assert max(waited) <= 0.1
+    assert len(waited) == 3 and max(waited) <= 0.1
+    # Five seconds spent waiting without a share earn nothing: once it returns, the call still waits
+    # a whole token at the full rate.
+    scale[0] = 0.0
+    rises: list[float] = []
+
+    def sleep_then_rise(seconds: float) -> None:
+        clock.sleep(seconds)
+        if scale[0] == 0.0 and clock.now - started >= 5.0:
+            scale[0] = 1.0
+            rises.append(clock.now)
+
+    limiter._sleep = sleep_then_rise
+    started = clock.now
+    limiter.acquire("CreateThing")
+    assert clock.now - rises[0] == pytest.approx(0.1)

@@ -104,7 +104,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
             # One budget entry per invocation (not per execution environment: the local stack runs
             # concurrent invocations in one process), held while the batch is processed.
             lease, limiter = _budget.invocation(context.aws_request_id)
-            services = replace(services, limiter=limiter)
+            services = replace(services, limiter=limiter, calls_done=lease.pause)
         arns = ArnContext.from_function_arn(context.invoked_function_arn)
         out_of_time = deadline(context.get_remaining_time_in_millis, config.deadline_margin_ms)
 

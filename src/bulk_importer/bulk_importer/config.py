@@ -94,7 +94,9 @@ class Services:
     ``iot`` and ``sqs`` are boto3 clients, ``jobs`` the job store (it alone reads and writes the
     JobsTable), ``limiter`` the per-API rate limiter shared by every thread, ``rng`` the source of
     backoff jitter, ``emit`` the metric emitter and ``registry`` the circuits of the importer's
-    protected calls (the handler builds it from the environment).
+    protected calls (the handler builds it from the environment). ``calls_done`` is called when a
+    record's IoT calls are done (the handler pauses its fleet-budget lease, so others take its share
+    while it records the outcome).
     """
 
     iot: IoTClient
@@ -104,3 +106,4 @@ class Services:
     rng: random.Random
     emit: Emit
     registry: CircuitRegistry = field(default_factory=CircuitRegistry)
+    calls_done: Callable[[], None] = field(default=lambda: None)

@@ -13,7 +13,8 @@ write (``version`` check) that also reads everyone else's, so every change sees 
   cannot renew stops calling, and a crashed one strands its share for at most ``VALIDITY_SECONDS``
   plus ``SKEW_SECONDS``, after which the others take it over;
 * an invocation that ends removes its entry (``release``), so the others take its share at their
-  next renewal.
+  next renewal; so does one whose IoT calls are done while it still records its outcome
+  (``pause``: it joins again if it calls once more).
 
 See docs/ARCHITECTURE.md, "Fleet rate budget", for the failure modes. Everything here takes its
 DynamoDB client and its wall clock (epoch seconds, comparable across invocations) as parameters.
@@ -40,9 +41,10 @@ if TYPE_CHECKING:
 ITEM_ID = "importer-fleet"
 VALIDITY_SECONDS = 2.0
 """How long a share may be used after the write that granted it."""
-RENEW_BEFORE_SECONDS = 1.5
-"""A share is renewed when less than this of its validity is left."""
-CATCH_UP_SECONDS = 0.2
+RENEW_BEFORE_SECONDS = 1.75
+"""A share is renewed when less than this of its validity is left (every 0.25 s): how soon a holder
+yields to a newcomer and takes over what a leaver freed."""
+CATCH_UP_SECONDS = 0.1
 """Renewal interval of an invocation holding less than its fair share (others still hold theirs)."""
 SKEW_SECONDS = 0.1
 """Others' shares count as valid this much past their ``until``: the tolerated clock difference."""
@@ -186,11 +188,19 @@ class FleetLease:
             self._renew_at = self.clock() + RETRY_SECONDS
         logger.warning("The fleet rate budget stayed contended", extra={"attempts": MAX_CONFLICTS})
 
+    def pause(self) -> None:
+        """Remove this invocation's entry while it makes no calls; the next ``share()`` joins again."""
+        self._leave(final=False)
+
     def release(self) -> None:
         """Stop using the budget and remove this invocation's entry (its share frees at once)."""
+        self._leave(final=True)
+
+    def _leave(self, *, final: bool) -> None:
         with self._lock:
-            self._released = True
+            self._released = self._released or final
             held = self._until > -math.inf
+            self._share, self._until, self._renew_at, self._cached = 0.0, -math.inf, -math.inf, None
         if held:
             try:
                 self.store.remove(self.member)

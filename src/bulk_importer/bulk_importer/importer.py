@@ -329,6 +329,7 @@ def handle_import_body(
     if refused is not None or job is None:
         return _refused(services, message, job, refused or "unknown_job")
     outcomes = _run_entries(services, message, arns, config, out_of_time)
+    services.calls_done()
     exhausted_at = message.attempt + 1 >= config.max_entry_attempts
 
     imported: list[ImportedRecord] = []

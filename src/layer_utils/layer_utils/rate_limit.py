@@ -51,8 +51,9 @@ class RateLimiter:
 
     ``scale`` (optional) returns the fraction of every rate allowed now (the fleet budget's share,
     0 to 1). It is asked before every decision; tokens accrue at the lower of the previous and the
-    current scale, a scale of 0 drops the tokens held, and no wait is longer than ``max_wait``
-    seconds, so a change of the share is seen within it.
+    current scale, a scale of 0 allows no call and accrues nothing (a token held, at most ``burst``,
+    is used as soon as the share returns, as a new bucket's is), and no wait is longer than
+    ``max_wait`` seconds, so a change of the share is seen within it.
 
     """
 
@@ -135,7 +136,7 @@ class RateLimiter:
                     now = self._clock()
                     elapsed = max(0.0, now - bucket.updated)
                     credit = elapsed * bucket.rate * min(scale, bucket.scale)
-                    bucket.tokens = min(bucket.capacity, bucket.tokens + credit) if scale > 0 else 0.0
+                    bucket.tokens = min(bucket.capacity, bucket.tokens + credit)
                     bucket.updated = now
                     bucket.scale = scale
                     if scale > 0 and bucket.tokens >= 1.0 - _EPSILON:
