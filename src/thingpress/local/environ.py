@@ -1,7 +1,8 @@
-"""The process state a local stack changes and restores: variables, per-function swaps, ``sys.path``.
+"""The process state a local stack changes and restores: variables, per-function views, ``sys.path``.
 
-A handler reads configuration from ``os.environ``, so running a function in-process means giving the
-whole process that function's environment for the duration of the call (`FunctionEnvironments`).
+A handler reads configuration from ``os.environ``. Running functions in-process, side by side as
+Lambda does, means each invocation must see its own function's environment: `FunctionEnvironments`
+gives every thread that runs a handler (and the threads it starts) its own view of ``os.environ``.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Final
 
@@ -21,14 +22,6 @@ __all__ = ["CodePaths", "FunctionEnvironments", "SavedEnvironment"]
 # Lambda-runtime variables are set per function; these prefixes of the caller's environment are
 # dropped while a handler runs, so a developer's shell cannot leak configuration into a function.
 _FUNCTION_ONLY_PREFIXES: Final = ("THINGPRESS_", "POWERTOOLS_")
-
-
-def _replace_environ(target: Mapping[str, str]) -> None:
-    for key in [key for key in os.environ if key not in target]:
-        del os.environ[key]
-    for key, value in target.items():
-        if os.environ.get(key) != value:
-            os.environ[key] = value
 
 
 class SavedEnvironment:
@@ -71,50 +64,115 @@ class SavedEnvironment:
         self._saved.clear()
 
 
-class FunctionEnvironments:
-    """Gives the process one function's environment at a time.
+class _ThreadEnviron(MutableMapping[str, str]):
+    """Stands in for ``os.environ``: a thread with a function's view sees that, others the process's.
 
-    Blocks of different functions are serialised; blocks of the same function may overlap, and the
-    environment from before the first of them comes back when the last one ends.
+    A view is a plain dict (changes stay in it, as a Lambda environment's stay in its sandbox);
+    without one every access goes to the real ``os.environ``.
+    """
+
+    def __init__(self, real: MutableMapping[str, str], views: threading.local) -> None:
+        self.real = real
+        self._views = views
+
+    def _target(self) -> MutableMapping[str, str]:
+        view: dict[str, str] | None = getattr(self._views, "view", None)
+        return self.real if view is None else view
+
+    def __getitem__(self, key: str) -> str:
+        return self._target()[key]
+
+    def __setitem__(self, key: str, value: str) -> None:
+        self._target()[key] = value
+
+    def __delitem__(self, key: str) -> None:
+        del self._target()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(self._target()))
+
+    def __len__(self) -> int:
+        return len(self._target())
+
+    def copy(self) -> dict[str, str]:
+        """Return a dict of the variables this thread sees."""
+        return dict(self._target())
+
+
+class FunctionEnvironments:
+    """Gives each invocation its function's environment, whatever else runs at the same time.
+
+    `install` replaces ``os.environ`` with a per-thread view (`_ThreadEnviron`) and makes every new
+    thread inherit the view of the thread that starts it (a handler's worker threads); `applied`
+    gives the calling thread a function's view for the duration of a block; `uninstall` puts
+    ``os.environ`` and ``threading.Thread.start`` back. Threads without a view (the moto server's,
+    the harness's) see the process's own variables.
     """
 
     def __init__(self) -> None:
-        """Start with no function's environment applied."""
-        self._condition = threading.Condition()
-        self._owner: str | None = None
-        self._users = 0
-        self._before: dict[str, str] = {}
+        """Start uninstalled."""
+        self._views = threading.local()
+        self._environ: _ThreadEnviron | None = None
+        self._thread_start: Callable[[threading.Thread], None] | None = None
+
+    def install(self) -> None:
+        """Replace ``os.environ`` with the per-thread view and make new threads inherit views."""
+        if self._environ is not None:
+            return
+        views = self._views
+        original_start = threading.Thread.start
+
+        def start(thread: threading.Thread) -> None:
+            view = getattr(views, "view", None)
+            if view is not None:
+                run = thread.run
+
+                def run_in_view() -> None:
+                    views.view = view
+                    run()
+
+                thread.run = run_in_view  # type: ignore[method-assign]
+            original_start(thread)
+
+        self._environ = _ThreadEnviron(os.environ, views)
+        self._thread_start = original_start
+        # Deliberately not the process environment: a view per thread (the real one stays in .real).
+        os.environ = self._environ  # type: ignore[assignment]  # noqa: B003
+        threading.Thread.start = start  # type: ignore[method-assign,assignment]
+
+    def uninstall(self) -> None:
+        """Put the real ``os.environ`` and ``threading.Thread.start`` back (a no-op when not installed)."""
+        if self._environ is None or self._thread_start is None:
+            return
+        os.environ = self._environ.real  # type: ignore[assignment]  # noqa: B003
+        threading.Thread.start = self._thread_start  # type: ignore[method-assign,assignment]
+        self._environ = None
+        self._thread_start = None
 
     @contextmanager
-    def applied(self, owner: str, variables: Callable[[], Mapping[str, str]]) -> Iterator[None]:
-        """Apply `owner`'s variables to the process for the duration of the block.
+    def applied(self, variables: Callable[[], Mapping[str, str]]) -> Iterator[None]:
+        """Give the calling thread a function's environment for the duration of the block (installing first).
+
+        The view is the process's variables without the function-only prefixes, plus the function's.
+        Blocks nest (the outer view comes back) and blocks of other threads, of any function, run
+        at the same time.
 
         Args:
-            owner: The function the environment belongs to.
-            variables: Returns the function's variables; called when its environment is applied.
+            variables: Returns the function's variables; called when the block starts.
 
         Yields:
             Nothing; the environment is in place inside the block.
 
         """
-        with self._condition:
-            while self._owner not in (None, owner):
-                self._condition.wait()
-            if self._owner is None:
-                self._before = dict(os.environ)
-                base = {k: v for k, v in os.environ.items() if not k.startswith(_FUNCTION_ONLY_PREFIXES)}
-                _replace_environ({**base, **variables()})
-                self._owner = owner
-            self._users += 1
+        self.install()
+        assert self._environ is not None
+        base = {k: v for k, v in self._environ.real.items() if not k.startswith(_FUNCTION_ONLY_PREFIXES)}
+        outer = getattr(self._views, "view", None)
+        self._views.view = {**base, **variables()}
         try:
             yield
         finally:
-            with self._condition:
-                self._users -= 1
-                if self._users == 0:
-                    _replace_environ(self._before)
-                    self._owner = None
-                    self._condition.notify_all()
+            self._views.view = outer
 
 
 class CodePaths:

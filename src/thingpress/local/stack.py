@@ -189,6 +189,7 @@ class LocalStack:
             reset_server(self.endpoint_url)
         self._started = False
         self._code_paths.remove()
+        self._function_envs.uninstall()
         self._fidelity.restore()
         self._saved_env.restore()
         self._clear_layer_client_cache()
@@ -357,13 +358,13 @@ class LocalStack:
 
     @contextmanager
     def function_environment(self, logical_id: str) -> Iterator[None]:
-        """Apply a function's environment to the process for the duration of the block.
+        """Apply a function's environment to the calling thread for the duration of the block.
 
-        Blocks of different functions are serialised; blocks of the same function may overlap.
-        Raises `LocalStackError` for an unknown function.
+        The environment is the calling thread's (and its new threads') alone: invocations of any
+        functions run side by side, as on Lambda. Raises `LocalStackError` for an unknown function.
         """
         spec = self._function(logical_id)
-        with self._function_envs.applied(logical_id, lambda: self.function_env(spec.logical_id)):
+        with self._function_envs.applied(lambda: self.function_env(spec.logical_id)):
             yield
 
     def handler(self, logical_id: str) -> Callable[[Any, Any], Any]:
