@@ -2,7 +2,7 @@
 
 One DynamoDB item (``id = "importer-fleet"`` in ``THINGPRESS_RATE_BUDGET_TABLE``) lists the busy
 invocations, each with the *share* of the quotas it may use (0 to 1, the same for every API) and the
-time its share is valid until. An invocation renews its entry about twice a second in one conditional
+time its share is valid until. An invocation renews its entry about four times a second in one conditional
 write (``version`` check) that also reads everyone else's, so every change sees all the others:
 
 * its new share is ``min(1 / busy invocations, 1 - the valid shares of the others)``, so the shares

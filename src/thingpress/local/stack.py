@@ -57,9 +57,8 @@ class LocalStack:
     """The template's resources on an in-process moto server, and its functions runnable in-process.
 
     Use as a context manager; `start()` raises `LocalStackError` or `TemplateError` when a resource
-    cannot be created. Handler invocations of different functions are serialised (the process
-    environment is swapped to the function's); invocations of one function may overlap and a
-    handler may use threads internally.
+    cannot be created. Invocations of any functions run side by side, each seeing its own function's
+    environment (a per-thread view of ``os.environ``, inherited by the threads a handler starts).
 
     Args:
         template_path: The template.
