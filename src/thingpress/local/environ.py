@@ -115,10 +115,15 @@ class FunctionEnvironments:
         self._environ: _ThreadEnviron | None = None
         self._thread_start: Callable[[threading.Thread], None] | None = None
 
-    def install(self) -> None:
-        """Replace ``os.environ`` with the per-thread view and make new threads inherit views."""
+    def install(self) -> _ThreadEnviron:
+        """Replace ``os.environ`` with the per-thread view and make new threads inherit views (once).
+
+        Returns:
+            The view installed as ``os.environ``.
+
+        """
         if self._environ is not None:
-            return
+            return self._environ
         views = self._views
         original_start = threading.Thread.start
 
@@ -139,6 +144,7 @@ class FunctionEnvironments:
         # Deliberately not the process environment: a view per thread (the real one stays in .real).
         os.environ = self._environ  # type: ignore[assignment]  # noqa: B003
         threading.Thread.start = start  # type: ignore[method-assign,assignment]
+        return self._environ
 
     def uninstall(self) -> None:
         """Put the real ``os.environ`` and ``threading.Thread.start`` back (a no-op when not installed)."""
@@ -164,9 +170,8 @@ class FunctionEnvironments:
             Nothing; the environment is in place inside the block.
 
         """
-        self.install()
-        assert self._environ is not None
-        base = {k: v for k, v in self._environ.real.items() if not k.startswith(_FUNCTION_ONLY_PREFIXES)}
+        real = self.install().real
+        base = {k: v for k, v in real.items() if not k.startswith(_FUNCTION_ONLY_PREFIXES)}
         outer = getattr(self._views, "view", None)
         self._views.view = {**base, **variables()}
         try:
