@@ -24,6 +24,7 @@ from typing import Any
 
 from layer_utils.cert_utils import DEFAULT_NAME_SOURCES
 from layer_utils.jobs import Job, job_id_for
+from layer_utils.schema import SCHEMA
 from thingpress import remote
 from thingpress.check import certificate_files
 from thingpress.console import (
@@ -244,7 +245,7 @@ def up_command(
         try:
             path = write_state(folder, running)
             if as_json:
-                print_json({**running.to_json(), "state": str(path)})
+                print_json({"schema": SCHEMA, **running.to_json(), "state": str(path)})
             else:
                 console.print(f"Local stack serving at {running.endpoint} (region {running.region}).")
                 console.print(f"State: {path}. Stop with `thingpress local down` or Ctrl-C.")

@@ -16,6 +16,7 @@ from rich.table import Table
 
 from layer_utils.jobstore.lifecycle import UNDO_STATUSES
 from layer_utils.reconcile import Reconciliation, reconcile_job
+from layer_utils.schema import SCHEMA
 from thingpress.console import out_console, print_json
 from thingpress.remote import find_job
 from thingpress.remote_cli import _connect
@@ -86,7 +87,7 @@ def reconcile_command(
         "left": [dict(record) for record in result.left],
     }
     if as_json:
-        print_json(document)
+        print_json({"schema": SCHEMA, **document})
     else:
         console = out_console()
         counts = ", ".join(f"{count} {kind}" for kind, count in result.counts().items())

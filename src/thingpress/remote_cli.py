@@ -311,6 +311,7 @@ def redrive_command(
     if as_json:
         print_json(
             {
+                "schema": SCHEMA,
                 "moved": sum(result.moved for result in results),
                 "failed": sum(result.failed for result in results),
                 "queues": [result.__dict__ for result in results],
@@ -365,7 +366,7 @@ def sweep_command(
     _session, deployment, store = _connect(stack, bucket, table, region=region, profile=profile, local=local)
     result = run_sweep(store, deployment)
     if as_json:
-        print_json(result.to_dict())
+        print_json({"schema": SCHEMA, **result.to_dict()})
     else:
         print_swept(result)
     return 1 if result.swept else 0

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from rich.table import Table
 
+from layer_utils.schema import SCHEMA
 from thingpress import cli_local
 from thingpress.cli_options import add_remote_target, example, remote_target
 from thingpress.console import (
@@ -357,7 +358,13 @@ def carry_out_undo(
         if not options.wait:
             if options.as_json:
                 print_json(
-                    {"job_id": job.job_id, "key": job.key, "requested": True, "status": str(job.status)}
+                    {
+                        "schema": SCHEMA,
+                        "job_id": job.job_id,
+                        "key": job.key,
+                        "requested": True,
+                        "status": str(job.status),
+                    }
                 )
             else:
                 out_console().print(
@@ -385,6 +392,6 @@ def carry_out_undo(
 
 def _show(view: UndoView, as_json: bool) -> None:
     if as_json:
-        print_json(view.to_json())
+        print_json({"schema": SCHEMA, **view.to_json()})
     else:
         view.print()

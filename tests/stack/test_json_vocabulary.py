@@ -58,6 +58,14 @@ def test_every_command_speaks_the_same_words(
         target = ["--bucket", stack.bucket, "--table", stack.physical_id("JobsTable")]
         _, documents["status"] = run_json(capsys, "status", *target)
         _, documents["report"] = run_json(capsys, "report", "generated/devices.txt", *target)
+        # The commands without import counts carry the schema too.
+        others = {
+            "reconcile": run_json(capsys, "reconcile", "generated/devices.txt", *target)[1],
+            "undo --dry-run": run_json(capsys, "undo", "generated/devices.txt", "--dry-run", *target)[1],
+            "sweep": run_json(capsys, "sweep", *target)[1],
+        }
+    for command, document in others.items():
+        assert document["schema"] == SCHEMA, command
 
     for command, document in documents.items():
         assert document["schema"] == SCHEMA, command
