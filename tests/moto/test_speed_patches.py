@@ -217,7 +217,8 @@ def _failing_transactions() -> list[list[dict[str, Any]]]:
         }
     }
     repeated = {"Put": {"TableName": "flat", "Item": {"id": {"S": "a"}}}}
-    return [[*changes, refused], [*changes, repeated]]
+    unreadable = {"Put": {"TableName": "flat", "Item": {"id": {"N": "not a number"}}}}  # moto's path
+    return [[*changes, refused], [*changes, repeated], [*changes, unreadable]]
 
 
 def _contents(ddb: Any) -> dict[str, list[Any]]:
@@ -256,7 +257,11 @@ def test_a_failed_transaction_leaves_the_tables_as_moto_s_whole_copy_does() -> N
         finally:
             fidelity.restore()
     assert patched == unpatched
-    assert unpatched[0] == ["TransactionCanceledException", "ValidationException"]
+    assert unpatched[0] == [
+        "TransactionCanceledException",
+        "ValidationException",
+        "TransactionCanceledException",
+    ]
     assert unpatched[1]["rolled back ranged"] == [
         '{"n": {"N": "1"}, "pk": {"S": "job"}, "sk": {"S": "meta"}}',
         '{"pk": {"S": "job"}, "sk": {"S": "old"}, "v": {"S": "kept"}}',

@@ -264,14 +264,16 @@ def _touched_items(backend: Any, transact_items: list[dict[str, Any]]) -> dict[_
             place = (table.name, hash_value, range_value)
             if place not in saved:
                 saved[place] = copy.deepcopy(table.get_item(hash_value, range_value))
-    except (KeyError, TypeError, AttributeError, StopIteration):
+    except Exception:  # any unreadable operation (bad key values too): moto's own path answers it
         return None
     return saved
 
 
 def _restore_items(backend: Any, saved: dict[_Place, Item | None]) -> None:
     for (table_name, hash_value, range_value), item in saved.items():
-        table = backend.tables[table_name]
+        table = backend.tables.get(table_name)
+        if table is None:  # deleted meanwhile: nothing to put back, and moto's own error stands
+            continue
         if item is None:
             table.delete_item(hash_value, range_value)
         elif range_value is None:
