@@ -140,6 +140,30 @@ def test_a_paused_share_goes_to_the_others_and_the_pauser_joins_again_when_it_ca
     assert "a" not in store.snapshot.members
 
 
+def test_a_renewal_overtaken_by_a_pause_is_void() -> None:
+    clock = Clock()
+
+    class PausingStore(MemoryStore):
+        """Pauses the lease (as another thread would) right after a renewal's write succeeds."""
+
+        lease: FleetLease | None = None
+
+        def write(self, expected: int, members: Mapping[str, Member]) -> Snapshot | None:
+            written = super().write(expected, members)
+            if written is not None and self.lease is not None:
+                lease, self.lease = self.lease, None
+                lease.pause()
+            return written
+
+    store = PausingStore()
+    lease = FleetLease(store, "a", clock=clock)
+    assert lease.share() == 1.0
+    clock.now += 1.0  # the next share() renews
+    store.lease = lease
+    assert lease.share() == 0.0  # the share written before the pause is not used...
+    assert "a" not in store.snapshot.members  # ...and not left in the budget for others to count
+
+
 def test_a_crashed_invocation_strands_its_share_for_at_most_validity_plus_skew() -> None:
     clock, store = Clock(), MemoryStore()
     a, b = FleetLease(store, "a", clock=clock), FleetLease(store, "b", clock=clock)

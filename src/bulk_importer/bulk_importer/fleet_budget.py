@@ -141,6 +141,7 @@ class FleetLease:
         self._renewing = False
         self._released = False
         self._cached: Snapshot | None = None
+        self._generation = 0  # moved on by pause and release: a renewal begun before them is void
 
     def share(self) -> float:
         """Return the share of every quota this invocation may use now, renewing it when due."""
@@ -165,6 +166,8 @@ class FleetLease:
 
     def _renew(self) -> None:
         """Write this invocation's entry with its new share (conditional on the version read)."""
+        with self._lock:
+            generation = self._generation
         snapshot = self._cached
         for _ in range(MAX_CONFLICTS):
             if snapshot is None:
@@ -179,9 +182,14 @@ class FleetLease:
             fair = 1.0 / (len(others) + 1)
             wait = CATCH_UP_SECONDS if share < fair - 1.0 / _PRECISION else self.validity - self.renew_before
             with self._lock:
-                self._share, self._until, self._renew_at = share, until, now + wait
-                self._cached = written
-                self.renewals += 1
+                void = generation != self._generation
+                if not void:
+                    self._share, self._until, self._renew_at = share, until, now + wait
+                    self._cached = written
+                    self.renewals += 1
+            if void:
+                # Paused or released while writing: the entry just written is not ours to use.
+                self._remove_entry()
             return
         with self._lock:
             self._cached = None
@@ -199,14 +207,18 @@ class FleetLease:
     def _leave(self, *, final: bool) -> None:
         with self._lock:
             self._released = self._released or final
+            self._generation += 1
             held = self._until > -math.inf
             self._share, self._until, self._renew_at, self._cached = 0.0, -math.inf, -math.inf, None
         if held:
-            try:
-                self.store.remove(self.member)
-            except (ClientError, BotoCoreError) as error:
-                # The entry expires on its own within VALIDITY_SECONDS.
-                logger.warning("The fleet rate budget entry was not removed", extra={"error": str(error)})
+            self._remove_entry()
+
+    def _remove_entry(self) -> None:
+        try:
+            self.store.remove(self.member)
+        except (ClientError, BotoCoreError) as error:
+            # The entry expires on its own within VALIDITY_SECONDS.
+            logger.warning("The fleet rate budget entry was not removed", extra={"error": str(error)})
 
 
 class DynamoBudgetStore:
