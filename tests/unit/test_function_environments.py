@@ -17,6 +17,7 @@ def envs(monkeypatch: pytest.MonkeyPatch) -> Iterator[FunctionEnvironments]:
     monkeypatch.setenv("SHARED", "process")
     real_environ, real_start = os.environ, threading.Thread.start
     environments = FunctionEnvironments()
+    environments.install()
     try:
         yield environments
     finally:
@@ -66,3 +67,16 @@ def test_blocks_nest_and_a_function_s_changes_stay_in_its_view(envs: FunctionEnv
         assert os.environ.copy()["SET_BY_HANDLER"] == "1"
     assert "SET_BY_HANDLER" not in os.environ
     assert "THINGPRESS_FUNCTION" not in os.environ
+
+
+def test_no_view_is_given_while_the_views_are_not_installed() -> None:
+    environments = FunctionEnvironments()
+    with pytest.raises(RuntimeError, match="not running"), environments.applied(dict):
+        pass
+    environments.install()
+    environments.install()  # once: a second install changes nothing
+    environments.uninstall()
+    assert not isinstance(os.environ, type(environments.install()))  # the real one was put back
+    environments.uninstall()
+    with pytest.raises(RuntimeError, match="not running"), environments.applied(dict):
+        pass

@@ -112,6 +112,7 @@ class FunctionEnvironments:
     def __init__(self) -> None:
         """Start uninstalled."""
         self._views = threading.local()
+        self._lock = threading.Lock()
         self._environ: _ThreadEnviron | None = None
         self._thread_start: Callable[[threading.Thread], None] | None = None
 
@@ -122,8 +123,10 @@ class FunctionEnvironments:
             The view installed as ``os.environ``.
 
         """
-        if self._environ is not None:
-            return self._environ
+        with self._lock:
+            return self._install() if self._environ is None else self._environ
+
+    def _install(self) -> _ThreadEnviron:
         views = self._views
         original_start = threading.Thread.start
 
@@ -148,16 +151,17 @@ class FunctionEnvironments:
 
     def uninstall(self) -> None:
         """Put the real ``os.environ`` and ``threading.Thread.start`` back (a no-op when not installed)."""
-        if self._environ is None or self._thread_start is None:
-            return
-        os.environ = self._environ.real  # type: ignore[assignment]  # noqa: B003
-        threading.Thread.start = self._thread_start  # type: ignore[method-assign,assignment]
-        self._environ = None
-        self._thread_start = None
+        with self._lock:
+            if self._environ is None or self._thread_start is None:
+                return
+            os.environ = self._environ.real  # type: ignore[assignment]  # noqa: B003
+            threading.Thread.start = self._thread_start  # type: ignore[method-assign,assignment]
+            self._environ = None
+            self._thread_start = None
 
     @contextmanager
     def applied(self, variables: Callable[[], Mapping[str, str]]) -> Iterator[None]:
-        """Give the calling thread a function's environment for the duration of the block (installing first).
+        """Give the calling thread a function's environment for the duration of the block.
 
         The view is the process's variables without the function-only prefixes, plus the function's.
         Blocks nest (the outer view comes back) and blocks of other threads, of any function, run
@@ -166,11 +170,17 @@ class FunctionEnvironments:
         Args:
             variables: Returns the function's variables; called when the block starts.
 
+        Raises:
+            RuntimeError: the views are not installed (the local stack is not running).
+
         Yields:
             Nothing; the environment is in place inside the block.
 
         """
-        real = self.install().real
+        environ = self._environ
+        if environ is None:
+            raise RuntimeError("The local stack is not running: no function environment can be applied.")
+        real = environ.real
         base = {k: v for k, v in real.items() if not k.startswith(_FUNCTION_ONLY_PREFIXES)}
         outer = getattr(self._views, "view", None)
         self._views.view = {**base, **variables()}

@@ -157,6 +157,7 @@ class LocalStack:
             reset_server(self.endpoint_url)
             self._fidelity.apply()
             self._saved_env.point_boto3_at(self.aws_environment())
+            self._function_envs.install()
             self._started = True
             self._install_moto_lock()
             self._provisioner.create_all()
