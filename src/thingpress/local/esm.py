@@ -346,7 +346,15 @@ class EventSourceMappingEmulator:
     # --- the loop --------------------------------------------------------------------------------------
 
     def idle(self) -> bool:
-        """Return whether every enabled source queue is empty (nothing visible, in flight or delayed)."""
+        """Return whether every enabled source queue is empty (nothing visible, in flight or delayed).
+
+        moto computes a queue's counts one after another, so a message whose delay or visibility
+        timeout ends between two of them is in none; by a second look it is visible (and stays so
+        until received), so the queues count as empty only when two looks in a row find them so.
+        """
+        return all(self._empty() for _look in range(2))
+
+    def _empty(self) -> bool:
         return all(self.queue_depth(source.queue_url) == 0 for source in self.sources)
 
     def _dead_letter_depths(self) -> dict[str, int]:
