@@ -16,6 +16,8 @@ whatever the queue holds, up to BatchSize); invocations of one function run one 
 `max_concurrency` allows more (ScalingConfig.MaximumConcurrency still caps it).
 
 The events themselves (an SQS batch, a scheduled event) are built by `thingpress.local.events`.
+
+Size: one class holds Lambda's whole polling, delivery and settling contract, which reads best together.
 """
 
 from __future__ import annotations
