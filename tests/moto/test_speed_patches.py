@@ -13,7 +13,7 @@ import pytest
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.iot.exceptions import ResourceNotFoundException
 
-from testing.helpers import mock_aws_with_valid_certs
+from testing.helpers import create_jobs_table, mock_aws_with_valid_certs
 from thingpress.certfactory import make_ca, make_device_cert
 from thingpress.local.server import MotoFidelity
 from thingpress.local.speed import SPEED_PATCHES, PairIndex
@@ -167,15 +167,7 @@ def test_exclusive_attach_still_refuses_a_principal_held_elsewhere(
 
 
 def _tables(ddb: Any) -> None:
-    ddb.create_table(
-        TableName="ranged",
-        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
-        AttributeDefinitions=[
-            {"AttributeName": "pk", "AttributeType": "S"},
-            {"AttributeName": "sk", "AttributeType": "S"},
-        ],
-        BillingMode="PAY_PER_REQUEST",
-    )
+    create_jobs_table(ddb, "ranged")
     ddb.create_table(
         TableName="flat",
         KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
